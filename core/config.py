@@ -1,0 +1,176 @@
+"""CacheConfig: every knob of the engine, typed, validated and immutable.
+
+The engine only ever receives a ``CacheConfig``; environment variables (``MODELCACHE_*``) and
+TOML files are read at the edges through :meth:`CacheConfig.from_env` and
+:meth:`CacheConfig.from_toml`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["CacheConfig"]
+
+_ENV_PREFIX = "MODELCACHE_"
+
+
+class CacheConfig(BaseModel):
+    """Typed, validated, immutable settings of one cache."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # ---- where data lives -----------------------------------------------------------------
+    path: str | None = Field(
+        default="modelcache_data",
+        description="Folder of the embedded stores (Chroma and SQLite). None keeps vectors in "
+        "memory and needs an explicit sql_url.",
+    )
+    sql_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the scalar store; default SQLite in `path`. "
+        "mysql+pymysql://… and postgresql+psycopg://… are supported.",
+    )
+    chroma_url: str | None = Field(
+        default=None, description="URL of a Chroma server (http://host:port); default embedded."
+    )
+
+    # ---- embedding --------------------------------------------------------------------------
+    embedder: str = Field(
+        default="minilm",
+        description="'minilm' (shipped all-MiniLM-L6-v2), 'multilingual' (USE v3, numpy), "
+        "a local sentence-transformers directory, or 'llm:<dir>' for an LLM embedding layer.",
+    )
+    torch_threads: int | None = Field(
+        default=1, ge=1, description="Torch threads for embedding; 1 is fastest for one query."
+    )
+
+    # ---- acceptance -------------------------------------------------------------------------
+    similarity_threshold: float = Field(
+        default=0.86, ge=-1.0, le=1.0, description="Cosine similarity a short query needs."
+    )
+    similarity_threshold_long: float = Field(
+        default=0.90, ge=-1.0, le=1.0, description="Cosine similarity a long query needs."
+    )
+    long_query_tokens: int = Field(
+        default=48, ge=1, description="Token count from which a query counts as long."
+    )
+    context_threshold: float = Field(
+        default=0.80,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity two conversation contexts need to count as the same.",
+    )
+    top_k: int = Field(default=5, ge=1, le=100, description="Candidates recalled per lookup.")
+    guard: bool = Field(
+        default=True,
+        description="Reject candidates that differ in answer-determining tokens "
+        "(numbers, languages, entities, antonyms).",
+    )
+    verifier: str | None = Field(
+        default=None, description="Local CrossEncoder directory used as a second-stage verifier."
+    )
+    verifier_threshold: float = Field(
+        default=0.5, description="Verifier score a candidate needs to be accepted."
+    )
+    verifier_band: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=2.0,
+        description="Candidates with similarity at or above threshold + band skip the verifier.",
+    )
+
+    # ---- isolation --------------------------------------------------------------------------
+    environments: tuple[str, ...] = Field(
+        default=("dev", "test", "staging", "prod"), description="Allowed environment names."
+    )
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    eviction: Literal["lru", "lfu", "fifo", "none"] = Field(
+        default="lru", description="Eviction policy applied when a capacity is exceeded."
+    )
+    max_entries_per_partition: int | None = Field(
+        default=None, ge=1, description="Capacity of one partition in entries; None: unbounded."
+    )
+    max_entries: int | None = Field(
+        default=None, ge=1, description="Capacity of the whole cache in entries; None: unbounded."
+    )
+    low_water: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Eviction shrinks a full store to this fraction."
+    )
+    ttl_seconds: float | None = Field(
+        default=None, gt=0, description="Default time-to-live of an entry; None: no expiry."
+    )
+    sliding_ttl: bool = Field(default=False, description="A hit renews the entry's time-to-live.")
+    query_log: bool = Field(default=False, description="Record every lookup and insert.")
+    query_log_queue: int = Field(default=10_000, ge=1, description="Bound of the log queue.")
+    query_log_retention_days: float | None = Field(
+        default=30.0, gt=0, description="Query log rows older than this are purged."
+    )
+    token_price_per_1k: float = Field(
+        default=0.002, ge=0, description="Price per 1k output tokens, for the savings estimate."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CacheConfig:
+        if self.path is None and self.sql_url is None:
+            raise ValueError("set `path` (embedded stores) or `sql_url` (external database)")
+        if not self.environments or any(not e for e in self.environments):
+            raise ValueError("environments must be a non-empty list of names")
+        if not self.embedder:
+            raise ValueError("embedder must name a model")
+        return self
+
+    # ---- constructors at the edges ----------------------------------------------------------
+    @classmethod
+    def create(cls, **values: Any) -> CacheConfig:
+        """Build a config, turning validation failures into :class:`ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CacheConfig:
+        """Read ``MODELCACHE_<FIELD>`` variables (e.g. ``MODELCACHE_SIMILARITY_THRESHOLD``)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            raw = environ.get(_ENV_PREFIX + name.upper())
+            if raw is None:
+                continue
+            if raw.lower() in ("", "none", "null") and not info.is_required():
+                values[name] = None
+            elif name == "environments":
+                values[name] = tuple(e.strip() for e in raw.split(",") if e.strip())
+            else:
+                values[name] = raw
+        values.update(overrides)
+        return cls.create(**values)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> CacheConfig:
+        """Read a TOML file: top-level keys, or a ``[modelcache]`` table."""
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        data = data.get("modelcache", data)
+        data.update(overrides)
+        return cls.create(**data)
+
+    def with_(self, **changes: Any) -> CacheConfig:
+        """A validated copy with some fields changed."""
+        return self.create(**{**self.model_dump(), **changes})

@@ -1,0 +1,162 @@
+"""The Embedder protocol and the shared machinery: normalisation and long-text windows."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["BaseEmbedder", "Embedder", "FakeEmbedder", "count_words", "l2_normalize"]
+
+_WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+
+
+def count_words(text: str) -> int:
+    """Rough token count for models without a tokenizer: words, and one per CJK character."""
+    return len(_WORD.findall(text))
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation to float32; zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed dimension."""
+
+    @property
+    def name(self) -> str:
+        """Stable identifier, stored with the cache so a reopen with another model fails."""
+        ...
+
+    @property
+    def dimension(self) -> int:
+        """Vector dimension, read from the model."""
+        ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch: shape (len(texts), dimension), float32, unit rows."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Token count of a text, used to pick the short or long threshold."""
+        ...
+
+
+class BaseEmbedder(ABC):
+    """Base for model-backed embedders: batches, long-text windows, normalisation.
+
+    Texts longer than the model's window are split into overlapping windows whose embeddings
+    are averaged (weighted by length), instead of being silently truncated.
+    """
+
+    batch_size: int = 64
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """Stable identifier of the model."""
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Vector dimension of the model."""
+
+    @abstractmethod
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Raw model embeddings of texts that fit the window."""
+
+    def _tokens(self, text: str) -> list[int] | None:
+        """Token ids without special tokens, or None when the model has no tokenizer."""
+        return None
+
+    def _detokenize(self, ids: list[int]) -> str:
+        raise NotImplementedError
+
+    @property
+    def max_tokens(self) -> int | None:
+        """Tokens per window (special tokens excluded); None means no limit."""
+        return None
+
+    def count_tokens(self, text: str) -> int:
+        """Model tokens when a tokenizer exists, else a word count."""
+        ids = self._tokens(text)
+        return len(ids) if ids is not None else count_words(text)
+
+    def _windows(self, text: str) -> list[str]:
+        limit = self.max_tokens
+        if limit is None:
+            return [text]
+        ids = self._tokens(text)
+        if ids is None or len(ids) <= limit:
+            return [text]
+        stride = max(1, (limit * 3) // 4)
+        starts = range(0, max(1, len(ids) - limit + stride), stride)
+        return [self._detokenize(ids[s : s + limit]) for s in starts if ids[s : s + limit]]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a batch; long texts become the weighted mean of their window embeddings."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        pieces: list[str] = []
+        owners: list[int] = []
+        for i, text in enumerate(texts):
+            for window in self._windows(text):
+                pieces.append(window)
+                owners.append(i)
+        raw = l2_normalize(self._encode(pieces))
+        if len(pieces) == len(texts):
+            return raw
+        out = np.zeros((len(texts), raw.shape[1]), dtype=np.float32)
+        for row, owner, piece in zip(raw, owners, pieces, strict=True):
+            out[owner] += row * max(1, len(piece))
+        return l2_normalize(out)
+
+
+class FakeEmbedder:
+    """Deterministic hashing embedder for tests: similarity follows shared words and trigrams.
+
+    Needs no model, so tests run in milliseconds; never use it for real traffic.
+    """
+
+    def __init__(self, dimension: int = 256) -> None:
+        self._dimension = dimension
+
+    @property
+    def name(self) -> str:
+        """Identifier stored with the cache."""
+        return f"fake-hash-{self._dimension}"
+
+    @property
+    def dimension(self) -> int:
+        """Vector dimension."""
+        return self._dimension
+
+    def count_tokens(self, text: str) -> int:
+        """Word count."""
+        return count_words(text)
+
+    def _features(self, text: str) -> list[str]:
+        words = [w.lower() for w in _WORD.findall(text)]
+        grams = [f"#{w[i : i + 3]}" for w in words for i in range(max(1, len(w) - 2))]
+        return words + words + grams
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sum of signed hashed features, normalised."""
+        out = np.zeros((len(texts), self._dimension), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for feat in self._features(text):
+                digest = hashlib.blake2b(feat.encode("utf-8"), digest_size=8).digest()
+                value = int.from_bytes(digest, "little")
+                out[row, value % self._dimension] += 1.0 if (value >> 32) & 1 else -1.0
+        return l2_normalize(out)

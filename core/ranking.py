@@ -1,0 +1,123 @@
+"""Acceptance of recalled candidates: threshold, context match, guard, optional verifier.
+
+Semantic similarity is not answer equality, so a candidate must pass every stage, best
+similarity first; the first one that does is the hit.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .config import CacheConfig
+from .request import Request
+from .storage.models import EntryRow
+
+if TYPE_CHECKING:
+    from .embedding.base import Embedder
+
+__all__ = ["Acceptor", "Candidate", "decode_vector", "encode_vector"]
+
+log = logging.getLogger("modelcache")
+
+
+def encode_vector(vector: np.ndarray) -> str:
+    """Base64 of a float32 vector: compact, JSON-safe, never pickled."""
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def decode_vector(text: str) -> np.ndarray:
+    """Inverse of :func:`encode_vector`."""
+    return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A recalled row with its cosine similarity to the request's query."""
+
+    row: EntryRow
+    similarity: float
+
+
+class Acceptor:
+    """Decides which candidate, if any, answers a request."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        embedder: Embedder,
+        verifier: Any | None = None,
+    ) -> None:
+        self._config = config
+        self._embedder = embedder
+        self._guard: Any | None = None
+        if config.guard:
+            from .guard import Guard
+
+            self._guard = Guard()
+        if verifier is None and config.verifier is not None:
+            verifier = config.verifier
+        self._verifier: Any | None = None
+        if verifier is not None:
+            from .verifier import load_verifier
+
+            self._verifier = load_verifier(verifier)
+
+    def threshold_for(self, request: Request, override: float | None) -> float:
+        """Per-call override, else the short or long threshold by the query's token count."""
+        if override is not None:
+            return override
+        if self._embedder.count_tokens(request.query_text) >= self._config.long_query_tokens:
+            return self._config.similarity_threshold_long
+        return self._config.similarity_threshold
+
+    def _context_matches(self, request_ctx: np.ndarray | None, row: EntryRow) -> bool:
+        if request_ctx is None or not row.context_text:
+            return request_ctx is None and not row.context_text
+        if row.context_vector is None:
+            return False
+        similarity = float(np.dot(request_ctx, decode_vector(row.context_vector)))
+        return similarity >= self._config.context_threshold
+
+    def choose(
+        self,
+        request: Request,
+        candidates: Sequence[Candidate],
+        threshold: float,
+        context_vector: np.ndarray | None,
+        is_usable: Callable[[EntryRow], bool],
+    ) -> Candidate | None:
+        """The best candidate passing threshold, context, guard and verifier, or None."""
+        passing: list[Candidate] = []
+        for cand in sorted(candidates, key=lambda c: -c.similarity):
+            if cand.similarity < threshold:
+                break
+            if not self._context_matches(context_vector, cand.row) or not is_usable(cand.row):
+                continue
+            if self._guard is not None:
+                reason = self._guard.conflict(request.query_text, cand.row.query)
+                if reason is not None:
+                    log.debug("guard rejected %s: %s", cand.row.id, reason)
+                    continue
+            passing.append(cand)
+        if not passing or self._verifier is None:
+            return passing[0] if passing else None
+        band = threshold + self._config.verifier_band
+        unsure = [c for c in passing if c.similarity < band]
+        scores = dict(
+            zip(
+                (c.row.id for c in unsure),
+                self._verifier.score([(request.query_text, c.row.query) for c in unsure]),
+                strict=True,
+            )
+        )
+        for cand in passing:
+            score = scores.get(cand.row.id)
+            if score is None or score >= self._config.verifier_threshold:
+                return cand
+        return None

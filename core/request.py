@@ -1,0 +1,235 @@
+"""Scope, Message, Request and the multi-turn key builder.
+
+A request maps to a *partition* (tenant, env, model, generation parameters, system prompt) that
+never shares answers with another, a *context* (earlier turns), the *query* text to embed (the
+last user message, normalised) and an *exact key* (hash of partition, context and query).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Message", "Partition", "Request", "Scope", "normalize_text"]
+
+_WS = re.compile(r"\s+")
+_ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
+
+
+def normalize_text(text: str) -> str:
+    """NFKC-normalise, collapse whitespace and strip: the form that is embedded and hashed."""
+    return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
+
+
+def _canonical_json(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from exc
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message content: a string, or the text parts of an OpenAI-style part list."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        texts = []
+        for part in content:
+            if isinstance(part, str):
+                texts.append(part)
+            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        return "\n".join(texts)
+    raise ConfigError(f"message content must be text or a list of parts, not {type(content)!r}")
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat turn."""
+
+    role: str
+    content: str
+
+    def __post_init__(self) -> None:
+        if self.role not in _ROLES:
+            raise ConfigError(
+                f"unknown message role {self.role!r}; expected one of {sorted(_ROLES)}"
+            )
+        if not isinstance(self.content, str):
+            raise ConfigError("message content must be a string")
+
+    @classmethod
+    def from_any(cls, message: Message | Mapping[str, Any]) -> Message:
+        """Accept a Message or an OpenAI-style ``{"role", "content"}`` mapping."""
+        if isinstance(message, Message):
+            return message
+        if not isinstance(message, Mapping) or "role" not in message:
+            raise ConfigError(f"a message needs 'role' and 'content', got {message!r}")
+        return cls(role=str(message["role"]), content=_content_text(message.get("content")))
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Who and what a request is for; every field takes part in the partition."""
+
+    tenant: str = "default"
+    env: str = "prod"
+    model: str = "default"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("tenant", "env", "model"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"scope {name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.params, Mapping):
+            raise ConfigError("scope params must be a mapping of generation parameters")
+        _canonical_json(dict(self.params), "scope params")
+
+    @cached_property
+    def params_json(self) -> str:
+        """Canonical JSON of the generation parameters (sorted keys)."""
+        return _canonical_json(dict(self.params), "scope params")
+
+    def __hash__(self) -> int:
+        return hash((self.tenant, self.env, self.model, self.params_json))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Scope):
+            return NotImplemented
+        return (self.tenant, self.env, self.model, self.params_json) == (
+            other.tenant,
+            other.env,
+            other.model,
+            other.params_json,
+        )
+
+
+@dataclass(frozen=True)
+class Partition:
+    """The isolation unit: one Chroma collection and one set of SQL rows."""
+
+    id: str
+    tenant: str
+    env: str
+    model: str
+    params_json: str
+    system_hash: str
+
+    @classmethod
+    def of(cls, scope: Scope, system: str | None) -> Partition:
+        """Derive the partition of a scope and system prompt."""
+        system_hash = _digest(normalize_text(system)) if system else ""
+        pid = _digest(scope.tenant, scope.env, scope.model, scope.params_json, system_hash)
+        return cls(pid, scope.tenant, scope.env, scope.model, scope.params_json, system_hash)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A cache request: the current user message and everything that scopes or frames it."""
+
+    query: str
+    scope: Scope = field(default_factory=Scope)
+    system: str | None = None
+    history: tuple[Message, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.query, str) or not normalize_text(self.query):
+            raise ConfigError("the query (last user message) must be a non-empty string")
+        if self.system is not None and not isinstance(self.system, str):
+            raise ConfigError("the system prompt must be a string or None")
+        object.__setattr__(self, "history", tuple(Message.from_any(m) for m in self.history))
+        if any(m.role == "system" for m in self.history):
+            raise ConfigError("system messages belong in Request.system, not in the history")
+
+    # ---- constructors -------------------------------------------------------------------
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        *,
+        tenant: str = "default",
+        env: str = "prod",
+        model: str = "default",
+        params: Mapping[str, Any] | None = None,
+        system: str | None = None,
+    ) -> Request:
+        """A single-turn request from a plain prompt string."""
+        scope = Scope(tenant=tenant, env=env, model=model, params=dict(params or {}))
+        return cls(query=text, scope=scope, system=system)
+
+    @classmethod
+    def from_messages(
+        cls,
+        messages: Iterable[Message | Mapping[str, Any]],
+        *,
+        tenant: str = "default",
+        env: str = "prod",
+        model: str = "default",
+        params: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """A request from an OpenAI-style message list.
+
+        System messages form the system prompt; the last user message is the query; every turn
+        between them is the history. Trailing assistant turns after the last user message are
+        not part of the question and are rejected.
+        """
+        msgs = [Message.from_any(m) for m in messages]
+        system_parts = [m.content for m in msgs if m.role in ("system", "developer")]
+        turns = [m for m in msgs if m.role not in ("system", "developer")]
+        if not turns or turns[-1].role != "user":
+            raise ConfigError("a message list must end with a user message")
+        scope = Scope(tenant=tenant, env=env, model=model, params=dict(params or {}))
+        return cls(
+            query=turns[-1].content,
+            scope=scope,
+            system="\n".join(system_parts) if system_parts else None,
+            history=tuple(turns[:-1]),
+        )
+
+    # ---- the key builder ----------------------------------------------------------------
+    @cached_property
+    def partition(self) -> Partition:
+        """Partition of this request (scope and system prompt)."""
+        return Partition.of(self.scope, self.system)
+
+    @cached_property
+    def query_text(self) -> str:
+        """The text that is embedded: the last user message, normalised."""
+        return normalize_text(self.query)
+
+    @cached_property
+    def context_text(self) -> str:
+        """The earlier user turns, normalised and joined; empty for a standalone question."""
+        return "\n".join(
+            normalize_text(m.content) for m in self.history if m.role == "user" and m.content
+        )
+
+    @cached_property
+    def exact_key(self) -> str:
+        """Deterministic entry id: hash of partition, full history and case-folded query."""
+        history = _canonical_json(
+            [[m.role, normalize_text(m.content)] for m in self.history], "history"
+        )
+        return _digest(self.partition.id, history, self.query_text.casefold())
+
+    def __hash__(self) -> int:
+        return hash(self.exact_key)

@@ -1,0 +1,217 @@
+"""The scalar store: entries, partitions and settings in SQL (SQLite, MySQL/MariaDB, PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel, col, delete, func, select, update
+
+from ..errors import BackendError, ConfigError
+from ..request import Partition
+from .models import EntryRow, LogRow, MetaRow, PartitionRow
+
+__all__ = ["SQLStore"]
+
+_CHUNK = 500  # rows per IN (...) list: well under every dialect's parameter limit
+
+
+def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class SQLStore:
+    """SQLModel-backed rows; every method is one short transaction."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            self.url = sa.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigError(f"invalid sql_url {url!r}: {exc}") from exc
+        kwargs: dict[str, Any] = {"pool_pre_ping": True}
+        if self.url.get_backend_name() == "sqlite":
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False}
+        else:
+            kwargs["pool_recycle"] = 3600
+        try:
+            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+            if self.url.get_backend_name() == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            SQLModel.metadata.create_all(
+                self.engine,
+                tables=[t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)],  # type: ignore[attr-defined]
+            )
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f"cannot open SQL store {self.url!r}: {exc}") from exc
+
+    @property
+    def dialect(self) -> str:
+        """Backend name: sqlite, mysql, postgresql."""
+        return self.url.get_backend_name()
+
+    def session(self) -> Session:
+        """A new session; callers use it as a context manager."""
+        return Session(self.engine, expire_on_commit=False)
+
+    # ---- settings ----------------------------------------------------------------------------
+    def get_meta(self) -> dict[str, str]:
+        """All stored settings."""
+        with self.session() as s:
+            return {row.key: row.value for row in s.exec(select(MetaRow))}
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Store settings that are not stored yet."""
+        with self.session() as s:
+            existing = {row.key for row in s.exec(select(MetaRow))}
+            s.add_all(MetaRow(key=k, value=v) for k, v in values.items() if k not in existing)
+            s.commit()
+
+    # ---- partitions --------------------------------------------------------------------------
+    def ensure_partition(self, partition: Partition, now: float) -> None:
+        """Create the partition row if missing (idempotent, race-tolerant)."""
+        with self.session() as s:
+            if s.get(PartitionRow, partition.id) is not None:
+                return
+            s.add(
+                PartitionRow(
+                    id=partition.id,
+                    tenant=partition.tenant,
+                    env=partition.env,
+                    model=partition.model,
+                    params_json=partition.params_json,
+                    system_hash=partition.system_hash,
+                    created_at=now,
+                )
+            )
+            try:
+                s.commit()
+            except sa.exc.IntegrityError:
+                s.rollback()
+
+    def find_partitions(
+        self,
+        tenant: str | None = None,
+        env: str | None = None,
+        model: str | None = None,
+        params_json: str | None = None,
+    ) -> list[PartitionRow]:
+        """Partitions matching every given field (None matches anything)."""
+        stmt = select(PartitionRow)
+        for column, value in (
+            (PartitionRow.tenant, tenant),
+            (PartitionRow.env, env),
+            (PartitionRow.model, model),
+            (PartitionRow.params_json, params_json),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        with self.session() as s:
+            return list(s.exec(stmt))
+
+    def delete_partitions(self, partition_ids: Sequence[str]) -> int:
+        """Delete partitions with all their entries; returns the number of entries deleted."""
+        deleted = 0
+        with self.session() as s:
+            for chunk in _chunks(list(partition_ids)):
+                result = s.exec(delete(EntryRow).where(col(EntryRow.partition_id).in_(chunk)))
+                deleted += result.rowcount or 0
+                s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
+            s.commit()
+        return deleted
+
+    # ---- entries -----------------------------------------------------------------------------
+    def get_live(self, entry_id: str, partition_id: str, now: float) -> EntryRow | None:
+        """The entry with this id in this partition, unless expired (the exact path)."""
+        stmt = select(EntryRow).where(
+            EntryRow.id == entry_id,
+            EntryRow.partition_id == partition_id,
+            sa.or_(col(EntryRow.expires_at).is_(None), col(EntryRow.expires_at) > now),
+        )
+        with self.session() as s:
+            return s.exec(stmt).first()
+
+    def get_many(self, ids: Sequence[str], partition_id: str) -> dict[str, EntryRow]:
+        """Rows of these ids restricted to one partition (isolation is enforced here too)."""
+        if not ids:
+            return {}
+        stmt = select(EntryRow).where(
+            col(EntryRow.id).in_(list(ids)), EntryRow.partition_id == partition_id
+        )
+        with self.session() as s:
+            return {row.id: row for row in s.exec(stmt)}
+
+    def upsert(self, rows: Sequence[EntryRow]) -> None:
+        """Insert rows, replacing any row with the same id (idempotent writes)."""
+        if not rows:
+            return
+        with self.session() as s:
+            for chunk in _chunks([r.id for r in rows]):
+                s.exec(delete(EntryRow).where(col(EntryRow.id).in_(chunk)))
+            s.add_all(rows)
+            s.commit()
+
+    def delete_ids(self, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """Delete entries; returns (id, partition_id) of the rows that existed."""
+        found: list[tuple[str, str]] = []
+        with self.session() as s:
+            for chunk in _chunks(list(ids)):
+                stmt = select(EntryRow.id, EntryRow.partition_id).where(col(EntryRow.id).in_(chunk))
+                found.extend((i, p) for i, p in s.exec(stmt))
+                s.exec(delete(EntryRow).where(col(EntryRow.id).in_(chunk)))
+            s.commit()
+        return found
+
+    def record_hits(self, hits: dict[str, tuple[int, float, float | None]]) -> None:
+        """Apply buffered hit bookkeeping: id -> (extra hits, last hit time, new expiry or None)."""
+        if not hits:
+            return
+        with self.session() as s:
+            for entry_id, (count, last, expires) in hits.items():
+                values: dict[str, Any] = {
+                    "hit_count": EntryRow.hit_count + count,
+                    "last_hit_at": last,
+                }
+                if expires is not None:
+                    values["expires_at"] = expires
+                s.exec(update(EntryRow).where(EntryRow.id == entry_id).values(**values))  # type: ignore[call-overload]
+            s.commit()
+
+    def count(self, partition_id: str | None = None) -> int:
+        """Number of entries, in one partition or overall."""
+        stmt = select(func.count()).select_from(EntryRow)
+        if partition_id is not None:
+            stmt = stmt.where(EntryRow.partition_id == partition_id)
+        with self.session() as s:
+            return int(s.exec(stmt).one())
+
+    def ids_of(self, partition_id: str) -> list[str]:
+        """Every entry id of a partition (integrity checks)."""
+        with self.session() as s:
+            return list(s.exec(select(EntryRow.id).where(EntryRow.partition_id == partition_id)))
+
+    def partition_counts(self) -> dict[str, tuple[int, int]]:
+        """partition id -> (entries, total hits)."""
+        stmt = select(
+            EntryRow.partition_id, func.count(), func.coalesce(func.sum(EntryRow.hit_count), 0)
+        ).group_by(EntryRow.partition_id)
+        with self.session() as s:
+            return {pid: (int(n), int(h)) for pid, n, h in s.exec(stmt)}
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self.engine.dispose()

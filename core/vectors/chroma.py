@@ -1,0 +1,133 @@
+"""Chroma as the vector store: one cosine collection per partition, vectors given explicitly."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from ..errors import BackendError
+
+__all__ = ["ChromaVectorStore"]
+
+_PREFIX = "mc-"
+
+
+class ChromaVectorStore:
+    """Embedded (folder or memory) or remote (``chroma run`` server) Chroma.
+
+    ``embedding_function=None`` everywhere, so Chroma never loads or downloads its own model.
+    """
+
+    def __init__(self, path: str | None = None, url: str | None = None) -> None:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False, allow_reset=False)
+        try:
+            if url:
+                parsed = urlparse(url)
+                self._client: Any = chromadb.HttpClient(
+                    host=parsed.hostname or "127.0.0.1",
+                    port=parsed.port or 8000,
+                    ssl=parsed.scheme == "https",
+                    settings=settings,
+                )
+            elif path:
+                Path(path).mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=path, settings=settings)
+            else:
+                self._client = chromadb.EphemeralClient(settings=settings)
+        except Exception as exc:
+            raise BackendError(f"cannot open Chroma ({url or path or 'memory'}): {exc}") from exc
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _name(partition_id: str) -> str:
+        return _PREFIX + partition_id
+
+    def _get(self, partition_id: str, create: bool) -> Any | None:
+        coll = self._collections.get(partition_id)
+        if coll is not None:
+            return coll
+        with self._lock:
+            coll = self._collections.get(partition_id)
+            if coll is not None:
+                return coll
+            name = self._name(partition_id)
+            if create:
+                coll = self._client.get_or_create_collection(
+                    name,
+                    configuration={"hnsw": {"space": "cosine"}},
+                    embedding_function=None,
+                )
+            else:
+                try:
+                    coll = self._client.get_collection(name, embedding_function=None)
+                except Exception:  # chromadb raises NotFoundError / ValueError by version
+                    return None
+            self._collections[partition_id] = coll
+            return coll
+
+    def create(self, collection: str) -> None:
+        """Create a partition's collection up front (idempotent)."""
+        self._get(collection, create=True)
+
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Insert or replace vectors of a partition."""
+        if not ids:
+            return
+        coll = self._get(collection, create=True)
+        coll.upsert(ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32))
+
+    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
+        coll = self._get(collection, create=False)
+        if coll is None:
+            return []
+        res = coll.query(
+            query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+            n_results=k,
+            include=["distances"],
+        )
+        ids = res["ids"][0] if res["ids"] else []
+        dists = res["distances"][0] if res.get("distances") else []
+        return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        """Remove vectors; unknown ids are ignored."""
+        if not ids:
+            return
+        coll = self._get(collection, create=False)
+        if coll is not None:
+            coll.delete(ids=list(ids))
+
+    def drop(self, collection: str) -> None:
+        """Drop a partition's collection."""
+        with self._lock:
+            self._collections.pop(collection, None)
+            try:
+                self._client.delete_collection(self._name(collection))
+            except Exception:  # a missing collection is fine
+                return
+
+    def ids(self, collection: str) -> list[str]:
+        """Every id of a partition's collection."""
+        coll = self._get(collection, create=False)
+        if coll is None:
+            return []
+        return list(coll.get(include=[])["ids"])
+
+    def collections(self) -> list[str]:
+        """Partition ids that have a collection."""
+        names = [getattr(c, "name", c) for c in self._client.list_collections()]
+        return [n[len(_PREFIX) :] for n in names if isinstance(n, str) and n.startswith(_PREFIX)]
+
+    def close(self) -> None:
+        """Forget cached collection handles."""
+        self._collections.clear()

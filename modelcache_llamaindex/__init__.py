@@ -1,0 +1,1 @@
+"""ModelCache adapter for LlamaIndex (see issue: LlamaIndex adapter)."""
