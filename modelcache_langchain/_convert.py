@@ -1,0 +1,257 @@
+"""Pure conversions between LangChain's cache arguments and the engine's Request / answer JSON.
+
+LangChain hands a cache ``(prompt, llm_string)``: for chat models ``prompt`` is
+``langchain_core.load.dumps`` of the message list, for plain LLMs the prompt text; ``llm_string``
+is an opaque description of the model and its call parameters. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.load import dumps, load
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+)
+from langchain_core.outputs import Generation
+from modelcache import Message
+
+__all__ = [
+    "ParsedPrompt",
+    "dump_generations",
+    "llm_string_digest",
+    "load_generations",
+    "model_name",
+    "parse_prompt",
+]
+
+# Data-only message classes: what ``allowed_objects="messages"`` admits, plus the legacy
+# ChatMessage / FunctionMessage that chat prompts may still carry. Nothing else is revived.
+_MESSAGE_CLASSES: tuple[type[BaseMessage], ...] = (
+    AIMessage,
+    AIMessageChunk,
+    ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
+)
+_CLASS_ROLES: tuple[tuple[type[BaseMessage], str], ...] = (
+    (HumanMessage, "user"),
+    (AIMessage, "assistant"),
+    (SystemMessage, "system"),
+    (ToolMessage, "tool"),
+    (FunctionMessage, "function"),
+)
+_CHAT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+    "developer": "system",
+    "tool": "tool",
+    "function": "function",
+}
+_MODEL_KEYS = ("model", "model_name", "model_id", "deployment_name", "azure_deployment", "repo_id")
+# `"model": "gpt-4o"` in serialisable models' JSON, `('model', 'gpt-4o')` in the repr of others.
+_MODEL_RE = re.compile(
+    r"""["'](?P<key>"""
+    + "|".join(_MODEL_KEYS)
+    + r""")["']\s*[:,]\s*["'](?P<value>[^"']{1,200})["']"""
+)
+VALUE_FORMAT = "langchain-generations/1"
+
+
+@functools.cache
+def _has_allowlist() -> bool:
+    """Whether the installed ``load`` takes ``allowed_objects`` (older langchain-core does not)."""
+    return "allowed_objects" in inspect.signature(load).parameters
+
+
+def _revive(obj: Any, allowed: list[type[BaseMessage]] | str) -> Any:
+    """``langchain_core.load.load`` restricted to ``allowed`` classes where supported."""
+    if _has_allowlist():
+        return load(obj, allowed_objects=allowed)
+    return load(obj)  # pragma: no cover - older langchain-core without the allowlist
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """A prompt split into what the engine keys on.
+
+    ``exact_only`` marks prompts a paraphrase must never answer: a conversation that ends on a
+    tool result or an assistant turn, or user content with images, audio or files.
+    """
+
+    query: str
+    system: str | None = None
+    history: tuple[Message, ...] = ()
+    exact_only: bool = False
+
+
+def _short_hash(value: Any) -> str:
+    raw = json.dumps(value, sort_keys=True, ensure_ascii=False, default=repr)
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
+
+
+def _content_text(content: str | list[Any]) -> tuple[str, bool]:
+    """Text of a message content and whether it had non-text parts (kept as hash markers)."""
+    if isinstance(content, str):
+        return content, False
+    parts: list[str] = []
+    other = False
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif isinstance(part, dict) and part.get("type") == "text" and "text" in part:
+            parts.append(str(part["text"]))
+        else:
+            other = True
+            kind = part.get("type", "part") if isinstance(part, dict) else type(part).__name__
+            parts.append(f"[{kind} {_short_hash(part)}]")
+    return "\n".join(parts), other
+
+
+def _role(message: BaseMessage) -> str:
+    """Engine role of a message (chunks subclass their message class)."""
+    if isinstance(message, ChatMessage):
+        return _CHAT_ROLES.get(message.role.lower(), "user")
+    for cls, role in _CLASS_ROLES:
+        if isinstance(message, cls):
+            return role
+    return _CHAT_ROLES.get(message.type.lower(), "user")
+
+
+def _message_text(message: BaseMessage) -> tuple[str, bool]:
+    """Text of one message; an AI turn's tool calls are part of it (name and arguments)."""
+    text, other = _content_text(message.content)
+    if isinstance(message, AIMessage):
+        calls = [
+            f"[tool_call {c['name']} {json.dumps(c['args'], sort_keys=True, ensure_ascii=False)}]"
+            for c in message.tool_calls
+        ]
+        text = "\n".join([text, *calls]) if text and calls else text or "\n".join(calls)
+    return text, other
+
+
+def _load_messages(prompt: str) -> list[BaseMessage] | None:
+    """The messages of a chat prompt, or None when the prompt is plain LLM text."""
+    stripped = prompt.lstrip()
+    if not stripped.startswith("["):
+        return None
+    try:
+        raw = json.loads(prompt)
+    except ValueError:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(m, dict) and "lc" in m for m in raw):
+        return None
+    messages = _revive(raw, list(_MESSAGE_CLASSES))
+    if not all(isinstance(m, BaseMessage) for m in messages):
+        raise ValueError("a chat prompt holds something other than messages")
+    return messages
+
+
+def parse_prompt(prompt: str) -> ParsedPrompt:
+    """Split a LangChain prompt into system prompt, history and the question; never the JSON.
+
+    Raises ValueError for a chat prompt whose messages cannot be revived, so callers treat it as
+    a miss instead of embedding the serialised blob.
+    """
+    messages = _load_messages(prompt)
+    if messages is None:
+        return ParsedPrompt(query=prompt)
+    system_parts: list[str] = []
+    turns: list[tuple[str, str, bool]] = []
+    for message in messages:
+        role = _role(message)
+        text, other = _message_text(message)
+        if role == "system":
+            system_parts.append(text)
+        else:
+            turns.append((role, text, other))
+    system = "\n".join(system_parts) if system_parts else None
+    history = tuple(Message(role, text) for role, text, _ in turns[:-1])
+    user_media = any(other for role, _, other in turns if role == "user")
+    if turns and turns[-1][0] == "user" and turns[-1][1].strip() and not user_media:
+        return ParsedPrompt(query=turns[-1][1], system=system, history=history)
+    # Exact-only: lead with a digest of the whole conversation so that no two different
+    # conversations embed alike (long texts are truncated by the embedder).
+    digest = _short_hash([[role, text] for role, text, _ in turns])
+    last_role, last_text = turns[-1][:2] if turns else ("none", "")
+    query = f"[conversation {digest}] [{last_role}] {last_text}".rstrip()
+    return ParsedPrompt(query=query, system=system, history=history, exact_only=True)
+
+
+def model_name(llm_string: str) -> str:
+    """A readable model name found in ``llm_string`` (call-time values win), else 'unknown'."""
+    found: dict[str, str] = {}
+    for match in _MODEL_RE.finditer(llm_string):
+        found[match["key"]] = match["value"].strip()  # later (call-time) values override
+    for key in _MODEL_KEYS:
+        if found.get(key):
+            return found[key]
+    return "unknown"
+
+
+def llm_string_digest(llm_string: str) -> str:
+    """SHA-256 of the opaque ``llm_string``: the partition parameter that isolates configs."""
+    return hashlib.sha256(llm_string.encode("utf-8")).hexdigest()
+
+
+def _not_serialisable(node: Any) -> bool:
+    if isinstance(node, dict):
+        if node.get("lc") == 1 and node.get("type") == "not_implemented":
+            return True
+        return any(_not_serialisable(v) for v in node.values())
+    if isinstance(node, list):
+        return any(_not_serialisable(v) for v in node)
+    return False
+
+
+def dump_generations(generations: Sequence[Generation]) -> dict[str, Any]:
+    """The JSON answer stored in the engine: ``dumps`` of the generations, plus their text."""
+    payload = json.loads(dumps(list(generations)))
+    if _not_serialisable(payload):
+        raise ValueError("a generation holds a value langchain_core.load cannot serialise")
+    return {
+        "format": VALUE_FORMAT,
+        "text": generations[0].text if generations else "",
+        "generations": payload,
+    }
+
+
+def load_generations(answer: Any) -> list[Generation]:
+    """Revive stored generations (``allowed_objects='core'``); a plain string becomes one."""
+    if isinstance(answer, str):
+        return [Generation(text=answer)]
+    if not isinstance(answer, dict) or answer.get("format") != VALUE_FORMAT:
+        raise ValueError(f"not a LangChain generations answer: {str(answer)[:80]!r}")
+    generations = _revive(answer["generations"], "core")
+    if not isinstance(generations, list) or not all(isinstance(g, Generation) for g in generations):
+        raise ValueError("stored answer did not revive to a list of Generation")
+    return generations

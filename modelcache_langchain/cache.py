@@ -1,0 +1,209 @@
+"""``ModelCache``: a LangChain ``BaseCache`` backed by the ModelCache engine.
+
+Thin by design: it parses ``(prompt, llm_string)`` into an engine ``Request``, delegates, and
+(de)serialises generations with ``langchain_core.load``. Every cache decision is the engine's.
+
+Example:
+    >>> from langchain_core.globals import set_llm_cache
+    >>> from modelcache_langchain import ModelCache
+    >>> set_llm_cache(ModelCache(path="./modelcache_data", tenant="acme", env="prod"))
+    >>> # or per model: ChatOpenAI(model="gpt-4o", cache=ModelCache(path="./modelcache_data"))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.outputs import Generation
+from modelcache import Cache, CacheConfig, ConfigError, Hit, Request, Scope
+
+from ._convert import (
+    dump_generations,
+    llm_string_digest,
+    load_generations,
+    model_name,
+    parse_prompt,
+)
+
+__all__ = ["ModelCache"]
+
+logger = logging.getLogger(__name__)
+
+# A similarity no two different texts reach: prompts marked exact-only never hit semantically.
+_EXACT_ONLY = 1.0
+
+
+class ModelCache(BaseCache):
+    """LangChain cache that answers exact repeats and paraphrases from a ``modelcache.Cache``.
+
+    Pass an engine, or settings to build one (``config`` and/or ``CacheConfig`` fields such as
+    ``path``, ``similarity_threshold`` or ``embedder``; a non-string ``embedder`` is used as the
+    engine's embedder object). ``tenant`` and ``env`` scope every entry this adapter writes.
+    """
+
+    def __init__(
+        self,
+        cache: Cache | None = None,
+        *,
+        tenant: str = "default",
+        env: str = "prod",
+        config: CacheConfig | None = None,
+        **config_kwargs: Any,
+    ) -> None:
+        if cache is not None and (config is not None or config_kwargs):
+            raise ConfigError("pass either an engine (`cache`) or settings to build one, not both")
+        Scope(tenant=tenant, env=env)  # validates names now rather than on the first call
+        self.tenant = tenant
+        self.env = env
+        self._owns_engine = cache is None
+        if cache is None:
+            embedder = config_kwargs.pop("embedder", None)
+            if isinstance(embedder, str):
+                config_kwargs["embedder"] = embedder
+                embedder = None
+            if config is None:
+                config = CacheConfig.create(**config_kwargs)
+            elif config_kwargs:
+                config = config.with_(**config_kwargs)
+            cache = Cache(config, embedder=embedder)
+        if env not in cache.config.environments:
+            allowed = ", ".join(cache.config.environments)
+            raise ConfigError(f"unknown env {env!r}; allowed: {allowed}")
+        self.engine: Cache = cache
+
+    # ---- shared, I/O-free steps -------------------------------------------------------------
+    def _scope(self, llm_string: str) -> Scope:
+        """Partition scope of one model configuration: the llm_string hash isolates it."""
+        return Scope(
+            tenant=self.tenant,
+            env=self.env,
+            model=model_name(llm_string),
+            params={"llm_string": llm_string_digest(llm_string)},
+        )
+
+    def _request(self, prompt: str, llm_string: str) -> tuple[Request, float | None] | None:
+        """The engine request and threshold override, or None when the prompt is not cacheable."""
+        try:
+            parsed = parse_prompt(prompt)
+            request = Request(
+                query=parsed.query,
+                scope=self._scope(llm_string),
+                system=parsed.system,
+                history=parsed.history,
+            )
+        except Exception as exc:
+            logger.warning("modelcache: prompt not cacheable, treated as a miss: %s", exc)
+            return None
+        return request, (_EXACT_ONLY if parsed.exact_only else None)
+
+    @staticmethod
+    def _restore(hit: Hit | None) -> list[Generation] | None:
+        """Generations of a hit; a row that fails to load is a miss with a warning."""
+        if hit is None:
+            return None
+        try:
+            return load_generations(hit.answer)
+        except Exception as exc:
+            logger.warning("modelcache: entry %s failed to load, miss: %s", hit.entry_id, exc)
+            return None
+
+    @staticmethod
+    def _answer(return_val: Sequence[Generation]) -> dict[str, Any] | None:
+        """Stored JSON of the generations, or None (logged) when they cannot round-trip."""
+        if not return_val:
+            return None
+        try:
+            return dump_generations(return_val)
+        except Exception as exc:
+            logger.warning("modelcache: generations not serialisable, not cached: %s", exc)
+            return None
+
+    def _clear_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Engine clear filter: this adapter's tenant and env, or one ``llm_string`` partition."""
+        llm_string = kwargs.pop("llm_string", None)
+        if kwargs:
+            raise TypeError(f"ModelCache.clear() got unexpected arguments: {sorted(kwargs)}")
+        if llm_string is None:
+            return {"tenant": self.tenant, "env": self.env}
+        scope = self._scope(llm_string)
+        return {
+            "tenant": self.tenant,
+            "env": self.env,
+            "model": scope.model,
+            "params": dict(scope.params),
+        }
+
+    # ---- BaseCache ----------------------------------------------------------------------------
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """Cached generations for this prompt and model configuration, or None."""
+        prepared = self._request(prompt, llm_string)
+        if prepared is None:
+            return None
+        request, threshold = prepared
+        try:
+            hit = self.engine.lookup(request, threshold=threshold)
+        except Exception as exc:
+            logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
+            return None
+        return self._restore(hit)
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Store the generations; failures are logged and dropped, never raised."""
+        prepared = self._request(prompt, llm_string)
+        answer = self._answer(return_val)
+        if prepared is None or answer is None:
+            return
+        try:
+            self.engine.insert(prepared[0], answer)
+        except Exception as exc:
+            logger.warning("modelcache: insert failed, dropped: %s", exc)
+
+    def clear(self, **kwargs: Any) -> None:
+        """Clear this adapter's tenant and env, or only ``llm_string=...``'s partition."""
+        self.engine.clear(**self._clear_args(kwargs))
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        """Async :meth:`lookup` on the engine's non-blocking twin."""
+        prepared = self._request(prompt, llm_string)
+        if prepared is None:
+            return None
+        request, threshold = prepared
+        try:
+            hit = await self.engine.alookup(request, threshold=threshold)
+        except Exception as exc:
+            logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
+            return None
+        return self._restore(hit)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        """Async :meth:`update` on the engine's non-blocking twin."""
+        prepared = self._request(prompt, llm_string)
+        answer = self._answer(return_val)
+        if prepared is None or answer is None:
+            return
+        try:
+            await self.engine.ainsert(prepared[0], answer)
+        except Exception as exc:
+            logger.warning("modelcache: insert failed, dropped: %s", exc)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        """Async :meth:`clear` on the engine's non-blocking twin."""
+        await self.engine.aclear(**self._clear_args(kwargs))
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the engine if this adapter built it; a passed-in engine stays open."""
+        if self._owns_engine:
+            self.engine.close()
+
+    def __enter__(self) -> ModelCache:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ModelCache(tenant={self.tenant!r}, env={self.env!r})"
