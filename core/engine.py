@@ -22,9 +22,11 @@ import numpy as np
 from .config import CacheConfig
 from .embedding import Embedder, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
+from .eviction import evict, expired
+from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
 from .request import Partition, Request, Scope, _canonical_json
-from .storage import EntryRow, SQLStore
+from .storage import EntryRow, LogRow, SQLStore
 from .vectors import ChromaVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport"]
@@ -32,8 +34,9 @@ __all__ = ["Cache", "Hit", "IntegrityReport"]
 log = logging.getLogger("modelcache")
 
 _SCHEMA_VERSION = "1"
-_FLUSH_EVERY = 64  # buffered hit updates before a write
-_FLUSH_SECONDS = 2.0
+_PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
+_PURGE_BATCH = 500
+_RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 
 
 @dataclass(frozen=True)
@@ -66,29 +69,66 @@ class IntegrityReport:
         return not self.rows_without_vector and not self.vectors_without_row
 
 
+_COUNTERS = (
+    "lookups",
+    "hits",
+    "exact_hits",
+    "semantic_hits",
+    "misses",
+    "errors",
+    "inserts",
+    "evictions",
+    "expirations",
+)
+
+
 class _Counters:
-    """In-process lookup statistics (cheap: no writes on the lookup path)."""
+    """In-process statistics of one partition or of the whole cache (no writes on lookups)."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.values: dict[str, int] = dict.fromkeys(
-            ("lookups", "hits", "exact_hits", "semantic_hits", "misses", "errors", "inserts"), 0
-        )
-        self.latencies: deque[float] = deque(maxlen=10_000)
+    def __init__(self, window: int) -> None:
+        self.values: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
+        self.latencies: deque[float] = deque(maxlen=window)
 
-    def add(self, **deltas: int) -> None:
-        with self.lock:
-            for key, value in deltas.items():
-                self.values[key] = self.values.get(key, 0) + value
+    def add(self, deltas: dict[str, int], latency_ms: float | None = None) -> None:
+        for key, value in deltas.items():
+            self.values[key] += value
+        if latency_ms is not None:
+            self.latencies.append(latency_ms)
 
     def snapshot(self) -> dict[str, Any]:
-        with self.lock:
-            values = dict(self.values)
-            lat = np.fromiter(self.latencies, dtype=np.float64)
-        values["hit_rate"] = values["hits"] / values["lookups"] if values["lookups"] else 0.0
+        values: dict[str, Any] = dict(self.values)
+        lookups = values["lookups"]
+        lat = np.fromiter(self.latencies, dtype=np.float64)
+        values["hit_rate"] = values["hits"] / lookups if lookups else 0.0
+        values["exact_hit_rate"] = values["exact_hits"] / lookups if lookups else 0.0
+        values["semantic_hit_rate"] = values["semantic_hits"] / lookups if lookups else 0.0
         values["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat.size else None
         values["latency_ms_p95"] = float(np.percentile(lat, 95)) if lat.size else None
         return values
+
+
+class _Stats:
+    """Overall and per-partition counters behind one lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.total = _Counters(10_000)
+        self.partitions: dict[str, _Counters] = {}
+
+    def add(self, partition_id: str | None, latency_ms: float | None = None, **deltas: int) -> None:
+        with self.lock:
+            self.total.add(deltas, latency_ms)
+            if partition_id is not None:
+                counters = self.partitions.get(partition_id)
+                if counters is None:
+                    counters = self.partitions[partition_id] = _Counters(1_000)
+                counters.add(deltas, latency_ms)
+
+    def snapshot(self, partition_id: str | None = None) -> dict[str, Any]:
+        with self.lock:
+            if partition_id is None:
+                return self.total.snapshot()
+            return (self.partitions.get(partition_id) or _Counters(1)).snapshot()
 
 
 class Cache:
@@ -122,12 +162,17 @@ class Cache:
         self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
         self._check_settings()
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
-        self._counters = _Counters()
+        self._stats = _Stats()
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
-        self._last_flush = self._clock()
+        self._write_lock = threading.RLock()  # one eviction/purge pass at a time
+        self._next_purge = 0.0
+        self._next_retention = 0.0
         self._known_partitions: set[str] = set()
         self._closed = False
+        self._writer = BackgroundWriter(
+            self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
+        )
 
     # ---- settings ------------------------------------------------------------------------
     @property
@@ -171,23 +216,45 @@ class Cache:
         self._validate(request)
         self._validate_threshold(threshold)
         started = time.perf_counter()
+        errors = 0
         try:
             hit = self._lookup(request, threshold)
         except Exception as exc:  # fail open: the caller's LLM call must go on
             log.warning("modelcache lookup failed, treated as a miss: %r", exc)
-            self._counters.add(errors=1)
-            hit = None
+            errors, hit = 1, None
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self._counters.add(
+        self._stats.add(
+            request.partition.id,
+            elapsed_ms,
             lookups=1,
             hits=int(hit is not None),
             misses=int(hit is None),
             exact_hits=int(hit is not None and hit.exact),
             semantic_hits=int(hit is not None and not hit.exact),
+            errors=errors,
         )
-        with self._counters.lock:
-            self._counters.latencies.append(elapsed_ms)
+        if self.config.query_log:
+            self._log("lookup", request, elapsed_ms, hit)
         return hit
+
+    def _log(self, op: str, request: Request, elapsed_ms: float, hit: Hit | None = None) -> None:
+        p = request.partition
+        self._writer.record(
+            LogRow(
+                at=self._clock(),
+                op=op,
+                partition_id=p.id,
+                tenant=p.tenant,
+                model=p.model,
+                query=request.query_text,
+                hit=hit is not None,
+                kind=hit.kind if hit else None,
+                similarity=hit.similarity if hit else None,
+                entry_id=hit.entry_id if hit else None,
+                matched_query=hit.matched_query if hit else None,
+                latency_ms=elapsed_ms,
+            )
+        )
 
     def _lookup(self, request: Request, threshold: float | None) -> Hit | None:
         now = self._clock()
@@ -264,29 +331,77 @@ class Cache:
         except Exception as exc:
             log.warning("modelcache could not remove orphan vectors: %r", exc)
 
-    # ---- hit bookkeeping (buffered so that a lookup is not a write) -------------------------
+    # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
-        expires = None
-        if self.config.sliding_ttl and row.ttl is not None:
-            expires = now + row.ttl
+        expires = now + row.ttl if self.config.sliding_ttl and row.ttl is not None else None
         with self._hit_lock:
             count, _, _ = self._pending_hits.get(row.id, (0, 0.0, None))
             self._pending_hits[row.id] = (count + 1, now, expires)
-            due = (
-                len(self._pending_hits) >= _FLUSH_EVERY or now - self._last_flush >= _FLUSH_SECONDS
-            )
-        if due:
-            self.flush()
 
-    def flush(self) -> None:
-        """Write buffered hit counts and last-hit times to SQL."""
+    def _write_hits(self) -> None:
         with self._hit_lock:
             pending, self._pending_hits = self._pending_hits, {}
-            self._last_flush = self._clock()
         try:
             self._sql.record_hits(pending)
         except Exception as exc:
             log.warning("modelcache could not record %d hits: %r", len(pending), exc)
+
+    def _maintain(self) -> None:
+        """Background pass: hit counts, lazy purge of expired entries, log retention."""
+        self._write_hits()
+        now = self._clock()
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY
+            self._purge_batch(now)
+        retention = self.config.query_log_retention_days
+        if retention is not None and now >= self._next_retention:
+            self._next_retention = now + _RETENTION_EVERY
+            purge_log(self._sql, now - retention * 86400)
+
+    def flush(self) -> None:
+        """Write buffered hit counts and queued log rows now."""
+        self._writer.run_once()
+
+    def _purge_batch(self, now: float) -> int:
+        with self._write_lock:
+            gone = expired(self._sql, now, _PURGE_BATCH)
+            self._drop_vectors(gone)
+        self._stats.add(None, expirations=len(gone))
+        return len(gone)
+
+    def purge_expired(self) -> int:
+        """Delete every expired entry from both stores; returns how many."""
+        total = 0
+        while n := self._purge_batch(self._clock()):
+            total += n
+        return total
+
+    def _drop_vectors(self, deleted: Sequence[tuple[str, str]]) -> None:
+        by_partition: dict[str, list[str]] = {}
+        for entry_id, pid in deleted:
+            by_partition.setdefault(pid, []).append(entry_id)
+        for pid, ids in by_partition.items():
+            self._vectors.delete(pid, ids)
+
+    def _evict(self, partition_ids: Iterable[str]) -> None:
+        cfg = self.config
+        if cfg.eviction == "none" or (
+            cfg.max_entries_per_partition is None and not cfg.max_entries
+        ):
+            return
+        self._write_hits()  # LRU/LFU order must see the latest hits
+        gone: list[tuple[str, str]] = []
+        with self._write_lock:
+            if cfg.max_entries_per_partition is not None:
+                for pid in partition_ids:
+                    gone += evict(
+                        self._sql, cfg.eviction, cfg.max_entries_per_partition, cfg.low_water, pid
+                    )
+            if cfg.max_entries is not None:
+                gone += evict(self._sql, cfg.eviction, cfg.max_entries, cfg.low_water, None)
+            self._drop_vectors(gone)
+        for _, pid in gone:
+            self._stats.add(pid, evictions=1)
 
     # ---- writes ---------------------------------------------------------------------------------
     def register(self, scope: Scope, system: str | None = None) -> str:
@@ -373,13 +488,17 @@ class Cache:
                 by_partition.setdefault(row.partition_id, []).append(index)
             for pid, indexes in by_partition.items():
                 self._vectors.upsert(pid, [rows[i].id for i in indexes], queries[indexes])
+            self._evict(by_partition)
         except ModelCacheError:
             raise
         except Exception as exc:
             raise BackendError(f"insert failed: {exc}") from exc
-        self._counters.add(inserts=len(rows))
-        ids_by_key = {row.id: row.id for row in rows}
-        return [ids_by_key[r.exact_key] for r, _ in items]
+        for row in rows:
+            self._stats.add(row.partition_id, inserts=1)
+        if self.config.query_log:
+            for r, _ in unique:
+                self._log("insert", r, 0.0)
+        return [r.exact_key for r, _ in items]
 
     def remove(self, ids: Iterable[str]) -> int:
         """Delete entries by id from both stores; returns how many existed."""
@@ -387,12 +506,9 @@ class Cache:
         if not ids:
             return 0
         try:
-            found = self._sql.delete_ids(ids)
-            by_partition: dict[str, list[str]] = {}
-            for entry_id, pid in found:
-                by_partition.setdefault(pid, []).append(entry_id)
-            for pid, pids in by_partition.items():
-                self._vectors.delete(pid, pids)
+            with self._write_lock:
+                found = self._sql.delete_ids(ids)
+                self._drop_vectors(found)
         except Exception as exc:
             raise BackendError(f"remove failed: {exc}") from exc
         return len(found)
@@ -422,18 +538,21 @@ class Cache:
                 self._known_partitions.discard(pid)
         except Exception as exc:
             raise BackendError(f"clear failed: {exc}") from exc
-        with self._hit_lock:
-            self._pending_hits.clear()
         return deleted
 
     # ---- observation --------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Counters of this process plus entry and hit counts per partition from the store."""
+        """Overall and per-partition statistics.
+
+        Entries, stored hit counts and tokens saved come from the store (every process);
+        lookups, misses, hit kinds, latency, evictions and expirations are this process's.
+        """
         self.flush()
         counts = self._sql.partition_counts()
+        price = self.config.token_price_per_1k / 1000
         partitions = []
         for p in self._sql.find_partitions():
-            entries, hits = counts.get(p.id, (0, 0))
+            entries, hits, tokens = counts.get(p.id, (0, 0, 0))
             partitions.append(
                 {
                     "id": p.id,
@@ -442,15 +561,30 @@ class Cache:
                     "model": p.model,
                     "params": json.loads(p.params_json),
                     "entries": entries,
-                    "hits": hits,
+                    "stored_hits": hits,
+                    "tokens_saved": tokens,
+                    "cost_saved": tokens * price,
+                    **self._stats.snapshot(p.id),
                 }
             )
+        tokens = sum(t for _, _, t in counts.values())
         return {
-            "entries": sum(n for n, _ in counts.values()),
-            "partitions": partitions,
+            "entries": sum(n for n, _, _ in counts.values()),
+            "stored_hits": sum(h for _, h, _ in counts.values()),
+            "tokens_saved": tokens,
+            "cost_saved": tokens * price,
             "embedder": self._embedder.name,
-            **self._counters.snapshot(),
+            "log_written": self._writer.written,
+            "log_dropped": self._writer.dropped,
+            "log_pending": self._writer.pending(),
+            "partitions": partitions,
+            **self._stats.snapshot(),
         }
+
+    def export_log(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Query-log rows (oldest first) as dicts: mine them for labelled pairs."""
+        self.flush()
+        return iter_log(self._sql, since)
 
     def export(self, *, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
@@ -494,7 +628,7 @@ class Cache:
         if self._closed:
             return
         self._closed = True
-        self.flush()
+        self._writer.close()
         self._vectors.close()
         self._sql.close()
 

@@ -204,13 +204,16 @@ class SQLStore:
         with self.session() as s:
             return list(s.exec(select(EntryRow.id).where(EntryRow.partition_id == partition_id)))
 
-    def partition_counts(self) -> dict[str, tuple[int, int]]:
-        """partition id -> (entries, total hits)."""
+    def partition_counts(self) -> dict[str, tuple[int, int, int]]:
+        """partition id -> (entries, total hits, answer tokens served by hits)."""
         stmt = select(
-            EntryRow.partition_id, func.count(), func.coalesce(func.sum(EntryRow.hit_count), 0)
+            EntryRow.partition_id,
+            func.count(),
+            func.coalesce(func.sum(EntryRow.hit_count), 0),
+            func.coalesce(func.sum(EntryRow.hit_count * EntryRow.answer_tokens), 0),
         ).group_by(EntryRow.partition_id)
         with self.session() as s:
-            return {pid: (int(n), int(h)) for pid, n, h in s.exec(stmt)}
+            return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
 
     def close(self) -> None:
         """Dispose of the connection pool."""

@@ -1,0 +1,68 @@
+"""Eviction and expiry as SQL: each policy is an ordering over indexed columns.
+
+State (hit counts, last-hit times, expiry) lives in the store, so several processes agree on
+what to evict, and nothing has to be rebuilt in memory at start-up.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from .storage.models import EntryRow
+from .storage.sql import SQLStore
+
+__all__ = ["POLICIES", "evict", "expired", "target_size"]
+
+#: Victims come first in these orderings; ties fall back to the entry id for determinism.
+POLICIES: dict[str, tuple[Any, ...]] = {
+    "lru": (col(EntryRow.last_hit_at).asc(), col(EntryRow.created_at).asc()),
+    "lfu": (col(EntryRow.hit_count).asc(), col(EntryRow.last_hit_at).asc()),
+    "fifo": (col(EntryRow.created_at).asc(),),
+}
+
+
+def target_size(capacity: int, low_water: float) -> int:
+    """Size a full store is shrunk to, so that eviction is not paid on every insert."""
+    return max(0, min(capacity - 1, math.floor(capacity * low_water)))
+
+
+def evict(
+    store: SQLStore, policy: str, capacity: int, low_water: float, partition_id: str | None
+) -> list[tuple[str, str]]:
+    """Delete the policy's victims from SQL when over capacity; returns (id, partition) deleted.
+
+    The caller deletes the matching vectors. ``partition_id=None`` applies the capacity to the
+    whole cache.
+    """
+    if policy == "none":
+        return []
+    count = store.count(partition_id)
+    if count <= capacity:
+        return []
+    excess = count - target_size(capacity, low_water)
+    stmt = select(EntryRow.id, EntryRow.partition_id)
+    if partition_id is not None:
+        stmt = stmt.where(EntryRow.partition_id == partition_id)
+    stmt = stmt.order_by(*POLICIES[policy], col(EntryRow.id).asc()).limit(excess)
+    with store.session() as s:
+        victims = [(i, p) for i, p in s.exec(stmt)]
+    return [(i, p) for i, p in store.delete_ids([i for i, _ in victims])]
+
+
+def expired(store: SQLStore, now: float, limit: int) -> list[tuple[str, str]]:
+    """Delete up to ``limit`` expired entries from SQL; returns (id, partition) deleted."""
+    stmt = (
+        select(EntryRow.id, EntryRow.partition_id)
+        .where(col(EntryRow.expires_at).is_not(None), col(EntryRow.expires_at) <= now)
+        .order_by(sa.asc(EntryRow.expires_at))
+        .limit(limit)
+    )
+    with store.session() as s:
+        found = [(i, p) for i, p in s.exec(stmt)]
+    if not found:
+        return []
+    return store.delete_ids([i for i, _ in found])

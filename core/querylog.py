@@ -1,0 +1,130 @@
+"""The query log ("data backflow") and the background writer of deferred bookkeeping.
+
+Lookups only append to a bounded in-memory queue; one daemon thread writes log rows in
+batches, flushes hit counts, purges expired entries and old log rows. A full queue drops and
+counts, so a lookup never waits for a write.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlmodel import col, delete, select
+
+from .storage.models import LogRow
+from .storage.sql import SQLStore
+
+__all__ = ["BackgroundWriter", "iter_log"]
+
+log = logging.getLogger("modelcache")
+
+_BATCH = 500
+
+
+class BackgroundWriter:
+    """One daemon thread that runs the cache's deferred writes every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        queue_size: int,
+        periodic: Callable[[], None],
+        interval: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._queue: queue.Queue[LogRow] = queue.Queue(maxsize=queue_size)
+        self._periodic = periodic
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._io_lock = threading.Lock()
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="modelcache-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, row: LogRow) -> bool:
+        """Queue a log row without blocking; False (and counted) when the queue is full."""
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        if self._queue.qsize() >= _BATCH:
+            self._wake.set()
+        return True
+
+    def pending(self) -> int:
+        """Rows waiting in the queue."""
+        return self._queue.qsize()
+
+    def _write_log(self) -> None:
+        while True:
+            batch: list[LogRow] = []
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
+                return
+            try:
+                with self._store.session() as s:
+                    s.add_all(batch)
+                    s.commit()
+                self.written += len(batch)
+            except Exception as exc:
+                self.dropped += len(batch)
+                log.warning("modelcache query log lost %d rows: %r", len(batch), exc)
+
+    def run_once(self) -> None:
+        """Write everything pending now (also called by ``flush`` and ``close``)."""
+        with self._io_lock:
+            self._write_log()
+            try:
+                self._periodic()
+            except Exception as exc:
+                log.warning("modelcache background maintenance failed: %r", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.run_once()
+
+    def close(self) -> None:
+        """Stop the thread after a last flush."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.run_once()
+
+
+def purge_log(store: SQLStore, older_than: float) -> int:
+    """Delete log rows written before ``older_than``; returns how many."""
+    with store.session() as s:
+        result = s.exec(delete(LogRow).where(col(LogRow.at) < older_than))
+        s.commit()
+        return int(result.rowcount or 0)
+
+
+def iter_log(store: SQLStore, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """Log rows as dicts, oldest first, read in pages."""
+    last_id = 0
+    while True:
+        stmt = select(LogRow).where(col(LogRow.id) > last_id)
+        if since is not None:
+            stmt = stmt.where(col(LogRow.at) >= since)
+        with store.session() as s:
+            rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_BATCH)))
+        if not rows:
+            return
+        for row in rows:
+            yield json.loads(row.model_dump_json())
+        last_id = int(rows[-1].id or 0)
