@@ -1,1 +1,5 @@
-"""ModelCache adapter for LlamaIndex (see issue: LlamaIndex adapter)."""
+"""ModelCache for LlamaIndex: ``Settings.llm = wrap_llm(llm, cache)``."""
+
+from ._llm import CachedFunctionCallingLLM, CachedLLM, wrap_llm
+
+__all__ = ["CachedFunctionCallingLLM", "CachedLLM", "wrap_llm"]

@@ -1,0 +1,196 @@
+"""Partition and request building: a LlamaIndex call becomes a ``modelcache.Request``.
+
+The partition holds the wrapped model's class, model name and settings (secrets dropped), the
+call kwargs (tool schemas included) and the call kind; the embedded text is the last user
+message, with the system prompt and earlier turns passed to the engine's key builder.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llama_index.core.base.llms.types import (
+    CachePoint,
+    ChatMessage,
+    TextBlock,
+    ThinkingBlock,
+    ToolCallBlock,
+)
+from llama_index.core.llms.llm import LLM
+from modelcache import Message, Request, Scope
+from modelcache.request import normalize_text
+from pydantic import BaseModel, SecretBytes, SecretStr
+
+Kind = Literal["chat", "complete"]
+
+# Names that may hold credentials ("max_tokens" and "tokenizer" are settings, not secrets).
+_SECRET_NAME = re.compile(
+    r"key|secret|passw|credential|auth|header|cookie|token(?!s|izer)", re.IGNORECASE
+)
+# Transport settings: they change how the model is reached, never what it answers.
+_TRANSPORT = frozenset(
+    {
+        "callback_manager",
+        "rate_limiter",
+        "timeout",
+        "request_timeout",
+        "max_retries",
+        "reuse_client",
+        "http_client",
+        "async_http_client",
+    }
+)
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_TEXT_ONLY = (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint)
+_ASSISTANT_ALIASES = {"chatbot": "assistant", "model": "assistant"}
+_DROP = object()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one call uses the cache: the request, and whether only exact repeats may answer."""
+
+    request: Request
+    exact_only: bool = False
+
+
+def is_secret(name: str) -> bool:
+    """True for setting names that may hold a credential (api_key, token, password, headers)."""
+    return bool(_SECRET_NAME.search(name))
+
+
+def to_json(value: Any, *, scrub: bool) -> Any:
+    """A JSON value for a setting or call argument; with ``scrub``, secret-named keys are dropped.
+
+    Tools become their OpenAI schema, pydantic models their dump, unknown objects their repr
+    without memory addresses (so two equal configurations give the same key).
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, SecretStr | SecretBytes):
+        return _DROP
+    if isinstance(value, enum.Enum):
+        return to_json(value.value, scrub=scrub)
+    if isinstance(value, bytes | bytearray):
+        return "sha256:" + hashlib.sha256(value).hexdigest()
+    if isinstance(value, Mapping):
+        items = ((str(k), to_json(v, scrub=scrub)) for k, v in value.items())
+        return {k: v for k, v in items if v is not _DROP and not (scrub and is_secret(k))}
+    if isinstance(value, list | tuple):
+        return [v for v in (to_json(v, scrub=scrub) for v in value) if v is not _DROP]
+    if isinstance(value, set | frozenset):
+        items = [to_json(v, scrub=scrub) for v in value]
+        return sorted((v for v in items if v is not _DROP), key=json.dumps)
+    tool_metadata = getattr(value, "metadata", None)
+    if hasattr(tool_metadata, "to_openai_tool"):  # a llama_index BaseTool
+        return tool_metadata.to_openai_tool(skip_length_check=True)
+    if isinstance(value, BaseModel):
+        return to_json(value.model_dump(mode="json"), scrub=scrub)
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return {"schema": value.model_json_schema()}
+    return _ADDRESS.sub("", repr(value))
+
+
+def llm_settings(llm: LLM) -> dict[str, Any]:
+    """The wrapped model's serialisable settings, minus secrets, transport and excluded fields."""
+    settings: dict[str, Any] = {}
+    for name, info in type(llm).model_fields.items():
+        if info.exclude or name in _TRANSPORT or is_secret(name):
+            continue
+        try:
+            value = to_json(getattr(llm, name, None), scrub=True)
+        except Exception:  # an exotic field must not stop the call
+            continue
+        if value is not _DROP:
+            settings[name] = value
+    return settings
+
+
+def model_label(llm: LLM) -> str:
+    """Scope model: the wrapped class name plus its model name (``OpenAI:gpt-4o-mini``)."""
+    try:
+        name = llm.metadata.model_name
+    except Exception:
+        name = "unknown"
+    return f"{type(llm).__name__}:{name}"
+
+
+def _params(llm: LLM, kind: Kind, kwargs: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    call = {k: v for k, v in to_json(dict(kwargs), scrub=False).items() if not is_secret(k)}
+    return {**llm_settings(llm), **call, **extra, "kind": kind}
+
+
+def _message_text(message: ChatMessage) -> str | None:
+    """Text of a message with its tool calls rendered; None when it holds media (not cached)."""
+    parts: list[str] = []
+    has_tool_block = False
+    for block in message.blocks:
+        if not isinstance(block, _TEXT_ONLY):
+            return None
+        if isinstance(block, TextBlock):
+            parts.append(block.text)
+        elif isinstance(block, ToolCallBlock):
+            has_tool_block = True
+            args = to_json(block.tool_kwargs, scrub=False)
+            parts.append(f"[tool_call {block.tool_name} {json.dumps(args, sort_keys=True)}]")
+    legacy_calls = message.additional_kwargs.get("tool_calls")
+    if legacy_calls and not has_tool_block:
+        rendered = json.dumps(to_json(legacy_calls, scrub=False), sort_keys=True)
+        parts.append(f"[tool_calls {rendered}]")
+    return "\n".join(parts)
+
+
+def _role(message: ChatMessage) -> str:
+    role = getattr(message.role, "value", message.role)
+    return _ASSISTANT_ALIASES.get(str(role), str(role))
+
+
+def chat_plan(
+    llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any], scope: Scope
+) -> Plan | None:
+    """Plan for a chat call, or None when it cannot be cached (no user text, media blocks).
+
+    Turns after the last user message (tool calls and their results in an agent loop) make the
+    answer depend on those outputs: such calls get their own partition and match exactly only.
+    """
+    system: list[str] = []
+    turns: list[Message] = []
+    for message in messages:
+        text = _message_text(message)
+        if text is None:
+            return None
+        role = _role(message)
+        if role in ("system", "developer"):
+            system.append(text)
+        else:
+            turns.append(Message(role, text))
+    users = [i for i, m in enumerate(turns) if m.role == "user"]
+    if not users or not normalize_text(turns[users[-1]].content):
+        return None
+    last = users[-1]
+    follow_up = last < len(turns) - 1
+    params = _params(llm, "chat", kwargs, **({"after_query": True} if follow_up else {}))
+    request = Request(
+        query=turns[last].content,
+        scope=Scope(scope.tenant, scope.env, model_label(llm), params),
+        system="\n".join(system) if system else None,
+        history=tuple(turns if follow_up else turns[:last]),
+    )
+    return Plan(request, exact_only=follow_up)
+
+
+def complete_plan(
+    llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any], scope: Scope
+) -> Plan | None:
+    """Plan for a completion call, or None for an empty prompt."""
+    if not isinstance(prompt, str) or not normalize_text(prompt):
+        return None
+    params = _params(llm, "complete", kwargs, formatted=bool(formatted))
+    model = model_label(llm)
+    return Plan(Request(query=prompt, scope=Scope(scope.tenant, scope.env, model, params)))
