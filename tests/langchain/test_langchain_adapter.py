@@ -1,0 +1,282 @@
+"""The adapter's own contract: parsing, partitions, values, clearing, faults and construction."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.load import dumps
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    FunctionMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from langchain_core.outputs import ChatGeneration, Generation
+from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Message, Request
+
+import modelcache_langchain
+from modelcache_langchain import ModelCache
+from modelcache_langchain._convert import model_name, parse_prompt
+
+LLM = "[('_type', 'openai-chat'), ('model_name', 'gpt-4o'), ('stop', None), ('temperature', 0)]"
+OTHER_LLM = LLM.replace("('temperature', 0)", "('temperature', 0.7)")
+
+
+def test_public_api() -> None:
+    assert modelcache_langchain.__all__ == ["ModelCache"]
+
+
+# ---- prompt parsing -----------------------------------------------------------------------------
+def test_plain_prompt_is_the_query() -> None:
+    parsed = parse_prompt("What is WAL?")
+    assert (parsed.query, parsed.system, parsed.history, parsed.exact_only) == (
+        "What is WAL?",
+        None,
+        (),
+        False,
+    )
+
+
+def test_chat_prompt_splits_system_history_and_question() -> None:
+    prompt = dumps(
+        [
+            SystemMessage("You are terse."),
+            HumanMessage("hi"),
+            AIMessage("", tool_calls=[{"name": "lookup", "args": {"q": "x"}, "id": "1"}]),
+            ToolMessage("found x", tool_call_id="1"),
+            AIMessage("hello"),
+            HumanMessage(content=[{"type": "text", "text": "What is WAL?"}]),
+        ]
+    )
+    parsed = parse_prompt(prompt)
+    assert parsed.query == "What is WAL?"
+    assert parsed.system == "You are terse."
+    assert parsed.history == (
+        Message("user", "hi"),
+        Message("assistant", '[tool_call lookup {"q": "x"}]'),
+        Message("tool", "found x"),
+        Message("assistant", "hello"),
+    )
+    assert not parsed.exact_only
+
+
+def test_legacy_chat_and_function_messages_are_read() -> None:
+    prompt = dumps(
+        [
+            ChatMessage(role="developer", content="Be brief."),
+            FunctionMessage(name="f", content="42"),
+            ChatMessage(role="user", content="And now?"),
+        ]
+    )
+    parsed = parse_prompt(prompt)
+    assert parsed.system == "Be brief."
+    assert parsed.history == (Message("function", "42"),)
+    assert parsed.query == "And now?"
+
+
+def test_media_in_user_content_is_exact_only() -> None:
+    def ask(url: str) -> str:
+        return dumps(
+            [
+                HumanMessage(
+                    content=[
+                        {"type": "text", "text": "What is in this picture?"},
+                        {"type": "image_url", "image_url": {"url": url}},
+                    ]
+                )
+            ]
+        )
+
+    cat, dog = parse_prompt(ask("https://x/cat.png")), parse_prompt(ask("https://x/dog.png"))
+    assert cat.exact_only and dog.exact_only
+    assert "What is in this picture?" in cat.query
+    assert cat.query != dog.query
+
+
+def test_unrevivable_chat_prompt_is_an_error_not_text() -> None:
+    blob = '[{"lc": 1, "type": "constructor", "id": ["evil", "Thing"], "kwargs": {}}]'
+    with pytest.raises(ValueError):
+        parse_prompt(blob)
+
+
+def test_json_that_is_not_a_chat_prompt_is_text() -> None:
+    assert parse_prompt('[1, 2, "three"]').query == '[1, 2, "three"]'
+
+
+def test_model_name_from_both_llm_string_formats() -> None:
+    assert model_name(LLM) == "gpt-4o"
+    serialised = '{"id": ["x", "ChatOpenAI"], "kwargs": {"model_name": "gpt-4o"}}'
+    assert model_name(serialised + "---[('stop', None)]") == "gpt-4o"
+    assert model_name(serialised + "---[('model', 'gpt-4o-mini'), ('stop', None)]") == (
+        "gpt-4o-mini"
+    )
+    assert model_name("[('_type', 'fake-list'), ('stop', None)]") == "unknown"
+
+
+# ---- the adapter against the engine -------------------------------------------------------------
+def test_the_json_blob_is_never_what_is_stored(lc_cache: ModelCache) -> None:
+    prompt = dumps([SystemMessage("sys"), HumanMessage("What is WAL?")])
+    lc_cache.update(prompt, LLM, [Generation(text="write-ahead logging")])
+    [entry] = lc_cache.engine.export()
+    assert entry["query"] == "What is WAL?"
+    assert entry["model"] == "gpt-4o"
+    assert set(entry["params"]) == {"llm_string"} and len(entry["params"]["llm_string"]) == 64
+    assert entry["answer"]["text"] == "write-ahead logging"
+
+
+def test_lookup_returns_a_list_and_generations_round_trip(lc_cache: ModelCache) -> None:
+    value = [
+        ChatGeneration(
+            message=AIMessage(
+                "",
+                tool_calls=[{"name": "f", "args": {"a": [1, 2]}, "id": "c1"}],
+                usage_metadata={"input_tokens": 3, "output_tokens": 4, "total_tokens": 7},
+            ),
+            generation_info={"finish_reason": "tool_calls", "logprobs": None},
+        ),
+        ChatGeneration(message=AIMessage("second")),
+    ]
+    prompt = dumps([HumanMessage("call f")])
+    lc_cache.update(prompt, LLM, value)
+    restored = lc_cache.lookup(prompt, LLM)
+    assert isinstance(restored, list)
+    assert restored == value
+
+
+def test_partition_is_the_llm_string(lc_cache: ModelCache) -> None:
+    lc_cache.update("What is WAL?", LLM, [Generation(text="a")])
+    assert lc_cache.lookup("What is WAL?", OTHER_LLM) is None
+    assert lc_cache.lookup("what is  WAL?", LLM) == [Generation(text="a")]
+
+
+def test_clear_one_llm_string(lc_cache: ModelCache) -> None:
+    lc_cache.update("q", LLM, [Generation(text="a")])
+    lc_cache.update("q", OTHER_LLM, [Generation(text="b")])
+    lc_cache.clear(llm_string=LLM)
+    assert lc_cache.lookup("q", LLM) is None
+    assert lc_cache.lookup("q", OTHER_LLM) == [Generation(text="b")]
+
+
+async def test_aclear_only_touches_the_adapters_tenant_and_env(engine: Cache) -> None:
+    mine, theirs, staging = (
+        ModelCache(engine, tenant="acme"),
+        ModelCache(engine, tenant="globex"),
+        ModelCache(engine, tenant="acme", env="staging"),
+    )
+    for cache in (mine, theirs, staging):
+        await cache.aupdate("q", LLM, [Generation(text=cache.tenant)])
+    await mine.aclear()
+    assert await mine.alookup("q", LLM) is None
+    assert await theirs.alookup("q", LLM) == [Generation(text="globex")]
+    assert await staging.alookup("q", LLM) == [Generation(text="acme")]
+    await staging.aclear(llm_string=LLM)
+    assert await staging.alookup("q", LLM) is None
+
+
+def test_clear_rejects_unknown_arguments(lc_cache: ModelCache) -> None:
+    with pytest.raises(TypeError):
+        lc_cache.clear(prompt="q")
+
+
+def test_plain_string_answer_from_another_front_end(lc_cache: ModelCache) -> None:
+    request = lc_cache._request("What is WAL?", LLM)
+    assert request is not None
+    lc_cache.engine.insert(request[0], "write-ahead logging")
+    assert lc_cache.lookup("What is WAL?", LLM) == [Generation(text="write-ahead logging")]
+
+
+def test_row_that_fails_to_load_is_a_logged_miss(
+    lc_cache: ModelCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = lc_cache._request("What is WAL?", LLM)
+    assert request is not None
+    evil = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
+    bad = {"format": "langchain-generations/1", "text": "", "generations": [evil]}
+    lc_cache.engine.insert(request[0], bad)
+    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+        assert lc_cache.lookup("What is WAL?", LLM) is None
+    assert "failed to load" in caplog.text
+
+
+def test_unserialisable_generations_are_not_cached(
+    lc_cache: ModelCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    value = [Generation(text="a", generation_info={"when": object()})]
+    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+        lc_cache.update("q", LLM, value)
+    assert "not serialisable" in caplog.text
+    assert list(lc_cache.engine.export()) == []
+
+
+def test_empty_generations_are_not_cached(lc_cache: ModelCache) -> None:
+    lc_cache.update("q", LLM, [])
+    assert lc_cache.lookup("q", LLM) is None
+
+
+def test_uncacheable_prompt_is_a_miss(lc_cache: ModelCache) -> None:
+    lc_cache.update("   ", LLM, [Generation(text="a")])
+    assert lc_cache.lookup("   ", LLM) is None
+
+
+class _Broken:
+    """An engine whose every call fails."""
+
+    config = CacheConfig(path="unused")
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError(f"{name} is down")
+
+        return fail
+
+
+async def test_engine_faults_never_reach_the_llm_call(caplog: pytest.LogCaptureFixture) -> None:
+    cache = ModelCache(_Broken())  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+        assert cache.lookup("q", LLM) is None
+        cache.update("q", LLM, [Generation(text="a")])
+        assert await cache.alookup("q", LLM) is None
+        await cache.aupdate("q", LLM, [Generation(text="a")])
+    assert caplog.text.count("is down") == 4
+
+
+def test_exact_only_prompts_do_not_hit_semantically(lc_cache: ModelCache) -> None:
+    def image(url: str) -> str:
+        parts = [{"type": "text", "text": "Describe it"}, {"type": "image_url", "image_url": url}]
+        return dumps([HumanMessage(content=parts)])
+
+    lc_cache.update(image("https://x/a.png"), LLM, [Generation(text="a cat")])
+    assert lc_cache.lookup(image("https://x/a.png"), LLM) == [Generation(text="a cat")]
+    assert lc_cache.lookup(image("https://x/b.png"), LLM) is None
+
+
+# ---- construction -------------------------------------------------------------------------------
+def test_built_from_settings(tmp_path: Path) -> None:
+    with ModelCache(path=str(tmp_path), embedder=FakeEmbedder(), tenant="acme") as cache:
+        cache.update("q", LLM, [Generation(text="a")])
+        assert cache.engine.config.path == str(tmp_path)
+    config = CacheConfig(path=str(tmp_path), embedder="fake")
+    with ModelCache(config=config, tenant="acme", similarity_threshold=0.95) as cache:
+        assert cache.engine.config.similarity_threshold == 0.95
+        assert cache.lookup("q", LLM) == [Generation(text="a")]
+
+
+def test_owned_engine_is_closed_and_passed_engine_is_not(engine: Cache) -> None:
+    ModelCache(engine).close()
+    assert engine.lookup(Request.from_text("still open")) is None
+
+
+def test_invalid_construction(engine: Cache, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        ModelCache(engine, path=str(tmp_path))
+    with pytest.raises(ConfigError):
+        ModelCache(engine, env="production")
+    with pytest.raises(ConfigError):
+        ModelCache(engine, tenant="")
+    with pytest.raises(ConfigError):
+        ModelCache(path=str(tmp_path), similarity_threshold=2.0)
