@@ -1,0 +1,64 @@
+"""Helpers of the engine tests: instrumented embedders and white-box store probes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from modelcache import Cache, FakeEmbedder
+
+
+class CountingEmbedder(FakeEmbedder):
+    """FakeEmbedder that counts calls and texts, to prove which path computed an embedding."""
+
+    def __init__(self, dimension: int = 256) -> None:
+        super().__init__(dimension)
+        self.calls = 0
+        self.texts: list[str] = []
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Count, then embed like FakeEmbedder."""
+        with self._lock:
+            self.calls += 1
+            self.texts.extend(texts)
+        return super().embed(texts)
+
+
+class SlowEmbedder(FakeEmbedder):
+    """FakeEmbedder that blocks its thread for ``delay`` seconds per call (a CPU-bound model)."""
+
+    def __init__(self, delay: float = 0.3) -> None:
+        super().__init__()
+        self.delay = delay
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Sleep (blocking), then embed."""
+        time.sleep(self.delay)
+        return super().embed(texts)
+
+
+class BrokenEmbedder(FakeEmbedder):
+    """FakeEmbedder whose ``embed`` raises once ``broken`` is set (a crashed model)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = False
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Raise when broken, else embed."""
+        if self.broken:
+            raise RuntimeError("embedding model crashed")
+        return super().embed(texts)
+
+
+def collections(cache: Cache) -> set[str]:
+    """Partition ids that have a Chroma collection (white-box: the vector store)."""
+    return set(cache._vectors.collections())
+
+
+def vector_ids(cache: Cache, partition_id: str) -> set[str]:
+    """Entry ids stored as vectors in one partition (white-box: the vector store)."""
+    return set(cache._vectors.ids(partition_id))

@@ -1,0 +1,150 @@
+"""CacheConfig: validation, immutability, environment variables, TOML files, copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from modelcache import CacheConfig, ConfigError, ModelCacheError
+from pydantic import ValidationError
+
+
+def test_defaults() -> None:
+    cfg = CacheConfig()
+    assert cfg.embedder == "minilm"
+    assert cfg.torch_threads == 1
+    assert cfg.sql_url is None and cfg.chroma_url is None
+    assert cfg.similarity_threshold <= cfg.similarity_threshold_long
+    assert "prod" in cfg.environments
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"similarity_threshold": 1.5},
+        {"similarity_threshold": -1.01},
+        {"similarity_threshold_long": 2},
+        {"context_threshold": -3},
+        {"top_k": 0},
+        {"top_k": 1000},
+        {"long_query_tokens": 0},
+        {"torch_threads": 0},
+        {"path": None},  # no embedded folder and no sql_url
+        {"environments": ()},
+        {"environments": ("prod", "")},
+        {"embedder": ""},
+        {"eviction": "random"},
+        {"ttl_seconds": 0},
+        {"low_water": 0},
+        {"max_entries": 0},
+        {"no_such_field": 1},
+        {"similarity_threshold": "high"},
+    ],
+)
+def test_invalid_values_are_rejected(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        CacheConfig(**values)
+    with pytest.raises(ConfigError) as info:
+        CacheConfig.create(**values)
+    assert isinstance(info.value, ModelCacheError) and isinstance(info.value, ValueError)
+
+
+def test_boundaries_are_accepted() -> None:
+    cfg = CacheConfig(similarity_threshold=-1.0, similarity_threshold_long=1.0, top_k=100)
+    assert cfg.similarity_threshold == -1.0
+    assert CacheConfig(path=None, sql_url="sqlite://").path is None
+    assert CacheConfig(similarity_threshold=0).similarity_threshold == 0.0
+
+
+def test_config_is_frozen() -> None:
+    cfg = CacheConfig()
+    with pytest.raises(ValidationError):
+        cfg.similarity_threshold = 0.5  # type: ignore[misc]
+
+
+def test_with_returns_a_validated_copy() -> None:
+    cfg = CacheConfig(path="/tmp/a")
+    other = cfg.with_(similarity_threshold=0.9, top_k=3)
+    assert (other.similarity_threshold, other.top_k, other.path) == (0.9, 3, "/tmp/a")
+    assert cfg.similarity_threshold == 0.86
+    with pytest.raises(ConfigError):
+        cfg.with_(similarity_threshold=9)
+
+
+def test_from_env_reads_prefixed_variables() -> None:
+    environ = {
+        "MODELCACHE_PATH": "/data/mc",
+        "MODELCACHE_SIMILARITY_THRESHOLD": "0.91",
+        "MODELCACHE_TOP_K": "7",
+        "MODELCACHE_GUARD": "false",
+        "MODELCACHE_TORCH_THREADS": "none",
+        "MODELCACHE_ENVIRONMENTS": "dev, prod ,",
+        "MODELCACHE_SQL_URL": "postgresql+psycopg://u@h/db",
+        "UNRELATED": "x",
+    }
+    cfg = CacheConfig.from_env(environ)
+    assert cfg.path == "/data/mc"
+    assert cfg.similarity_threshold == 0.91
+    assert cfg.top_k == 7
+    assert cfg.guard is False
+    assert cfg.torch_threads is None
+    assert cfg.environments == ("dev", "prod")
+    assert cfg.sql_url == "postgresql+psycopg://u@h/db"
+
+
+def test_from_env_overrides_win_and_defaults_fill_in() -> None:
+    cfg = CacheConfig.from_env({"MODELCACHE_TOP_K": "7"}, top_k=2)
+    assert cfg.top_k == 2
+    assert cfg == CacheConfig(top_k=2)
+
+
+def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELCACHE_CONTEXT_THRESHOLD", "0.5")
+    assert CacheConfig.from_env().context_threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "name, raw",
+    [("SIMILARITY_THRESHOLD", "1.7"), ("TOP_K", "many"), ("EVICTION", "random")],
+)
+def test_from_env_invalid_values_raise_config_error(name: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=name.lower()):
+        CacheConfig.from_env({f"MODELCACHE_{name}": raw})
+
+
+def test_from_toml_top_level_keys(tmp_path: Path) -> None:
+    f = tmp_path / "mc.toml"
+    f.write_text(
+        'path = "/srv/mc"\nsimilarity_threshold = 0.93\nenvironments = ["dev", "prod"]\n',
+        encoding="utf-8",
+    )
+    cfg = CacheConfig.from_toml(f)
+    assert (cfg.path, cfg.similarity_threshold, cfg.environments) == (
+        "/srv/mc",
+        0.93,
+        ("dev", "prod"),
+    )
+
+
+def test_from_toml_modelcache_table_and_overrides(tmp_path: Path) -> None:
+    f = tmp_path / "pyproject.toml"
+    f.write_text('[modelcache]\ntop_k = 4\nembedder = "fake"\n', encoding="utf-8")
+    cfg = CacheConfig.from_toml(str(f), top_k=9)
+    assert (cfg.top_k, cfg.embedder) == (9, "fake")
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["top_k = 0\n", "this is = not toml [\n", "[modelcache]\nunknown_knob = 1\n"],
+)
+def test_from_toml_errors_raise_config_error(tmp_path: Path, content: str) -> None:
+    f = tmp_path / "bad.toml"
+    f.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError):
+        CacheConfig.from_toml(f)
+
+
+def test_from_toml_missing_file_raises_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        CacheConfig.from_toml(tmp_path / "absent.toml")
