@@ -22,8 +22,8 @@ from llama_index.core.llms.mock import MockFunctionCallingLLM
 class RecordingLLM(CustomLLM):
     """Completion mock whose answers number its calls (a hit repeats an old number).
 
-    ``delay`` makes it slow, ``fail_after`` breaks its stream after that many chunks; both and
-    the call log are excluded fields, so they never enter the cache partition.
+    ``delay`` makes it slow, ``fail_after`` breaks its stream after that many chunks, ``silent``
+    answers nothing; they and the call log are excluded fields, outside the cache partition.
     """
 
     model: str = "recording-1"
@@ -32,6 +32,7 @@ class RecordingLLM(CustomLLM):
     api_key: str = "sk-test-secret-123"
     delay: float = Field(default=0.0, exclude=True)
     fail_after: int | None = Field(default=None, exclude=True)
+    silent: bool = Field(default=False, exclude=True)
     calls: list[str] = Field(default_factory=list, exclude=True)
 
     @property
@@ -41,6 +42,8 @@ class RecordingLLM(CustomLLM):
     def _answer(self, prompt: str) -> str:
         self.calls.append(prompt)
         time.sleep(self.delay)
+        if self.silent:
+            return ""
         return f"Answer {len(self.calls)}: forty two, said the model about {prompt[-30:]!r}."
 
     @llm_completion_callback()
