@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 from langchain_core.globals import set_llm_cache
-from modelcache import Cache, CacheConfig, FakeEmbedder
+from modelcache import Cache, CacheConfig, SentenceTransformerEmbedder
 
 from modelcache_langchain import ModelCache
 
@@ -23,10 +21,9 @@ def _reset_global_llm_cache() -> Iterator[None]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Cache]:
+def engine(make_cache: Callable[..., Cache]) -> Cache:
     """A fresh, empty engine on ``tmp_path`` with the deterministic fake embedder."""
-    with Cache(CacheConfig(path=str(tmp_path)), embedder=FakeEmbedder()) as cache:
-        yield cache
+    return make_cache()
 
 
 @pytest.fixture
@@ -36,11 +33,12 @@ def lc_cache(engine: Cache) -> ModelCache:
 
 
 @pytest.fixture(scope="session")
-def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
-    """One engine with the shipped MiniLM model for the whole session (loading it takes seconds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def real_engine(
+    tmp_path_factory: pytest.TempPathFactory, minilm: SentenceTransformerEmbedder
+) -> Iterator[Cache]:
+    """One engine with the shipped MiniLM model (the session's ``minilm``) for the session."""
     path = tmp_path_factory.mktemp("langchain-minilm")
-    with Cache(CacheConfig(path=str(path), embedder="minilm")) as cache:
+    with Cache(CacheConfig(path=str(path), embedder="minilm"), embedder=minilm) as cache:
         yield cache
 
 

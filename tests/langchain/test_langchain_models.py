@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from langchain_core.language_models.fake_chat_models import (
 )
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
-from modelcache import Cache, CacheConfig, FakeEmbedder
+from modelcache import Cache
 
 from modelcache_langchain import ModelCache
 
@@ -73,11 +74,9 @@ def entries(engine: Cache) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def other_engine(tmp_path: Path) -> Cache:
+def other_engine(make_cache: Callable[..., Cache], tmp_path: Path) -> Cache:
     """A second, independent engine."""
-    cache = Cache(CacheConfig(path=str(tmp_path / "other")), embedder=FakeEmbedder())
-    yield cache
-    cache.close()
+    return make_cache(tmp_path / "other")
 
 
 # ---- where the cache comes from -----------------------------------------------------------------
