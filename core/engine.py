@@ -383,7 +383,7 @@ class Cache:
         for pid, ids in by_partition.items():
             self._vectors.delete(pid, ids)
 
-    def _evict(self, partition_ids: Iterable[str]) -> None:
+    def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config
         if cfg.eviction == "none" or (
             cfg.max_entries_per_partition is None and not cfg.max_entries
@@ -395,10 +395,17 @@ class Cache:
             if cfg.max_entries_per_partition is not None:
                 for pid in partition_ids:
                     gone += evict(
-                        self._sql, cfg.eviction, cfg.max_entries_per_partition, cfg.low_water, pid
+                        self._sql,
+                        cfg.eviction,
+                        cfg.max_entries_per_partition,
+                        cfg.low_water,
+                        pid,
+                        protect,
                     )
             if cfg.max_entries is not None:
-                gone += evict(self._sql, cfg.eviction, cfg.max_entries, cfg.low_water, None)
+                gone += evict(
+                    self._sql, cfg.eviction, cfg.max_entries, cfg.low_water, None, protect
+                )
             self._drop_vectors(gone)
         for _, pid in gone:
             self._stats.add(pid, evictions=1)
@@ -488,7 +495,7 @@ class Cache:
                 by_partition.setdefault(row.partition_id, []).append(index)
             for pid, indexes in by_partition.items():
                 self._vectors.upsert(pid, [rows[i].id for i in indexes], queries[indexes])
-            self._evict(by_partition)
+            self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
         except ModelCacheError:
             raise
         except Exception as exc:

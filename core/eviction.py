@@ -7,6 +7,7 @@ what to evict, and nothing has to be rebuilt in memory at start-up.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,22 +32,31 @@ def target_size(capacity: int, low_water: float) -> int:
 
 
 def evict(
-    store: SQLStore, policy: str, capacity: int, low_water: float, partition_id: str | None
+    store: SQLStore,
+    policy: str,
+    capacity: int,
+    low_water: float,
+    partition_id: str | None,
+    protect: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Delete the policy's victims from SQL when over capacity; returns (id, partition) deleted.
 
     The caller deletes the matching vectors. ``partition_id=None`` applies the capacity to the
-    whole cache.
+    whole cache. ``protect`` holds the entries just written: under LFU a new entry has no hits
+    yet and would otherwise be its own first victim.
     """
     if policy == "none":
         return []
     count = store.count(partition_id)
     if count <= capacity:
         return []
-    excess = count - target_size(capacity, low_water)
+    target = target_size(capacity, low_water)
+    excess = count - target
     stmt = select(EntryRow.id, EntryRow.partition_id)
     if partition_id is not None:
         stmt = stmt.where(EntryRow.partition_id == partition_id)
+    if protect and len(protect) <= target:  # a bulk load larger than the target is not shielded
+        stmt = stmt.where(col(EntryRow.id).not_in(list(protect)))
     stmt = stmt.order_by(*POLICIES[policy], col(EntryRow.id).asc()).limit(excess)
     with store.session() as s:
         victims = [(i, p) for i, p in s.exec(stmt)]
