@@ -17,6 +17,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
     TextBlock,
 )
+
 from modelcache import Hit
 
 R = TypeVar("R", ChatResponse, CompletionResponse)

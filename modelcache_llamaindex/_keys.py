@@ -23,9 +23,10 @@ from llama_index.core.base.llms.types import (
     ToolCallBlock,
 )
 from llama_index.core.llms.llm import LLM
+from pydantic import BaseModel, SecretBytes, SecretStr
+
 from modelcache import Message, Request, Scope
 from modelcache.request import normalize_text
-from pydantic import BaseModel, SecretBytes, SecretStr
 
 Kind = Literal["chat", "complete"]
 

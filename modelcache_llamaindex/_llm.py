@@ -25,6 +25,7 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, SerializeAsAny
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
+
 from modelcache import Cache, ConfigError, Hit, Scope
 
 from ._codec import CHAT, COMPLETION, Codec

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from llama_index.core import Settings
+
 from modelcache import Cache, CacheConfig, FakeEmbedder
 
 

@@ -17,9 +17,9 @@ from llama_index.core.llms import LLM, MockLLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import CountingFunctionLLM, RecordingLLM
-from modelcache import Cache, ConfigError
 
 import modelcache_llamaindex
+from modelcache import Cache, ConfigError
 from modelcache_llamaindex import CachedFunctionCallingLLM, CachedLLM, wrap_llm
 
 

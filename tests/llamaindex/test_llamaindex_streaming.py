@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, CompletionResponse
 from llamaindex_mocks import RecordingLLM
-from modelcache import Cache
 
+from modelcache import Cache
 from modelcache_llamaindex import CachedLLM, wrap_llm
 
 CHAT_WAYS = ["chat", "stream_chat", "achat", "astream_chat"]
