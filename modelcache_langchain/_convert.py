@@ -33,6 +33,7 @@ from langchain_core.messages import (
     ToolMessageChunk,
 )
 from langchain_core.outputs import Generation
+
 from modelcache import Message
 
 __all__ = [

@@ -1,13 +1,8 @@
 """``ModelCache``: a LangChain ``BaseCache`` backed by the ModelCache engine.
 
-Thin by design: it parses ``(prompt, llm_string)`` into an engine ``Request``, delegates, and
-(de)serialises generations with ``langchain_core.load``. Every cache decision is the engine's.
-
-Example:
-    >>> from langchain_core.globals import set_llm_cache
-    >>> from modelcache_langchain import ModelCache
-    >>> set_llm_cache(ModelCache(path="./modelcache_data", tenant="acme", env="prod"))
-    >>> # or per model: ChatOpenAI(model="gpt-4o", cache=ModelCache(path="./modelcache_data"))
+The adapter stays thin. It parses ``(prompt, llm_string)`` into an engine ``Request``, delegates
+to the engine, and (de)serialises generations with ``langchain_core.load``. The engine makes
+every cache decision.
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ from typing import Any
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.outputs import Generation
+
 from modelcache import Cache, CacheConfig, ConfigError, Hit, Request, Scope
 
 from ._convert import (
@@ -56,9 +52,7 @@ class ModelCache(BaseCache):
         if cache is not None and (config is not None or config_kwargs):
             raise ConfigError("pass either an engine (`cache`) or settings to build one, not both")
         Scope(tenant=tenant, env=env)  # validates names now rather than on the first call
-        self.tenant = tenant
-        self.env = env
-        self._owns_engine = cache is None
+        embedder = None
         if cache is None:
             embedder = config_kwargs.pop("embedder", None)
             if isinstance(embedder, str):
@@ -68,10 +62,16 @@ class ModelCache(BaseCache):
                 config = CacheConfig.create(**config_kwargs)
             elif config_kwargs:
                 config = config.with_(**config_kwargs)
+            environments = config.environments
+        else:
+            environments = cache.config.environments
+        if env not in environments:
+            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(environments)}")
+        self.tenant = tenant
+        self.env = env
+        self._owns_engine = cache is None
+        if cache is None:
             cache = Cache(config, embedder=embedder)
-        if env not in cache.config.environments:
-            allowed = ", ".join(cache.config.environments)
-            raise ConfigError(f"unknown env {env!r}; allowed: {allowed}")
         self.engine: Cache = cache
 
     # ---- shared, I/O-free steps -------------------------------------------------------------

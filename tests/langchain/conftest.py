@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from langchain_core.globals import set_llm_cache
-from modelcache import Cache, CacheConfig, SentenceTransformerEmbedder
 
+from modelcache import Cache, CacheConfig, SentenceTransformerEmbedder
 from modelcache_langchain import ModelCache
 
 

@@ -17,9 +17,9 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, Generation
-from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Message, Request
 
 import modelcache_langchain
+from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Message, Request
 from modelcache_langchain import ModelCache
 from modelcache_langchain._convert import model_name, parse_prompt
 
@@ -276,6 +276,9 @@ def test_invalid_construction(engine: Cache, tmp_path: Path) -> None:
         ModelCache(engine, path=str(tmp_path))
     with pytest.raises(ConfigError):
         ModelCache(engine, env="production")
+    with pytest.raises(ConfigError):
+        ModelCache(path=str(tmp_path / "never"), env="production")
+    assert not (tmp_path / "never").exists()  # rejected before any store is opened
     with pytest.raises(ConfigError):
         ModelCache(engine, tenant="")
     with pytest.raises(ConfigError):

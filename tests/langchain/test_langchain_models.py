@@ -15,8 +15,8 @@ from langchain_core.language_models.fake_chat_models import (
 )
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableLambda
-from modelcache import Cache
 
+from modelcache import Cache
 from modelcache_langchain import ModelCache
 
 

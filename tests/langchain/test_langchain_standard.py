@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from langchain_core.caches import BaseCache
 from langchain_tests.integration_tests import AsyncCacheTestSuite, SyncCacheTestSuite
-from modelcache import Cache
 
+from modelcache import Cache
 from modelcache_langchain import ModelCache
 
 
