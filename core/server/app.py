@@ -1,0 +1,415 @@
+"""The FastAPI application: ``POST /modelcache`` (ModelCache envelope), ``/v1`` REST, health
+and metrics. All cache logic stays in the engine; this module parses, authorises, delegates
+and serialises.
+"""
+
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyHeader, HTTPBearer
+from pydantic import TypeAdapter
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..engine import Cache
+from ..errors import ConfigError, ModelCacheError
+from ..request import Message, Scope
+from ..request import Request as CacheRequest
+from .auth import Principal, authenticate
+from .errors import ApiError, Codes, Kind, envelope_error_body
+from .legacy import handle_envelope, owned_ids
+from .metrics import CONTENT_TYPE, ServerMetrics
+from .schemas import (
+    ClearResult,
+    DeleteResult,
+    EntryCreated,
+    EntryId,
+    ErrorBody,
+    HealthResult,
+    LookupResult,
+    StatsResult,
+    envelope_models,
+    rest_bodies,
+)
+from .settings import ServerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("modelcache.server")
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in (
+        (400, "Malformed request (ModelCache code in errorCode)."),
+        (401, "Missing or unknown API key (errorCode 104)."),
+        (403, "The key's tenant may not do this (errorCode 104), or a blocked model."),
+        (413, "Body larger than the configured limit (errorCode 101)."),
+        (422, "Body does not match the schema."),
+        (503, "The store failed; nothing was changed."),
+    )
+}
+
+# Codes for schema validation failures, by route: the ModelCache code of the same mistake.
+_VALIDATION_CODES = {
+    "/v1/lookup": Codes.QUERY_FAILED,
+    "/v1/entries": Codes.INSERT_FAILED,
+    "/v1/clear": Codes.REMOVE_FAILED,
+}
+_SCOPE_FIELDS = {"tenant", "env", "model", "params"}
+
+
+def _kind_of(request: Request) -> Kind:
+    return "query" if request.url.path.rstrip("/").endswith("/modelcache") else "rest"
+
+
+def _error_response(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.errors.labels(str(exc.code)).inc()
+        return _error_response(exc.status, exc.body())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        details = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg")),
+                "type": e.get("type"),
+            }
+            for e in errors
+        ]
+        if any(e.get("type") == "json_invalid" for e in errors):
+            status, code = 400, Codes.BAD_BODY
+            desc = "request body is not valid JSON"
+        else:
+            status = 422
+            fields = {str(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1}
+            if fields and fields <= _SCOPE_FIELDS:
+                code = Codes.BAD_PARAMS
+            else:
+                code = _VALIDATION_CODES.get(request.url.path, Codes.BAD_PARAMS)
+            desc = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        metrics.errors.labels(str(code)).inc()
+        body = envelope_error_body(_kind_of(request), code, desc)
+        body["detail"] = details
+        return _error_response(status, body)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = Codes.BAD_BODY if exc.status_code in (400, 413) else 400
+        desc = str(exc.detail)
+        if exc.status_code == 413:
+            desc = f"request body is larger than the limit ({desc})"
+        metrics.errors.labels(str(code)).inc()
+        return JSONResponse(
+            envelope_error_body(_kind_of(request), code, desc),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+def _openapi_with_envelope(app: FastAPI, environments: tuple[str, ...]) -> None:
+    """Document ``POST /modelcache``'s body (object or JSON string) and its responses."""
+    envelope, query_result, write_result = envelope_models(environments)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = base_openapi()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for name, model in (
+            ("ModelCacheEnvelope", envelope),
+            ("EnvelopeQueryResult", query_result),
+            ("EnvelopeWriteResult", write_result),
+        ):
+            js = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}")
+            components.update(js.pop("$defs", {}))
+            components[name] = js
+        op = schema["paths"]["/modelcache"]["post"]
+        op["requestBody"] = {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/ModelCacheEnvelope"},
+                            {
+                                "type": "string",
+                                "description": "The same object, JSON-encoded "
+                                "(requests.post(url, json=json.dumps(data))).",
+                            },
+                        ]
+                    }
+                }
+            },
+        }
+        op["responses"]["200"]["content"] = {
+            "application/json": {
+                "schema": {
+                    "anyOf": [
+                        {"$ref": "#/components/schemas/EnvelopeQueryResult"},
+                        {"$ref": "#/components/schemas/EnvelopeWriteResult"},
+                    ]
+                }
+            }
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
+    """Build the HTTP service over an open cache (the caller owns and closes the cache)."""
+    settings = settings if settings is not None else ServerSettings()
+    environments = cache.config.environments
+    if settings.default_env not in environments:
+        raise ConfigError(
+            f"default_env {settings.default_env!r} is not one of {', '.join(environments)}"
+        )
+    if settings.local_only:
+        log.warning(
+            "modelcache server: no API keys configured - local-only mode, any tenant, loopback only"
+        )
+    metrics = ServerMetrics(cache)
+    bodies = rest_bodies(environments)
+    LookupBody, EntryBody, ClearBody = (
+        bodies["LookupBody"],
+        bodies["EntryBody"],
+        bodies["ClearBody"],
+    )
+
+    app = FastAPI(
+        title="ModelCache",
+        version=__version__,
+        description="Semantic cache for LLM apps: CodeFuse-ModelCache-compatible "
+        "`POST /modelcache` plus a REST API. Send `Authorization: Bearer <key>` "
+        "when API keys are configured.",
+        max_body_size=settings.max_body_bytes,
+    )
+    app.state.cache = cache
+    app.state.settings = settings
+    app.state.metrics = metrics
+    _install_error_handlers(app, metrics)
+
+    security: list[Any] = []
+    if not settings.local_only:  # documented only when keys exist, so local mode needs none
+        security = [
+            Depends(HTTPBearer(auto_error=False)),
+            Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
+        ]
+
+    def rest_principal(request: Request) -> Principal:
+        return authenticate(request, settings, "rest")
+
+    def envelope_principal(request: Request) -> Principal:
+        return authenticate(request, settings, "query")
+
+    RestCaller = Annotated[Principal, Depends(rest_principal)]
+
+    def build_request(body: Any, principal: Principal, kind: Kind) -> CacheRequest:
+        tenant = principal.tenant_for(body.tenant, settings.default_tenant, kind)
+        env = body.env if body.env is not None else settings.default_env
+        if body.model in settings.blocked_models or (
+            settings.allowed_models is not None and body.model not in settings.allowed_models
+        ):
+            code = Codes.INSERT_BLOCKED if kind == "insert" else Codes.MODEL_BLOCKED
+            raise ApiError(403, code, f"model {body.model!r} is not served by this cache", kind)
+        try:
+            return CacheRequest(
+                query=body.query,
+                scope=Scope(tenant=tenant, env=env, model=body.model, params=body.params),
+                system=body.system,
+                history=tuple(Message(m.role, m.content) for m in body.history),
+            )
+        except ConfigError as exc:
+            raise ApiError(422, Codes.BAD_PARAMS, str(exc), kind) from exc
+
+    # ---- ModelCache envelope -----------------------------------------------------------------
+    @app.post(
+        "/modelcache",
+        tags=["ModelCache"],
+        summary="CodeFuse-ModelCache envelope: query / insert / remove / register",
+        responses={200: {"description": "errorCode 0 and the type's fields"}, **_ERRORS},
+        dependencies=security,
+    )
+    async def modelcache(
+        request: Request, principal: Annotated[Principal, Depends(envelope_principal)]
+    ) -> JSONResponse:
+        raw = await request.body()
+        return JSONResponse(await handle_envelope(cache, settings, metrics, principal, raw))
+
+    @app.get("/welcome", tags=["ModelCache"], response_class=PlainTextResponse)
+    async def welcome() -> str:
+        """ModelCache's liveness page."""
+        return "hello, modelcache!"
+
+    # ---- REST ----------------------------------------------------------------------------------
+    @app.post(
+        "/v1/lookup",
+        tags=["REST"],
+        response_model=LookupResult,
+        responses=_ERRORS,
+        dependencies=security,
+    )
+    async def lookup(body: LookupBody, principal: RestCaller) -> LookupResult:  # type: ignore[valid-type]
+        """Look a request up: exact first, then semantic; a miss is ``hit: false``."""
+        req = build_request(body, principal, "rest")
+        started = time.perf_counter()
+        try:
+            hit = await cache.alookup(req, threshold=body.threshold)  # type: ignore[attr-defined]
+        except ConfigError as exc:
+            raise ApiError(422, Codes.QUERY_FAILED, str(exc)) from exc
+        except ModelCacheError as exc:
+            raise ApiError(503, Codes.QUERY_ERROR, str(exc)) from exc
+        elapsed = time.perf_counter() - started
+        metrics.lookup("rest", hit, elapsed)
+        return LookupResult(
+            hit=hit is not None,
+            kind=hit.kind if hit else None,
+            similarity=max(-1.0, min(1.0, hit.similarity)) if hit else None,
+            answer=hit.answer if hit else None,
+            entry_id=hit.entry_id if hit else None,
+            matched_query=hit.matched_query if hit else None,
+            metadata=hit.metadata if hit else {},
+            tenant=req.scope.tenant,
+            env=req.scope.env,
+            model=req.scope.model,
+            latency_ms=elapsed * 1000,
+        )
+
+    @app.post(
+        "/v1/entries",
+        tags=["REST"],
+        status_code=201,
+        response_model=EntryCreated,
+        responses=_ERRORS,
+        dependencies=security,
+    )
+    async def insert(body: EntryBody, principal: RestCaller) -> EntryCreated:  # type: ignore[valid-type]
+        """Store an answer; storing the same request again replaces it."""
+        req = build_request(body, principal, "rest")
+        started = time.perf_counter()
+        try:
+            entry_id = await cache.ainsert(
+                req,
+                body.answer,  # type: ignore[attr-defined]
+                ttl=body.ttl,  # type: ignore[attr-defined]
+                metadata=body.metadata,  # type: ignore[attr-defined]
+            )
+        except ConfigError as exc:
+            raise ApiError(422, Codes.INSERT_FAILED, str(exc)) from exc
+        except ModelCacheError as exc:
+            raise ApiError(503, Codes.INSERT_ERROR, str(exc)) from exc
+        metrics.observe("insert", time.perf_counter() - started)
+        metrics.inserts.labels("rest").inc()
+        return EntryCreated(
+            id=entry_id, tenant=req.scope.tenant, env=req.scope.env, model=req.scope.model
+        )
+
+    @app.delete(
+        "/v1/entries/{entry_id}",
+        tags=["REST"],
+        response_model=DeleteResult,
+        responses={**_ERRORS, 404: {"model": ErrorBody, "description": "No such entry."}},
+        dependencies=security,
+    )
+    async def delete_entry(
+        entry_id: Annotated[EntryId, Path(description="Entry id from insert or lookup.")],
+        principal: RestCaller,
+    ) -> DeleteResult:
+        """Delete one entry (a key can only delete its own tenant's entries)."""
+        ids = [entry_id]
+        if principal.tenant is not None:
+            ids = await owned_ids(cache, ids, principal.tenant, None)
+        try:
+            count = await cache.aremove(ids) if ids else 0
+        except ModelCacheError as exc:
+            raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+        if not count:
+            raise ApiError(404, Codes.REMOVE_FAILED, f"no entry {entry_id!r}")
+        return DeleteResult(id=entry_id, deleted=True)
+
+    @app.post(
+        "/v1/clear",
+        tags=["REST"],
+        response_model=ClearResult,
+        responses=_ERRORS,
+        dependencies=security,
+    )
+    async def clear(body: ClearBody, principal: RestCaller) -> ClearResult:  # type: ignore[valid-type]
+        """Drop partitions by tenant/env/model/params (a key is confined to its tenant)."""
+        tenant = principal.scope_tenant(body.tenant)  # type: ignore[attr-defined]
+        try:
+            deleted = await cache.aclear(
+                tenant=tenant,
+                env=body.env,  # type: ignore[attr-defined]
+                model=body.model,  # type: ignore[attr-defined]
+                params=body.params,  # type: ignore[attr-defined]
+            )
+        except ConfigError as exc:
+            raise ApiError(422, Codes.REMOVE_FAILED, str(exc)) from exc
+        except ModelCacheError as exc:
+            raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+        return ClearResult(deleted=deleted)
+
+    @app.get(
+        "/v1/stats",
+        tags=["REST"],
+        response_model=StatsResult,
+        responses=_ERRORS,
+        dependencies=security,
+    )
+    async def stats(
+        principal: RestCaller,
+        tenant: Annotated[str | None, Query(max_length=256)] = None,
+    ) -> StatsResult:
+        """Entries per partition (your tenant's only, with an API key)."""
+        scope_tenant = principal.scope_tenant(tenant)
+        try:
+            raw = await cache.astats()
+        except ModelCacheError as exc:
+            raise ApiError(503, Codes.QUERY_ERROR, str(exc)) from exc
+        parts = [
+            p
+            for p in raw.get("partitions", [])
+            if scope_tenant is None or p["tenant"] == scope_tenant
+        ]
+        process = None
+        if principal.tenant is None:
+            process = {k: v for k, v in raw.items() if k not in ("partitions",)}
+        return StatsResult(
+            entries=sum(int(p.get("entries", 0)) for p in parts), partitions=parts, process=process
+        )
+
+    # ---- operations ---------------------------------------------------------------------------
+    @app.get("/healthz", tags=["Operations"], response_model=HealthResult)
+    async def healthz() -> HealthResult:
+        """Liveness: the process answers (does not touch the stores)."""
+        return HealthResult(status="ok", version=__version__)
+
+    @app.get(
+        "/metrics",
+        tags=["Operations"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format: hits, misses, latency histogram, entries, evictions."""
+        import asyncio
+
+        payload = await asyncio.to_thread(metrics.render)
+        return Response(payload, media_type=CONTENT_TYPE)
+
+    _openapi_with_envelope(app, environments)
+    return app

@@ -1,0 +1,87 @@
+"""API-key authentication: each key belongs to one tenant and may only touch that tenant.
+
+Without configured keys the service runs in local-only mode: it is bound to loopback by the
+CLI, and as a second line of defence refuses clients whose address is not loopback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from .errors import ApiError, Codes, Kind
+from .settings import ServerSettings, is_loopback
+
+__all__ = ["Principal", "authenticate"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a tenant bound by an API key, or ``None`` in local-only mode."""
+
+    tenant: str | None
+
+    def tenant_for(self, requested: str | None, default: str, kind: Kind) -> str:
+        """The tenant a request acts on; a key may not name another tenant."""
+        if self.tenant is None:
+            return requested if requested is not None else default
+        if requested is not None and requested != self.tenant:
+            raise ApiError(
+                403,
+                Codes.UNAUTHORIZED,
+                f"this API key belongs to tenant {self.tenant!r} and cannot use {requested!r}",
+                kind,
+            )
+        return self.tenant
+
+    def scope_tenant(self, requested: str | None) -> str | None:
+        """Tenant filter for clear/stats: a key sees only its own; local mode may see all."""
+        if self.tenant is None:
+            return requested
+        return self.tenant_for(requested, self.tenant, "rest")
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def authenticate(request: Request, settings: ServerSettings, kind: Kind) -> Principal:
+    """Resolve the caller from ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    if settings.local_only:
+        host = request.client.host if request.client else ""
+        try:
+            ipaddress.ip_address(host)
+            remote = not is_loopback(host)
+        except ValueError:  # test transports and unix sockets carry no IP address
+            remote = False
+        if remote:
+            raise ApiError(
+                403,
+                Codes.UNAUTHORIZED,
+                "local-only mode (no API keys): loopback clients only",
+                kind,
+            )
+        return Principal(tenant=None)
+    presented = _presented_key(request)
+    if presented is None:
+        raise ApiError(
+            401,
+            Codes.UNAUTHORIZED,
+            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+            kind,
+        )
+    tenant = None
+    for key, owner in settings.api_keys.items():  # compare every key: constant time per key
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            tenant = owner
+    if tenant is None:
+        raise ApiError(401, Codes.UNAUTHORIZED, "unknown API key", kind)
+    return Principal(tenant=tenant)

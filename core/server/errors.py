@@ -1,0 +1,88 @@
+"""API errors: an HTTP status plus CodeFuse-ModelCache's numeric ``errorCode``.
+
+ModelCache answers every outcome with ``errorCode``/``errorDesc``; the body shape depends on the
+request type (query bodies carry ``cacheHit``…, writes carry ``writeStatus``). We keep those
+shapes and codes, and add a truthful HTTP status (4xx for the caller's mistakes).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+__all__ = ["ApiError", "Codes", "envelope_error_body"]
+
+Kind = Literal["query", "insert", "remove", "register", "rest"]
+
+
+class Codes:
+    """ModelCache error codes (flask4modelcache.py / modelcache/cache.py), plus 104."""
+
+    OK = 0
+    BAD_BODY = 101  # body is not JSON / not an object / too large
+    BAD_TYPE = 102  # `type` missing or not query|insert|remove|register
+    BAD_PARAMS = 103  # scope/model/env/tenant malformed
+    UNAUTHORIZED = 104  # extension: missing/unknown API key, or another tenant's data
+    MODEL_BLOCKED = 105  # model refused (ModelCache's model blacklist), query side
+    QUERY_FAILED = 201  # query could not be processed (bad message list)
+    QUERY_ERROR = 202  # unexpected failure while querying
+    INSERT_FAILED = 301  # insert could not be processed (bad chat_info)
+    INSERT_ERROR = 302  # the store rejected the write
+    INSERT_BLOCKED = 305  # model refused, insert side
+    REMOVE_FAILED = 401  # bad remove_type / id_list
+    REMOVE_ERROR = 402  # the store failed to remove
+    REGISTER_ERROR = 502  # register failed
+
+
+def envelope_error_body(kind: Kind, code: int, desc: str, response: Any = None) -> dict[str, Any]:
+    """The ModelCache-shaped body of a failed request of the given kind."""
+    if kind == "insert":
+        return {"errorCode": code, "errorDesc": desc, "writeStatus": "exception"}
+    if kind == "remove":
+        if code == Codes.REMOVE_FAILED:
+            return {
+                "errorCode": code,
+                "errorDesc": desc,
+                "response": response if response is not None else "adapt_remove_exception",
+                "removeStatus": "exception",
+            }
+        return {
+            "errorCode": code,
+            "errorDesc": desc,
+            "response": response,
+            "writeStatus": "exception",
+        }
+    if kind == "register":
+        return {
+            "errorCode": code,
+            "errorDesc": desc,
+            "response": response,
+            "writeStatus": "exception",
+        }
+    if kind == "rest":
+        return {"errorCode": code, "errorDesc": desc}
+    return {
+        "errorCode": code,
+        "errorDesc": desc,
+        "cacheHit": False,
+        "delta_time": 0,
+        "hit_query": "",
+        "answer": "",
+    }
+
+
+class ApiError(Exception):
+    """A request the service refuses: rendered as ``status`` with a ModelCache-shaped body."""
+
+    def __init__(
+        self, status: int, code: int, desc: str, kind: Kind = "rest", response: Any = None
+    ) -> None:
+        super().__init__(desc)
+        self.status = status
+        self.code = code
+        self.desc = desc
+        self.kind: Kind = kind
+        self.response = response
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body sent to the client."""
+        return envelope_error_body(self.kind, self.code, self.desc, self.response)

@@ -1,0 +1,319 @@
+"""CodeFuse-ModelCache's ``POST /modelcache`` envelope, mapped onto the engine.
+
+Request bodies, response fields and error codes follow ModelCache's flask4modelcache.py and
+modelcache/cache.py so that existing clients switch without changes. Differences, all
+deliberate: model names are kept as given (ModelCache rewrote ``-`` and ``.`` to ``_``, which
+merged distinct models), refused requests carry a 4xx status, and a request is validated as a
+whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..engine import Cache
+from ..errors import ConfigError, ModelCacheError
+from ..request import Request
+from .auth import Principal
+from .errors import ApiError, Codes, Kind
+from .metrics import ServerMetrics
+from .settings import ServerSettings
+
+__all__ = ["TYPES", "handle_envelope", "parse_envelope"]
+
+TYPES = ("query", "insert", "remove", "register")
+REMOVE_TYPES = ("truncate_by_model", "delete_by_id")
+_MAX_ID_LIST = 10_000
+_MAX_NAME = 256
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _loads(text: str) -> Any:
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def parse_envelope(raw: bytes) -> dict[str, Any]:
+    """Decode a JSON object body, or the double-encoded JSON string ModelCache clients send."""
+    try:
+        data = _loads(raw.decode("utf-8"))
+        if isinstance(data, str):  # requests.post(url, json=json.dumps(data))
+            data = _loads(data)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ApiError(
+            400, Codes.BAD_BODY, f"request body is not valid JSON: {exc}", "query"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ApiError(
+            400,
+            Codes.BAD_BODY,
+            "request body must be a JSON object (or a JSON string of one), "
+            f"got {type(data).__name__}",
+            "query",
+        )
+    return data
+
+
+def _opt_str(scope: Mapping[str, Any], name: str, kind: Kind) -> str | None:
+    value = scope.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
+        raise ApiError(
+            400, Codes.BAD_PARAMS, f"scope.{name} must be a non-empty string (<= 256 chars)", kind
+        )
+    return value
+
+
+class _Scope:
+    """The parsed ``scope`` of an envelope, with tenant checked against the caller's key."""
+
+    def __init__(
+        self,
+        body: Mapping[str, Any],
+        kind: Kind,
+        principal: Principal,
+        settings: ServerSettings,
+        environments: tuple[str, ...],
+    ) -> None:
+        scope = body.get("scope")
+        if not isinstance(scope, dict):
+            raise ApiError(
+                400, Codes.BAD_PARAMS, "scope must be an object like {'model': ...}", kind
+            )
+        model = _opt_str(scope, "model", kind)
+        if model is None:
+            raise ApiError(400, Codes.BAD_PARAMS, "scope.model is required", kind)
+        self.model = model  # kept as given: 'gpt-4' and 'gpt_4' stay different models
+        self.tenant = principal.tenant_for(
+            _opt_str(scope, "tenant", kind), settings.default_tenant, kind
+        )
+        self.env_given = _opt_str(scope, "env", kind)
+        self.env = self.env_given if self.env_given is not None else settings.default_env
+        if self.env not in environments:
+            raise ApiError(
+                400,
+                Codes.BAD_PARAMS,
+                f"unknown env {self.env!r}; allowed: {', '.join(environments)}",
+                kind,
+            )
+        params = scope.get("params", {})
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ApiError(400, Codes.BAD_PARAMS, "scope.params must be an object", kind)
+        self.params: dict[str, Any] = params
+        blocked_code = Codes.INSERT_BLOCKED if kind == "insert" else Codes.MODEL_BLOCKED
+        if model in settings.blocked_models:
+            raise ApiError(403, blocked_code, f"model: {model} in blacklist", kind)
+        if settings.allowed_models is not None and model not in settings.allowed_models:
+            raise ApiError(400, blocked_code, f"model: {model} is not served by this cache", kind)
+
+    def request(self, messages: Any, what: str, code: int, kind: Kind) -> Request:
+        """A Request from a ModelCache message list (system + history + last user turn)."""
+        try:
+            if isinstance(messages, str):
+                return Request.from_text(
+                    messages, tenant=self.tenant, env=self.env, model=self.model, params=self.params
+                )
+            if not isinstance(messages, list) or not messages:
+                raise ConfigError("must be a non-empty list of {'role', 'content'} messages")
+            return Request.from_messages(
+                messages, tenant=self.tenant, env=self.env, model=self.model, params=self.params
+            )
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ApiError(400, code, f"{what}: {exc}", kind) from exc
+
+
+def _delta(started: float) -> str:
+    return f"{round(time.perf_counter() - started, 2)}s"
+
+
+async def _query(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: ServerMetrics) -> Any:
+    request = scope.request(body.get("query"), "query", Codes.QUERY_FAILED, "query")
+    started = time.perf_counter()
+    try:
+        hit = await cache.alookup(request)
+    except ConfigError as exc:
+        raise ApiError(400, Codes.QUERY_FAILED, str(exc), "query") from exc
+    except ModelCacheError as exc:
+        raise ApiError(503, Codes.QUERY_ERROR, str(exc), "query") from exc
+    metrics.lookup("modelcache", hit, time.perf_counter() - started)
+    if hit is None:
+        return {
+            "errorCode": 0,
+            "errorDesc": "",
+            "cacheHit": False,
+            "delta_time": _delta(started),
+            "hit_query": "",
+            "answer": "",
+        }
+    return {
+        "errorCode": 0,
+        "errorDesc": "",
+        "cacheHit": True,
+        "delta_time": _delta(started),
+        "hit_query": hit.matched_query,
+        "answer": hit.answer,
+        # extensions (ModelCache clients ignore unknown fields)
+        "similarity": max(-1.0, min(1.0, hit.similarity)),
+        "hit_kind": hit.kind,
+        "id": hit.entry_id,
+    }
+
+
+async def _insert(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: ServerMetrics) -> Any:
+    rows = body.get("chat_info")
+    if not isinstance(rows, list) or not rows:
+        raise ApiError(
+            400,
+            Codes.INSERT_FAILED,
+            "chat_info must be a non-empty list of {'query': [...], 'answer': ...}",
+            "insert",
+        )
+    items: list[tuple[Request, Any]] = []
+    for index, row in enumerate(rows):  # validate every row before writing any
+        if not isinstance(row, dict) or "query" not in row or row.get("answer") is None:
+            raise ApiError(
+                400,
+                Codes.INSERT_FAILED,
+                f"chat_info[{index}] must be an object with 'query' and a non-null 'answer'",
+                "insert",
+            )
+        request = scope.request(
+            row["query"], f"chat_info[{index}].query", Codes.INSERT_FAILED, "insert"
+        )
+        items.append((request, row["answer"]))
+    started = time.perf_counter()
+    try:
+        ids = await cache.ainsert_many(items)
+    except ConfigError as exc:
+        raise ApiError(400, Codes.INSERT_FAILED, str(exc), "insert") from exc
+    except ModelCacheError as exc:
+        raise ApiError(503, Codes.INSERT_ERROR, str(exc), "insert") from exc
+    metrics.observe("insert", time.perf_counter() - started)
+    metrics.inserts.labels("modelcache").inc(len(ids))
+    return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "id_list": ids}
+
+
+async def owned_ids(cache: Cache, ids: list[str], tenant: str, model: str | None) -> list[str]:
+    """The subset of ``ids`` stored under ``tenant`` (and ``model``): a key never deletes
+    another tenant's entries. The engine has no get-by-id, so this scans the tenant's export."""
+    import asyncio
+
+    wanted = set(ids)
+
+    def scan() -> list[str]:
+        return [
+            row["id"]
+            for row in cache.export(tenant=tenant)
+            if row["id"] in wanted and (model is None or row["model"] == model)
+        ]
+
+    return await asyncio.to_thread(scan)
+
+
+async def _remove(
+    cache: Cache, body: dict[str, Any], scope: _Scope, principal: Principal, metrics: ServerMetrics
+) -> Any:
+    remove_type = body.get("remove_type")
+    if remove_type not in REMOVE_TYPES:
+        raise ApiError(
+            400,
+            Codes.REMOVE_FAILED,
+            f"remove_type must be one of {list(REMOVE_TYPES)}, got {remove_type!r}",
+            "remove",
+        )
+    id_list = body.get("id_list")
+    if id_list is not None and (
+        not isinstance(id_list, list)
+        or len(id_list) > _MAX_ID_LIST
+        or not all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in id_list)
+    ):
+        raise ApiError(
+            400,
+            Codes.REMOVE_FAILED,
+            f"id_list must be a list of at most {_MAX_ID_LIST} ids (strings)",
+            "remove",
+        )
+    started = time.perf_counter()
+    try:
+        if remove_type == "delete_by_id":
+            if id_list is None:
+                raise ApiError(400, Codes.REMOVE_FAILED, "delete_by_id needs an id_list", "remove")
+            ids = [str(i) for i in id_list]
+            if principal.tenant is not None:
+                ids = await owned_ids(cache, ids, scope.tenant, scope.model)
+            count = await cache.aremove(ids)
+            response: dict[str, Any] = {
+                "status": "success",
+                "milvus": f"delete_count: {count}",
+                "mysql": f"delete_count: {count}",
+                "delete_count": count,
+            }
+        else:
+            count = await cache.aclear(tenant=scope.tenant, env=scope.env_given, model=scope.model)
+            response = {
+                "status": "success",
+                "VectorDB": "rebuild",
+                "ScalarDB": f"delete_count: {count}",
+                "delete_count": count,
+            }
+    except ConfigError as exc:
+        raise ApiError(400, Codes.REMOVE_FAILED, str(exc), "remove") from exc
+    except ModelCacheError as exc:
+        raise ApiError(
+            503, Codes.REMOVE_ERROR, str(exc), "remove", {"status": "failed", "error": str(exc)}
+        ) from exc
+    metrics.observe("remove", time.perf_counter() - started)
+    return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
+
+
+async def _register(cache: Cache, scope: _Scope) -> Any:
+    import asyncio
+
+    from ..request import Scope
+
+    try:
+        await asyncio.to_thread(
+            cache.register,
+            Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params),
+        )
+    except ConfigError as exc:
+        raise ApiError(400, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
+    except ModelCacheError as exc:
+        raise ApiError(503, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
+    return {"errorCode": 0, "errorDesc": "", "response": "create_success", "writeStatus": "success"}
+
+
+async def handle_envelope(
+    cache: Cache,
+    settings: ServerSettings,
+    metrics: ServerMetrics,
+    principal: Principal,
+    raw: bytes,
+) -> dict[str, Any]:
+    """Validate and run one envelope; raises :class:`ApiError` for refused requests."""
+    body = parse_envelope(raw)
+    request_type = body.get("type")
+    if request_type not in TYPES:
+        raise ApiError(
+            400,
+            Codes.BAD_TYPE,
+            f"type exception, should one of {list(TYPES)}",
+            "query",
+        )
+    kind: Kind = request_type
+    scope = _Scope(body, kind, principal, settings, cache.config.environments)
+    if request_type == "query":
+        return await _query(cache, body, scope, metrics)
+    if request_type == "insert":
+        return await _insert(cache, body, scope, metrics)
+    if request_type == "remove":
+        return await _remove(cache, body, scope, principal, metrics)
+    return await _register(cache, scope)

@@ -1,0 +1,154 @@
+"""ServerSettings: what the HTTP front end needs beyond the cache config (keys, limits, bind).
+
+Read at the edge from ``MODELCACHE_*`` variables and/or a TOML file (a ``[server]`` table),
+then passed to :func:`modelcache.server.create_app` as an immutable value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["ServerSettings", "is_loopback", "parse_api_keys"]
+
+
+def parse_api_keys(raw: str) -> dict[str, str]:
+    """Parse ``"key1:tenantA,key2:tenantB"`` into ``{key: tenant}``."""
+    keys: dict[str, str] = {}
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, tenant = item.rpartition(":")
+        if not sep or not key.strip() or not tenant.strip():
+            raise ConfigError(f"API key entry {item!r} must look like 'key:tenant'")
+        keys[key.strip()] = tenant.strip()
+    return keys
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerSettings(BaseModel):
+    """Typed, immutable settings of the HTTP service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API key -> tenant. Empty: local-only mode (loopback bind, any tenant).",
+    )
+    host: str = Field(default="127.0.0.1", description="Bind address of `modelcache serve`.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Bind port.")
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1, description="Requests with a larger body get 413."
+    )
+    default_tenant: str = Field(default="default", min_length=1)
+    default_env: str = Field(default="prod", min_length=1)
+    allowed_models: tuple[str, ...] | None = Field(
+        default=None, description="If set, only these model names are served (else any)."
+    )
+    blocked_models: tuple[str, ...] = Field(
+        default=(), description="Model names refused (ModelCache's blacklist: code 105/305)."
+    )
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tenant in value.items():
+            if not key.strip() or not tenant.strip():
+                raise ValueError("API keys and tenants must be non-empty strings")
+        return value
+
+    @property
+    def local_only(self) -> bool:
+        """No API key configured: the service must only listen on loopback."""
+        return not self.api_keys
+
+    def check_bind(self, host: str) -> None:
+        """Refuse to expose a key-less service beyond this machine."""
+        if self.local_only and not is_loopback(host):
+            raise ConfigError(
+                f"refusing to bind {host}: no API keys are configured (local-only mode). "
+                "Set MODELCACHE_API_KEYS='key:tenant,...' or [server].api_keys, or bind 127.0.0.1."
+            )
+
+    # ---- constructors at the edges ----------------------------------------------------------
+    @classmethod
+    def create(cls, **values: Any) -> ServerSettings:
+        """Build settings, turning validation failures into :class:`ConfigError`."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def _toml_values(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read server config file {path}: {exc}") from exc
+        table = data.get("server", {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"[server] in {path} must be a table")
+        values = dict(table)
+        keys = values.get("api_keys")
+        if isinstance(keys, str):
+            values["api_keys"] = parse_api_keys(keys)
+        elif isinstance(keys, list):
+            values["api_keys"] = parse_api_keys(",".join(str(k) for k in keys))
+        return values
+
+    @classmethod
+    def load(
+        cls,
+        toml_path: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ServerSettings:
+        """TOML ``[server]`` table, then environment variables, then explicit overrides.
+
+        ``MODELCACHE_API_KEYS`` adds to (and overrides) keys from the file.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = cls._toml_values(toml_path) if toml_path else {}
+        raw_keys = environ.get("MODELCACHE_API_KEYS")
+        if raw_keys:
+            values["api_keys"] = {**values.get("api_keys", {}), **parse_api_keys(raw_keys)}
+        for name, var in (
+            ("host", "MODELCACHE_HOST"),
+            ("port", "MODELCACHE_PORT"),
+            ("max_body_bytes", "MODELCACHE_MAX_BODY_BYTES"),
+            ("default_tenant", "MODELCACHE_DEFAULT_TENANT"),
+            ("default_env", "MODELCACHE_DEFAULT_ENV"),
+        ):
+            if environ.get(var):
+                values[name] = environ[var]
+        for name, var in (
+            ("allowed_models", "MODELCACHE_ALLOWED_MODELS"),
+            ("blocked_models", "MODELCACHE_BLOCKED_MODELS"),
+        ):
+            if environ.get(var):
+                values[name] = tuple(m.strip() for m in environ[var].split(",") if m.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.create(**values)
