@@ -12,13 +12,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, HTTPBearer
 from pydantic import TypeAdapter
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..engine import Cache
 from ..errors import ConfigError, ModelCacheError
-from ..request import Message, Scope
+from ..request import Message as ChatMessage
 from ..request import Request as CacheRequest
+from ..request import Scope as CacheScope
 from .auth import Principal, authenticate
 from .errors import ApiError, Codes, Kind, envelope_error_body
 from .legacy import handle_envelope, owned_ids
@@ -70,6 +73,42 @@ def _error_response(status: int, body: dict[str, Any]) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+class _BodyLimit:
+    """Refuse bodies over the limit with a ModelCache-shaped 413 (declared or streamed size)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, metrics: ServerMetrics) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            self.metrics.errors.labels(str(Codes.BAD_BODY)).inc()
+            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            desc = f"request body is larger than the limit of {self.max_bytes} bytes"
+            response = JSONResponse(envelope_error_body(kind, Codes.BAD_BODY, desc), 413)
+            await response(scope, receive, send)
+            return
+        total = 0
+
+        async def limited() -> Message:
+            nonlocal total
+            message = await receive()
+            if message["type"] == "http.request":
+                total += len(message.get("body", b""))
+                if total > self.max_bytes:  # chunked upload: the route's handler answers 413
+                    raise StarletteHTTPException(
+                        413, f"request body is larger than the limit of {self.max_bytes} bytes"
+                    )
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -107,8 +146,6 @@ def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = Codes.BAD_BODY if exc.status_code in (400, 413) else 400
         desc = str(exc.detail)
-        if exc.status_code == 413:
-            desc = f"request body is larger than the limit ({desc})"
         metrics.errors.labels(str(code)).inc()
         return JSONResponse(
             envelope_error_body(_kind_of(request), code, desc),
@@ -195,8 +232,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         description="Semantic cache for LLM apps: CodeFuse-ModelCache-compatible "
         "`POST /modelcache` plus a REST API. Send `Authorization: Bearer <key>` "
         "when API keys are configured.",
-        max_body_size=settings.max_body_bytes,
     )
+    app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
     app.state.cache = cache
     app.state.settings = settings
     app.state.metrics = metrics
@@ -228,9 +265,9 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         try:
             return CacheRequest(
                 query=body.query,
-                scope=Scope(tenant=tenant, env=env, model=body.model, params=body.params),
+                scope=CacheScope(tenant=tenant, env=env, model=body.model, params=body.params),
                 system=body.system,
-                history=tuple(Message(m.role, m.content) for m in body.history),
+                history=tuple(ChatMessage(m.role, m.content) for m in body.history),
             )
         except ConfigError as exc:
             raise ApiError(422, Codes.BAD_PARAMS, str(exc), kind) from exc

@@ -1,0 +1,122 @@
+"""API keys: a key reads and writes only its own tenant; no keys means local-only."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from modelcache import Cache, ConfigError
+from modelcache.server import ServerSettings, create_app
+from modelcache.server.settings import is_loopback, parse_api_keys
+
+A = {"Authorization": "Bearer key-a"}
+B = {"X-API-Key": "key-b"}
+
+
+def envelope(kind: str, **extra: object) -> dict:
+    return {"type": kind, "scope": {"model": "gpt"}, **extra}
+
+
+def test_missing_or_unknown_key_is_401_code_104(keyed_client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"X-API-Key": ""}):
+        r = keyed_client.post("/v1/lookup", json={"query": "q"}, headers=headers)
+        assert (r.status_code, r.json()["errorCode"]) == (401, 104)
+        r = keyed_client.post("/modelcache", json=envelope("query", query="q"), headers=headers)
+        assert (r.status_code, r.json()["errorCode"]) == (401, 104)
+        assert r.json()["cacheHit"] is False
+    assert keyed_client.get("/healthz").status_code == 200
+
+
+def test_key_confined_to_its_tenant(keyed_client: TestClient, cache: Cache) -> None:
+    r = keyed_client.post("/v1/entries", json={"query": "shared q", "answer": "A"}, headers=A)
+    assert r.status_code == 201 and r.json()["tenant"] == "tenantA"
+    entry_id = r.json()["id"]
+    assert keyed_client.post("/v1/lookup", json={"query": "shared q"}, headers=A).json()["hit"]
+    assert not keyed_client.post("/v1/lookup", json={"query": "shared q"}, headers=B).json()["hit"]
+    # naming another tenant is refused, naming your own is fine
+    r = keyed_client.post("/v1/lookup", json={"query": "q", "tenant": "tenantA"}, headers=B)
+    assert (r.status_code, r.json()["errorCode"]) == (403, 104)
+    r = keyed_client.post("/v1/lookup", json={"query": "q", "tenant": "tenantB"}, headers=B)
+    assert r.status_code == 200
+    # B cannot delete, clear or see A's entries
+    assert keyed_client.delete(f"/v1/entries/{entry_id}", headers=B).status_code == 404
+    assert keyed_client.post("/v1/clear", json={}, headers=B).json() == {"deleted": 0}
+    r = keyed_client.post("/v1/clear", json={"tenant": "tenantA"}, headers=B)
+    assert r.status_code == 403
+    stats = keyed_client.get("/v1/stats", headers=B).json()
+    assert stats["entries"] == 0 and stats["partitions"] == [] and stats["process"] is None
+    assert cache.stats()["entries"] == 1
+    assert keyed_client.get("/v1/stats", headers=A).json()["entries"] == 1
+    assert keyed_client.delete(f"/v1/entries/{entry_id}", headers=A).status_code == 200
+
+
+def test_envelope_with_keys(keyed_client: TestClient, cache: Cache) -> None:
+    rows = [{"query": [{"role": "user", "content": "envelope q"}], "answer": "ans"}]
+    r = keyed_client.post("/modelcache", json=envelope("insert", chat_info=rows), headers=A)
+    assert r.json()["writeStatus"] == "success"
+    ids = r.json()["id_list"]
+    q = envelope("query", query=[{"role": "user", "content": "envelope q"}])
+    assert keyed_client.post("/modelcache", json=q, headers=A).json()["cacheHit"] is True
+    assert keyed_client.post("/modelcache", json=q, headers=B).json()["cacheHit"] is False
+    foreign = {"type": "query", "scope": {"model": "gpt", "tenant": "tenantA"}, "query": "x"}
+    r = keyed_client.post("/modelcache", json=foreign, headers=B)
+    assert (r.status_code, r.json()["errorCode"]) == (403, 104)
+    # B's delete_by_id and truncate never touch A's rows
+    rm = envelope("remove", remove_type="delete_by_id", id_list=ids)
+    assert (
+        keyed_client.post("/modelcache", json=rm, headers=B).json()["response"]["delete_count"] == 0
+    )
+    tr = envelope("remove", remove_type="truncate_by_model")
+    assert (
+        keyed_client.post("/modelcache", json=tr, headers=B).json()["response"]["delete_count"] == 0
+    )
+    assert cache.stats()["entries"] == 1
+    assert (
+        keyed_client.post("/modelcache", json=rm, headers=A).json()["response"]["delete_count"] == 1
+    )
+
+
+def test_local_only_mode_warns_and_refuses_remote_clients(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="modelcache.server"):
+        app = create_app(cache, ServerSettings())
+    assert "local-only" in caplog.text
+    with TestClient(app, client=("10.1.2.3", 5000)) as remote:
+        r = remote.post("/v1/lookup", json={"query": "q"})
+        assert (r.status_code, r.json()["errorCode"]) == (403, 104)
+    with TestClient(app, client=("127.0.0.1", 5000)) as local:
+        assert local.post("/v1/lookup", json={"query": "q"}).status_code == 200
+
+
+def test_settings_from_env_and_toml(tmp_path: Path) -> None:
+    assert parse_api_keys(" k1:tA , k2:tB,") == {"k1": "tA", "k2": "tB"}
+    with pytest.raises(ConfigError):
+        parse_api_keys("no-tenant")
+    toml = tmp_path / "mc.toml"
+    toml.write_text(
+        '[modelcache]\npath = "x"\n\n[server]\napi_keys = {k1 = "fromfile", k3 = "t3"}\n'
+        "max_body_bytes = 1000\n",
+        encoding="utf-8",
+    )
+    s = ServerSettings.load(toml, environ={"MODELCACHE_API_KEYS": "k1:tA,k2:tB"})
+    assert s.api_keys == {"k1": "tA", "k2": "tB", "k3": "t3"}
+    assert s.max_body_bytes == 1000 and not s.local_only
+    s = ServerSettings.load(environ={"MODELCACHE_BLOCKED_MODELS": "a, b"})
+    assert s.blocked_models == ("a", "b") and s.local_only
+    with pytest.raises(ConfigError):
+        ServerSettings.load(tmp_path / "missing.toml", environ={})
+    with pytest.raises(ConfigError):
+        ServerSettings.load(environ={"MODELCACHE_PORT": "not-a-port"})
+
+
+def test_bind_rules() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.1")
+    ServerSettings().check_bind("127.0.0.1")
+    with pytest.raises(ConfigError, match="refusing to bind"):
+        ServerSettings().check_bind("0.0.0.0")
+    ServerSettings(api_keys={"k": "t"}).check_bind("0.0.0.0")
