@@ -168,7 +168,6 @@ class Cache:
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
         self._next_purge = 0.0
         self._next_retention = 0.0
-        self._known_partitions: set[str] = set()
         self._closed = False
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
@@ -315,12 +314,12 @@ class Cache:
             metadata=metadata if isinstance(metadata, dict) else {},
         )
 
-    @staticmethod
-    def _decode_answer(row: EntryRow) -> Any:
+    def _decode_answer(self, row: EntryRow) -> Any:
         try:
             return json.loads(row.answer_json)
         except (TypeError, ValueError):
             log.warning("modelcache entry %s has a corrupt answer; ignored", row.id)
+            self._stats.add(row.partition_id, errors=1)
             return _CORRUPT
 
     def _drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
@@ -419,8 +418,8 @@ class Cache:
         return request.partition.id
 
     def _ensure_partition(self, partition: Partition) -> None:
-        if partition.id in self._known_partitions:
-            return
+        """Create the partition's row and collection; re-checked on every write, since another
+        process may have cleared it (one primary-key read)."""
         try:
             self._sql.ensure_partition(partition, self._clock())
             self._vectors.create(partition.id)
@@ -428,7 +427,6 @@ class Cache:
             raise
         except Exception as exc:
             raise BackendError(f"cannot create partition {partition.id}: {exc}") from exc
-        self._known_partitions.add(partition.id)
 
     def insert(
         self,
@@ -478,6 +476,7 @@ class Cache:
                     ),
                     context_text=r.context_text,
                     context_vector=encode_vector(next(context_vecs)) if r.context_text else None,
+                    attachments=r.attachment_digest,
                     answer_json=answer_json,
                     metadata_json=meta_json,
                     answer_tokens=_estimate_tokens(answer_json),
@@ -536,13 +535,15 @@ class Cache:
         try:
             partitions = self._sql.find_partitions(tenant, env, model, params_json)
             ids = [p.id for p in partitions]
-            deleted = self._sql.delete_partitions(ids)
             targets = set(ids)
             if everything:
+                targets.update(self._sql.entry_partitions())
                 targets.update(self._vectors.collections())
+                deleted = self._sql.delete_all()
+            else:
+                deleted = self._sql.delete_partitions(ids)
             for pid in targets:
                 self._vectors.drop(pid)
-                self._known_partitions.discard(pid)
         except Exception as exc:
             raise BackendError(f"clear failed: {exc}") from exc
         return deleted
@@ -622,7 +623,11 @@ class Cache:
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
         rows_without, vectors_without = [], []
-        pids = {p.id for p in self._sql.find_partitions()} | set(self._vectors.collections())
+        pids = (
+            {p.id for p in self._sql.find_partitions()}
+            | set(self._sql.entry_partitions())
+            | set(self._vectors.collections())
+        )
         for pid in sorted(pids):
             rows = set(self._sql.ids_of(pid))
             vecs = set(self._vectors.ids(pid))

@@ -97,7 +97,11 @@ class Acceptor:
         for cand in sorted(candidates, key=lambda c: -c.similarity):
             if cand.similarity < threshold:
                 break
-            if not self._context_matches(context_vector, cand.row) or not is_usable(cand.row):
+            if (
+                cand.row.attachments != request.attachment_digest
+                or not self._context_matches(context_vector, cand.row)
+                or not is_usable(cand.row)
+            ):
                 continue
             if self._guard is not None:
                 reason = self._guard.conflict(request.query_text, cand.row.query)

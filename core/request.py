@@ -44,20 +44,26 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _content_text(content: Any) -> str:
-    """Text of a message content: a string, or the text parts of an OpenAI-style part list."""
+def _split_content(content: Any) -> tuple[str, str]:
+    """Text of a message content, and a digest of its non-text parts ('' when none).
+
+    Images, audio and files never enter the embedding, but two requests that differ in them
+    must not share an answer, so their canonical JSON is hashed into the key.
+    """
     if content is None:
-        return ""
+        return "", ""
     if isinstance(content, str):
-        return content
+        return content, ""
     if isinstance(content, Sequence):
-        texts = []
+        texts, others = [], []
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                texts.append(part["text"])
-        return "\n".join(texts)
+            elif isinstance(part, Mapping) and part.get("type", "text") == "text":
+                texts.append(str(part.get("text", "")))
+            else:
+                others.append(_canonical_json(part, "a message part"))
+        return "\n".join(texts), _digest(*others) if others else ""
     raise ConfigError(f"message content must be text or a list of parts, not {type(content)!r}")
 
 
@@ -67,6 +73,7 @@ class Message:
 
     role: str
     content: str
+    attachments: str = ""  # digest of non-text parts (images, audio, files); "" when none
 
     def __post_init__(self) -> None:
         if self.role not in _ROLES:
@@ -83,7 +90,8 @@ class Message:
             return message
         if not isinstance(message, Mapping) or "role" not in message:
             raise ConfigError(f"a message needs 'role' and 'content', got {message!r}")
-        return cls(role=str(message["role"]), content=_content_text(message.get("content")))
+        text, attachments = _split_content(message.get("content"))
+        return cls(role=str(message["role"]), content=text, attachments=attachments)
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,7 @@ class Request:
     scope: Scope = field(default_factory=Scope)
     system: str | None = None
     history: tuple[Message, ...] = ()
+    attachments: str = ""  # digest of the current message's non-text parts
 
     def __post_init__(self) -> None:
         if not isinstance(self.query, str) or not normalize_text(self.query):
@@ -203,6 +212,7 @@ class Request:
             scope=scope,
             system="\n".join(system_parts) if system_parts else None,
             history=tuple(turns[:-1]),
+            attachments=turns[-1].attachments,
         )
 
     # ---- the key builder ----------------------------------------------------------------
@@ -224,12 +234,28 @@ class Request:
         )
 
     @cached_property
+    def attachment_digest(self) -> str:
+        """Digest of every non-text part in the conversation; a hit must match it exactly."""
+        parts = [m.attachments for m in self.history] + [self.attachments]
+        return _digest(*parts) if any(parts) else ""
+
+    @cached_property
     def exact_key(self) -> str:
-        """Deterministic entry id: hash of partition, full history and case-folded query."""
+        """Deterministic entry id: hash of partition, full history and case-folded query.
+
+        Attachment digests join only when present, so text-only keys stay stable.
+        """
         history = _canonical_json(
-            [[m.role, normalize_text(m.content)] for m in self.history], "history"
+            [
+                [m.role, normalize_text(m.content), *([m.attachments] if m.attachments else [])]
+                for m in self.history
+            ],
+            "history",
         )
-        return _digest(self.partition.id, history, self.query_text.casefold())
+        parts = [self.partition.id, history, self.query_text.casefold()]
+        if self.attachment_digest:
+            parts.append(self.attachment_digest)
+        return _digest(*parts)
 
     def __hash__(self) -> int:
         return hash(self.exact_key)

@@ -59,6 +59,7 @@ class EntryRow(SQLModel, table=True):
     history_json: str = Field(sa_column=_text())
     context_text: str = Field(sa_column=_text())
     context_vector: str | None = Field(default=None, sa_column=_text(nullable=True))
+    attachments: str = Field(default="", max_length=32)
     answer_json: str = Field(sa_column=_text())
     metadata_json: str = Field(sa_column=_text())
     answer_tokens: int = Field(default=0)

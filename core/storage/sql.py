@@ -120,18 +120,34 @@ class SQLStore:
         model: str | None = None,
         params_json: str | None = None,
     ) -> list[PartitionRow]:
-        """Partitions matching every given field (None matches anything)."""
+        """Partitions matching every given field exactly (None matches anything).
+
+        MySQL/MariaDB compare strings case-, accent- and trailing-space-insensitively by
+        default, so the SQL filter only narrows and equality is checked again here.
+        """
+        wanted = {"tenant": tenant, "env": env, "model": model, "params_json": params_json}
         stmt = select(PartitionRow)
-        for column, value in (
-            (PartitionRow.tenant, tenant),
-            (PartitionRow.env, env),
-            (PartitionRow.model, model),
-            (PartitionRow.params_json, params_json),
-        ):
+        for name, value in wanted.items():
             if value is not None:
-                stmt = stmt.where(column == value)
+                stmt = stmt.where(getattr(PartitionRow, name) == value)
         with self.session() as s:
-            return list(s.exec(stmt))
+            rows = list(s.exec(stmt))
+        return [
+            row for row in rows if all(v is None or getattr(row, k) == v for k, v in wanted.items())
+        ]
+
+    def delete_all(self) -> int:
+        """Delete every entry and partition; returns the number of entries deleted."""
+        with self.session() as s:
+            deleted = int(s.exec(delete(EntryRow)).rowcount or 0)
+            s.exec(delete(PartitionRow))
+            s.commit()
+        return deleted
+
+    def entry_partitions(self) -> list[str]:
+        """Partition ids that have entries (including rows whose partition row is gone)."""
+        with self.session() as s:
+            return list(s.exec(select(EntryRow.partition_id).distinct()))
 
     def delete_partitions(self, partition_ids: Sequence[str]) -> int:
         """Delete partitions with all their entries; returns the number of entries deleted."""

@@ -76,25 +76,44 @@ class ChromaVectorStore:
 
     def create(self, collection: str) -> None:
         """Create a partition's collection up front (idempotent)."""
+        if collection in self._collections:
+            return
         self._get(collection, create=True)
 
+    def _forget_if_gone(self, collection: str, exc: Exception) -> bool:
+        """Drop a cached handle whose collection another client deleted; True if so."""
+        if "does not exist" not in str(exc).lower() and type(exc).__name__ != "NotFoundError":
+            return False
+        self._collections.pop(collection, None)
+        return True
+
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Insert or replace vectors of a partition."""
+        """Insert or replace vectors of a partition (recreating a collection deleted elsewhere)."""
         if not ids:
             return
-        coll = self._get(collection, create=True)
-        coll.upsert(ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32))
+        embeddings = np.asarray(vectors, dtype=np.float32)
+        try:
+            self._get(collection, create=True).upsert(ids=list(ids), embeddings=embeddings)
+        except Exception as exc:
+            if not self._forget_if_gone(collection, exc):
+                raise
+            self._get(collection, create=True).upsert(ids=list(ids), embeddings=embeddings)
 
     def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
         coll = self._get(collection, create=False)
         if coll is None:
             return []
-        res = coll.query(
-            query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
-            n_results=k,
-            include=["distances"],
-        )
+        try:
+            res = coll.query(
+                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                n_results=k,
+                include=["distances"],
+            )
+        except Exception as exc:
+            if self._forget_if_gone(collection, exc):
+                raise BackendError(f"the collection of partition {collection} is gone") from exc
+            raise
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else []
         return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
@@ -104,8 +123,13 @@ class ChromaVectorStore:
         if not ids:
             return
         coll = self._get(collection, create=False)
-        if coll is not None:
+        if coll is None:
+            return
+        try:
             coll.delete(ids=list(ids))
+        except Exception as exc:
+            if not self._forget_if_gone(collection, exc):
+                raise
 
     def drop(self, collection: str) -> None:
         """Drop a partition's collection."""
@@ -121,7 +145,12 @@ class ChromaVectorStore:
         coll = self._get(collection, create=False)
         if coll is None:
             return []
-        return list(coll.get(include=[])["ids"])
+        try:
+            return list(coll.get(include=[])["ids"])
+        except Exception as exc:
+            if self._forget_if_gone(collection, exc):
+                return []
+            raise
 
     def collections(self) -> list[str]:
         """Partition ids that have a collection."""
