@@ -210,14 +210,20 @@ class Cache:
             raise ConfigError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
 
     # ---- lookup ----------------------------------------------------------------------------
-    def lookup(self, request: Request, *, threshold: float | None = None) -> Hit | None:
-        """The cached answer for a request, or None; backend faults are logged misses."""
+    def lookup(
+        self, request: Request, *, threshold: float | None = None, exact_only: bool = False
+    ) -> Hit | None:
+        """The cached answer for a request, or None; backend faults are logged misses.
+
+        ``exact_only`` skips the embedding and the semantic path (e.g. agent turns that follow
+        a tool result, whose answer depends on that result).
+        """
         self._validate(request)
         self._validate_threshold(threshold)
         started = time.perf_counter()
         errors = 0
         try:
-            hit = self._lookup(request, threshold)
+            hit = self._lookup(request, threshold, exact_only)
         except Exception as exc:  # fail open: the caller's LLM call must go on
             log.warning("modelcache lookup failed, treated as a miss: %r", exc)
             errors, hit = 1, None
@@ -255,7 +261,7 @@ class Cache:
             )
         )
 
-    def _lookup(self, request: Request, threshold: float | None) -> Hit | None:
+    def _lookup(self, request: Request, threshold: float | None, exact_only: bool) -> Hit | None:
         now = self._clock()
         partition = request.partition
         row = self._sql.get_live(request.exact_key, partition.id, now)
@@ -264,6 +270,8 @@ class Cache:
             if answer is not _CORRUPT:
                 self._note_hit(row, now)
                 return self._hit(row, answer, 1.0, "exact")
+        if exact_only:
+            return None
         texts = [request.query_text]
         if request.context_text:
             texts.append(request.context_text)
@@ -651,9 +659,13 @@ class Cache:
         self.close()
 
     # ---- async twins: the same implementation, run in a worker thread -----------------------
-    async def alookup(self, request: Request, *, threshold: float | None = None) -> Hit | None:
+    async def alookup(
+        self, request: Request, *, threshold: float | None = None, exact_only: bool = False
+    ) -> Hit | None:
         """Async :meth:`lookup`; the embedding runs in a worker thread, not on the loop."""
-        return await asyncio.to_thread(self.lookup, request, threshold=threshold)
+        return await asyncio.to_thread(
+            self.lookup, request, threshold=threshold, exact_only=exact_only
+        )
 
     async def ainsert(
         self,

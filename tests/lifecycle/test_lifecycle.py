@@ -240,3 +240,12 @@ def test_eviction_under_concurrent_inserts_keeps_stores_consistent(new_cache: An
         t.join()
     assert len(list(cache.export())) <= 20
     assert cache.check().ok
+
+
+def test_exact_only_lookup_skips_the_semantic_path(new_cache: Any) -> None:
+    cache = new_cache(None)
+    cache.insert(_req("alpha"), "a")
+    assert cache.lookup(Request.from_text("tell me about alpha now")) is not None
+    assert cache.lookup(Request.from_text("tell me about alpha now"), exact_only=True) is None
+    hit = cache.lookup(_req("alpha"), exact_only=True)
+    assert hit is not None and hit.exact
