@@ -114,6 +114,11 @@ class CacheConfig(BaseModel):
         default=None, gt=0, description="Default time-to-live of an entry; None: no expiry."
     )
     sliding_ttl: bool = Field(default=False, description="A hit renews the entry's time-to-live.")
+    track_hits: bool = Field(
+        default=True,
+        description="Record hit count and last-hit time per entry (deferred, batched writes); "
+        "LRU/LFU eviction and sliding TTL need it.",
+    )
     query_log: bool = Field(default=False, description="Record every lookup and insert.")
     query_log_queue: int = Field(default=10_000, ge=1, description="Bound of the log queue.")
     query_log_retention_days: float | None = Field(

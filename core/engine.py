@@ -340,6 +340,8 @@ class Cache:
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
+        if not self.config.track_hits:
+            return
         expires = now + row.ttl if self.config.sliding_ttl and row.ttl is not None else None
         with self._hit_lock:
             count, _, _ = self._pending_hits.get(row.id, (0, 0.0, None))
