@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
+
 from modelcache import Cache, FakeEmbedder
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelcache import CacheConfig, ConfigError, ModelCacheError
 from pydantic import ValidationError
+
+from modelcache import CacheConfig, ConfigError, ModelCacheError
 
 
 def test_defaults() -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 import pytest
+
 from modelcache import ConfigError, Message, Request, Scope
 from modelcache.request import normalize_text
 
@@ -248,11 +249,6 @@ def test_from_messages_reads_openai_multimodal_text_parts() -> None:
     assert r.query_text == "What is in this picture?"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: image parts are dropped from the key, so two different images share an "
-    "exact key (see notes/core-bugs.md)",
-)
 def test_multimodal_requests_with_different_images_do_not_share_a_key() -> None:
     def ask(url: str) -> Request:
         parts = [

@@ -1,0 +1,416 @@
+"""The engine with the FakeEmbedder: exact and semantic paths, writes, clear, register, stats."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from core_support import CountingEmbedder, collections, vector_ids
+
+from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Hit, Message, Request, Scope
+
+Q = "How do I reset my password?"
+PARAPHRASE = "How do I reset my password please?"  # FakeEmbedder cosine 0.90 > 0.86
+UNRELATED = "What is the capital of France?"
+
+
+def rq(text: str = Q, **scope: Any) -> Request:
+    """A single-turn request."""
+    return Request.from_text(text, **scope)
+
+
+# ---- exact path --------------------------------------------------------------------------------
+def test_exact_hit_is_answered_without_embedding(
+    make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder
+) -> None:
+    cache = make_cache(embedder=counting_embedder)
+    entry_id = cache.insert(rq(), {"text": "Click 'forgot password'."}, metadata={"src": "faq"})
+    assert counting_embedder.calls == 1
+    hit = cache.lookup(rq())
+    assert counting_embedder.calls == 1, "the exact path must not compute an embedding"
+    assert isinstance(hit, Hit)
+    assert hit.answer == {"text": "Click 'forgot password'."}
+    assert (hit.kind, hit.exact, hit.similarity) == ("exact", True, 1.0)
+    assert hit.entry_id == entry_id == rq().exact_key
+    assert hit.matched_query == Q
+    assert hit.metadata == {"src": "faq"}
+
+
+def test_exact_path_ignores_case_and_whitespace(
+    make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder
+) -> None:
+    cache = make_cache(embedder=counting_embedder)
+    cache.insert(rq(), "answer")
+    hit = cache.lookup(rq("  how do i RESET   my password? "))
+    assert hit is not None and hit.exact
+    assert counting_embedder.calls == 1
+
+
+def test_a_miss_embeds_the_query_once(
+    make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder
+) -> None:
+    cache = make_cache(embedder=counting_embedder)
+    cache.insert(rq(), "answer")
+    assert cache.lookup(rq(UNRELATED)) is None
+    assert counting_embedder.calls == 2
+    assert counting_embedder.texts[-1] == UNRELATED
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "plain text",
+        {"generations": [{"text": "hi", "info": None}], "n": 1},
+        ["a", 1, 2.5, True, None],
+        0,
+        -3.25,
+        False,
+        None,
+        {"unicode": "如何重置我的密码 ✓", "nested": {"deep": [[1], [2, {"x": "y"}]]}},
+        "x" * 200_000,  # longer than MySQL's TEXT: stored as LONGTEXT
+    ],
+)
+def test_any_json_answer_round_trips(cache: Cache, answer: Any) -> None:
+    cache.insert(rq(), answer)
+    hit = cache.lookup(rq())
+    assert hit is not None and hit.answer == answer
+
+
+def test_invalid_arguments_raise(cache: Cache) -> None:
+    with pytest.raises(ConfigError, match="unknown env"):
+        cache.lookup(rq(env="qa"))
+    with pytest.raises(ConfigError, match="unknown env"):
+        cache.insert(rq(env="qa"), "a")
+    with pytest.raises(ConfigError):
+        cache.lookup("How do I reset my password?")  # type: ignore[arg-type]
+    for bad in (1.01, -1.5, 7):
+        with pytest.raises(ConfigError, match="threshold"):
+            cache.lookup(rq(), threshold=bad)
+    with pytest.raises(ConfigError):
+        cache.insert(rq(), object())
+    with pytest.raises(ConfigError):
+        cache.insert(rq(), "a", metadata={"bad": object()})
+    with pytest.raises(ConfigError, match="ttl"):
+        cache.insert(rq(), "a", ttl=0)
+    assert cache.stats()["entries"] == 0
+
+
+def test_custom_environments(make_cache: Callable[..., Cache]) -> None:
+    cache = make_cache(environments=("blue", "green"))
+    cache.insert(rq(env="blue"), "b")
+    assert cache.lookup(rq(env="blue")) is not None
+    with pytest.raises(ConfigError):
+        cache.lookup(rq(env="prod"))
+
+
+# ---- semantic path (FakeEmbedder: similarity follows shared words) -----------------------------
+def test_semantic_hit_reports_similarity(cache: Cache, fake_embedder: FakeEmbedder) -> None:
+    cache.insert(rq(), "answer")
+    hit = cache.lookup(rq(PARAPHRASE))
+    assert hit is not None
+    assert (hit.kind, hit.exact) == ("semantic", False)
+    vectors = fake_embedder.embed([PARAPHRASE, Q])
+    assert hit.similarity == pytest.approx(float(vectors[0] @ vectors[1]), abs=1e-4)
+    assert 0.86 <= hit.similarity < 1.0
+    assert hit.matched_query == Q
+    assert cache.lookup(rq(UNRELATED)) is None
+
+
+def test_per_call_threshold_overrides_and_zero_keeps_its_meaning(cache: Cache) -> None:
+    cache.insert(rq(), "answer")
+    weak = rq("reset password how")  # cosine 0.77 under the FakeEmbedder
+    assert cache.lookup(weak) is None
+    hit = cache.lookup(weak, threshold=0.0)
+    assert hit is not None and hit.similarity < 0.86
+    assert cache.lookup(rq(PARAPHRASE), threshold=1.0) is None
+
+
+def test_config_threshold_is_used(make_cache: Callable[..., Cache]) -> None:
+    strict = make_cache(similarity_threshold=0.95, similarity_threshold_long=0.95)
+    strict.insert(rq(), "answer")
+    assert strict.lookup(rq(PARAPHRASE)) is None
+    assert strict.lookup(rq(PARAPHRASE), threshold=0.5) is not None
+
+
+def test_short_and_long_thresholds_by_token_count(make_cache: Callable[..., Cache]) -> None:
+    """A query of at least long_query_tokens tokens needs similarity_threshold_long."""
+    cache = make_cache(
+        similarity_threshold=0.5, similarity_threshold_long=0.99, long_query_tokens=6
+    )
+    cache.insert(rq("reset my password"), "short")
+    cache.insert(rq("how do I reset my old account password"), "long")
+    assert cache.lookup(rq("reset my password please")) is not None  # 4 tokens: short
+    assert cache.lookup(rq("how do I reset my old account password please")) is None  # 9: long
+
+
+def test_best_candidate_wins(make_cache: Callable[..., Cache]) -> None:
+    cache = make_cache(similarity_threshold=0.3)
+    cache.insert(rq("reset my password"), "far")
+    cache.insert(rq("How do I reset my password now?"), "near")
+    hit = cache.lookup(rq(PARAPHRASE))
+    assert hit is not None and hit.answer == "near"
+
+
+# ---- writes ------------------------------------------------------------------------------------
+def test_insert_is_idempotent_and_replaces_the_answer(cache: Cache) -> None:
+    first = cache.insert(rq(), "old", metadata={"v": 1})
+    second = cache.insert(rq(" how do I reset my password? "), "new", metadata={"v": 2})
+    assert first == second == rq().exact_key
+    assert cache.stats()["entries"] == 1
+    assert vector_ids(cache, rq().partition.id) == {first}
+    hit = cache.lookup(rq())
+    assert hit is not None and (hit.answer, hit.metadata) == ("new", {"v": 2})
+    semantic = cache.lookup(rq(PARAPHRASE))
+    assert semantic is not None and semantic.answer == "new"
+    assert cache.check().ok
+
+
+def test_insert_many(make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder) -> None:
+    cache = make_cache(embedder=counting_embedder)
+    items = [(rq(f"question number {i} about {w}"), i) for i, w in enumerate("abcdefghij")]
+    items.append((rq("question on another model", model="m2"), "m2"))
+    items.append((rq("question number 0 about a"), "replaced"))  # duplicate key: last wins
+    ids = cache.insert_many(items)
+    assert counting_embedder.calls == 1, "queries are embedded in one batch"
+    assert ids == [r.exact_key for r, _ in items]
+    assert ids[0] == ids[-1]
+    assert cache.stats()["entries"] == 11
+    hit = cache.lookup(rq("question number 0 about a"))
+    assert hit is not None and hit.answer == "replaced"
+    hit = cache.lookup(rq("question number 7 about h"))
+    assert hit is not None and hit.answer == 7
+    assert cache.insert_many([]) == []
+    assert cache.check().ok
+
+
+def test_insert_many_with_history_stores_contexts(cache: Cache) -> None:
+    tax = (Message("user", "What is tax law?"), Message("assistant", "Rules."))
+    cup = (Message("user", "Who won the football world cup?"), Message("assistant", "Spain."))
+    cache.insert_many(
+        [
+            (Request("explain more", history=tax), "more tax"),
+            (Request("explain more", history=cup), "more football"),
+        ]
+    )
+    assert cache.stats()["entries"] == 2
+    # same user turns, another assistant wording: no exact key, the context decides
+    retold = (cup[0], Message("assistant", "It was Spain."))
+    hit = cache.lookup(Request("explain more", history=retold))
+    assert hit is not None and hit.kind == "semantic" and hit.answer == "more football"
+
+
+def test_remove(cache: Cache) -> None:
+    keep = cache.insert(rq(UNRELATED), "Paris")
+    gone = cache.insert(rq(), "answer")
+    assert cache.remove([gone, "no-such-id"]) == 1
+    assert cache.lookup(rq()) is None
+    assert cache.lookup(rq(PARAPHRASE)) is None
+    assert cache.lookup(rq(UNRELATED)) is not None
+    assert vector_ids(cache, rq().partition.id) == {keep}
+    assert cache.remove([gone]) == 0
+    assert cache.remove([]) == 0
+    assert cache.stats()["entries"] == 1
+    assert cache.check().ok
+
+
+# ---- clear and register ------------------------------------------------------------------------
+def _fill(cache: Cache) -> dict[str, Request]:
+    """One entry in each of several partitions."""
+    reqs = {
+        "a-prod-m1": rq(Q, tenant="a", env="prod", model="m1"),
+        "a-prod-m1-t7": rq(Q, tenant="a", env="prod", model="m1", params={"temperature": 0.7}),
+        "a-prod-m1-sys": rq(Q, tenant="a", env="prod", model="m1", system="Be brief"),
+        "a-dev-m1": rq(Q, tenant="a", env="dev", model="m1"),
+        "a-prod-m2": rq(Q, tenant="a", env="prod", model="m2"),
+        "b-prod-m1": rq(Q, tenant="b", env="prod", model="m1"),
+    }
+    cache.insert_many([(r, name) for name, r in reqs.items()])
+    return reqs
+
+
+def _alive(cache: Cache, reqs: dict[str, Request]) -> set[str]:
+    return {name for name, r in reqs.items() if cache.lookup(r) is not None}
+
+
+@pytest.mark.parametrize(
+    "fields, cleared",
+    [
+        (
+            {"tenant": "a", "env": "prod", "model": "m1", "params": {}},
+            {"a-prod-m1", "a-prod-m1-sys"},  # clear has no system field: both system prompts go
+        ),
+        ({"tenant": "a", "env": "prod", "model": "m1", "params": {"temperature": 0.7}},
+         {"a-prod-m1-t7"}),
+        ({"tenant": "a"}, {"a-prod-m1", "a-prod-m1-t7", "a-prod-m1-sys", "a-dev-m1", "a-prod-m2"}),
+        ({"env": "dev"}, {"a-dev-m1"}),
+        ({"model": "m2"}, {"a-prod-m2"}),
+        ({"tenant": "b", "model": "m1"}, {"b-prod-m1"}),
+        ({"tenant": "nobody"}, set()),
+    ],
+)  # fmt: skip
+def test_clear_down_to_one_partition(
+    cache: Cache, fields: dict[str, Any], cleared: set[str]
+) -> None:
+    reqs = _fill(cache)
+    before = collections(cache)
+    assert cache.clear(**fields) == len(cleared)
+    assert _alive(cache, reqs) == set(reqs) - cleared
+    dropped = {reqs[name].partition.id for name in cleared}
+    assert collections(cache) == before - dropped, "cleared partitions' collections are dropped"
+    assert cache.stats()["entries"] == len(reqs) - len(cleared)
+    assert cache.check().ok
+
+
+def test_clear_everything(cache: Cache) -> None:
+    reqs = _fill(cache)
+    cache.register(Scope("empty", "prod", "m"))
+    assert cache.clear() == len(reqs)
+    assert _alive(cache, reqs) == set()
+    assert collections(cache) == set()
+    stats = cache.stats()
+    assert stats["entries"] == 0 and stats["partitions"] == []
+    assert cache.check().ok
+    cache.insert(rq(), "again")  # a cleared partition is recreated on the next write
+    assert cache.lookup(rq(PARAPHRASE)) is not None
+    assert cache.check().ok
+
+
+def test_clear_rejects_unknown_env(cache: Cache) -> None:
+    with pytest.raises(ConfigError):
+        cache.clear(env="qa")
+
+
+def test_register_creates_the_partition_up_front(cache: Cache) -> None:
+    scope = Scope("acme", "prod", "gpt-4o", {"temperature": 0})
+    pid = cache.register(scope, system="You are helpful")
+    assert pid == Request("x", scope=scope, system="You are helpful").partition.id
+    assert pid in collections(cache)
+    assert cache.register(scope, system="You are helpful") == pid
+    parts = cache.stats()["partitions"]
+    assert [(p["id"], p["entries"], p["tenant"], p["params"]) for p in parts] == [
+        (pid, 0, "acme", {"temperature": 0})
+    ]
+    assert cache.lookup(Request("x", scope=scope, system="You are helpful")) is None
+    with pytest.raises(ConfigError):
+        cache.register(Scope(env="qa"))
+
+
+# ---- stats -------------------------------------------------------------------------------------
+def test_stats_counts_lookups_hits_and_entries(cache: Cache) -> None:
+    cache.insert_many([(rq(), "a"), (rq(UNRELATED), "b"), (rq(Q, tenant="t2"), "c")])
+    cache.lookup(rq())  # exact
+    cache.lookup(rq())  # exact
+    cache.lookup(rq(PARAPHRASE))  # semantic
+    cache.lookup(rq("Something else entirely"))  # miss
+    s = cache.stats()
+    assert s["entries"] == 3
+    assert (s["lookups"], s["hits"], s["exact_hits"], s["semantic_hits"], s["misses"]) == (
+        4,
+        3,
+        2,
+        1,
+        1,
+    )
+    assert s["errors"] == 0
+    assert s["inserts"] == 3
+    assert s["hit_rate"] == pytest.approx(0.75)
+    assert s["embedder"] == "fake-hash-256"
+    assert s["latency_ms_p50"] is not None and s["latency_ms_p50"] > 0
+    by_id = {p["id"]: p for p in s["partitions"]}
+    default = by_id[rq().partition.id]
+    assert default["entries"] == 2
+    assert by_id[rq(Q, tenant="t2").partition.id]["entries"] == 1
+    stored = default.get("stored_hits", default.get("hits"))
+    assert stored == 3, "hit counts reach the store once stats() flushes"
+
+
+def test_fresh_cache_stats(cache: Cache) -> None:
+    s = cache.stats()
+    assert (s["entries"], s["lookups"], s["hits"], s["hit_rate"]) == (0, 0, 0, 0.0)
+    assert s["partitions"] == []
+
+
+# ---- persistence -------------------------------------------------------------------------------
+def test_a_new_cache_on_the_same_folder_finds_the_entries(
+    make_cache: Callable[..., Cache], tmp_path: Any
+) -> None:
+    first = make_cache()
+    history = (Message("user", "What is tax law?"), Message("assistant", "Rules."))
+    first.insert_many(
+        [
+            (rq(), "answer"),
+            (rq(UNRELATED, model="m2"), "Paris"),
+            (Request("more", history=history), 1),
+        ]
+    )
+    first.close()
+    second = make_cache(embedder=FakeEmbedder())
+    assert second.stats()["entries"] == 3
+    hit = second.lookup(rq())
+    assert hit is not None and hit.exact and hit.answer == "answer"
+    hit = second.lookup(rq(PARAPHRASE))
+    assert hit is not None and hit.kind == "semantic"
+    assert second.lookup(rq(UNRELATED, model="m2")) is not None
+    assert second.lookup(Request("more", history=history)) is not None
+    assert second.check().ok
+
+
+def test_context_manager_closes(tmp_path: Any, fake_embedder: FakeEmbedder) -> None:
+    with Cache(CacheConfig(path=str(tmp_path)), embedder=fake_embedder) as cache:
+        cache.insert(rq(), "a")
+    cache.close()  # idempotent
+    with Cache(CacheConfig(path=str(tmp_path)), embedder=fake_embedder) as again:
+        assert again.lookup(rq()) is not None
+
+
+# ---- TTL with the injected clock (no sleeping) -------------------------------------------------
+def test_ttl_expires_entries_on_the_injected_clock(cache: Cache, clock: Any) -> None:
+    cache.insert(rq(), "short-lived", ttl=10)
+    cache.insert(rq(UNRELATED), "forever")
+    clock.advance(9)
+    assert cache.lookup(rq()) is not None
+    clock.advance(2)
+    assert cache.lookup(rq()) is None, "expired: no exact hit"
+    assert cache.lookup(rq(PARAPHRASE)) is None, "expired: no semantic hit"
+    assert cache.lookup(rq(UNRELATED)) is not None
+
+
+def test_default_ttl_from_config(make_cache: Callable[..., Cache], clock: Any) -> None:
+    cache = make_cache(ttl_seconds=60)
+    cache.insert(rq(), "a")
+    clock.advance(59)
+    assert cache.lookup(rq()) is not None
+    clock.advance(2)
+    assert cache.lookup(rq()) is None
+
+
+# ---- non-text parts and exact-only lookups -----------------------------------------------------
+def _with_image(text: str, url: str) -> Request:
+    parts = [{"type": "text", "text": text}, {"type": "image_url", "image_url": {"url": url}}]
+    return Request.from_messages([{"role": "user", "content": parts}])
+
+
+def test_images_must_match_on_both_paths(cache: Cache) -> None:
+    cat, dog = "https://example.com/cat.png", "https://example.com/dog.png"
+    cache.insert(_with_image("What is in this picture?", cat), "a cat")
+    hit = cache.lookup(_with_image("What is in this picture?", cat))
+    assert hit is not None and hit.exact and hit.answer == "a cat"
+    hit = cache.lookup(_with_image("What is in this picture please?", cat), threshold=0.5)
+    assert hit is not None and hit.kind == "semantic"
+    assert cache.lookup(_with_image("What is in this picture?", dog)) is None
+    assert cache.lookup(_with_image("What is in this picture please?", dog), threshold=0.5) is None
+    assert cache.lookup(rq("What is in this picture?"), threshold=0.5) is None, "text-only"
+
+
+def test_exact_only_lookup_never_embeds(
+    make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder
+) -> None:
+    cache = make_cache(embedder=counting_embedder)
+    cache.insert(rq(), "answer")
+    calls = counting_embedder.calls
+    hit = cache.lookup(rq(), exact_only=True)
+    assert hit is not None and hit.exact
+    assert cache.lookup(rq(PARAPHRASE), exact_only=True) is None
+    assert counting_embedder.calls == calls
+    assert cache.lookup(rq(PARAPHRASE)) is not None
