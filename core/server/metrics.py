@@ -57,8 +57,13 @@ class _StoreCollector(Collector):
         yield scoped
         yield CounterMetricFamily(
             "modelcache_evictions",
-            "Entries evicted by capacity or TTL.",
+            "Entries evicted for capacity by this process.",
             value=float(stats.get("evictions", 0) or 0),
+        )
+        yield CounterMetricFamily(
+            "modelcache_expirations",
+            "Entries dropped for TTL by this process.",
+            value=float(stats.get("expirations", 0) or 0),
         )
 
 

@@ -106,7 +106,7 @@ class PartitionStats(BaseModel):
     model: str
     params: dict[str, Any] = Field(default_factory=dict)
     entries: int
-    hits: int
+    stored_hits: int = Field(default=0, description="Hits recorded in the store.")
 
 
 class StatsResult(BaseModel):

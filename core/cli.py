@@ -1,0 +1,843 @@
+"""The ``modelcache`` command: demo, serve, query, insert, import, export, stats, clear, bench.
+
+A thin shell over the engine: options and files are read here, every cache decision is made by
+:class:`modelcache.Cache`. User mistakes end with a one-line error and a non-zero exit code,
+never a traceback; ``--json`` prints machine-readable output for scripts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import importlib.util
+import inspect
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .config import CacheConfig
+from .engine import Cache
+from .errors import ModelCacheError
+from .request import Message, Request
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="modelcache",
+    help="ModelCache: a semantic cache for LLM apps (exact and paraphrase hits, isolation).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(Exception):
+    """A mistake in the command line or its inputs: reported in one line, exit code 1."""
+
+
+@dataclass
+class _State:
+    """Global options, shared by every command."""
+
+    path: str | None = None
+    config: Path | None = None
+    embedder: str | None = None
+    tenant: str | None = None
+    env: str | None = None
+    model: str | None = None
+
+    @property
+    def scope(self) -> dict[str, str]:
+        """Scope of single requests: the global options or the defaults."""
+        return {
+            "tenant": self.tenant or "default",
+            "env": self.env or "prod",
+            "model": self.model or "default",
+        }
+
+    def cache_config(self, **overrides: Any) -> CacheConfig:
+        """The config: TOML file or ``MODELCACHE_*`` variables, then the options."""
+        values = {"path": self.path, "embedder": self.embedder, **overrides}
+        values = {k: v for k, v in values.items() if v is not None}
+        if self.config is not None:
+            return CacheConfig.from_toml(self.config, **values)
+        return CacheConfig.from_env(**values)
+
+    @contextlib.contextmanager
+    def open_cache(self, **overrides: Any) -> Iterator[Cache]:
+        """Open the cache (and close it on the way out)."""
+        config = self.cache_config(**overrides)
+        cache = Cache(config)
+        try:
+            yield cache
+        finally:
+            cache.close()
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]Error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _friendly(func: F) -> F:
+    """Turn user-facing errors into a one-line message and exit code 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (UserError, ModelCacheError, OSError) as exc:
+            raise _fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _state(ctx: typer.Context) -> _State:
+    state = ctx.find_object(_State)
+    return state if state is not None else _State()
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path", "-p", help="Cache folder (Chroma + SQLite). [default: modelcache_data]"
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML file: \\[modelcache] cache settings, \\[server] keys and limits.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ] = None,
+    embedder: Annotated[
+        str | None,
+        typer.Option(help="'minilm' (shipped), 'multilingual', a model folder, or 'fake' (tests)."),
+    ] = None,
+    tenant: Annotated[
+        str | None, typer.Option(help="Tenant of requests. [default: default]")
+    ] = None,
+    env: Annotated[str | None, typer.Option(help="Environment (dev/test/staging/prod).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model name of requests. [default: default]")
+    ] = None,
+) -> None:
+    """ModelCache: a semantic cache for LLM apps.
+
+    Global options go before the command, e.g. [bold]modelcache --path ./data stats[/].
+    Settings also come from MODELCACHE_* environment variables or --config.
+    """
+    ctx.obj = _State(path, config, embedder, tenant, env, model)
+
+
+# ---- single requests ------------------------------------------------------------------------
+def _request(state: _State, text: str, system: str | None) -> Request:
+    return Request.from_text(text, system=system, **state.scope)
+
+
+def _show_answer(answer: Any) -> str:
+    return answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False, indent=2)
+
+
+@app.command()
+@_friendly
+def query(
+    ctx: typer.Context,
+    text: Annotated[str, typer.Argument(help="The question to look up.")],
+    system: Annotated[
+        str | None, typer.Option(help="System prompt (part of the partition).")
+    ] = None,
+    threshold: Annotated[
+        float | None, typer.Option(min=-1.0, max=1.0, help="Similarity needed (cosine).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Look a question up: prints the cached answer, or 'miss'."""
+    state = _state(ctx)
+    with state.open_cache() as cache:
+        started = time.perf_counter()
+        hit = cache.lookup(_request(state, text, system), threshold=threshold)
+        ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        _print_json(
+            {
+                "hit": hit is not None,
+                "kind": hit.kind if hit else None,
+                "similarity": hit.similarity if hit else None,
+                "answer": hit.answer if hit else None,
+                "entry_id": hit.entry_id if hit else None,
+                "matched_query": hit.matched_query if hit else None,
+                "latency_ms": round(ms, 3),
+            }
+        )
+        return
+    if hit is None:
+        out.print(f"[yellow]miss[/] ({ms:.1f} ms)")
+        return
+    out.print(
+        f"[green]hit[/] {hit.kind}, similarity {hit.similarity:.3f}, {ms:.1f} ms, "
+        f"matched: {hit.matched_query!r}"
+    )
+    out.print(_show_answer(hit.answer), markup=False)
+
+
+@app.command()
+@_friendly
+def insert(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Argument(help="The question (user message).")],
+    answer: Annotated[str, typer.Argument(help="The answer to store.")],
+    system: Annotated[
+        str | None, typer.Option(help="System prompt (part of the partition).")
+    ] = None,
+    ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
+    json_answer: Annotated[
+        bool, typer.Option("--json-answer", help="Parse ANSWER as JSON instead of text.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Store an answer for a question (the same question again replaces it)."""
+    state = _state(ctx)
+    value: Any = answer
+    if json_answer:
+        try:
+            value = json.loads(answer)
+        except ValueError as exc:
+            raise UserError(f"--json-answer: ANSWER is not valid JSON: {exc}") from exc
+    request = _request(state, question, system)
+    with state.open_cache() as cache:
+        entry_id = cache.insert(request, value, ttl=ttl)
+    if as_json:
+        _print_json({"id": entry_id, **state.scope})
+    else:
+        out.print(f"stored [bold]{entry_id}[/]")
+
+
+# ---- bulk load and export -------------------------------------------------------------------
+_QUERY_KEYS = ("query", "question", "prompt", "input")
+_ANSWER_KEYS = ("answer", "response", "completion", "output")
+
+
+@dataclass
+class _Row:
+    request: Request
+    answer: Any
+    metadata: dict[str, Any] | None
+
+
+def _read_records(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
+    """(line number, record) pairs of a JSONL or CSV file."""
+    if fmt == "auto":
+        fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
+    with path.open(encoding="utf-8", newline="") as fh:
+        if fmt == "csv":
+            dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
+            reader = csv.DictReader(fh, dialect=dialect)
+            if not reader.fieldnames:
+                raise UserError(f"{path}: empty CSV file (a header row is needed)")
+            for record in reader:
+                yield reader.line_num, record
+            return
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except ValueError as exc:
+                yield number, UserError(f"not valid JSON: {exc}")
+
+
+def _field(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if record.get(key) not in (None, ""):
+            return record[key]
+    return None
+
+
+def _maybe_json(value: Any, what: str) -> Any:
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise UserError(f"{what} is not valid JSON: {exc}") from exc
+    return value
+
+
+def _history(value: Any) -> tuple[Message, ...]:
+    """History as exported ([[role, content], ...]) or as [{'role', 'content'}, ...]."""
+    value = _maybe_json(value, "history")
+    if value in (None, ""):
+        return ()
+    if not isinstance(value, list):
+        raise UserError("history must be a list of messages")
+    turns = []
+    for item in value:
+        if isinstance(item, (list, tuple)) and len(item) == 2:
+            turns.append(Message(str(item[0]), str(item[1])))
+        else:
+            turns.append(Message.from_any(item))
+    return tuple(turns)
+
+
+def _parse_row(record: Any, state: _State) -> _Row:
+    """One Q/A record -> a request and its answer (global options fill missing scope)."""
+    if isinstance(record, Exception):
+        raise record
+    if not isinstance(record, dict):
+        raise UserError("each record must be an object")
+    scope = {
+        "tenant": record.get("tenant") or state.scope["tenant"],
+        "env": record.get("env") or state.scope["env"],
+        "model": record.get("model") or state.scope["model"],
+    }
+    params = _maybe_json(record.get("params") or {}, "params")
+    if not isinstance(params, dict):
+        raise UserError("params must be an object")
+    answer = _field(record, _ANSWER_KEYS)  # CSV answers stay text, JSONL keeps JSON
+    if answer is None:
+        raise UserError(f"missing answer (one of: {', '.join(_ANSWER_KEYS)})")
+    metadata = _maybe_json(record.get("metadata") or None, "metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise UserError("metadata must be an object")
+    messages = _maybe_json(record.get("messages"), "messages")
+    if messages:
+        request = Request.from_messages(messages, params=params, **scope)
+    else:
+        text = _field(record, _QUERY_KEYS)
+        if not isinstance(text, str):
+            raise UserError(f"missing question (one of: {', '.join(_QUERY_KEYS)}, messages)")
+        request = Request(
+            query=text,
+            scope=Request.from_text(text, params=params, **scope).scope,
+            system=record.get("system") or None,
+            history=_history(record.get("history")),
+        )
+    return _Row(request, answer, metadata)
+
+
+def _batches(rows: list[_Row], size: int) -> Iterator[list[_Row]]:
+    """Consecutive rows of equal metadata, at most ``size`` per batch."""
+    batch: list[_Row] = []
+    for row in rows:
+        if batch and (len(batch) >= size or row.metadata != batch[0].metadata):
+            yield batch
+            batch = []
+        batch.append(row)
+    if batch:
+        yield batch
+
+
+@app.command("import")
+@_friendly
+def import_(
+    ctx: typer.Context,
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL or CSV of Q/A pairs: query|question|prompt, answer|response; optional "
+            "system, history, messages, tenant, env, model, params, metadata.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+    fmt: Annotated[
+        str, typer.Option("--format", help="auto (by extension), jsonl or csv.")
+    ] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per write.")] = 256,
+    ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Bulk-load Q/A pairs. The whole file is checked first: one bad row writes nothing."""
+    if fmt not in ("auto", "jsonl", "csv"):
+        raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
+    state = _state(ctx)
+    rows: list[_Row] = []
+    problems: list[str] = []
+    for number, record in _read_records(file, fmt):
+        try:
+            rows.append(_parse_row(record, state))
+        except (UserError, ModelCacheError, ValueError, TypeError) as exc:
+            problems.append(f"{file.name}:{number}: {exc}")
+    if problems:
+        for line in problems[:10]:
+            err.print(line, markup=False, soft_wrap=True)
+        more = f" (showing 10 of {len(problems)})" if len(problems) > 10 else ""
+        raise UserError(f"{len(problems)} invalid row(s){more}; nothing was imported")
+    if not rows:
+        raise UserError(f"{file} holds no rows")
+    stored = 0
+    started = time.perf_counter()
+    with state.open_cache() as cache:
+        progress = Progress(
+            TextColumn("[bold]importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        )
+        with progress:
+            task = progress.add_task("import", total=len(rows))
+            for batch in _batches(rows, batch_size):
+                cache.insert_many(
+                    [(r.request, r.answer) for r in batch], ttl=ttl, metadata=batch[0].metadata
+                )
+                stored += len(batch)
+                progress.advance(task, len(batch))
+    seconds = time.perf_counter() - started
+    if as_json:
+        _print_json({"imported": stored, "seconds": round(seconds, 3)})
+    else:
+        out.print(f"imported [bold]{stored}[/] rows in {seconds:.1f} s")
+
+
+@app.command()
+@_friendly
+def export(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
+    ] = None,
+) -> None:
+    """Write every entry (of --tenant, if given) as JSON lines, re-importable with `import`."""
+    state = _state(ctx)
+    count = 0
+    with state.open_cache() as cache:
+        sink = output.open("w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
+        with sink as fh:
+            for row in cache.export(tenant=state.tenant):
+                if state.env and row.get("env") != state.env:
+                    continue
+                if state.model and row.get("model") != state.model:
+                    continue
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                count += 1
+    if output:
+        err.print(f"exported {count} entries to {output}")
+
+
+# ---- observation and maintenance ------------------------------------------------------------
+@app.command()
+@_friendly
+def stats(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Entries and hits per partition (tenant / env / model / params)."""
+    state = _state(ctx)
+    with state.open_cache() as cache:
+        data = cache.stats()
+    parts = [
+        p
+        for p in data.get("partitions", [])
+        if (state.tenant is None or p["tenant"] == state.tenant)
+        and (state.env is None or p["env"] == state.env)
+        and (state.model is None or p["model"] == state.model)
+    ]
+    if as_json:
+        _print_json({**data, "partitions": parts})
+        return
+    table = Table(title=f"ModelCache: {data.get('entries', 0)} entries ({data.get('embedder')})")
+    numeric = ("entries", "hits", "tokens saved")
+    for column in ("tenant", "env", "model", "params", *numeric):
+        table.add_column(column, justify="right" if column in numeric else "left")
+    for p in parts:
+        table.add_row(
+            p["tenant"],
+            p["env"],
+            p["model"],
+            json.dumps(p.get("params") or {}, ensure_ascii=False)[:60],
+            str(p.get("entries", 0)),
+            str(p.get("stored_hits", p.get("hits", 0))),
+            str(p.get("tokens_saved", 0)),
+        )
+    out.print(table)
+
+
+@app.command()
+@_friendly
+def clear(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Delete entries: those of --tenant/--env/--model, or ALL of them."""
+    state = _state(ctx)
+    filters = {"tenant": state.tenant, "env": state.env, "model": state.model}
+    chosen = {k: v for k, v in filters.items() if v is not None}
+    what = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "ALL entries"
+    with state.open_cache() as cache:
+        if not yes:
+            if not sys.stdin.isatty() and not os.environ.get("MODELCACHE_ASSUME_TTY"):
+                raise UserError(f"refusing to clear {what} without confirmation; pass --yes")
+            if not typer.confirm(f"Delete {what} in {cache.config.path or cache.config.sql_url}?"):
+                raise UserError("aborted; nothing deleted")
+        deleted = cache.clear(**filters)
+    if as_json:
+        _print_json({"deleted": deleted, **chosen})
+    else:
+        out.print(f"deleted [bold]{deleted}[/] entries ({what})")
+
+
+@app.command()
+@_friendly
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None, typer.Option(help="Bind address; without API keys only loopback is allowed.")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="Port. [default: 8000]")
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None, typer.Option(min=1, help="Largest request body accepted.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP service (ModelCache /modelcache + REST /v1) with uvicorn.
+
+    API keys: MODELCACHE_API_KEYS="key1:tenantA,key2:tenantB" or \\[server].api_keys in --config.
+    """
+    import uvicorn
+
+    from .server import ServerSettings, create_app
+
+    state = _state(ctx)
+    settings = ServerSettings.load(
+        state.config, host=host, port=port, max_body_bytes=max_body_bytes
+    )
+    settings.check_bind(settings.host)
+    with state.open_cache() as cache:
+        application = create_app(cache, settings)
+        err.print(
+            f"serving {cache.config.path or cache.config.sql_url} on "
+            f"http://{settings.host}:{settings.port} "
+            + (
+                "(local-only: no API keys)"
+                if settings.local_only
+                else f"({len(settings.api_keys)} keys)"
+            )
+        )
+        uvicorn.run(application, host=settings.host, port=settings.port, log_level=log_level)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@_friendly
+def bench(ctx: typer.Context) -> None:
+    """Run the latency benchmark (benchmarks/latency.py); extra arguments are passed on."""
+    candidates = [
+        Path.cwd() / "benchmarks" / "latency.py",
+        Path(__file__).resolve().parent.parent / "benchmarks" / "latency.py",
+    ]
+    script = next((p for p in candidates if p.is_file()), None)
+    if script is None:
+        raise UserError("benchmarks/latency.py not found (run from a ModelCache source checkout)")
+    spec = importlib.util.spec_from_file_location("modelcache_bench_latency", script)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot load {script}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entry = getattr(module, "main", None)
+    if not callable(entry):
+        raise UserError(f"{script} has no main()")
+    args = list(ctx.args)
+    if inspect.signature(entry).parameters:
+        result = entry(args)
+    else:
+        saved, sys.argv = sys.argv, [str(script), *args]
+        try:
+            result = entry()
+        finally:
+            sys.argv = saved
+    if isinstance(result, int) and result:
+        raise typer.Exit(result)
+
+
+# ---- demo -----------------------------------------------------------------------------------
+_HELPFUL = "You are a helpful assistant."
+_PIRATE = "You are a pirate. Answer every question like a pirate."
+
+
+@dataclass(frozen=True)
+class _Step:
+    system: str
+    question: str
+    expect: str  # "miss" | "exact" | "semantic"
+    note: str
+
+
+_SCRIPT: tuple[_Step, ...] = (
+    _Step(_HELPFUL, "How do I reset my password?", "miss", "first time: the LLM answers"),
+    _Step(_HELPFUL, "How do I reset my password?", "exact", "exact repeat"),
+    _Step(_HELPFUL, "how do i reset my password", "exact", "same words, case and punctuation"),
+    _Step(_HELPFUL, "How can I reset my password?", "semantic", "paraphrase"),
+    _Step(_HELPFUL, "What is the capital of France?", "miss", "new question"),
+    _Step(_HELPFUL, "What's the capital city of France?", "semantic", "paraphrase"),
+    _Step(_HELPFUL, "What is the capital of Germany?", "miss", "trap: one word differs"),
+    _Step(_PIRATE, "What is the capital of France?", "miss", "trap: different system prompt"),
+    _Step(_HELPFUL, "How do I enable two-factor authentication?", "miss", "new question"),
+    _Step(_HELPFUL, "How do I disable two-factor authentication?", "miss", "trap: enable/disable"),
+    _Step(
+        _HELPFUL,
+        "Write a Python function that finds all numbers divisible by 13 and 23.",
+        "miss",
+        "new question",
+    ),
+    _Step(
+        _HELPFUL,
+        "Write a Java function that finds all numbers divisible by 13 and 23.",
+        "miss",
+        "trap: programming language",
+    ),
+    _Step(
+        _HELPFUL,
+        "Write a Python function that finds all numbers divisible by 13 and 29.",
+        "miss",
+        "trap: number",
+    ),
+    _Step(
+        _HELPFUL,
+        "Write a Python function to find every number divisible by 13 and 23.",
+        "semantic",
+        "paraphrase",
+    ),
+    _Step(_HELPFUL, "How can I reset my password?", "exact", "repeat of a paraphrase"),
+)
+
+
+def _slow_fake_model(delay: float) -> Any:
+    """A langchain-core fake chat model that answers after ``delay`` seconds."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class SlowFakeChatModel(FakeListChatModel):
+        """Answers every question with a canned text, slowly, like a remote LLM."""
+
+        def _call(self, messages: list[Any], *args: Any, **kwargs: Any) -> str:
+            if self.sleep:
+                time.sleep(self.sleep)
+            question = str(messages[-1].content) if messages else ""
+            system = next((str(m.content) for m in messages if m.type == "system"), "")
+            voice = "Arr, matey! " if "pirate" in system.lower() else ""
+            return (
+                f"{voice}Here is a detailed answer to {question!r}: step one, step two, and a "
+                "short explanation of why it works, with an example you can copy."
+            )
+
+    return SlowFakeChatModel(responses=["unused"], sleep=delay)
+
+
+def _demo_llm(kind: str, delay: float) -> tuple[Any, str]:
+    """The chat model of the demo: a slow fake, or an OpenAI-compatible provider."""
+    wants_openai = kind == "openai" or (kind == "auto" and os.environ.get("OPENAI_API_KEY"))
+    if wants_openai:
+        try:
+            from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]
+        except ImportError:
+            message = (
+                "langchain-openai is not installed, so the real provider cannot be used: "
+                "`pip install langchain-openai`, or run with --llm fake"
+            )
+            if kind == "openai":
+                raise UserError(message) from None
+            err.print(f"[yellow]Note:[/] {message}; using the simulated LLM instead.")
+        else:
+            if not os.environ.get("OPENAI_API_KEY"):
+                raise UserError(
+                    "--llm openai needs OPENAI_API_KEY (and OPENAI_BASE_URL if not OpenAI)"
+                )
+            name = os.environ.get("MODELCACHE_DEMO_MODEL", "gpt-4o-mini")
+            llm = ChatOpenAI(model=name, temperature=0, base_url=os.environ.get("OPENAI_BASE_URL"))
+            return llm, f"{name} via {os.environ.get('OPENAI_BASE_URL', 'api.openai.com')}"
+    return _slow_fake_model(delay), f"simulated slow LLM ({delay:g} s per call)"
+
+
+class _HitRecorder:
+    """Wraps the engine so the demo can show each lookup's hit kind and similarity."""
+
+    def __init__(self, cache: Cache) -> None:
+        self._cache = cache
+        self.last: Any = None
+
+    def lookup(self, request: Request, *, threshold: float | None = None) -> Any:
+        self.last = self._cache.lookup(request, threshold=threshold)
+        return self.last
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cache, name)
+
+
+@app.command()
+@_friendly
+def demo(
+    ctx: typer.Context,
+    llm: Annotated[
+        str,
+        typer.Option(
+            help="auto (OpenAI-compatible if OPENAI_API_KEY is set, else simulated), fake, openai."
+        ),
+    ] = "auto",
+    delay: Annotated[float, typer.Option(min=0.0, help="Seconds per simulated LLM call.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """A LangChain chat app with ModelCache: paraphrases hit, look-alike traps miss.
+
+    Uses the embedded default (Chroma folder + SQLite + the shipped MiniLM model) in a fresh
+    temporary folder unless --path is given.
+    """
+    if llm not in ("auto", "fake", "openai"):
+        raise UserError(f"--llm must be auto, fake or openai, not {llm!r}")
+    try:
+        from langchain_core.globals import get_llm_cache, set_llm_cache
+        from langchain_core.messages import HumanMessage, SystemMessage
+
+        from modelcache_langchain import ModelCache
+    except ImportError as exc:
+        raise UserError(f"the demo needs langchain-core and modelcache_langchain: {exc}") from exc
+    state = _state(ctx)
+    chat, llm_name = _demo_llm(llm, delay)
+    scratch = None if state.path else tempfile.mkdtemp(prefix="modelcache-demo-")
+    results: list[dict[str, Any]] = []
+    previous = get_llm_cache()
+    try:
+        with state.open_cache(path=state.path or scratch) as cache:
+            recorder = _HitRecorder(cache)
+            tenant, env = state.scope["tenant"], state.scope["env"]
+            set_llm_cache(ModelCache(recorder, tenant=tenant, env=env))  # type: ignore[arg-type]
+            if not as_json:
+                out.print(
+                    f"[bold]ModelCache demo[/]: LangChain + {llm_name}; cache "
+                    f"{cache.config.path} (embedder {cache.embedder.name})\n"
+                )
+            for number, step in enumerate(_SCRIPT, 1):
+                recorder.last = None
+                started = time.perf_counter()
+                reply = chat.invoke([SystemMessage(step.system), HumanMessage(step.question)])
+                seconds = time.perf_counter() - started
+                hit = recorder.last
+                got = hit.kind if hit is not None else "miss"
+                usage = getattr(reply, "usage_metadata", None) or {}
+                tokens = usage.get("output_tokens") or max(1, len(str(reply.content)) // 4)
+                results.append(
+                    {
+                        "n": number,
+                        "system": "pirate" if step.system == _PIRATE else "helpful",
+                        "question": step.question,
+                        "note": step.note,
+                        "expected": step.expect,
+                        "result": got,
+                        "similarity": round(hit.similarity, 4) if hit is not None else None,
+                        "seconds": round(seconds, 4),
+                        "tokens": tokens,
+                        "as_expected": (got == "miss") == (step.expect == "miss"),
+                    }
+                )
+                if not as_json:
+                    _print_demo_row(results[-1])
+    finally:
+        set_llm_cache(previous)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+    summary = _demo_summary(results)
+    if as_json:
+        _print_json({"llm": llm_name, "requests": results, "summary": summary})
+    else:
+        _print_demo_summary(summary)
+
+
+def _print_demo_row(r: dict[str, Any]) -> None:
+    colour = "yellow" if r["result"] == "miss" else "green"
+    sim = f"{r['similarity']:.3f}" if r["similarity"] is not None else "  -  "
+    mark = "[green]✓[/]" if r["as_expected"] else "[red]✗[/]"
+    out.print(
+        f"{r['n']:>2} {mark} [{colour}]{r['result']:<8}[/] sim {sim}  "
+        f"{r['seconds'] * 1000:7.1f} ms  "
+        f"[dim]{r['system']:<7}[/] {r['question']}  [dim]({r['note']})[/]",
+        soft_wrap=True,
+    )
+
+
+def _demo_summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    hits = [r for r in results if r["result"] != "miss"]
+    misses = [r for r in results if r["result"] == "miss"]
+    llm_seconds = sum(r["seconds"] for r in misses) / len(misses) if misses else 0.0
+    actual = sum(r["seconds"] for r in results)
+    without = actual - sum(r["seconds"] for r in hits) + llm_seconds * len(hits)
+    return {
+        "requests": len(results),
+        "hits": len(hits),
+        "exact_hits": sum(r["result"] == "exact" for r in hits),
+        "semantic_hits": sum(r["result"] == "semantic" for r in hits),
+        "misses": len(misses),
+        "as_expected": sum(r["as_expected"] for r in results),
+        "false_hits": sum(r["result"] != "miss" and r["expected"] == "miss" for r in results),
+        "missed_hits": sum(r["result"] == "miss" and r["expected"] != "miss" for r in results),
+        "seconds_with_cache": round(actual, 3),
+        "seconds_without_cache": round(without, 3),
+        "seconds_saved": round(without - actual, 3),
+        "tokens_saved": sum(r["tokens"] for r in hits),
+    }
+
+
+def _print_demo_summary(s: dict[str, Any]) -> None:
+    table = Table(title="Summary", show_header=False)
+    table.add_column(justify="left")
+    table.add_column(justify="right")
+    table.add_row("requests", str(s["requests"]))
+    table.add_row(
+        "hits (exact / semantic)", f"{s['hits']} ({s['exact_hits']} / {s['semantic_hits']})"
+    )
+    table.add_row("misses (LLM calls)", str(s["misses"]))
+    table.add_row("as expected", f"{s['as_expected']} / {s['requests']}")
+    table.add_row("false hits / missed hits", f"{s['false_hits']} / {s['missed_hits']}")
+    table.add_row("time with cache", f"{s['seconds_with_cache']:.2f} s")
+    table.add_row("time without cache (est.)", f"{s['seconds_without_cache']:.2f} s")
+    table.add_row("time saved", f"{s['seconds_saved']:.2f} s")
+    table.add_row("output tokens saved", str(s["tokens_saved"]))
+    out.print()
+    out.print(table)
+
+
+def _register_accuracy_commands() -> None:
+    from .cli_accuracy import register
+
+    register(app)
+
+
+_register_accuracy_commands()
+
+
+def main() -> None:
+    """Entry point of the ``modelcache`` console script."""
+    app()
