@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,7 @@ class _State:
     def open_cache(self, **overrides: Any) -> Iterator[Cache]:
         """Open the cache (and close it on the way out)."""
         config = self.cache_config(**overrides)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bar while loading a model
         cache = Cache(config)
         try:
             yield cache
@@ -106,6 +108,8 @@ def _friendly(func: F) -> F:
             return func(*args, **kwargs)
         except (UserError, ModelCacheError, OSError) as exc:
             raise _fail(str(exc)) from None
+        except typer.Abort:
+            raise _fail("aborted; nothing changed") from None
         except KeyboardInterrupt:
             raise _fail("interrupted", 130) from None
 
@@ -383,11 +387,17 @@ def import_(
     if fmt not in ("auto", "jsonl", "csv"):
         raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
     state = _state(ctx)
+    environments = state.cache_config().environments
     rows: list[_Row] = []
     problems: list[str] = []
     for number, record in _read_records(file, fmt):
         try:
-            rows.append(_parse_row(record, state))
+            row = _parse_row(record, state)
+            if row.request.scope.env not in environments:
+                raise UserError(
+                    f"unknown env {row.request.scope.env!r}; allowed: {', '.join(environments)}"
+                )
+            rows.append(row)
         except (UserError, ModelCacheError, ValueError, TypeError) as exc:
             problems.append(f"{file.name}:{number}: {exc}")
     if problems:
@@ -499,11 +509,9 @@ def clear(
     chosen = {k: v for k, v in filters.items() if v is not None}
     what = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "ALL entries"
     with state.open_cache() as cache:
-        if not yes:
-            if not sys.stdin.isatty() and not os.environ.get("MODELCACHE_ASSUME_TTY"):
-                raise UserError(f"refusing to clear {what} without confirmation; pass --yes")
-            if not typer.confirm(f"Delete {what} in {cache.config.path or cache.config.sql_url}?"):
-                raise UserError("aborted; nothing deleted")
+        where = cache.config.path or cache.config.sql_url
+        if not yes and not typer.confirm(f"Delete {what} in {where}?", default=False):
+            raise UserError("aborted; nothing deleted")
         deleted = cache.clear(**filters)
     if as_json:
         _print_json({"deleted": deleted, **chosen})
@@ -601,7 +609,7 @@ class _Step:
 _SCRIPT: tuple[_Step, ...] = (
     _Step(_HELPFUL, "How do I reset my password?", "miss", "first time: the LLM answers"),
     _Step(_HELPFUL, "How do I reset my password?", "exact", "exact repeat"),
-    _Step(_HELPFUL, "how do i reset my password", "exact", "same words, case and punctuation"),
+    _Step(_HELPFUL, "how do i reset my password", "semantic", "case and punctuation differ"),
     _Step(_HELPFUL, "How can I reset my password?", "semantic", "paraphrase"),
     _Step(_HELPFUL, "What is the capital of France?", "miss", "new question"),
     _Step(_HELPFUL, "What's the capital city of France?", "semantic", "paraphrase"),
@@ -633,7 +641,12 @@ _SCRIPT: tuple[_Step, ...] = (
         "semantic",
         "paraphrase",
     ),
-    _Step(_HELPFUL, "How can I reset my password?", "exact", "repeat of a paraphrase"),
+    _Step(
+        _HELPFUL,
+        "How can I reset my password?",
+        "semantic",
+        "paraphrase again (hits aren't stored)",
+    ),
 )
 
 
@@ -730,6 +743,7 @@ def demo(
     scratch = None if state.path else tempfile.mkdtemp(prefix="modelcache-demo-")
     results: list[dict[str, Any]] = []
     previous = get_llm_cache()
+    warnings.filterwarnings("ignore", message=".*`load` is in beta.*")
     try:
         with state.open_cache(path=state.path or scratch) as cache:
             recorder = _HitRecorder(cache)

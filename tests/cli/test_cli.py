@@ -1,0 +1,237 @@
+"""The `modelcache` command: round trips, bulk load, export, clear, errors and exit codes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from modelcache.cli import app
+
+Invoke = Callable[..., Result]
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def assert_user_error(result: Result, text: str, code: int = 1) -> None:
+    assert result.exit_code == code, result.output
+    assert text in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in (
+        "demo", "serve", "query", "insert", "import", "export", "stats", "clear", "bench",
+        "eval", "calibrate", "finetune",
+    ):  # fmt: skip
+        assert command in result.stdout
+    assert "--path" in result.stdout and "--tenant" in result.stdout
+    assert CliRunner().invoke(app, ["import", "--help"]).exit_code == 0
+
+
+def test_insert_then_query_with_scope(invoke: Invoke) -> None:
+    stored = as_json(invoke("--tenant", "acme", "--model", "gpt-4", "insert", "What is WAL?",
+                            "Write-ahead logging", "--json"))  # fmt: skip
+    assert stored["tenant"] == "acme" and stored["model"] == "gpt-4" and len(stored["id"]) == 32
+    hit = as_json(invoke("--tenant", "acme", "--model", "gpt-4", "query", "What is WAL?", "--json"))
+    assert hit["hit"] and hit["kind"] == "exact" and hit["answer"] == "Write-ahead logging"
+    miss = as_json(
+        invoke("--tenant", "acme", "--model", "gpt_4", "query", "What is WAL?", "--json")
+    )
+    assert miss["hit"] is False
+    text = invoke("--tenant", "acme", "--model", "gpt-4", "query", "What is WAL?")
+    assert text.exit_code == 0 and "hit" in text.stdout and "Write-ahead logging" in text.stdout
+    assert "miss" in invoke("query", "What is WAL?").stdout
+
+
+def test_insert_json_answer_and_system_prompt(invoke: Invoke) -> None:
+    r = invoke("insert", "list primes", '{"primes": [2, 3, 5]}', "--json-answer", "--system", "s1")
+    assert r.exit_code == 0
+    assert as_json(invoke("query", "list primes", "--system", "s1", "--json"))["answer"] == {
+        "primes": [2, 3, 5]
+    }
+    assert not as_json(invoke("query", "list primes", "--system", "s2", "--json"))["hit"]
+    assert_user_error(invoke("insert", "q", "{bad", "--json-answer"), "not valid JSON")
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_import_jsonl_then_export_round_trip(invoke: Invoke, tmp_path: Path) -> None:
+    rows = [{"question": f"question {i}", "answer": f"answer {i}"} for i in range(300)]
+    rows.append({"query": "with history", "answer": {"json": True},
+                 "history": [{"role": "user", "content": "earlier"},
+                             {"role": "assistant", "content": "reply"}]})  # fmt: skip
+    rows.append({"messages": [{"role": "system", "content": "be nice"},
+                              {"role": "user", "content": "from messages"}],
+                 "answer": "m", "tenant": "t2", "metadata": {"source": "faq"}})  # fmt: skip
+    src = write_jsonl(tmp_path / "qa.jsonl", rows)
+    result = as_json(invoke("import", str(src), "--batch-size", "64", "--json"))
+    assert result["imported"] == 302
+    assert as_json(invoke("stats", "--json"))["entries"] == 302
+    assert as_json(invoke("query", "question 7", "--json"))["answer"] == "answer 7"
+    hit = as_json(
+        invoke("--tenant", "t2", "query", "from messages", "--system", "be nice", "--json")
+    )
+    assert hit["hit"]
+
+    out = tmp_path / "export.jsonl"
+    assert invoke("export", "--output", str(out)).exit_code == 0
+    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(exported) == 302 and {"query", "answer", "tenant", "history"} <= set(exported[0])
+    only_t2 = invoke("--tenant", "t2", "export")
+    assert len(only_t2.stdout.splitlines()) == 1
+
+    copy = tmp_path / "copy"
+    assert as_json(invoke("import", str(out), "--json", path=copy))["imported"] == 302
+    assert as_json(invoke("query", "with history", "--json", path=copy))["hit"] is False
+    assert as_json(invoke("query", "question 299", "--json", path=copy))["answer"] == "answer 299"
+
+
+def test_import_csv(invoke: Invoke, tmp_path: Path) -> None:
+    src = tmp_path / "qa.csv"
+    src.write_text(
+        'question,answer,model\nWhat is 2+2?,4,calc\n"Hello, there",hi,chat\n', encoding="utf-8"
+    )
+    assert as_json(invoke("import", str(src), "--json"))["imported"] == 2
+    assert as_json(invoke("--model", "calc", "query", "What is 2+2?", "--json"))["answer"] == "4"
+
+
+def test_import_bad_rows_write_nothing(invoke: Invoke, tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text(
+        '{"question": "fine", "answer": "ok"}\n{not json\n{"question": "no answer"}\n'
+        '{"question": "  ", "answer": "blank"}\n[1, 2]\n{"question": "q", "answer": "a", '
+        '"env": "qa"}\n',
+        encoding="utf-8",
+    )
+    result = invoke("import", str(src))
+    assert_user_error(result, "5 invalid row(s)")
+    for line in ("bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5", "bad.jsonl:6"):
+        assert line in result.stderr
+    assert as_json(invoke("stats", "--json"))["entries"] == 0
+
+
+def test_missing_or_unreadable_inputs(invoke: Invoke, tmp_path: Path) -> None:
+    r = invoke("import", str(tmp_path / "nope.jsonl"))
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    assert_user_error(invoke("import", str(empty)), "holds no rows")
+    assert_user_error(invoke("import", str(empty), "--format", "xml"), "--format")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("this is = = not toml", encoding="utf-8")
+    r = CliRunner().invoke(app, ["--config", str(bad_toml), "stats"])
+    assert_user_error(r, "cannot read config file")
+    assert_user_error(invoke("--env", "qa", "query", "hi"), "unknown env")
+    assert invoke("query", "hi", "--threshold", "5").exit_code == 2
+    assert invoke("frobnicate").exit_code == 2
+
+
+def test_config_file_sets_cache_options(tmp_path: Path) -> None:
+    cfg = tmp_path / "mc.toml"
+    cfg.write_text(
+        f'[modelcache]\npath = "{tmp_path / "fromtoml"}"\nembedder = "fake"\n', encoding="utf-8"
+    )
+    runner = CliRunner()
+    assert runner.invoke(app, ["--config", str(cfg), "insert", "q1", "a1"]).exit_code == 0
+    assert (tmp_path / "fromtoml").is_dir()
+
+
+def test_clear_asks_unless_yes(invoke: Invoke) -> None:
+    invoke("--tenant", "a", "insert", "alpha question", "1")
+    invoke("--tenant", "b", "insert", "beta question", "2")
+    assert_user_error(invoke("clear", input="n\n"), "aborted")
+    assert_user_error(invoke("clear"), "aborted")  # no input at all: nothing deleted
+    assert as_json(invoke("stats", "--json"))["entries"] == 2
+    assert as_json(invoke("--tenant", "a", "clear", "--yes", "--json"))["deleted"] == 1
+    confirmed = invoke("clear", input="y\n")
+    assert confirmed.exit_code == 0 and "deleted 1" in confirmed.stdout
+    assert as_json(invoke("stats", "--json"))["entries"] == 0
+
+
+def test_stats_table(invoke: Invoke) -> None:
+    invoke("--model", "m1", "insert", "table question", "x")
+    r = invoke("stats")
+    assert r.exit_code == 0 and "m1" in r.stdout and "entries" in r.stdout
+
+
+def test_serve_refuses_public_bind_without_keys(
+    invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELCACHE_API_KEYS", raising=False)
+    assert_user_error(invoke("serve", "--host", "0.0.0.0"), "refusing to bind")
+
+
+def test_bench_runs_latency_main(
+    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    marker = tmp_path / "ran.json"
+    (bench_dir / "latency.py").write_text(
+        "import json, pathlib\n"
+        "def main(argv):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text(json.dumps(argv))\n"
+        "    return 0\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    r = invoke("bench", "--entries", "1000")
+    assert r.exit_code == 0, r.output
+    assert json.loads(marker.read_text()) == ["--entries", "1000"]
+
+
+def test_demo_runs_on_fake_llm(invoke: Invoke) -> None:
+    data = as_json(invoke("demo", "--llm", "fake", "--delay", "0", "--json"))
+    summary = data["summary"]
+    assert summary["requests"] == len(data["requests"]) == 15
+    assert summary["hits"] >= 2 and summary["misses"] >= 5
+    first = data["requests"][0]
+    assert first["result"] == "miss" and first["as_expected"]
+    assert data["requests"][1]["result"] == "exact" and data["requests"][1]["similarity"] == 1.0
+    text = invoke("demo", "--llm", "fake", "--delay", "0")
+    assert text.exit_code == 0 and "Summary" in text.stdout and "time saved" in text.stdout
+
+
+def test_demo_real_provider_without_package(invoke: Invoke) -> None:
+    pytest.importorskip("langchain_core")
+    try:
+        import langchain_openai  # noqa: F401
+    except ImportError:
+        assert_user_error(invoke("demo", "--llm", "openai"), "langchain-openai is not installed")
+    else:  # pragma: no cover - depends on the environment
+        pytest.skip("langchain-openai is installed")
+    assert_user_error(invoke("demo", "--llm", "gpt"), "--llm must be")
+
+
+@pytest.mark.model
+def test_demo_script_holds_on_the_real_model(
+    minilm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every paraphrase in the demo hits and every trap misses with the shipped MiniLM."""
+    import modelcache.cli as cli
+    from modelcache import Cache, CacheConfig
+
+    def with_minilm(config: CacheConfig) -> Cache:
+        return Cache(config, embedder=minilm)
+
+    monkeypatch.setattr(cli, "Cache", with_minilm)
+    result = CliRunner().invoke(
+        app, ["--path", str(tmp_path), "demo", "--llm", "fake", "--delay", "0", "--json"]
+    )
+    data = as_json(result)
+    wrong = [r for r in data["requests"] if not r["as_expected"]]
+    assert wrong == [], wrong
+    assert data["summary"]["false_hits"] == 0 and data["summary"]["semantic_hits"] >= 4
