@@ -254,14 +254,16 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
 
     RestCaller = Annotated[Principal, Depends(rest_principal)]
 
-    def build_request(body: Any, principal: Principal, kind: Kind) -> CacheRequest:
+    def build_request(body: Any, principal: Principal, *, writing: bool) -> CacheRequest:
+        """Engine request of a REST body, after the tenant and model checks."""
+        kind: Kind = "rest"
         tenant = principal.tenant_for(body.tenant, settings.default_tenant, kind)
         env = body.env if body.env is not None else settings.default_env
-        if body.model in settings.blocked_models or (
-            settings.allowed_models is not None and body.model not in settings.allowed_models
-        ):
-            code = Codes.INSERT_BLOCKED if kind == "insert" else Codes.MODEL_BLOCKED
-            raise ApiError(403, code, f"model {body.model!r} is not served by this cache", kind)
+        code = Codes.INSERT_BLOCKED if writing else Codes.MODEL_BLOCKED
+        if body.model in settings.blocked_models:
+            raise ApiError(403, code, f"model: {body.model} in blacklist", kind)
+        if settings.allowed_models is not None and body.model not in settings.allowed_models:
+            raise ApiError(400, code, f"model: {body.model} is not served by this cache", kind)
         try:
             return CacheRequest(
                 query=body.query,
@@ -301,7 +303,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     )
     async def lookup(body: LookupBody, principal: RestCaller) -> LookupResult:  # type: ignore[valid-type]
         """Look a request up: exact first, then semantic; a miss is ``hit: false``."""
-        req = build_request(body, principal, "rest")
+        req = build_request(body, principal, writing=False)
         started = time.perf_counter()
         try:
             hit = await cache.alookup(req, threshold=body.threshold)  # type: ignore[attr-defined]
@@ -335,7 +337,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     )
     async def insert(body: EntryBody, principal: RestCaller) -> EntryCreated:  # type: ignore[valid-type]
         """Store an answer; storing the same request again replaces it."""
-        req = build_request(body, principal, "rest")
+        req = build_request(body, principal, writing=True)
         started = time.perf_counter()
         try:
             entry_id = await cache.ainsert(
@@ -367,12 +369,14 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     ) -> DeleteResult:
         """Delete one entry (a key can only delete its own tenant's entries)."""
         ids = [entry_id]
+        started = time.perf_counter()
         if principal.tenant is not None:
             ids = await owned_ids(cache, ids, principal.tenant, None)
         try:
             count = await cache.aremove(ids) if ids else 0
         except ModelCacheError as exc:
             raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+        metrics.observe("remove", time.perf_counter() - started)
         if not count:
             raise ApiError(404, Codes.REMOVE_FAILED, f"no entry {entry_id!r}")
         return DeleteResult(id=entry_id, deleted=True)
@@ -387,6 +391,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     async def clear(body: ClearBody, principal: RestCaller) -> ClearResult:  # type: ignore[valid-type]
         """Drop partitions by tenant/env/model/params (a key is confined to its tenant)."""
         tenant = principal.scope_tenant(body.tenant)  # type: ignore[attr-defined]
+        started = time.perf_counter()
         try:
             deleted = await cache.aclear(
                 tenant=tenant,
@@ -398,6 +403,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
             raise ApiError(422, Codes.REMOVE_FAILED, str(exc)) from exc
         except ModelCacheError as exc:
             raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+        metrics.observe("clear", time.perf_counter() - started)
         return ClearResult(deleted=deleted)
 
     @app.get(

@@ -44,17 +44,27 @@ class Principal:
         return self.tenant_for(requested, self.tenant, "rest")
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def _presented_keys(request: Request) -> list[str]:
+    keys = []
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    key = request.headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+        keys.append(token.strip())
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        keys.append(key)
+    return keys
+
+
+def _owner(settings: ServerSettings, presented: str) -> str | None:
+    tenant = None
+    for key, owner in settings.api_keys.items():  # compare every key: constant time per key
+        if hmac.compare_digest(key.encode(), presented.encode()):
+            tenant = owner
+    return tenant
 
 
 def authenticate(request: Request, settings: ServerSettings, kind: Kind) -> Principal:
-    """Resolve the caller from ``Authorization: Bearer <key>`` or ``X-API-Key``."""
+    """Resolve the caller from ``Authorization: Bearer <key>`` and/or ``X-API-Key``."""
     if settings.local_only:
         host = request.client.host if request.client else ""
         try:
@@ -70,18 +80,17 @@ def authenticate(request: Request, settings: ServerSettings, kind: Kind) -> Prin
                 kind,
             )
         return Principal(tenant=None)
-    presented = _presented_key(request)
-    if presented is None:
+    presented = _presented_keys(request)
+    if not presented:
         raise ApiError(
             401,
             Codes.UNAUTHORIZED,
             "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
             kind,
         )
-    tenant = None
-    for key, owner in settings.api_keys.items():  # compare every key: constant time per key
-        if hmac.compare_digest(key.encode(), presented.encode()):
-            tenant = owner
-    if tenant is None:
+    tenants = {_owner(settings, key) for key in presented}
+    if None in tenants:
         raise ApiError(401, Codes.UNAUTHORIZED, "unknown API key", kind)
-    return Principal(tenant=tenant)
+    if len(tenants) > 1:  # two headers naming different tenants: refuse rather than pick one
+        raise ApiError(401, Codes.UNAUTHORIZED, "conflicting API keys", kind)
+    return Principal(tenant=tenants.pop())

@@ -28,6 +28,9 @@ def test_missing_or_unknown_key_is_401_code_104(keyed_client: TestClient) -> Non
         assert (r.status_code, r.json()["errorCode"]) == (401, 104)
         assert r.json()["cacheHit"] is False
     assert keyed_client.get("/healthz").status_code == 200
+    both = {"Authorization": "Bearer key-a", "X-API-Key": "key-b"}  # two tenants: refused
+    r = keyed_client.post("/v1/lookup", json={"query": "q"}, headers=both)
+    assert (r.status_code, r.json()["errorDesc"]) == (401, "conflicting API keys")
 
 
 def test_key_confined_to_its_tenant(keyed_client: TestClient, cache: Cache) -> None:
