@@ -1,0 +1,107 @@
+"""Guard: answer-determining differences are caught, paraphrases pass."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from modelcache.guard import Guard, GuardWords
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "hard_pairs_dev.jsonl"
+
+
+@pytest.fixture(scope="module")
+def guard() -> Guard:
+    return Guard()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "kind"),
+    [
+        ("从1遍历到1000,找出所有能被13和23整除的数字,用Python实现",
+         "从1遍历到1000,找出所有能被13和23整除的数字,用Java实现", "language"),
+        ("How do I sort a dict by value in Python?", "How do I sort a dict by value in Ruby?",
+         "language"),
+        ("How do I enable SSH on Ubuntu?", "How do I disable SSH on Ubuntu?", "antonym"),
+        ("Sort the table in ascending order", "Sort the table in descending order", "antonym"),
+        ("How to create a table in MySQL", "How to drop a table in MySQL", "antonym"),
+        ("What is the max value of an int32?", "What is the min value of an int32?", "antonym"),
+        ("如何开启防火墙?", "如何关闭防火墙?", "antonym"),
+        ("如何升级 Python 版本?", "如何降级 Python 版本?", "antonym"),
+        ("Convert 10 km to miles", "Convert 16 km to miles", "number"),
+        ("What is 12 squared?", "What is twenty squared?", "number"),
+        ("Who won the 2014 World Cup?", "Who won the 2018 World Cup?", "number"),
+        ("计算二十五的平方根", "计算三十六的平方根", "number"),
+        ("Convert 5 kg to pounds", "Convert 5 lbs to pounds", "unit"),
+        ("What is the capital of Austria?", "What is the capital of Australia?", "entity"),
+        ("Best restaurants in Paris", "Best restaurants in Berlin", "entity"),
+        ("Did Picasso paint Guernica?", "Did Monet paint Guernica?", "entity"),
+        ("介绍一下鲁迅的作品", "介绍一下老舍的作品", "substitution"),
+        ("Is it safe to drink tap water in Mexico?", "Is it not safe to drink tap water in Mexico?",
+         "negation"),
+        ("Rocky II cast", "Rocky IV cast", "number"),
+        ("Is it safe to eat raw eggs?", "Is it safe to eat raw fish?", "substitution"),
+    ],
+)  # fmt: skip
+def test_conflicts_are_caught(guard: Guard, a: str, b: str, kind: str) -> None:
+    reason = guard.conflict(a, b)
+    assert reason is not None and reason.startswith(kind), reason
+    assert guard.conflict(b, a) is not None  # symmetric
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I merge two branches in git?", "Git: how to merge 2 branches?"),
+        ("What's the capital of France?", "Which city is the capital of France?"),
+        ("How can I learn Python fast?", "What is the quickest way to learn python?"),
+        ("Is Daniel Tosh funny? Why or why not?", "Is Daniel Tosh funny?"),
+        ("What now that Trump is president?", "What happens now that Donald Trump won?"),
+        ("Why is the U.S. in the South China Sea?", "Why is the united states in the SCS?"),
+        ("What is the best laptop under 30,000 rupees?", "Best laptop under 30k rupees?"),
+        ("Why is Hilary Clinton corrupt?", "Why is Hillary Clinton so corrupt?"),
+        ("What are the ML tasks?", "What are the machine learning tasks?"),
+        ("怎么用Python读取CSV文件?", "Python 如何读取 csv 文件?"),
+        ("如何提高睡眠质量?", "怎样才能睡得更好?"),
+        ("How do I go to the airport from downtown?", "What's the best way to get to the airport?"),
+        ("Can I get a visa for India online?", "How to apply for an Indian visa online?"),
+    ],
+)  # fmt: skip
+def test_paraphrases_pass(guard: Guard, a: str, b: str) -> None:
+    assert guard.conflict(a, b) is None
+    assert guard.conflict(b, a) is None
+
+
+def test_word_lists_are_package_data() -> None:
+    words = GuardWords.load()
+    assert words.tech["golang"] == "go" and "go" in words.tech_ambiguous
+    assert ("enable", "disable") in words.antonyms and ("升级", "降级") in words.antonyms
+    assert words.antonym_forms["stopped"] == "stop"
+    assert "not" in words.negations and "why not" in words.negation_idioms
+    assert words.units["km"] == "kilometer"
+
+
+def test_ambiguous_technology_needs_context(guard: Guard) -> None:
+    assert guard._features("Where should I go tonight?").tech == set()
+    assert "go" in guard._features("Parse a JSON file in Go").tech
+    assert guard._features("how to write a for loop in go").tech == {"go"}
+    reason = guard.conflict("Parse a JSON file in Go", "Parse a JSON file in Swift")
+    assert reason == "language go vs swift"
+
+
+def test_synonyms_and_word_forms_are_no_substitution(guard: Guard) -> None:
+    assert guard.conflict("How can I lose weight fast?", "How can I lose weight quickly?") is None
+    assert guard.conflict("Best books on history", "Best book on history") is None
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared eval data not present")
+def test_hard_pairs_dev(guard: Guard) -> None:
+    rows = [json.loads(line) for line in SHARED.read_text(encoding="utf-8").splitlines() if line]
+    traps = [r for r in rows if not r["same_answer"]]
+    paraphrases = [r for r in rows if r["same_answer"]]
+    caught = sum(guard.conflict(r["a"], r["b"]) is not None for r in traps)
+    passed = sum(guard.conflict(r["a"], r["b"]) is None for r in paraphrases)
+    assert passed == len(paraphrases)
+    assert caught >= len(traps) - 1  # "raw eggs / raw chicken" is a plain noun swap
