@@ -22,7 +22,7 @@ import numpy as np
 from .config import CacheConfig
 from .embedding import Embedder, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
-from .eviction import evict, expired
+from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
 from .request import Partition, Request, Scope, _canonical_json
@@ -374,7 +374,7 @@ class Cache:
     def _purge_batch(self, now: float) -> int:
         with self._write_lock:
             gone = expired(self._sql, now, _PURGE_BATCH)
-            self._drop_vectors(gone)
+            self._delete_entries(gone)
         self._stats.add(None, expirations=len(gone))
         return len(gone)
 
@@ -385,12 +385,19 @@ class Cache:
             total += n
         return total
 
-    def _drop_vectors(self, deleted: Sequence[tuple[str, str]]) -> None:
+    def _delete_entries(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Delete (id, partition) entries: vectors first, then rows.
+
+        In this order the worst interleaving with a concurrent insert of the same key (in
+        another process) leaves an orphan vector, which lookups ignore and clean, never a row
+        that can no longer be found semantically.
+        """
         by_partition: dict[str, list[str]] = {}
-        for entry_id, pid in deleted:
+        for entry_id, pid in entries:
             by_partition.setdefault(pid, []).append(entry_id)
         for pid, ids in by_partition.items():
             self._vectors.delete(pid, ids)
+        self._sql.delete_ids([entry_id for entry_id, _ in entries])
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config
@@ -399,23 +406,17 @@ class Cache:
         ):
             return
         self._write_hits()  # LRU/LFU order must see the latest hits
+        scopes: list[tuple[int, str | None]] = []
+        if cfg.max_entries_per_partition is not None:
+            scopes += [(cfg.max_entries_per_partition, pid) for pid in partition_ids]
+        if cfg.max_entries is not None:
+            scopes.append((cfg.max_entries, None))
         gone: list[tuple[str, str]] = []
         with self._write_lock:
-            if cfg.max_entries_per_partition is not None:
-                for pid in partition_ids:
-                    gone += evict(
-                        self._sql,
-                        cfg.eviction,
-                        cfg.max_entries_per_partition,
-                        cfg.low_water,
-                        pid,
-                        protect,
-                    )
-            if cfg.max_entries is not None:
-                gone += evict(
-                    self._sql, cfg.eviction, cfg.max_entries, cfg.low_water, None, protect
-                )
-            self._drop_vectors(gone)
+            for capacity, pid in scopes:  # each pass sees the deletions of the one before
+                batch = victims(self._sql, cfg.eviction, capacity, cfg.low_water, pid, protect)
+                self._delete_entries(batch)
+                gone += batch
         for _, pid in gone:
             self._stats.add(pid, evictions=1)
 
@@ -498,12 +499,13 @@ class Cache:
                 )
                 for r, answer_json in unique
             ]
-            self._sql.upsert(rows)  # SQL first: a vector without its row is an ignored orphan
             by_partition: dict[str, list[int]] = {}
             for index, row in enumerate(rows):
                 by_partition.setdefault(row.partition_id, []).append(index)
-            for pid, indexes in by_partition.items():
-                self._vectors.upsert(pid, [rows[i].id for i in indexes], queries[indexes])
+            with self._write_lock:  # a remove of the same key in this process waits
+                self._sql.upsert(rows)  # SQL first: a vector without its row is an ignored orphan
+                for pid, indexes in by_partition.items():
+                    self._vectors.upsert(pid, [rows[i].id for i in indexes], queries[indexes])
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
         except ModelCacheError:
             raise
@@ -523,8 +525,8 @@ class Cache:
             return 0
         try:
             with self._write_lock:
-                found = self._sql.delete_ids(ids)
-                self._drop_vectors(found)
+                found = self._sql.locate(ids)
+                self._delete_entries(found)
         except Exception as exc:
             raise BackendError(f"remove failed: {exc}") from exc
         return len(found)

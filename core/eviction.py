@@ -16,7 +16,7 @@ from sqlmodel import col, select
 from .storage.models import EntryRow
 from .storage.sql import SQLStore
 
-__all__ = ["POLICIES", "evict", "expired", "target_size"]
+__all__ = ["POLICIES", "expired", "target_size", "victims"]
 
 #: Victims come first in these orderings; ties fall back to the entry id for determinism.
 POLICIES: dict[str, tuple[Any, ...]] = {
@@ -31,7 +31,7 @@ def target_size(capacity: int, low_water: float) -> int:
     return max(0, min(capacity - 1, math.floor(capacity * low_water)))
 
 
-def evict(
+def victims(
     store: SQLStore,
     policy: str,
     capacity: int,
@@ -39,11 +39,11 @@ def evict(
     partition_id: str | None,
     protect: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
-    """Delete the policy's victims from SQL when over capacity; returns (id, partition) deleted.
+    """The policy's victims, as (id, partition), when a store is over capacity.
 
-    The caller deletes the matching vectors. ``partition_id=None`` applies the capacity to the
-    whole cache. ``protect`` holds the entries just written: under LFU a new entry has no hits
-    yet and would otherwise be its own first victim.
+    Selection only: the caller deletes vectors, then rows. ``partition_id=None`` applies the
+    capacity to the whole cache. ``protect`` holds the entries just written: under LFU a new
+    entry has no hits yet and would otherwise be its own first victim.
     """
     if policy == "none":
         return []
@@ -59,12 +59,11 @@ def evict(
         stmt = stmt.where(col(EntryRow.id).not_in(list(protect)))
     stmt = stmt.order_by(*POLICIES[policy], col(EntryRow.id).asc()).limit(excess)
     with store.session() as s:
-        victims = [(i, p) for i, p in s.exec(stmt)]
-    return [(i, p) for i, p in store.delete_ids([i for i, _ in victims])]
+        return [(i, p) for i, p in s.exec(stmt)]
 
 
 def expired(store: SQLStore, now: float, limit: int) -> list[tuple[str, str]]:
-    """Delete up to ``limit`` expired entries from SQL; returns (id, partition) deleted."""
+    """Up to ``limit`` expired entries, as (id, partition); selection only."""
     stmt = (
         select(EntryRow.id, EntryRow.partition_id)
         .where(col(EntryRow.expires_at).is_not(None), col(EntryRow.expires_at) <= now)
@@ -72,7 +71,4 @@ def expired(store: SQLStore, now: float, limit: int) -> list[tuple[str, str]]:
         .limit(limit)
     )
     with store.session() as s:
-        found = [(i, p) for i, p in s.exec(stmt)]
-    if not found:
-        return []
-    return store.delete_ids([i for i, _ in found])
+        return [(i, p) for i, p in s.exec(stmt)]

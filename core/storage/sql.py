@@ -180,25 +180,59 @@ class SQLStore:
         return {row.id: EntryRow.model_construct(**row._mapping) for row in rows}
 
     def upsert(self, rows: Sequence[EntryRow]) -> None:
-        """Insert rows, replacing any row with the same id (idempotent writes)."""
+        """Insert rows, replacing any row with the same id (idempotent writes).
+
+        A native upsert per dialect (ON CONFLICT / ON DUPLICATE KEY), in id order, so that
+        concurrent writers of the same key neither violate the key nor deadlock; a deadlock
+        that MySQL still reports is retried.
+        """
         if not rows:
             return
-        with self.session() as s:
-            for chunk in _chunks([r.id for r in rows]):
-                s.exec(delete(EntryRow).where(col(EntryRow.id).in_(chunk)))
-            s.add_all(rows)
-            s.commit()
+        values = [r.model_dump() for r in sorted(rows, key=lambda r: r.id)]
+        for attempt in range(3):
+            try:
+                with self.engine.begin() as conn:
+                    for start in range(0, len(values), _CHUNK):
+                        conn.execute(self._upsert_stmt(values[start : start + _CHUNK]))
+                return
+            except sa.exc.OperationalError:
+                if attempt == 2 or self.dialect != "mysql":
+                    raise
 
-    def delete_ids(self, ids: Sequence[str]) -> list[tuple[str, str]]:
-        """Delete entries; returns (id, partition_id) of the rows that existed."""
+    def _upsert_stmt(self, values: list[dict[str, Any]]) -> Any:
+        updated = [c.name for c in _ENTRY.columns if c.name != "id"]
+        if self.dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(_ENTRY).values(values)
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as pg_insert
+        else:  # pragma: no cover - guarded by the supported URLs
+            raise ConfigError(f"unsupported SQL dialect {self.dialect!r}")
+        stmt = pg_insert(_ENTRY).values(values)
+        return stmt.on_conflict_do_update(
+            index_elements=["id"], set_={c: stmt.excluded[c] for c in updated}
+        )
+
+    def locate(self, ids: Sequence[str]) -> list[tuple[str, str]]:
+        """(id, partition_id) of the entries that exist among ``ids``."""
         found: list[tuple[str, str]] = []
-        with self.session() as s:
+        with self.engine.connect() as conn:
             for chunk in _chunks(list(ids)):
-                stmt = select(EntryRow.id, EntryRow.partition_id).where(col(EntryRow.id).in_(chunk))
-                found.extend((i, p) for i, p in s.exec(stmt))
-                s.exec(delete(EntryRow).where(col(EntryRow.id).in_(chunk)))
-            s.commit()
+                stmt = sa.select(_ENTRY.c.id, _ENTRY.c.partition_id).where(_ENTRY.c.id.in_(chunk))
+                found.extend((i, p) for i, p in conn.execute(stmt))
         return found
+
+    def delete_ids(self, ids: Sequence[str]) -> int:
+        """Delete entries by id; returns how many rows went."""
+        deleted = 0
+        with self.engine.begin() as conn:
+            for chunk in _chunks(sorted(ids)):
+                deleted += conn.execute(sa.delete(_ENTRY).where(_ENTRY.c.id.in_(chunk))).rowcount
+        return deleted
 
     def record_hits(self, hits: dict[str, tuple[int, float, float | None]]) -> None:
         """Apply buffered hit bookkeeping: id -> (extra hits, last hit time, new expiry or None)."""
