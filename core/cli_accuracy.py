@@ -1,9 +1,244 @@
-"""Accuracy commands of the CLI (eval, calibrate, finetune); filled in by the accuracy work."""
+"""Accuracy commands of the CLI: ``eval``, ``calibrate`` and ``finetune``."""
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+__all__ = ["register"]
+
+
+def _config(config: Path | None, **overrides: Any) -> Any:
+    from .config import CacheConfig
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None:
+        return CacheConfig.from_toml(config, **values)
+    return CacheConfig.create(**values)
+
+
+def eval_command(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Labelled pairs (JSONL), origin/similar JSON, or conversations JSON.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    config: Annotated[Path | None, typer.Option(help="TOML config to start from.")] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="minilm, multilingual or a model dir.")
+    ] = None,
+    threshold: Annotated[
+        list[float] | None,
+        typer.Option(
+            "--threshold", "-t", help="Cosine threshold(s) to sweep; default: the config's."
+        ),
+    ] = None,
+    guard: Annotated[
+        bool | None, typer.Option("--guard/--no-guard", help="Answer-determining-token guard.")
+    ] = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="Cross-encoder directory used as verifier.")
+    ] = None,
+    verifier_threshold: Annotated[float | None, typer.Option(help="Verifier score needed.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N rows.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Also write the table (markdown) here.")
+    ] = None,
+) -> None:
+    """Precision, recall, F1, false-hit rate and lookup p50 of the cache on a labelled file."""
+    from .evaluation import evaluate_file, markdown_table
+
+    cfg = _config(
+        config,
+        embedder=embedder,
+        guard=guard,
+        verifier=verifier,
+        verifier_threshold=verifier_threshold,
+    )
+    thresholds = list(threshold) if threshold else [None]
+    results = evaluate_file(file, cfg, limit=limit, thresholds=thresholds)
+    table = markdown_table(results, title=f"{file.name} · embedder {cfg.embedder}")
+    typer.echo(table)
+    if output is not None:
+        output.write_text(table + "\n", encoding="utf-8")
+
+
+def calibrate_command(
+    pairs: Annotated[
+        Path, typer.Argument(help="JSONL of {a, b, same_answer}.", exists=True, dir_okay=False)
+    ],
+    target_precision: Annotated[
+        float, typer.Option(help="Precision the thresholds must reach.")
+    ] = 0.95,
+    config: Annotated[Path | None, typer.Option(help="TOML config to start from.")] = None,
+    embedder: Annotated[
+        str | None, typer.Option(help="minilm, multilingual or a model dir.")
+    ] = None,
+    guard: Annotated[
+        bool | None, typer.Option("--guard/--no-guard", help="Count the guard's rejections.")
+    ] = None,
+    verifier: Annotated[
+        str | None, typer.Option(help="Cross-encoder dir: calibrate its threshold too.")
+    ] = None,
+    contexts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Conversations JSON (multiturn_dev format) for the context threshold.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="A random sample of N pairs.")] = None,
+    save: Annotated[
+        Path | None, typer.Option(help="Write the thresholds into this TOML config.")
+    ] = None,
+) -> None:
+    """Pick thresholds (short, long, context, verifier) that reach a target precision."""
+    from .calibration import calibrate, context_pairs_from_conversations, save_toml
+    from .embedding import build_embedder
+    from .finetune import load_pairs
+
+    cfg = _config(config, embedder=embedder, guard=guard, verifier=verifier)
+    rows = load_pairs(pairs, limit=limit)
+    emb = build_embedder(cfg.embedder, threads=None)
+    guard_obj = None
+    if cfg.guard:
+        from .guard import Guard
+
+        guard_obj = Guard()
+    verifier_obj = None
+    if cfg.verifier:
+        from .verifier import load_verifier
+
+        verifier_obj = load_verifier(cfg.verifier)
+    context_pairs = None
+    if contexts is not None:
+        from .evaluation import load_conversations
+
+        context_pairs = context_pairs_from_conversations(load_conversations(contexts))
+    cal = calibrate(
+        rows,
+        emb,
+        target_precision,
+        guard=guard_obj,
+        verifier=verifier_obj,
+        long_query_tokens=cfg.long_query_tokens,
+        context_pairs=context_pairs,
+    )
+    typer.echo(f"calibrated on {cal.pairs} pairs · embedder {cfg.embedder} · guard {cfg.guard}")
+    typer.echo("| setting | value | precision | recall | predicted | target reached |")
+    typer.echo("|---|---:|---:|---:|---:|---|")
+    names = {
+        "short": "similarity_threshold",
+        "long": "similarity_threshold_long",
+        "verifier": "verifier_threshold",
+        "context": "context_threshold",
+    }
+    for attr, key in names.items():
+        op = getattr(cal, attr)
+        if op is not None:
+            typer.echo(
+                f"| {key} | {op.threshold:.3f} | {op.precision:.3f} | {op.recall:.3f} | "
+                f"{op.predicted} | {'yes' if op.reached else 'NO'} |"
+            )
+    typer.echo(
+        f"overall: precision {cal.overall_precision:.3f}, recall {cal.overall_recall:.3f} "
+        f"(the recall it costs: {1 - cal.overall_recall:.3f})"
+    )
+    for note in cal.notes:
+        typer.echo(f"note: {note}")
+    if save is not None:
+        save_toml(save, cal.config_values())
+        typer.echo(f"saved {json.dumps(cal.config_values())} to {save}")
+
+
+def finetune_command(
+    pairs: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL of {a, b, same_answer} (labelled or mined from the query log).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder: OUT/embedder and OUT/verifier.")],
+    verifier: Annotated[
+        bool, typer.Option("--verifier/--no-verifier", help="Also train a cross-encoder verifier.")
+    ] = False,
+    embedder: Annotated[
+        bool, typer.Option("--embedder/--no-embedder", help="Train the bi-encoder.")
+    ] = True,
+    base: Annotated[
+        str | None, typer.Option(help="Start from this model dir (default: shipped MiniLM).")
+    ] = None,
+    max_pairs: Annotated[
+        int | None, typer.Option(help="Train on a random sample of N pairs.")
+    ] = None,
+    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 32,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    mine: Annotated[
+        str, typer.Option(help="Hard-negative mining: tfidf, model or none.")
+    ] = "tfidf",
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
+) -> None:
+    """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
+    from .finetune import load_pairs, mine_hard_negatives, train_embedder, train_verifier
+
+    if not (embedder or verifier):
+        raise typer.BadParameter("nothing to train: use --embedder and/or --verifier")
+    rows = load_pairs(pairs, limit=max_pairs)
+    positives = sum(p.same_answer for p in rows)
+    typer.echo(f"{len(rows)} pairs ({positives} same-answer) from {pairs}")
+    if positives == 0:
+        raise typer.BadParameter("the pair file has no same_answer pairs")
+    mined: dict[str, str] = {}
+    if mine != "none":
+        mined = mine_hard_negatives(rows, base, method=mine)
+        typer.echo(f"mined {len(mined)} hard negatives ({mine})")
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    if embedder:
+        rep = train_embedder(
+            rows,
+            out / "embedder",
+            base=base,
+            epochs=epochs,
+            batch_size=batch_size,
+            mined=mined,
+            max_steps=max_steps,
+            threads=threads,
+        )
+        typer.echo(f"embedder: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
+        lines.append(f'embedder = "{(out / "embedder").resolve()}"')
+    if verifier:
+        rep = train_verifier(
+            rows,
+            out / "verifier",
+            base=base,
+            epochs=epochs,
+            batch_size=batch_size,
+            mined=mined,
+            max_steps=max_steps,
+            threads=threads,
+        )
+        typer.echo(f"verifier: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
+        lines.append(f'verifier = "{(out / "verifier").resolve()}"')
+    typer.echo("config (TOML) — calibrate the thresholds for the new model next:")
+    for line in lines:
+        typer.echo("  " + line)
 
 
 def register(app: typer.Typer) -> None:
     """Add the accuracy commands to the ``modelcache`` application."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    app.command("eval")(eval_command)
+    app.command("calibrate")(calibrate_command)
+    app.command("finetune")(finetune_command)

@@ -85,8 +85,8 @@ class CrossEncoderVerifier:
 
 def load_verifier(spec: str | os.PathLike[str] | ScoreFn | Verifier) -> Verifier:
     """A verifier from a local CrossEncoder directory, a ``Verifier``, or any callable."""
-    if isinstance(spec, Verifier) and not isinstance(spec, (str, os.PathLike)):
-        return spec
+    if not isinstance(spec, (str, os.PathLike)) and callable(getattr(spec, "score", None)):
+        return spec  # type: ignore[return-value]
     if isinstance(spec, (str, os.PathLike)):
         return CrossEncoderVerifier(spec)
     if callable(spec):

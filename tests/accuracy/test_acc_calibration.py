@@ -1,0 +1,105 @@
+"""Calibration picks the loosest thresholds that reach the target precision; CLI and TOML."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from modelcache import CacheConfig, FakeEmbedder
+from modelcache.calibration import calibrate, pick_threshold, save_toml
+from modelcache.cli_accuracy import register
+from modelcache.finetune import Pair
+
+TOPICS = [
+    "password reset", "docker volume", "python list sort", "git rebase", "tax return",
+    "football rules", "bread recipe", "car insurance", "linux kernel", "coffee beans",
+]  # fmt: skip
+
+
+def synthetic_pairs(n: int = 120, seed: int = 0) -> list[Pair]:
+    """Positives share most words; negatives share a topic word or nothing."""
+    rng = random.Random(seed)
+    pairs = []
+    for i in range(n):
+        topic = rng.choice(TOPICS)
+        a = f"how do I handle {topic} issues today"
+        if i % 2:
+            pairs.append(Pair(a, f"how should I handle {topic} issues", True))
+        else:
+            other = rng.choice([t for t in TOPICS if t != topic])
+            pairs.append(Pair(a, f"what about {other} and {topic.split()[0]}", False))
+    return pairs
+
+
+def test_pick_threshold_finds_the_loosest_precise_cut() -> None:
+    scores = np.array([0.95, 0.9, 0.85, 0.8, 0.7, 0.6])
+    labels = np.array([True, True, True, False, True, False])
+    op = pick_threshold(scores, labels, 0.99)
+    assert op.reached and op.threshold == pytest.approx(0.805) and op.recall == 0.75
+    op = pick_threshold(scores, labels, 0.8)  # 4 of 5 above 0.7 are right
+    assert op.reached and op.threshold <= 0.7 and op.recall == 1.0
+    guarded = pick_threshold(scores, labels, 0.99, allowed=np.array([1, 1, 1, 0, 1, 1], bool))
+    assert guarded.recall == 1.0  # the guard removed the only false positive above 0.7
+
+
+def test_calibrate_reaches_target_on_synthetic_pairs() -> None:
+    pairs = synthetic_pairs()
+    cal = calibrate(pairs, FakeEmbedder(), 0.95, long_query_tokens=48)
+    assert cal.short is not None and cal.short.reached
+    assert cal.overall_precision >= 0.95 and cal.overall_recall > 0.5
+    values = cal.config_values()
+    assert set(values) == {"similarity_threshold", "similarity_threshold_long"}
+    CacheConfig(**values)  # valid config values
+
+
+def test_calibrate_with_verifier_and_contexts() -> None:
+    pairs = synthetic_pairs(60)
+
+    class Oracle:
+        def score(self, items: list[tuple[str, str]]) -> list[float]:
+            return [0.9 if "handle" in a and "handle" in b else 0.1 for a, b in items]
+
+    contexts = [("tax law question", "question about tax law", True),
+                ("tax law question", "football match tonight", False)]  # fmt: skip
+    cal = calibrate(pairs, FakeEmbedder(), 0.99, verifier=Oracle(), context_pairs=contexts)
+    assert cal.verifier is not None and cal.verifier.reached
+    assert cal.overall_recall == 1.0
+    assert cal.context is not None and "context_threshold" in cal.config_values()
+
+
+def test_save_toml_merges_into_a_config(tmp_path: Path) -> None:
+    path = tmp_path / "modelcache.toml"
+    path.write_text('[modelcache]\nembedder = "minilm"\ntop_k = 7\n', encoding="utf-8")
+    save_toml(path, {"similarity_threshold": 0.83, "similarity_threshold_long": 0.9})
+    cfg = CacheConfig.from_toml(path)
+    assert cfg.similarity_threshold == 0.83 and cfg.top_k == 7 and cfg.embedder == "minilm"
+
+
+def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    pairs_file = tmp_path / "pairs.jsonl"
+    rows = [{"a": p.a, "b": p.b, "same_answer": p.same_answer} for p in synthetic_pairs()]
+    pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    toml = tmp_path / "cfg.toml"
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        ["calibrate", str(pairs_file), "--target-precision", "0.95", "--embedder", "fake",
+         "--no-guard", "--save", str(toml)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "similarity_threshold" in res.output and "recall" in res.output
+    cfg = CacheConfig.from_toml(toml)
+    res = runner.invoke(
+        app, ["eval", str(pairs_file), "--config", str(toml), "--embedder", "fake", "--no-guard"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "| precision |" in res.output.replace("precision | recall", "precision |")
+    assert f"cos>={cfg.similarity_threshold:.2f}" in res.output
