@@ -518,14 +518,20 @@ class Cache:
                 self._log("insert", r, 0.0)
         return [r.exact_key for r, _ in items]
 
-    def remove(self, ids: Iterable[str]) -> int:
-        """Delete entries by id from both stores; returns how many existed."""
+    def remove(self, ids: Iterable[str], *, tenant: str | None = None) -> int:
+        """Delete entries by id from both stores; returns how many existed.
+
+        With ``tenant``, ids of other tenants' entries are left alone (multi-tenant front ends).
+        """
         ids = [str(i) for i in ids]
         if not ids:
             return 0
         try:
             with self._write_lock:
                 found = self._sql.locate(ids)
+                if tenant is not None:
+                    owned = {p.id for p in self._sql.find_partitions(tenant=tenant)}
+                    found = [(i, pid) for i, pid in found if pid in owned]
                 self._delete_entries(found)
         except Exception as exc:
             raise BackendError(f"remove failed: {exc}") from exc
@@ -623,12 +629,14 @@ class Cache:
                         "env": p.env,
                         "model": p.model,
                         "params": json.loads(p.params_json),
+                        "system": p.system or None,
                         "query": row.query,
                         "history": json.loads(row.history_json),
                         "answer": json.loads(row.answer_json),
                         "metadata": json.loads(row.metadata_json or "{}"),
                         "created_at": row.created_at,
                         "hit_count": row.hit_count,
+                        "ttl": row.ttl,
                         "expires_at": row.expires_at,
                     }
 
@@ -692,9 +700,13 @@ class Cache:
         """Async :meth:`insert_many`."""
         return await asyncio.to_thread(self.insert_many, list(items), ttl=ttl, metadata=metadata)
 
-    async def aremove(self, ids: Iterable[str]) -> int:
+    async def aremove(self, ids: Iterable[str], *, tenant: str | None = None) -> int:
         """Async :meth:`remove`."""
-        return await asyncio.to_thread(self.remove, list(ids))
+        return await asyncio.to_thread(self.remove, list(ids), tenant=tenant)
+
+    async def aregister(self, scope: Scope, system: str | None = None) -> str:
+        """Async :meth:`register`."""
+        return await asyncio.to_thread(self.register, scope, system)
 
     async def aclear(
         self,

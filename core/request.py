@@ -141,13 +141,16 @@ class Partition:
     model: str
     params_json: str
     system_hash: str
+    system: str = ""  # the prompt itself, kept so that export/import round-trips
 
     @classmethod
     def of(cls, scope: Scope, system: str | None) -> Partition:
         """Derive the partition of a scope and system prompt."""
         system_hash = _digest(normalize_text(system)) if system else ""
         pid = _digest(scope.tenant, scope.env, scope.model, scope.params_json, system_hash)
-        return cls(pid, scope.tenant, scope.env, scope.model, scope.params_json, system_hash)
+        return cls(
+            pid, scope.tenant, scope.env, scope.model, scope.params_json, system_hash, system or ""
+        )
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class PartitionRow(SQLModel, table=True):
     model: str = Field(max_length=191, index=True)
     params_json: str = Field(sa_column=_text())
     system_hash: str = Field(max_length=32)
+    system: str = Field(default="", sa_column=_text())
     created_at: float = Field(sa_column=_time())
 
 

@@ -105,6 +105,7 @@ class SQLStore:
                     model=partition.model,
                     params_json=partition.params_json,
                     system_hash=partition.system_hash,
+                    system=partition.system,
                     created_at=now,
                 )
             )

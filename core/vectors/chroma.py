@@ -116,7 +116,8 @@ class ChromaVectorStore:
             raise
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else []
-        return [(i, 1.0 - float(d)) for i, d in zip(ids, dists, strict=True)]
+        # float32 rounding can put identical vectors a hair past 1: clamp to the cosine range
+        return [(i, min(1.0, max(-1.0, 1.0 - float(d)))) for i, d in zip(ids, dists, strict=True)]
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""
