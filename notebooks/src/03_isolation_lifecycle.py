@@ -55,7 +55,7 @@ def slow_llm(request: Request) -> str:
     return f"[{s.tenant}/{s.env}/{s.model}] answer to: {request.query}"
 
 
-def ask(cache: Cache, request: Request) -> str:
+def ask(cache: Cache, request: Request) -> None:
     """The Redis-like pattern: look up; on a miss call the LLM and insert its answer."""
     started = time.perf_counter()
     hit = cache.lookup(request)
@@ -66,7 +66,6 @@ def ask(cache: Cache, request: Request) -> str:
         answer, how = hit.answer, f"{hit.kind} hit ({hit.similarity:.3f})"
     ms = (time.perf_counter() - started) * 1000
     print(f"{how:<22} {ms:7.1f} ms  {request.query!r}\n{'':31}-> {answer}")
-    return answer
 
 
 cache = open_cache("isolation")

@@ -10,7 +10,7 @@
 # pairs.
 #
 # The labelled pairs are read by path from the evaluation data folder (`../../shared/data`
-# next to the repository, or `MODELCACHE_EVAL_DATA`); they are not part of the package.
+# next to the repository, or `MODELCACHE_DATA`); they are not part of the package.
 
 # %%
 import os
@@ -38,7 +38,7 @@ from modelcache import (
 )
 from modelcache.guard import Guard
 
-DATA = Path(os.environ.get("MODELCACHE_EVAL_DATA", "../../shared/data"))
+DATA = Path(os.environ.get("MODELCACHE_DATA", "../../shared/data"))
 workdir = Path(tempfile.mkdtemp(prefix="modelcache-nb04-"))
 
 hard_pairs = [json.loads(line) for line in (DATA / "hard_pairs_dev.jsonl").open(encoding="utf-8")]
