@@ -518,10 +518,13 @@ class Cache:
                 self._log("insert", r, 0.0)
         return [r.exact_key for r, _ in items]
 
-    def remove(self, ids: Iterable[str], *, tenant: str | None = None) -> int:
+    def remove(
+        self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None
+    ) -> int:
         """Delete entries by id from both stores; returns how many existed.
 
-        With ``tenant``, ids of other tenants' entries are left alone (multi-tenant front ends).
+        With ``tenant`` / ``model``, ids of entries outside them are left alone (multi-tenant
+        front ends).
         """
         ids = [str(i) for i in ids]
         if not ids:
@@ -529,8 +532,8 @@ class Cache:
         try:
             with self._write_lock:
                 found = self._sql.locate(ids)
-                if tenant is not None:
-                    owned = {p.id for p in self._sql.find_partitions(tenant=tenant)}
+                if tenant is not None or model is not None:
+                    owned = {p.id for p in self._sql.find_partitions(tenant=tenant, model=model)}
                     found = [(i, pid) for i, pid in found if pid in owned]
                 self._delete_entries(found)
         except Exception as exc:
@@ -700,9 +703,11 @@ class Cache:
         """Async :meth:`insert_many`."""
         return await asyncio.to_thread(self.insert_many, list(items), ttl=ttl, metadata=metadata)
 
-    async def aremove(self, ids: Iterable[str], *, tenant: str | None = None) -> int:
+    async def aremove(
+        self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None
+    ) -> int:
         """Async :meth:`remove`."""
-        return await asyncio.to_thread(self.remove, list(ids), tenant=tenant)
+        return await asyncio.to_thread(self.remove, list(ids), tenant=tenant, model=model)
 
     async def aregister(self, scope: Scope, system: str | None = None) -> str:
         """Async :meth:`register`."""

@@ -24,7 +24,7 @@ from ..request import Request as CacheRequest
 from ..request import Scope as CacheScope
 from .auth import Principal, authenticate
 from .errors import ApiError, Codes, Kind, envelope_error_body
-from .legacy import handle_envelope, owned_ids
+from .legacy import handle_envelope
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .schemas import (
     ClearResult,
@@ -370,10 +370,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Delete one entry (a key can only delete its own tenant's entries)."""
         ids = [entry_id]
         started = time.perf_counter()
-        if principal.tenant is not None:
-            ids = await owned_ids(cache, ids, principal.tenant, None)
         try:
-            count = await cache.aremove(ids) if ids else 0
+            count = await cache.aremove(ids, tenant=principal.tenant) if ids else 0
         except ModelCacheError as exc:
             raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
         metrics.observe("remove", time.perf_counter() - started)

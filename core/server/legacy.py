@@ -201,23 +201,6 @@ async def _insert(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Se
     return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "id_list": ids}
 
 
-async def owned_ids(cache: Cache, ids: list[str], tenant: str, model: str | None) -> list[str]:
-    """The subset of ``ids`` stored under ``tenant`` (and ``model``): a key never deletes
-    another tenant's entries. The engine has no get-by-id, so this scans the tenant's export."""
-    import asyncio
-
-    wanted = set(ids)
-
-    def scan() -> list[str]:
-        return [
-            row["id"]
-            for row in cache.export(tenant=tenant)
-            if row["id"] in wanted and (model is None or row["model"] == model)
-        ]
-
-    return await asyncio.to_thread(scan)
-
-
 async def _remove(
     cache: Cache, body: dict[str, Any], scope: _Scope, principal: Principal, metrics: ServerMetrics
 ) -> Any:
@@ -247,9 +230,10 @@ async def _remove(
             if id_list is None:
                 raise ApiError(400, Codes.REMOVE_FAILED, "delete_by_id needs an id_list", "remove")
             ids = [str(i) for i in id_list]
-            if principal.tenant is not None:
-                ids = await owned_ids(cache, ids, scope.tenant, scope.model)
-            count = await cache.aremove(ids)
+            if principal.tenant is not None:  # a key never deletes another tenant's entries
+                count = await cache.aremove(ids, tenant=scope.tenant, model=scope.model)
+            else:
+                count = await cache.aremove(ids)
             response: dict[str, Any] = {
                 "status": "success",
                 "milvus": f"delete_count: {count}",
