@@ -1,0 +1,197 @@
+"""The same core behaviour on SQLite, MariaDB and PostgreSQL (Chroma stays in tmp_path).
+
+MariaDB and PostgreSQL tests use a throwaway database each and skip when the service is absent
+(fail instead under MODELCACHE_REQUIRE_SERVICES=1, as in CI).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelcache import Cache, FakeEmbedder, IncompatibleCacheError, Message, Request
+
+Q = "How do I reset my password?"
+PARAPHRASE = "How do I reset my password please?"
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ]
+)
+def sql_url(request: pytest.FixtureRequest) -> str | None:
+    """None (embedded SQLite) or the URL of a fresh MariaDB / PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue(f"{request.param}_url"))
+
+
+@pytest.fixture
+def db_cache(
+    sql_url: str | None, make_cache: Callable[..., Cache], tmp_path: Path
+) -> Callable[..., Cache]:
+    """Factory of caches on the backend under test (closed before the database is dropped)."""
+
+    def factory(**fields: Any) -> Cache:
+        if sql_url is not None:
+            fields.setdefault("sql_url", sql_url)
+        return make_cache(tmp_path / "store", **fields)
+
+    return factory
+
+
+def rq(text: str = Q, **scope: Any) -> Request:
+    """A single-turn request."""
+    return Request.from_text(text, **scope)
+
+
+def test_core_behaviour(db_cache: Callable[..., Cache]) -> None:
+    cache = db_cache()
+    ids = cache.insert_many(
+        [
+            (rq(), {"answer": "forgot password link"}),
+            (rq(Q, tenant="other"), "other tenant"),
+            (rq("What is the capital of France?", model="m2"), "Paris"),
+            (Request("explain more", history=(Message("user", "What is tax law?"),)), "tax"),
+        ]
+    )
+    hit = cache.lookup(rq())
+    assert hit is not None and hit.exact and hit.answer == {"answer": "forgot password link"}
+    hit = cache.lookup(rq(PARAPHRASE))
+    assert hit is not None and hit.kind == "semantic" and hit.entry_id == ids[0]
+    other = cache.lookup(rq(PARAPHRASE, tenant="other"))
+    assert other is not None and other.answer == "other tenant"
+    assert cache.lookup(rq(PARAPHRASE, tenant="third")) is None
+    assert cache.lookup(rq(Q, model="m2")) is None
+    assert cache.lookup(Request("explain more", history=(Message("user", "What is tax law?"),)))
+
+    cache.insert(rq(), "replaced")
+    assert cache.stats()["entries"] == 4
+    assert cache.lookup(rq()).answer == "replaced"  # type: ignore[union-attr]
+
+    assert cache.remove([ids[0], "missing"]) == 1
+    assert cache.lookup(rq()) is None and cache.lookup(rq(PARAPHRASE)) is None
+    assert cache.clear(tenant="other") == 1
+    assert cache.lookup(rq(Q, tenant="other")) is None
+    assert cache.lookup(rq("What is the capital of France?", model="m2")) is not None
+    assert cache.check().ok
+    assert cache.clear() == 2
+    assert cache.stats()["entries"] == 0
+    assert cache.check().ok
+
+
+def test_reopen_finds_entries_and_checks_the_embedder(db_cache: Callable[..., Cache]) -> None:
+    first = db_cache()
+    first.insert_many([(rq(), "pw"), (rq("What is the capital of France?"), "Paris")])
+    first.lookup(rq())
+    first.close()
+    second = db_cache(embedder=FakeEmbedder())
+    stats = second.stats()
+    assert stats["entries"] == 2
+    assert sum(p.get("stored_hits", p.get("hits", 0)) for p in stats["partitions"]) == 1
+    assert second.lookup(rq()) is not None
+    hit = second.lookup(rq(PARAPHRASE))
+    assert hit is not None and hit.answer == "pw"
+    with pytest.raises(IncompatibleCacheError):
+        db_cache(embedder=FakeEmbedder(64))
+
+
+def test_clear_matches_fields_exactly(db_cache: Callable[..., Cache]) -> None:
+    """MySQL/MariaDB compare case-, accent- and trailing-space-insensitively by default."""
+    cache = db_cache()
+    tenants = ["acme", "ACME", "acme ", "acmé"]
+    cache.insert_many([(rq(Q, tenant=t), t) for t in tenants])
+    cache.insert_many(
+        [
+            (rq(Q, tenant="acme", model="GPT-4o"), "upper model"),
+            (rq(Q, tenant="x", params={"style": "X"}), "upper param"),
+            (rq(Q, tenant="x", params={"style": "x"}), "lower param"),
+        ]
+    )
+    assert cache.clear(tenant="acme", model="default") == 1
+    for t in tenants[1:]:
+        hit = cache.lookup(rq(Q, tenant=t))
+        assert hit is not None and hit.answer == t, f"tenant {t!r} was cleared"
+    assert cache.clear(model="gpt-4o") == 0
+    assert cache.lookup(rq(Q, tenant="acme", model="GPT-4o")) is not None
+    assert cache.clear(tenant="x", params={"style": "x"}) == 1
+    assert cache.lookup(rq(Q, tenant="x", params={"style": "X"})) is not None
+    assert cache.check().ok
+
+
+def test_large_and_unicode_values(db_cache: Callable[..., Cache]) -> None:
+    cache = db_cache()
+    big = {"text": "λ😀" * 50_000, "list": list(range(1000))}  # > 64 KiB, 4-byte characters
+    query = "如何重置我的密码? 😀 naïve café"
+    cache.insert(rq(query, tenant="tenant-ü", model="模型"), big, metadata={"k": "v😀"})
+    hit = cache.lookup(rq(query, tenant="tenant-ü", model="模型"))
+    assert hit is not None and hit.answer == big and hit.metadata == {"k": "v😀"}
+    assert hit.matched_query == query
+
+
+def test_ttl_on_the_backend(db_cache: Callable[..., Cache], clock: Any) -> None:
+    cache = db_cache()
+    cache.insert(rq(), "short", ttl=5)
+    assert cache.lookup(rq()) is not None
+    clock.advance(6)
+    assert cache.lookup(rq()) is None
+    assert cache.lookup(rq(PARAPHRASE)) is None
+
+
+def _run_threads(count: int, work: Callable[[int], None]) -> None:
+    """Run ``work(i)`` in ``count`` threads; re-raise the first failure."""
+    failures: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            work(i)
+        except BaseException as exc:  # re-raised in the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a writer hung"
+    if failures:
+        raise failures[0]
+
+
+def test_concurrent_writers_of_distinct_keys(db_cache: Callable[..., Cache]) -> None:
+    cache = db_cache()
+
+    def work(worker: int) -> None:
+        for i in range(15):
+            cache.insert(rq(f"worker {worker} question {i}"), i)
+            cache.lookup(rq(f"worker {worker} question {i} please"))
+
+    _run_threads(6, work)
+    assert cache.stats()["entries"] == 6 * 15
+    assert cache.stats()["errors"] == 0
+    assert cache.check().ok
+
+
+def test_concurrent_inserts_of_the_same_key(db_cache: Callable[..., Cache]) -> None:
+    """Concurrent misses on one prompt all insert its answer at once (a thundering herd)."""
+    cache = db_cache()
+    barrier = threading.Barrier(6)
+
+    def work(worker: int) -> None:
+        for i in range(10):
+            barrier.wait(timeout=30)
+            cache.insert(rq(f"shared question {i}"), {"w": worker, "i": i})
+
+    _run_threads(6, work)
+    assert cache.stats()["entries"] == 10
+    for i in range(10):
+        hit = cache.lookup(rq(f"shared question {i}"))
+        assert hit is not None and hit.answer["i"] == i
+    assert cache.check().ok
