@@ -79,8 +79,8 @@ for row in sorted(hard_pairs, key=lambda r: (r["lang"], r["kind"])):
 # above paraphrases such as "learn guitar" (0.81). MiniLM cannot read Chinese at all: "读取" (read)
 # and "写入" (write) a CSV file score 1.000, which is why Chinese users should set
 # `embedder="multilingual"`. The guard names the difference that decides the answer: a number,
-# a programming language, an entity, an antonym. "raw eggs / raw chicken" is a trap it does not
-# know about; that is the verifier's job.
+# a programming language, an entity, an antonym, or one content word swapped in an otherwise
+# identical question ("raw eggs / raw chicken").
 #
 # ## The guard inside the cache
 #
@@ -119,9 +119,11 @@ for lang, label, embedder in (("en", "MiniLM", minilm), ("zh", "multilingual", u
 # or any callable that scores `(request, candidate)` pairs. It runs only on candidates that
 # passed the threshold and the guard, and only inside the grey band
 # `[threshold, threshold + verifier_band)`; a score below `verifier_threshold` rejects the
-# candidate. A cross-encoder reads both questions together, which is what the "raw eggs / raw
-# chicken" trap needs. Here a stand-in callable shows where the hook sits: it records what it is
-# asked and rejects candidates whose food differs.
+# candidate. A cross-encoder reads both questions together, which is what a reworded trap
+# needs: "Is raw chicken safe to eat?" is not word for word "Is it safe to eat raw eggs?", so
+# the guard lets it through. Here a stand-in callable shows where the hook sits: it records what
+# it is asked and rejects candidates whose food differs. With a threshold of 0.70 and a band of
+# 0.20, candidates at 0.90 or above are accepted without asking it.
 
 # %%
 asked: list[tuple[str, str]] = []
@@ -138,15 +140,16 @@ def food_verifier(pairs: list[tuple[str, str]]) -> list[float]:
     return [0.0 if (wa & FOODS) != (wb & FOODS) else 1.0 for wa, wb in words]
 
 
+settings = dict(similarity_threshold=0.70, verifier_band=0.20)
 with Cache(
-    CacheConfig(path=tempfile.mkdtemp(dir=workdir), similarity_threshold=0.75),
+    CacheConfig(path=tempfile.mkdtemp(dir=workdir), **settings),
     embedder=minilm,
     verifier=food_verifier,
 ) as cache:
     cache.insert(Request.from_text("Is it safe to eat raw eggs?"), "Only pasteurised ones.")
-    for q in ("Is it safe to eat raw chicken?", "Can I safely eat eggs raw?"):
+    for q in ("Is raw chicken safe to eat?", "Are raw eggs safe to eat?"):
         hit = cache.lookup(Request.from_text(q))
-        print(f"{q!r:36} -> {hit.answer if hit else 'miss'}")
+        print(f"{q!r:32} -> {f'{hit.answer} ({hit.similarity:.2f})' if hit else 'miss'}")
 print("the verifier was asked:", asked)
 
 # %% [markdown]
@@ -245,8 +248,8 @@ plt.show()
 # %% [markdown]
 # ## Calibration
 #
-# Calibration picks the lowest threshold that reaches a target precision on labelled pairs and
-# reports the recall it keeps. On this sample, for a few targets:
+# Calibration picks the loosest thresholds that still reach a target precision and reports the
+# recall they keep. Read off the cache-level curves above:
 
 # %%
 for target in (0.80, 0.85, 0.90):
@@ -261,7 +264,36 @@ for target in (0.80, 0.85, 0.90):
     print("  ".join(line))
 
 # %% [markdown]
-# 400 lookups make a noisy estimate; calibrate on your own pairs (the query log can be exported
-# with `Cache.export_log()` and labelled) and put the result in the configuration:
-# `CacheConfig(similarity_threshold=...)` or `MODELCACHE_SIMILARITY_THRESHOLD`. The full
+# `modelcache.calibration.calibrate` does it pairwise (each labelled pair scored alone, the
+# guard's verdict included), with separate thresholds for short and long queries, and returns
+# the `CacheConfig` values to use. The command line does the same on a file and can save the
+# result into a TOML config:
+# `modelcache calibrate pairs.jsonl --target-precision 0.95 --save modelcache.toml`.
+
+# %%
+import contextlib
+import io
+
+from modelcache.calibration import calibrate
+from modelcache.finetune import Pair
+
+pairs = [Pair(r["a"], r["b"], r["same_answer"]) for r in sample]
+for target in (0.85, 0.90):
+    with contextlib.redirect_stderr(io.StringIO()):  # no progress bar in the output
+        cal = calibrate(pairs, embedder, target, guard=guard)
+    print(
+        f"target {target:.2f}: {cal.config_values()}  pairwise precision "
+        f"{cal.overall_precision:.2f}, recall {cal.overall_recall:.2f}"
+    )
+for note in cal.notes:
+    print("note:", note)
+calibrated = CacheConfig(path=str(workdir / "calibrated"), **cal.config_values())
+print("similarity_threshold now", calibrated.similarity_threshold)
+
+# %% [markdown]
+# On these Quora questions the shipped model reaches high precision only by giving up most of
+# the recall; the fine-tuned embedder and the verifier measured by `benchmarks/accuracy.py` move
+# that trade-off. 400 pairs make a noisy estimate. Calibrate on your own traffic: with `query_log=True` the
+# cache records every lookup, `Cache.export_log()` yields the rows to label, and
+# `modelcache finetune` trains an embedder or a verifier on the labelled pairs. The full
 # benchmark over every data set is `benchmarks/accuracy.py` (see `docs/benchmarks.md`).
