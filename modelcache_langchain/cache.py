@@ -28,9 +28,6 @@ __all__ = ["ModelCache"]
 
 logger = logging.getLogger(__name__)
 
-# A similarity no two different texts reach: prompts marked exact-only never hit semantically.
-_EXACT_ONLY = 1.0
-
 
 class ModelCache(BaseCache):
     """LangChain cache that answers exact repeats and paraphrases from a ``modelcache.Cache``.
@@ -84,8 +81,9 @@ class ModelCache(BaseCache):
             params={"llm_string": llm_string_digest(llm_string)},
         )
 
-    def _request(self, prompt: str, llm_string: str) -> tuple[Request, float | None] | None:
-        """The engine request and threshold override, or None when the prompt is not cacheable."""
+    def _request(self, prompt: str, llm_string: str) -> tuple[Request, bool] | None:
+        """The engine request and whether only an exact repeat may answer it; None when the
+        prompt is not cacheable."""
         try:
             parsed = parse_prompt(prompt)
             request = Request(
@@ -97,7 +95,7 @@ class ModelCache(BaseCache):
         except Exception as exc:
             logger.warning("modelcache: prompt not cacheable, treated as a miss: %s", exc)
             return None
-        return request, (_EXACT_ONLY if parsed.exact_only else None)
+        return request, parsed.exact_only
 
     @staticmethod
     def _restore(hit: Hit | None) -> list[Generation] | None:
@@ -142,9 +140,9 @@ class ModelCache(BaseCache):
         prepared = self._request(prompt, llm_string)
         if prepared is None:
             return None
-        request, threshold = prepared
+        request, exact_only = prepared
         try:
-            hit = self.engine.lookup(request, threshold=threshold)
+            hit = self.engine.lookup(request, exact_only=exact_only)
         except Exception as exc:
             logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
             return None
@@ -170,9 +168,9 @@ class ModelCache(BaseCache):
         prepared = self._request(prompt, llm_string)
         if prepared is None:
             return None
-        request, threshold = prepared
+        request, exact_only = prepared
         try:
-            hit = await self.engine.alookup(request, threshold=threshold)
+            hit = await self.engine.alookup(request, exact_only=exact_only)
         except Exception as exc:
             logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
             return None

@@ -237,7 +237,7 @@ class CachedLLM(LLM):
             return None
 
     def _accept(self, plan: Plan, codec: Codec[R], hit: Hit | None) -> R | None:
-        if hit is None or (plan.exact_only and not hit.exact):
+        if hit is None:
             return None
         try:
             return codec.from_answer(hit.answer, hit)
@@ -249,7 +249,7 @@ class CachedLLM(LLM):
         if plan is None:
             return None
         try:
-            hit = self.cache.lookup(plan.request)
+            hit = self.cache.lookup(plan.request, exact_only=plan.exact_only)
         except Exception as exc:
             self._fault("lookup", exc)
             return None
@@ -259,7 +259,7 @@ class CachedLLM(LLM):
         if plan is None:
             return None
         try:
-            hit = await self.cache.alookup(plan.request)
+            hit = await self.cache.alookup(plan.request, exact_only=plan.exact_only)
         except Exception as exc:
             self._fault("lookup", exc)
             return None
