@@ -293,7 +293,7 @@ print("similarity_threshold now", calibrated.similarity_threshold)
 # %% [markdown]
 # On these Quora questions the shipped model reaches high precision only by giving up most of
 # the recall; the fine-tuned embedder and the verifier measured by `benchmarks/accuracy.py` move
-# that trade-off. 400 pairs make a noisy estimate. Calibrate on your own traffic: with `query_log=True` the
-# cache records every lookup, `Cache.export_log()` yields the rows to label, and
-# `modelcache finetune` trains an embedder or a verifier on the labelled pairs. The full
-# benchmark over every data set is `benchmarks/accuracy.py` (see `docs/benchmarks.md`).
+# that trade-off. 400 pairs make a noisy estimate. Calibrate on your own traffic: with
+# `query_log=True` the cache records every lookup, `Cache.export_log()` yields the rows to
+# label, and `modelcache finetune` trains an embedder or a verifier on the labelled pairs. The
+# full benchmark over every data set is `benchmarks/accuracy.py` (see `docs/benchmarks.md`).
