@@ -157,6 +157,12 @@ class Cache:
             chroma_path = (
                 str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
             )
+            if chroma_path is None and not cfg.chroma_url:
+                log.warning(
+                    "modelcache: no path and no chroma_url: vectors live in memory and are lost "
+                    "when the process ends (rows stay in %s)",
+                    sql_url,
+                )
             vector_store = ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
         self._vectors = vector_store
         self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)

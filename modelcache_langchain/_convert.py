@@ -12,10 +12,12 @@ import hashlib
 import inspect
 import json
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core._api.beta_decorator import LangChainBetaWarning
 from langchain_core.load import dumps, load
 from langchain_core.messages import (
     AIMessage,
@@ -95,10 +97,16 @@ def _has_allowlist() -> bool:
 
 
 def _revive(obj: Any, allowed: list[type[BaseMessage]] | str) -> Any:
-    """``langchain_core.load.load`` restricted to ``allowed`` classes where supported."""
-    if _has_allowlist():
-        return load(obj, allowed_objects=allowed)
-    return load(obj)  # pragma: no cover - older langchain-core without the allowlist
+    """``langchain_core.load.load`` restricted to ``allowed`` classes where supported.
+
+    ``load`` is marked beta and warns on every call; the adapter's use is fixed and tested, so
+    the warning would only be noise in a user's logs.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=LangChainBetaWarning)
+        if _has_allowlist():
+            return load(obj, allowed_objects=allowed)
+        return load(obj)  # pragma: no cover - older langchain-core without the allowlist
 
 
 @dataclass(frozen=True)
