@@ -152,6 +152,8 @@ class Bench:
     def multiturn(self, convs: Sequence[Any], settings: Sequence[Setting]) -> list[EvalResult]:
         """Per setting: first-turn paraphrase, paraphrased conversation, context swaps."""
         results: list[EvalResult] = []
+        texts = [t for c in convs for t in (c.u0, c.u0_duplicate, c.u1, c.u1_duplicate)]
+        self.memo.warm(texts)
         with tempfile.TemporaryDirectory(prefix="mc-mt-") as tmp:
             with Cache(self._config(tmp, settings[0]), embedder=self.memo) as cache:
                 insert_conversations(cache, convs)
@@ -163,6 +165,7 @@ class Bench:
                         convs,
                         f"{self.label}: {s.label}",
                         followup_threshold=s.followup_threshold,
+                        memo=self.memo,
                     )
                 results += out.values()
         return results

@@ -5,9 +5,10 @@ Input is a JSONL file of question pairs, one object per line::
     {"a": "How do I reset my password?", "b": "I forgot my password", "same_answer": true}
 
 ``same_answer`` (bool, or 0/1) says whether one cached answer serves both questions; other keys
-(``a_cluster``, ``kind`` ...) are ignored. The same format is what you mine from the query log:
-a lookup ``b`` that hit entry ``a`` and was accepted by the user (or by an LLM judge) is a
-positive; a hit that was reported wrong, or a miss whose fresh answer differed, is a negative.
+(``a_cluster``, ``kind`` ...) are ignored. The same format is what you mine from the query log
+(``Cache(..., query_log=True)``, then ``cache.export_log()``): a lookup ``b`` that was served
+entry ``a`` and accepted (by the user or an LLM judge) is a positive, a hit reported wrong is a
+negative; :func:`pairs_from_query_log` and :func:`write_pairs` do that.
 
 The embedder (a) is trained from the shipped MiniLM with two objectives alternating batch by
 batch: in-batch ranking with a *hard negative* per positive pair (a labelled non-duplicate of
@@ -38,8 +39,10 @@ __all__ = [
     "default_base_model",
     "load_pairs",
     "mine_hard_negatives",
+    "pairs_from_query_log",
     "train_embedder",
     "train_verifier",
+    "write_pairs",
 ]
 
 log = logging.getLogger(__name__)
@@ -96,6 +99,41 @@ def load_pairs(path: str | os.PathLike[str], limit: int | None = None, seed: int
     if limit is not None and limit < len(pairs):
         pairs = random.Random(seed).sample(pairs, limit)
     return pairs
+
+
+def pairs_from_query_log(
+    rows: Iterable[dict[str, Any]], judge: Callable[[str, str], bool | None]
+) -> list[Pair]:
+    """Labelled pairs from ``Cache.export_log()`` rows: each semantic hit, judged.
+
+    ``judge(request, cached_question)`` says whether the served answer was right: user
+    feedback (a thumbs-down on a cached answer is ``False``), a regenerated answer compared
+    with the cached one, or an LLM judge; ``None`` skips the pair. Write the result with
+    :func:`write_pairs` and train on it like any other pair file.
+    """
+    out: list[Pair] = []
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        if row.get("op") != "lookup" or row.get("kind") != "semantic":
+            continue
+        query, matched = row.get("query"), row.get("matched_query")
+        if not query or not matched or (query, matched) in seen:
+            continue
+        seen.add((query, matched))
+        verdict = judge(query, matched)
+        if verdict is not None:
+            out.append(Pair(matched, query, bool(verdict)))
+    return out
+
+
+def write_pairs(pairs: Iterable[Pair], path: str | os.PathLike[str]) -> int:
+    """Write pairs as JSONL (``{"a","b","same_answer"}``); returns how many."""
+    n = 0
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in pairs:
+            fh.write(json.dumps({"a": p.a, "b": p.b, "same_answer": p.same_answer}) + "\n")
+            n += 1
+    return n
 
 
 class _Components:
@@ -265,7 +303,8 @@ def train_embedder(
     rng = random.Random(seed)
     base = base or default_base_model()
     model = _load_bi_encoder(base)
-    model.max_seq_length = max_length
+    serve_length = model.max_seq_length
+    model.max_seq_length = max_length  # short sequences train fast; serving keeps the base's
     if mined is None:
         mined = mine_hard_negatives(pairs, base, progress=progress)
     triplets = _triplets(pairs, mined, rng)
@@ -334,6 +373,7 @@ def train_embedder(
                 on_step(step, value)
     bar.close()
     model.eval()
+    model.max_seq_length = serve_length
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out))

@@ -69,3 +69,24 @@ def test_finetune_command_writes_usable_models(tmp_path: Path) -> None:
         cache.insert(Request.from_text("How do I reset my password?"), "use the link")
         hit = cache.lookup(Request.from_text("How can I reset my password?"))
         assert hit is not None and hit.answer == "use the link"
+
+
+def test_pairs_from_query_log(tmp_path: Path) -> None:
+    from modelcache.finetune import pairs_from_query_log, write_pairs
+
+    def hit(query: str, matched: str, kind: str = "semantic") -> dict[str, str]:
+        return {"op": "lookup", "kind": kind, "query": query, "matched_query": matched}
+
+    rows = [
+        hit("reset pw?", "reset password"),
+        hit("stop docker", "start docker"),
+        hit("x", "x", kind="exact"),
+        {"op": "insert", "query": "y"},
+        hit("unsure", "unclear"),
+    ]
+    verdicts = {"reset pw?": True, "stop docker": False}
+    pairs = pairs_from_query_log(rows, lambda q, m: verdicts.get(q))
+    assert pairs == [Pair("reset password", "reset pw?", True),
+                     Pair("start docker", "stop docker", False)]  # fmt: skip
+    path = tmp_path / "mined.jsonl"
+    assert write_pairs(pairs, path) == 2 and load_pairs(path) == pairs

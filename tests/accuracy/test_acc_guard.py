@@ -105,3 +105,10 @@ def test_hard_pairs_dev(guard: Guard) -> None:
     passed = sum(guard.conflict(r["a"], r["b"]) is None for r in paraphrases)
     assert passed == len(paraphrases)
     assert caught >= len(traps) - 1  # "raw eggs / raw chicken" is a plain noun swap
+
+
+def test_warm_loads_lists_and_jieba() -> None:
+    fresh = Guard()
+    fresh.warm()
+    assert fresh._words is not None
+    assert fresh.conflict("如何开启蓝牙?", "如何关闭蓝牙?") == "antonym 开启/关闭"
