@@ -24,10 +24,9 @@ _LIVE = sa.select(_ENTRY).where(
     _ENTRY.c.partition_id == sa.bindparam("pid"),
     sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > sa.bindparam("now")),
 )
-_MANY = sa.select(_ENTRY).where(
-    _ENTRY.c.id.in_(sa.bindparam("ids", expanding=True)),
-    _ENTRY.c.partition_id == sa.bindparam("pid"),
-)
+# By primary key only: with a partition filter beside it, SQLite's planner picks the partition
+# index and scans the whole partition (12 ms at 30k entries instead of 0.1 ms).
+_MANY = sa.select(_ENTRY).where(_ENTRY.c.id.in_(sa.bindparam("ids", expanding=True)))
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
@@ -177,8 +176,12 @@ class SQLStore:
         if not ids:
             return {}
         with self.engine.connect() as conn:
-            rows = conn.execute(_MANY, {"ids": list(ids), "pid": partition_id}).all()
-        return {row.id: EntryRow.model_construct(**row._mapping) for row in rows}
+            rows = conn.execute(_MANY, {"ids": list(ids)}).all()
+        return {
+            row.id: EntryRow.model_construct(**row._mapping)
+            for row in rows
+            if row.partition_id == partition_id  # isolation: never another partition's row
+        }
 
     def upsert(self, rows: Sequence[EntryRow]) -> None:
         """Insert rows, replacing any row with the same id (idempotent writes).
