@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+
 from modelcache import Cache, CacheConfig, Embedder, FakeEmbedder, SentenceTransformerEmbedder
 
 _START = 1_700_000_000.0
