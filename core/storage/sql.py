@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -196,19 +197,19 @@ class SQLStore:
         for attempt in range(3):
             try:
                 with self.engine.begin() as conn:
-                    for start in range(0, len(values), _CHUNK):
-                        conn.execute(self._upsert_stmt(values[start : start + _CHUNK]))
+                    conn.execute(self._upsert, values)  # one prepared statement, executemany
                 return
             except sa.exc.OperationalError:
                 if attempt == 2 or self.dialect != "mysql":
                     raise
 
-    def _upsert_stmt(self, values: list[dict[str, Any]]) -> Any:
+    @functools.cached_property
+    def _upsert(self) -> Any:
         updated = [c.name for c in _ENTRY.columns if c.name != "id"]
         if self.dialect == "mysql":
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-            stmt = mysql_insert(_ENTRY).values(values)
+            stmt = mysql_insert(_ENTRY)
             return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -216,7 +217,7 @@ class SQLStore:
             from sqlalchemy.dialects.sqlite import insert as pg_insert
         else:  # pragma: no cover - guarded by the supported URLs
             raise ConfigError(f"unsupported SQL dialect {self.dialect!r}")
-        stmt = pg_insert(_ENTRY).values(values)
+        stmt = pg_insert(_ENTRY)
         return stmt.on_conflict_do_update(
             index_elements=["id"], set_={c: stmt.excluded[c] for c in updated}
         )
