@@ -704,8 +704,8 @@ class _HitRecorder:
         self._cache = cache
         self.last: Any = None
 
-    def lookup(self, request: Request, *, threshold: float | None = None) -> Any:
-        self.last = self._cache.lookup(request, threshold=threshold)
+    def lookup(self, request: Request, **options: Any) -> Any:
+        self.last = self._cache.lookup(request, **options)
         return self.last
 
     def __getattr__(self, name: str) -> Any:
