@@ -26,7 +26,7 @@ from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
 from .request import Partition, Request, Scope, _canonical_json
-from .storage import EntryRow, LogRow, SQLStore
+from .storage import EntryRow, SQLStore
 from .vectors import ChromaVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport"]
@@ -251,20 +251,20 @@ class Cache:
     def _log(self, op: str, request: Request, elapsed_ms: float, hit: Hit | None = None) -> None:
         p = request.partition
         self._writer.record(
-            LogRow(
-                at=self._clock(),
-                op=op,
-                partition_id=p.id,
-                tenant=p.tenant,
-                model=p.model,
-                query=request.query_text,
-                hit=hit is not None,
-                kind=hit.kind if hit else None,
-                similarity=hit.similarity if hit else None,
-                entry_id=hit.entry_id if hit else None,
-                matched_query=hit.matched_query if hit else None,
-                latency_ms=elapsed_ms,
-            )
+            {
+                "at": self._clock(),
+                "op": op,
+                "partition_id": p.id,
+                "tenant": p.tenant,
+                "model": p.model,
+                "query": request.query_text,
+                "hit": hit is not None,
+                "kind": hit.kind if hit else None,
+                "similarity": hit.similarity if hit else None,
+                "entry_id": hit.entry_id if hit else None,
+                "matched_query": hit.matched_query if hit else None,
+                "latency_ms": elapsed_ms,
+            }
         )
 
     def _lookup(self, request: Request, threshold: float | None, exact_only: bool) -> Hit | None:

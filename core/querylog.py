@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import col, delete, select
 
 from .storage.models import LogRow
@@ -24,6 +25,7 @@ __all__ = ["BackgroundWriter", "iter_log"]
 log = logging.getLogger("modelcache")
 
 _BATCH = 500
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 
 class BackgroundWriter:
@@ -38,7 +40,7 @@ class BackgroundWriter:
         interval: float = 0.5,
     ) -> None:
         self._store = store
-        self._queue: queue.Queue[LogRow] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=queue_size)
         self._periodic = periodic
         self._interval = interval
         self._wake = threading.Event()
@@ -49,8 +51,12 @@ class BackgroundWriter:
         self._thread = threading.Thread(target=self._run, name="modelcache-writer", daemon=True)
         self._thread.start()
 
-    def record(self, row: LogRow) -> bool:
-        """Queue a log row without blocking; False (and counted) when the queue is full."""
+    def record(self, row: dict[str, Any]) -> bool:
+        """Queue a log row (LogRow's columns) without blocking; False and counted when full.
+
+        Plain dicts, written with one prepared statement: building validated model objects
+        on the lookup path would cost more than the lookup itself on an exact hit.
+        """
         try:
             self._queue.put_nowait(row)
         except queue.Full:
@@ -66,7 +72,7 @@ class BackgroundWriter:
 
     def _write_log(self) -> None:
         while True:
-            batch: list[LogRow] = []
+            batch: list[dict[str, Any]] = []
             while len(batch) < _BATCH:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -75,9 +81,8 @@ class BackgroundWriter:
             if not batch:
                 return
             try:
-                with self._store.session() as s:
-                    s.add_all(batch)
-                    s.commit()
+                with self._store.engine.begin() as conn:
+                    conn.execute(sa.insert(_LOG), batch)
                 self.written += len(batch)
             except Exception as exc:
                 self.dropped += len(batch)
