@@ -441,22 +441,33 @@ def export(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")
     ] = None,
+    log: Annotated[
+        bool,
+        typer.Option(
+            "--log",
+            help="Export the query log (lookups and inserts, with hit kind, similarity and "
+            "matched query) instead of the entries: mine it for labelled pairs.",
+        ),
+    ] = False,
 ) -> None:
     """Write every entry (of --tenant, if given) as JSON lines, re-importable with `import`."""
     state = _state(ctx)
     count = 0
     with state.open_cache() as cache:
         sink = output.open("w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
+        rows = cache.export_log() if log else cache.export(tenant=state.tenant)
         with sink as fh:
-            for row in cache.export(tenant=state.tenant):
-                if state.env and row.get("env") != state.env:
+            for row in rows:
+                if log and state.tenant and row.get("tenant") != state.tenant:
+                    continue
+                if not log and state.env and row.get("env") != state.env:
                     continue
                 if state.model and row.get("model") != state.model:
                     continue
                 fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 count += 1
     if output:
-        err.print(f"exported {count} entries to {output}")
+        err.print(f"exported {count} {'log rows' if log else 'entries'} to {output}")
 
 
 # ---- observation and maintenance ------------------------------------------------------------

@@ -235,3 +235,21 @@ def test_demo_script_holds_on_the_real_model(
     wrong = [r for r in data["requests"] if not r["as_expected"]]
     assert wrong == [], wrong
     assert data["summary"]["false_hits"] == 0 and data["summary"]["semantic_hits"] >= 4
+
+
+def test_export_log_writes_the_query_log_as_jsonl(
+    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELCACHE_QUERY_LOG", "true")
+    assert invoke("insert", "how do I reset my password", "click forgot").exit_code == 0
+    assert as_json(invoke("query", "how do I reset my password", "--json"))["hit"]
+    assert as_json(invoke("query", "something else entirely", "--json"))["hit"] is False
+    out = tmp_path / "log.jsonl"
+    assert invoke("export", "--log", "--output", str(out)).exit_code == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["op"], r["hit"]) for r in rows] == [
+        ("insert", False),
+        ("lookup", True),
+        ("lookup", False),
+    ]
+    assert rows[1]["kind"] == "exact" and rows[1]["matched_query"] == "how do I reset my password"
