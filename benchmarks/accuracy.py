@@ -184,7 +184,7 @@ def header(args: argparse.Namespace) -> str:
             + "`",
             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch "
             f"{torch.__version__} on 1 thread; a shared machine, so latencies are noisy",
-            f"- qqp_dev rows: {args.limit or 'all 10,000'}; protocol and sets: "
+            f"- sets: {args.sets}; qqp_dev rows: {args.limit or 'all 10,000'}; protocol: "
             "../shared/data/README.md",
             "- p50/p95: lookup wall time including the measured single-query embedding time "
             "(and verifier scoring when it ran), see the module docstring",
@@ -204,6 +204,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-multilingual", action="store_true", help="skip the USE embedder")
     parser.add_argument("--thresholds", default="0.80,0.85,0.90,0.95")
     parser.add_argument("--ft-thresholds", default="0.75,0.80,0.85,0.90")
+    parser.add_argument(
+        "--verifier-grid",
+        default="",
+        help="cos:score points for the verifier, e.g. 0.80:0.3,0.85:0.5 "
+        "(default: the first two thresholds x 0.5, 0.8, 0.9)",
+    )
+    parser.add_argument("--use-thresholds", default="0.70,0.75,0.80,0.85,0.90")
+    parser.add_argument("--no-minilm", action="store_true", help="only the fine-tuned embedder")
     parser.add_argument("--out", default=str(RESULTS), help="where the raw tables are written")
     args = parser.parse_args(argv)
     sets = set(args.sets.split(","))
@@ -222,12 +230,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table + "\n", flush=True)
         out.append(table + "\n")
 
-    benches = [("minilm", "MiniLM", thresholds)]
+    benches = [] if args.no_minilm else [("minilm", "MiniLM", thresholds)]
     if args.finetuned:
         benches.append((args.finetuned, "MiniLM fine-tuned", ft_thresholds))
     for spec, label, ths in benches:
         bench = Bench(spec, label, verifier)
         vgrid = [(t, v) for t in (ths[0], ths[1]) for v in (0.5, 0.8, 0.9)] if verifier else []
+        if verifier and args.verifier_grid:
+            vgrid = [
+                (float(t), float(v))
+                for t, v in (p.split(":") for p in args.verifier_grid.split(","))
+            ]
         if qqp:
             emit(f"qqp_dev ({len(qqp)} rows) · {label}", bench.pairs(qqp, sweep(ths, vgrid), "qqp"))
         if mock:
@@ -253,33 +266,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"multiturn_dev ({len(convs)} conversations) · {label}",
                 bench.multiturn(convs, settings),
             )
-    if not args.no_multilingual and (hard or convs):
-        bench = Bench("multilingual", "USE multilingual", verifier)
-        ths = [0.6, 0.7, 0.75, 0.8, 0.85]
+    if not args.no_multilingual:
+        bench = Bench("multilingual", "USE multilingual", None)
+        use_ths = [float(t) for t in args.use_thresholds.split(",")]
+        if qqp:
+            emit(f"qqp_dev ({len(qqp)} rows) · USE", bench.pairs(qqp, sweep(use_ths), "qqp"))
+        if mock:
+            results = bench.pairs(mock, sweep(use_ths), "mock")
+            emit(f"gptcache_mock_pairs ({len(mock)}) · USE", results)
         if hard:
             for lang in ("en", "zh"):
                 rows = [r for r in hard if r.lang == lang]
-                emit(
-                    f"hard_pairs_dev {lang} ({len(rows)}) · USE",
-                    bench.pairs(rows, sweep(ths), lang),
-                )
-        if qqp:
-            emit(f"qqp_dev ({len(qqp)} rows) · USE", bench.pairs(qqp, sweep(ths[2:]), "qqp"))
-        if mock:
-            emit(
-                f"gptcache_mock_pairs ({len(mock)}) · USE",
-                bench.pairs(mock, sweep(ths[2:]), "mock"),
-            )
+                results = bench.pairs(rows, sweep([0.6, *use_ths]), lang)
+                emit(f"hard_pairs_dev {lang} ({len(rows)}) · USE", results)
         if convs:
             settings = [
-                Setting(0.75, True, context_threshold=c, followup_threshold=f)
+                Setting(use_ths[1], True, context_threshold=c, followup_threshold=f)
                 for c in (0.8, 0.85, 0.9)
                 for f in (None, 0.5, 0.6)
             ]
-            emit(
-                f"multiturn_dev ({len(convs)} conversations) · USE",
-                bench.multiturn(convs, settings),
-            )
+            results = bench.multiturn(convs, settings)
+            emit(f"multiturn_dev ({len(convs)} conversations) · USE", results)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text("\n".join(out), encoding="utf-8")
