@@ -74,7 +74,7 @@ class Setting:
         if self.context_threshold is not None:
             parts.append(f"context>={self.context_threshold:.2f}")
         if self.followup_threshold is not None:
-            parts.append(f"follow-up cos>={self.followup_threshold:.2f} (per call)")
+            parts.append(f"follow-up>={self.followup_threshold:.2f}")
         return ", ".join(parts)
 
 
@@ -117,6 +117,8 @@ class Bench:
             values["verifier_threshold"] = s.verifier_threshold
         if s.context_threshold is not None:
             values["context_threshold"] = s.context_threshold
+        if s.followup_threshold is not None:
+            values["similarity_threshold_followup"] = s.followup_threshold
         return CacheConfig(**values)
 
     def pairs(
@@ -160,13 +162,7 @@ class Bench:
             for s in settings:
                 verifier = self.verifier if s.verifier else None
                 with Cache(self._config(tmp, s), embedder=self.memo, verifier=verifier) as cache:
-                    out = run_multiturn(
-                        cache,
-                        convs,
-                        f"{self.label}: {s.label}",
-                        followup_threshold=s.followup_threshold,
-                        memo=self.memo,
-                    )
+                    out = run_multiturn(cache, convs, f"{self.label}: {s.label}", memo=self.memo)
                 results += out.values()
         return results
 

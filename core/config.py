@@ -58,20 +58,37 @@ class CacheConfig(BaseModel):
     )
 
     # ---- acceptance -------------------------------------------------------------------------
-    similarity_threshold: float = Field(
-        default=0.86, ge=-1.0, le=1.0, description="Cosine similarity a short query needs."
+    similarity_threshold: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a short query needs; None: the embedder's calibrated "
+        "value (MiniLM 0.85, multilingual 0.80).",
     )
-    similarity_threshold_long: float = Field(
-        default=0.90, ge=-1.0, le=1.0, description="Cosine similarity a long query needs."
+    similarity_threshold_long: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a long query needs; None: the embedder's value "
+        "(MiniLM 0.90, multilingual 0.85).",
+    )
+    similarity_threshold_followup: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity a short follow-up (a query with earlier turns) needs; "
+        "None: the embedder's value (MiniLM 0.45, multilingual 0.45).",
     )
     long_query_tokens: int = Field(
         default=48, ge=1, description="Token count from which a query counts as long."
     )
-    context_threshold: float = Field(
-        default=0.80,
+    context_threshold: float | None = Field(
+        default=None,
         ge=-1.0,
         le=1.0,
-        description="Cosine similarity two conversation contexts need to count as the same.",
+        description="Cosine similarity the earlier user turns need (the earlier assistant "
+        "replies must match exactly); None: the embedder's value (MiniLM 0.70, "
+        "multilingual 0.50).",
     )
     top_k: int = Field(default=5, ge=1, le=100, description="Candidates recalled per lookup.")
     guard: bool = Field(

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .config import CacheConfig
-from .embedding import Embedder, build_embedder
+from .embedding import Embedder, Thresholds, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
@@ -185,6 +185,11 @@ class Cache:
         """The embedder in use."""
         return self._embedder
 
+    @property
+    def thresholds(self) -> Thresholds:
+        """Thresholds in force: the config's where set, else the embedder's calibrated ones."""
+        return self._acceptor.thresholds
+
     def _check_settings(self) -> None:
         wanted = {
             "schema_version": _SCHEMA_VERSION,
@@ -283,7 +288,11 @@ class Cache:
             texts.append(request.context_text)
         vectors = self._embedder.embed(texts)
         context_vector = vectors[1] if request.context_text else None
-        recalled = self._vectors.query(partition.id, vectors[0], self.config.top_k)
+        # a follow-up recalls only among conversations with the same earlier replies, so the
+        # top-k is not filled by the same short follow-up asked in other conversations
+        recalled = self._vectors.query(
+            partition.id, vectors[0], self.config.top_k, request.replies_digest or None
+        )
         if not recalled:
             return None
         rows = self._sql.get_many([i for i, _ in recalled], partition.id)
@@ -511,7 +520,12 @@ class Cache:
             with self._write_lock:  # a remove of the same key in this process waits
                 self._sql.upsert(rows)  # SQL first: a vector without its row is an ignored orphan
                 for pid, indexes in by_partition.items():
-                    self._vectors.upsert(pid, [rows[i].id for i in indexes], queries[indexes])
+                    self._vectors.upsert(
+                        pid,
+                        [rows[i].id for i in indexes],
+                        queries[indexes],
+                        [unique[i][0].replies_digest for i in indexes],
+                    )
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
         except ModelCacheError:
             raise

@@ -348,33 +348,31 @@ def run_multiturn(
     name: str,
     *,
     threshold: float | None = None,
-    followup_threshold: float | None = None,
     memo: MemoEmbedder | None = None,
 ) -> dict[str, EvalResult]:
-    """Three measurements: first-turn paraphrase, paraphrased conversation, context swap.
+    """First-turn paraphrase, paraphrased conversation, and three kinds of wrong context.
 
-    Context swap: conversation *i*'s follow-up asked after conversation *i+1*'s first turn;
-    the stored follow-up of *i* must not be served (its context differs).
-    ``followup_threshold`` is a per-call cosine threshold for requests with a context: short
-    follow-ups ("death toll" / "how many people died") score far lower than first turns.
+    Context swap: conversation *i*'s follow-up asked after conversation *i+1*'s first turn
+    (verbatim and paraphrased follow-up); the stored follow-up of *i* must not be served.
+    Other follow-up: inside conversation *i* (paraphrased first turn, same reply), the
+    paraphrased follow-up of every other conversation about another first turn; serving *i*'s
+    stored follow-up is counted as false, although generic follow-ups ("when did it start" /
+    "start year") are sometimes the same question. ``threshold`` overrides every threshold.
     """
     out = {
         "first turn": EvalResult(f"{name} · first-turn paraphrase"),
         "paraphrase": EvalResult(f"{name} · paraphrased conversation"),
         "swap": EvalResult(f"{name} · context swap"),
         "swap_para": EvalResult(f"{name} · context swap, paraphrased follow-up"),
+        "other": EvalResult(f"{name} · other follow-up, same conversation"),
     }
     n = len(convs)
     for i, c in enumerate(convs):
         other = convs[(i + 1) % n]
+        own = _history(c.u0_duplicate, c.system_q0)
         cases = [
             ("first turn", Request(query=c.u0_duplicate), c.system_q0, True),
-            (
-                "paraphrase",
-                Request(query=c.u1_duplicate, history=_history(c.u0_duplicate, c.system_q0)),
-                c.system_q1,
-                True,
-            ),
+            ("paraphrase", Request(query=c.u1_duplicate, history=own), c.system_q1, True),
             ("swap", Request(query=c.u1, history=_history(other.u0, other.system_q0)), None, False),
             (
                 "swap_para",
@@ -383,11 +381,15 @@ def run_multiturn(
                 False,
             ),
         ]
+        cases += [
+            ("other", Request(query=o.u1_duplicate, history=own), None, False)
+            for o in convs
+            if o.u0 != c.u0 and o.u1 != c.u1
+        ]
         for key, req, expected, answerable in cases:
             res = out[key]
             started = time.perf_counter()
-            t = followup_threshold if req.history and followup_threshold is not None else threshold
-            hit = cache.lookup(req, threshold=t)
+            hit = cache.lookup(req, threshold=threshold)
             elapsed = (time.perf_counter() - started) * 1000
             if memo is not None:  # a request with a context embeds both texts
                 elapsed += memo.cost_ms(req.query_text) + memo.cost_ms(req.context_text)
@@ -424,7 +426,7 @@ def evaluate_file(
                 insert_conversations(cache, convs)
                 results = []
                 for t in thresholds:
-                    label = _label(cfg, t)
+                    label = _label(cache, t)
                     results += list(run_multiturn(cache, convs, label, threshold=t).values())
                 return results
             rows = load_rows(path, limit)
@@ -433,13 +435,14 @@ def evaluate_file(
             for t in thresholds:
                 with tqdm(total=len(rows), desc="lookups", disable=not progress) as bar:
                     results.append(
-                        run_pairs(cache, rows, _label(cfg, t), threshold=t, progress=bar.update)
+                        run_pairs(cache, rows, _label(cache, t), threshold=t, progress=bar.update)
                     )
             return results
 
 
-def _label(cfg: CacheConfig, threshold: float | None) -> str:
-    t = cfg.similarity_threshold if threshold is None else threshold
+def _label(cache: Cache, threshold: float | None) -> str:
+    cfg = cache.config
+    t = cache.thresholds.short if threshold is None else threshold
     parts = [f"cos>={t:.2f}", "guard" if cfg.guard else "no guard"]
     if cfg.verifier:
         parts.append(f"verifier>={cfg.verifier_threshold:.2f}")

@@ -3,7 +3,8 @@
 Embeddings score "read a JSON file in Python" and "... in Go" higher than most true paraphrases,
 so a cosine threshold alone cannot tell them apart. The guard compares what usually decides the
 answer: numbers and units, programming languages and named technologies, named entities (places,
-people, products), negations and antonyms (enable/disable, 升级/降级). Chinese is segmented with
+people, products), negations and antonyms (enable/disable, 升级/降级), and the kind of answer asked
+for (when vs where vs who). Chinese is segmented with
 jieba. The word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without
 touching the logic.
 
@@ -114,6 +115,8 @@ class GuardWords:
     stop_caps: set[str] = field(default_factory=set)
     stopwords: set[str] = field(default_factory=set)
     synonyms: dict[str, int] = field(default_factory=dict)  # word -> synonym group
+    answer_types: dict[str, str] = field(default_factory=dict)  # word or phrase -> kind
+    answer_heads: dict[str, str] = field(default_factory=dict)  # word -> kind, at a sentence start
 
     @classmethod
     def load(cls) -> GuardWords:
@@ -147,6 +150,12 @@ class GuardWords:
         words.numbers = {row[0]: float(row[1]) for row in _data_lines("guard_numbers.txt")}
         words.stop_caps = {row[0] for row in _data_lines("guard_stop_caps.txt")}
         words.stopwords = {w for row in _data_lines("guard_stopwords.txt") for w in row}
+        for row in _data_lines("guard_answer_types.txt"):
+            for phrase in row[1:]:
+                if phrase.startswith("^"):
+                    words.answer_heads.setdefault(phrase[1:], row[0])
+                else:
+                    words.answer_types.setdefault(phrase, row[0])
         for group, row in enumerate(_data_lines("guard_synonyms.txt")):
             for word in row:
                 words.synonyms.setdefault(word, group)
@@ -163,6 +172,7 @@ class _Features:
     entities: set[str]
     antonyms: set[str]
     negated: bool
+    answer_types: set[str]  # kinds of answer asked for: time, place, person, ...
     words: set[str]  # lowercase words and n-grams, to tell "missing" from "said differently"
     content: set[str]  # content words, for the closeness of the wording
     sequence: list[tuple[str, bool]]  # every word in order, and whether it is a content word
@@ -208,6 +218,9 @@ class Guard:
                 one_way = p in fa.antonyms and q not in fa.antonyms
                 if one_way and q in fb.antonyms and p not in fb.antonyms:
                     return f"antonym {p}/{q}"
+        if fa.answer_types and fb.answer_types and not fa.answer_types & fb.answer_types:
+            kinds = "/".join(sorted(fa.answer_types)), "/".join(sorted(fb.answer_types))
+            return f"question kind {kinds[0]} vs {kinds[1]}"
         if fa.negated != fb.negated and _closeness(fa.content, fb.content) >= _NEGATION_CLOSENESS:
             return "negation " + ("in first" if fa.negated else "in second")
         known = self.words.places
@@ -290,6 +303,14 @@ class Guard:
                 if len(base) >= 2 and _CJK.search(base) and base in text:
                     antonyms.add(base)
         negated = self._negated(text)
+        answer_types = {w.answer_types[g] for g in grams if g in w.answer_types}
+        answer_types |= {
+            w.answer_heads[low]
+            for low, start in zip(lower, starts, strict=True)
+            if start and low in w.answer_heads
+        }
+        if has_cjk:  # Chinese question words also inside longer segments: 什么时候, 在哪里
+            answer_types |= {k for p, k in w.answer_types.items() if _CJK.match(p) and p in text}
         content = {t for t in lower if t not in w.stopwords and t not in w.negations}
         content |= {word for word, flag in cjk_words if flag[:1] not in "xucpy"}
         content -= w.negations
@@ -299,7 +320,16 @@ class Guard:
         else:
             sequence = [(t, t.isalpha() and t not in w.stopwords) for t in lower]
         return _Features(
-            numbers, units, tech, entities, antonyms, negated, grams, content, sequence
+            numbers,
+            units,
+            tech,
+            entities,
+            antonyms,
+            negated,
+            answer_types,
+            grams,
+            content,
+            sequence,
         )
 
     def _negated(self, text: str) -> bool:

@@ -7,6 +7,7 @@ similarity first; the first one that does is the hit.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CacheConfig
-from .request import Request
+from .embedding.base import DEFAULT_THRESHOLDS, Thresholds
+from .request import Request, replies_digest
 from .storage.models import EntryRow
 
 if TYPE_CHECKING:
     from .embedding.base import Embedder
 
-__all__ = ["Acceptor", "Candidate", "decode_vector", "encode_vector"]
+__all__ = ["Acceptor", "Candidate", "decode_vector", "encode_vector", "resolve_thresholds"]
 
 log = logging.getLogger("modelcache")
 
@@ -34,6 +36,32 @@ def encode_vector(vector: np.ndarray) -> str:
 def decode_vector(text: str) -> np.ndarray:
     """Inverse of :func:`encode_vector`."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+
+def resolve_thresholds(config: CacheConfig, embedder: Embedder) -> Thresholds:
+    """The thresholds in force: each config field that is set, else the embedder's value."""
+    base = getattr(embedder, "thresholds", None)
+    if not isinstance(base, Thresholds):
+        base = DEFAULT_THRESHOLDS
+    return Thresholds(
+        short=_pick(config.similarity_threshold, base.short),
+        long=_pick(config.similarity_threshold_long, base.long),
+        followup=_pick(config.similarity_threshold_followup, base.followup),
+        context=_pick(config.context_threshold, base.context),
+    )
+
+
+def _pick(value: float | None, default: float) -> float:
+    return default if value is None else value
+
+
+def _row_replies(row: EntryRow) -> str:
+    """Replies digest of a stored entry's history (the same one the request computes)."""
+    try:
+        turns = json.loads(row.history_json) if row.history_json else []
+        return replies_digest((str(t[0]), str(t[1] or "")) for t in turns)
+    except (TypeError, ValueError, IndexError):
+        return "\x00corrupt"  # never equal to a request's digest
 
 
 @dataclass(frozen=True)
@@ -55,6 +83,7 @@ class Acceptor:
     ) -> None:
         self._config = config
         self._embedder = embedder
+        self.thresholds = resolve_thresholds(config, embedder)
         self._guard: Any | None = None
         if config.guard:
             from .guard import Guard
@@ -69,20 +98,29 @@ class Acceptor:
             self._verifier = load_verifier(verifier)
 
     def threshold_for(self, request: Request, override: float | None) -> float:
-        """Per-call override, else the short or long threshold by the query's token count."""
+        """Per-call override, else the long, follow-up or short threshold of the query."""
         if override is not None:
             return override
         if self._embedder.count_tokens(request.query_text) >= self._config.long_query_tokens:
-            return self._config.similarity_threshold_long
-        return self._config.similarity_threshold
+            return self.thresholds.long
+        if request.history:
+            return self.thresholds.followup
+        return self.thresholds.short
 
-    def _context_matches(self, request_ctx: np.ndarray | None, row: EntryRow) -> bool:
+    def _context_matches(
+        self, request: Request, request_ctx: np.ndarray | None, row: EntryRow
+    ) -> bool:
+        """Same earlier replies (exactly) and similar earlier user turns."""
+        if bool(request.history) != (row.history_json not in ("", "[]")):
+            return False
+        if request.history and _row_replies(row) != request.replies_digest:
+            return False
         if request_ctx is None or not row.context_text:
             return request_ctx is None and not row.context_text
         if row.context_vector is None:
             return False
         similarity = float(np.dot(request_ctx, decode_vector(row.context_vector)))
-        return similarity >= self._config.context_threshold
+        return similarity >= self.thresholds.context
 
     def choose(
         self,
@@ -99,7 +137,7 @@ class Acceptor:
                 break
             if (
                 cand.row.attachments != request.attachment_digest
-                or not self._context_matches(context_vector, cand.row)
+                or not self._context_matches(request, context_vector, cand.row)
                 or not is_usable(cand.row)
             ):
                 continue

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Message", "Partition", "Request", "Scope", "normalize_text"]
+__all__ = ["Message", "Partition", "Request", "Scope", "normalize_text", "replies_digest"]
 
 _WS = re.compile(r"\s+")
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
@@ -42,6 +42,16 @@ def _digest(*parts: str) -> str:
         h.update(part.encode("utf-8"))
         h.update(b"\x00")
     return h.hexdigest()[:32]
+
+
+def replies_digest(turns: Iterable[tuple[str, str]]) -> str:
+    """Digest of the non-user turns (assistant and tool replies) of a history; '' for none.
+
+    A follow-up's answer depends on what the model said before, so a semantic hit on a
+    follow-up needs a stored conversation whose earlier replies are the same.
+    """
+    replies = [[role, normalize_text(content)] for role, content in turns if role != "user"]
+    return _digest(_canonical_json(replies, "history")) if replies else ""
 
 
 def _split_content(content: Any) -> tuple[str, str]:
@@ -235,6 +245,11 @@ class Request:
         return "\n".join(
             normalize_text(m.content) for m in self.history if m.role == "user" and m.content
         )
+
+    @cached_property
+    def replies_digest(self) -> str:
+        """Digest of the earlier assistant and tool turns; a semantic hit must match it."""
+        return replies_digest((m.role, m.content) for m in self.history)
 
     @cached_property
     def attachment_digest(self) -> str:

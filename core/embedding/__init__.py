@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .adapters import LangChainEmbedder, LlamaIndexEmbedder
-from .base import BaseEmbedder, Embedder, FakeEmbedder, l2_normalize
+from .base import DEFAULT_THRESHOLDS, BaseEmbedder, Embedder, FakeEmbedder, Thresholds, l2_normalize
 from .models import (
     LLMLayerEmbedder,
     MultilingualEmbedder,
@@ -13,6 +13,7 @@ from .models import (
 )
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "BaseEmbedder",
     "Embedder",
     "FakeEmbedder",
@@ -21,6 +22,7 @@ __all__ = [
     "LlamaIndexEmbedder",
     "MultilingualEmbedder",
     "SentenceTransformerEmbedder",
+    "Thresholds",
     "build_embedder",
     "l2_normalize",
     "shipped_model_path",

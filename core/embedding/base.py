@@ -6,11 +6,20 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["BaseEmbedder", "Embedder", "FakeEmbedder", "count_words", "l2_normalize"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "BaseEmbedder",
+    "Embedder",
+    "FakeEmbedder",
+    "Thresholds",
+    "count_words",
+    "l2_normalize",
+]
 
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 
@@ -28,6 +37,25 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return (vectors / norms).astype(np.float32, copy=False)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Cosine thresholds calibrated for one embedder; config fields left unset use these.
+
+    ``followup`` applies to a query with earlier turns (short follow-ups such as "death toll" /
+    "how many people died" score far lower than standalone paraphrases); ``context`` is what the
+    earlier user turns need. Numbers and method: docs/benchmarks.md.
+    """
+
+    short: float
+    long: float
+    followup: float
+    context: float
+
+
+# all-MiniLM-L6-v2 (the shipped model), also used for embedders nobody calibrated
+DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.70)
 
 
 @runtime_checkable
@@ -61,6 +89,7 @@ class BaseEmbedder(ABC):
     """
 
     batch_size: int = 64
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
 
     @property
     @abstractmethod

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .base import BaseEmbedder, count_words
+from .base import BaseEmbedder, Thresholds, count_words
 
 __all__ = [
     "LLMLayerEmbedder",
@@ -98,6 +98,8 @@ class MultilingualEmbedder(BaseEmbedder):
 
     Tells Chinese sentences apart where MiniLM cannot; 512-d, no torch.
     """
+
+    thresholds = Thresholds(short=0.80, long=0.85, followup=0.45, context=0.50)
 
     def __init__(self, *, threads: int = 1) -> None:
         try:

@@ -15,6 +15,7 @@ from ..errors import BackendError
 __all__ = ["ChromaVectorStore"]
 
 _PREFIX = "mc-"
+_TAG = "tag"  # metadata key of a vector's tag (the conversation replies digest)
 
 
 class ChromaVectorStore:
@@ -87,19 +88,36 @@ class ChromaVectorStore:
         self._collections.pop(collection, None)
         return True
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Insert or replace vectors of a partition (recreating a collection deleted elsewhere)."""
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        """Insert or replace vectors of a partition (recreating a collection deleted elsewhere).
+
+        A tag is kept as Chroma metadata; untagged vectors carry none, so plain inserts cost
+        no metadata writes.
+        """
         if not ids:
             return
-        embeddings = np.asarray(vectors, dtype=np.float32)
+        args: dict[str, Any] = {
+            "ids": list(ids),
+            "embeddings": np.asarray(vectors, dtype=np.float32),
+        }
+        if tags is not None and any(tags):
+            args["metadatas"] = [{_TAG: t} if t else None for t in tags]
         try:
-            self._get(collection, create=True).upsert(ids=list(ids), embeddings=embeddings)
+            self._get(collection, create=True).upsert(**args)
         except Exception as exc:
             if not self._forget_if_gone(collection, exc):
                 raise
-            self._get(collection, create=True).upsert(ids=list(ids), embeddings=embeddings)
+            self._get(collection, create=True).upsert(**args)
 
-    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+    def query(
+        self, collection: str, vector: np.ndarray, k: int, tag: str | None = None
+    ) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
         coll = self._get(collection, create=False)
         if coll is None:
@@ -108,6 +126,7 @@ class ChromaVectorStore:
             res = coll.query(
                 query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
                 n_results=k,
+                where={_TAG: tag} if tag else None,
                 include=["distances"],
             )
         except Exception as exc:

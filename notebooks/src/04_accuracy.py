@@ -44,10 +44,10 @@ workdir = Path(tempfile.mkdtemp(prefix="modelcache-nb04-"))
 hard_pairs = [json.loads(line) for line in (DATA / "hard_pairs_dev.jsonl").open(encoding="utf-8")]
 minilm = SentenceTransformerEmbedder()  # the default embedder (English)
 use = MultilingualEmbedder()  # the `multilingual` embedder (Universal Sentence Encoder v3)
-default = CacheConfig()
-print(
-    f"{len(hard_pairs)} hard pairs; default similarity_threshold = {default.similarity_threshold}"
-)
+# CacheConfig leaves the thresholds unset: each embedder carries its calibrated ones
+print(f"{len(hard_pairs)} hard pairs")
+print("MiniLM thresholds:", minilm.thresholds)
+print("USE thresholds:   ", use.thresholds)
 
 # %% [markdown]
 # ## The problem: one word differs
@@ -236,8 +236,8 @@ for (name, curve), style in zip(curves.items(), ("--", "-"), strict=True):
     ax.plot(thresholds, curve[:, 0], style, color="tab:blue", label=f"precision, {name}")
     ax.plot(thresholds, curve[:, 1], style, color="tab:orange", label=f"recall, {name}")
     ax.plot(thresholds, curve[:, 2], style, color="tab:red", label=f"false-hit rate, {name}")
-ax.axvline(default.similarity_threshold, color="grey", lw=0.8)
-ax.text(default.similarity_threshold + 0.003, 0.02, "default", color="grey")
+ax.axvline(minilm.thresholds.short, color="grey", lw=0.8)
+ax.text(minilm.thresholds.short + 0.003, 0.02, "default", color="grey")
 ax.set_xlabel("similarity_threshold (cosine)")
 ax.set_ylim(0, 1)
 ax.set_title(f"qqp_dev sample ({len(sample)} lookups), MiniLM")

@@ -43,6 +43,10 @@ def guard() -> Guard:
          "negation"),
         ("Rocky II cast", "Rocky IV cast", "number"),
         ("Is it safe to eat raw eggs?", "Is it safe to eat raw fish?", "substitution"),
+        ("when did it begin", "who developed it", "question kind"),
+        ("start year of the revolution", "where did it begin", "question kind"),
+        ("Why is the sky blue?", "When is the sky blue?", "question kind"),
+        ("它是什么时候建成的?", "它在哪里?", "question kind"),
     ],
 )  # fmt: skip
 def test_conflicts_are_caught(guard: Guard, a: str, b: str, kind: str) -> None:
@@ -67,6 +71,10 @@ def test_conflicts_are_caught(guard: Guard, a: str, b: str, kind: str) -> None:
         ("如何提高睡眠质量?", "怎样才能睡得更好?"),
         ("How do I go to the airport from downtown?", "What's the best way to get to the airport?"),
         ("Can I get a visa for India online?", "How to apply for an Indian visa online?"),
+        ("initial location of the revolution", "Where did this period of change begin?"),
+        ("What should I do when I feel lost?", "Why do I feel lost?"),
+        ("When is the universe thought to have begun?", "how old is the universe"),
+        ("电话是谁发明的?", "谁发明了电话?"),
     ],
 )  # fmt: skip
 def test_paraphrases_pass(guard: Guard, a: str, b: str) -> None:
@@ -81,6 +89,7 @@ def test_word_lists_are_package_data() -> None:
     assert words.antonym_forms["stopped"] == "stop"
     assert "not" in words.negations and "why not" in words.negation_idioms
     assert words.units["km"] == "kilometer"
+    assert words.answer_heads["when"] == "time" and words.answer_types["what_year"] == "time"
 
 
 def test_ambiguous_technology_needs_context(guard: Guard) -> None:

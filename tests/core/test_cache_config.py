@@ -16,7 +16,9 @@ def test_defaults() -> None:
     assert cfg.embedder == "minilm"
     assert cfg.torch_threads == 1
     assert cfg.sql_url is None and cfg.chroma_url is None
-    assert cfg.similarity_threshold <= cfg.similarity_threshold_long
+    # thresholds left unset: the engine takes the embedder's calibrated ones
+    assert cfg.similarity_threshold is None and cfg.similarity_threshold_long is None
+    assert cfg.similarity_threshold_followup is None and cfg.context_threshold is None
     assert "prod" in cfg.environments
 
 
@@ -27,6 +29,7 @@ def test_defaults() -> None:
         {"similarity_threshold": -1.01},
         {"similarity_threshold_long": 2},
         {"context_threshold": -3},
+        {"similarity_threshold_followup": 1.2},
         {"top_k": 0},
         {"top_k": 1000},
         {"long_query_tokens": 0},
@@ -68,7 +71,7 @@ def test_with_returns_a_validated_copy() -> None:
     cfg = CacheConfig(path="/tmp/a")
     other = cfg.with_(similarity_threshold=0.9, top_k=3)
     assert (other.similarity_threshold, other.top_k, other.path) == (0.9, 3, "/tmp/a")
-    assert cfg.similarity_threshold == 0.86
+    assert cfg.similarity_threshold is None
     with pytest.raises(ConfigError):
         cfg.with_(similarity_threshold=9)
 

@@ -178,7 +178,7 @@ def test_multilingual_tells_chinese_sentences_apart(
     use_sim, minilm_sim = float(u[0] @ u[1]), float(m[0] @ m[1])
     assert minilm_sim > 0.95, "MiniLM cannot tell them apart (the reason for this embedder)"
     assert use_sim < minilm_sim - 0.2
-    assert use_sim < CacheConfig().similarity_threshold
+    assert use_sim < usem3.thresholds.short
     p = usem3.embed([PASSWORD, "怎样重置我的密码"])
     assert float(p[0] @ p[1]) > 0.9, "a Chinese paraphrase stays close"
 

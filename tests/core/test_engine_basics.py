@@ -9,6 +9,7 @@ import pytest
 from core_support import CountingEmbedder, collections, vector_ids
 
 from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Hit, Message, Request, Scope
+from modelcache.embedding import DEFAULT_THRESHOLDS, MultilingualEmbedder, Thresholds
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"  # FakeEmbedder cosine 0.90 > 0.86
@@ -144,6 +145,52 @@ def test_short_and_long_thresholds_by_token_count(make_cache: Callable[..., Cach
     assert cache.lookup(rq("how do I reset my old account password please")) is None  # 9: long
 
 
+def test_unset_thresholds_come_from_the_embedder(
+    make_cache: Callable[..., Cache], fake_embedder: FakeEmbedder
+) -> None:
+    assert make_cache().thresholds == DEFAULT_THRESHOLDS  # no calibration of its own
+
+    class Calibrated(FakeEmbedder):
+        thresholds = Thresholds(short=0.7, long=0.8, followup=0.4, context=0.6)
+
+    cache = make_cache(embedder=Calibrated(), similarity_threshold_followup=0.55)
+    assert cache.thresholds == Thresholds(short=0.7, long=0.8, followup=0.55, context=0.6)
+    assert MultilingualEmbedder.thresholds.short < DEFAULT_THRESHOLDS.short
+
+
+def test_follow_ups_use_the_follow_up_threshold(make_cache: Callable[..., Cache]) -> None:
+    cache = make_cache(
+        similarity_threshold=0.99, similarity_threshold_followup=0.3, context_threshold=0.5
+    )
+    turn = (Message("user", "Tell me about tax law"), Message("assistant", "Rules."))
+    cache.insert(Request("explain more about it", history=turn), "follow-up")
+    cache.insert(rq("explain more about it"), "standalone")
+    hit = cache.lookup(Request("please explain it more", history=turn))
+    assert hit is not None and hit.answer == "follow-up"
+    assert cache.lookup(rq("please explain it more")) is None, "standalone: 0.99 applies"
+
+
+def test_follow_up_recall_is_not_crowded_out_by_other_conversations(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """The same short follow-up stored in many conversations: top_k still finds this one."""
+    cache = make_cache(top_k=2, similarity_threshold_followup=0.3, context_threshold=0.3)
+    items = [
+        (
+            Request(
+                "when did it begin",
+                history=(Message("user", f"Tell me about topic {i}"), Message("assistant", f"{i}")),
+            ),
+            i,
+        )
+        for i in range(30)
+    ]
+    cache.insert_many(items)
+    mine = (Message("user", "Tell me about topic 17 please"), Message("assistant", "17"))
+    hit = cache.lookup(Request("when did it start", history=mine))
+    assert hit is not None and hit.answer == 17
+
+
 def test_best_candidate_wins(make_cache: Callable[..., Cache]) -> None:
     cache = make_cache(similarity_threshold=0.3)
     cache.insert(rq("reset my password"), "far")
@@ -194,10 +241,13 @@ def test_insert_many_with_history_stores_contexts(cache: Cache) -> None:
         ]
     )
     assert cache.stats()["entries"] == 2
-    # same user turns, another assistant wording: no exact key, the context decides
-    retold = (cup[0], Message("assistant", "It was Spain."))
-    hit = cache.lookup(Request("explain more", history=retold))
+    # other user words, the same reply: no exact key, the context decides
+    asked = (Message("user", "Who won the world cup in football?"), cup[1])
+    hit = cache.lookup(Request("explain more", history=asked))
     assert hit is not None and hit.kind == "semantic" and hit.answer == "more football"
+    # the same user turns, another reply: the follow-up may refer to it, so a miss
+    retold = (cup[0], Message("assistant", "It was Spain."))
+    assert cache.lookup(Request("explain more", history=retold)) is None
 
 
 def test_remove(cache: Cache) -> None:

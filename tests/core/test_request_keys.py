@@ -95,6 +95,27 @@ def test_context_is_the_earlier_user_turns_normalised() -> None:
     assert r.query_text == "explain more"
 
 
+def test_replies_digest_covers_the_earlier_replies_only() -> None:
+    reply = {"role": "assistant", "content": "The rules on  taxes."}
+    a = Request("explain more", history=[{"role": "user", "content": "What is tax law?"}, reply])
+    b = Request("and more?", history=[{"role": "user", "content": "Tax law?"}, reply])
+    c = Request(
+        "explain more",
+        history=[
+            {"role": "user", "content": "What is tax law?"},
+            {"role": "assistant", "content": "Law about taxation."},
+        ],
+    )
+    assert a.replies_digest and a.replies_digest == b.replies_digest  # user words do not count
+    assert a.replies_digest != c.replies_digest  # the model said something else
+    spaced = Request("x", history=[{"role": "assistant", "content": " The rules on taxes. "}])
+    assert spaced.replies_digest == a.replies_digest, "normalised like every other text"
+    tool = Request("x", history=[{"role": "tool", "content": "The rules on taxes."}])
+    assert tool.replies_digest != a.replies_digest, "the role is part of it"
+    assert Request("x").replies_digest == ""
+    assert Request("x", history=[{"role": "user", "content": "hi"}]).replies_digest == ""
+
+
 def test_standalone_request_has_empty_context() -> None:
     assert req().context_text == ""
     assert req().history == ()

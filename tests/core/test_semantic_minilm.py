@@ -49,7 +49,7 @@ def test_paraphrases_hit_and_report_their_similarity(
     assert hit.answer == "Use 'Forgot password' on the sign-in page."
     assert hit.matched_query == Q
     assert hit.similarity == pytest.approx(cos(minilm, paraphrase, Q), abs=1e-3)
-    assert real.config.similarity_threshold <= hit.similarity < 1.0
+    assert real.thresholds.short <= hit.similarity < 1.0
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_short_and_long_thresholds(
     assert 0.86 <= sim < 0.90, f"pair drifted: {sim:.3f}"
     tokens = minilm.count_tokens(GREEN_TEA_2)
     assert 5 < tokens < 48
-    # counted as short (default long_query_tokens=48): the short threshold 0.86 applies -> hit
+    # counted as short (default long_query_tokens=48): the short threshold 0.85 applies -> hit
     short = make_cache(embedder=minilm)
     short.insert(Request.from_text(GREEN_TEA), "yes")
     assert short.lookup(Request.from_text(GREEN_TEA_2)) is not None
@@ -95,16 +95,15 @@ def test_short_and_long_thresholds(
     # the same query counted as long: the long threshold 0.90 applies -> miss
     long = make_cache(embedder=minilm, long_query_tokens=5)
     assert long.lookup(Request.from_text(GREEN_TEA_2)) is None
-    assert long.lookup(Request.from_text(GREEN_TEA_2), threshold=0.86) is not None
+    assert long.lookup(Request.from_text(GREEN_TEA_2), threshold=0.85) is not None
 
 
 # ---- multi-turn context ------------------------------------------------------------------------
-TAX = (Message("user", "What is tax law?"), Message("assistant", "The rules on taxes."))
+TAX_REPLY = Message("assistant", "The rules on taxes.")
+TAX = (Message("user", "What is tax law?"), TAX_REPLY)
 FOOTBALL = (Message("user", "Who won the football world cup?"), Message("assistant", "Spain."))
-TAX_PARAPHRASED = (
-    Message("user", "Can you explain what tax law is?"),
-    Message("assistant", "Law about taxation."),
-)
+# a paraphrased first turn that the cache answered: the same reply, other words
+TAX_PARAPHRASED = (Message("user", "Can you explain what tax law is?"), TAX_REPLY)
 
 
 def test_same_follow_up_after_a_different_history_misses(real: Cache) -> None:
@@ -118,9 +117,38 @@ def test_same_follow_up_after_a_paraphrased_history_hits(
 ) -> None:
     real.insert(Request("explain more", history=TAX), "more on tax law")
     context_sim = cos(minilm, TAX[0].content, TAX_PARAPHRASED[0].content)
-    assert context_sim >= real.config.context_threshold
+    assert context_sim >= real.thresholds.context
     hit = real.lookup(Request("explain more", history=TAX_PARAPHRASED))
     assert hit is not None and hit.kind == "semantic" and hit.answer == "more on tax law"
+
+
+def test_a_different_earlier_reply_is_a_different_conversation(real: Cache) -> None:
+    """The follow-up refers to what the model said: same user turns, another reply, a miss."""
+    real.insert(Request("explain more", history=TAX), "more on tax law")
+    regenerated = (TAX[0], Message("assistant", "Tax law governs how taxes are assessed."))
+    assert real.lookup(Request("explain more", history=regenerated)) is None
+    assert real.lookup(Request("Explain more", history=TAX)) is not None
+
+
+def test_paraphrased_follow_up_uses_the_follow_up_threshold(
+    real: Cache, minilm: SentenceTransformerEmbedder
+) -> None:
+    history = (Message("user", "What was the impact of the Black Death?"), TAX_REPLY)
+    real.insert(Request("how many people died", history=history), "25-30 million")
+    sim = cos(minilm, "how many people died", "death toll")
+    assert real.thresholds.followup <= sim < real.thresholds.short, f"pair drifted: {sim:.3f}"
+    hit = real.lookup(Request("death toll", history=history))
+    assert hit is not None and hit.answer == "25-30 million"
+    assert real.lookup(Request.from_text("death toll")) is None, "standalone: short threshold"
+
+
+def test_another_follow_up_in_the_same_conversation_misses(real: Cache) -> None:
+    history = (Message("user", "Tell me about the Roman Empire."), TAX_REPLY)
+    real.insert(Request("when did it begin", history=history), "27 BC")
+    assert real.lookup(Request("who founded it", history=history)) is None
+    assert real.lookup(Request("where did it begin", history=history)) is None
+    hit = real.lookup(Request("when did it start", history=history))
+    assert hit is not None and hit.answer == "27 BC"
 
 
 def test_standalone_entry_does_not_answer_a_follow_up(real: Cache) -> None:
@@ -139,7 +167,7 @@ def test_each_history_gets_its_own_answer(real: Cache) -> None:
     )
     hit = real.lookup(Request("explain more", history=TAX_PARAPHRASED))
     assert hit is not None and hit.answer == "tax"
-    other = (Message("user", "Which team won the football world cup?"),)
+    other = (Message("user", "Which team won the football world cup?"), FOOTBALL[1])
     hit = real.lookup(Request("explain more", history=other))
     assert hit is not None and hit.answer == "football"
 
