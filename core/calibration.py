@@ -129,7 +129,8 @@ def embed_texts(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> d
 
     unique = list(dict.fromkeys(texts))
     out: dict[str, Any] = {}
-    with tqdm(total=len(unique), desc="embedding", unit="text", disable=len(unique) < 500) as bar:
+    quiet = len(unique) < 500 or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable
+    with tqdm(total=len(unique), desc="embedding", unit="text", disable=quiet) as bar:
         for i in range(0, len(unique), batch_size):
             chunk = unique[i : i + batch_size]
             vecs = np.asarray(embedder.embed(chunk), dtype=np.float32)

@@ -233,7 +233,8 @@ def _lr_at(step: int, total: int, lr: float, warmup: float = 0.1) -> float:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, unit="step", dynamic_ncols=True)
+    quiet = not enabled or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable wins
+    return tqdm(total=total, desc=desc, disable=quiet, unit="step", dynamic_ncols=True)
 
 
 def _triplets(

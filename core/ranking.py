@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,6 +90,11 @@ class Acceptor:
             from .guard import Guard
 
             self._guard = Guard()
+            # word lists and jieba's dictionary take about a second: load them now, off the
+            # caller's thread, instead of inside the first (Chinese) lookup
+            threading.Thread(
+                target=self._guard.warm, name="modelcache-guard-warm", daemon=True
+            ).start()
         if verifier is None and config.verifier is not None:
             verifier = config.verifier
         self._verifier: Any | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,19 @@ def test_warm_loads_lists_and_jieba() -> None:
     fresh.warm()
     assert fresh._words is not None
     assert fresh.conflict("如何开启蓝牙?", "如何关闭蓝牙?") == "antonym 开启/关闭"
+
+
+def test_a_new_cache_warms_the_guard_in_the_background(tmp_path: Path) -> None:
+    """jieba's dictionary is loaded after Cache() returns, before any lookup asks for it."""
+    code = (
+        "import sys, time, jieba\n"
+        "from modelcache import Cache, CacheConfig, FakeEmbedder\n"
+        f"cache = Cache(CacheConfig(path={str(tmp_path)!r}), embedder=FakeEmbedder())\n"
+        "started = time.monotonic()\n"
+        "while not jieba.dt.initialized and time.monotonic() - started < 30:\n"
+        "    time.sleep(0.05)\n"
+        "cache.close()\n"
+        "sys.exit(0 if jieba.dt.initialized else 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
