@@ -58,7 +58,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.md"
 class Setting:
     """One acceptance configuration."""
 
-    threshold: float
+    threshold: float | None  # None: the embedder's calibrated thresholds
     guard: bool
     verifier: bool = False
     verifier_threshold: float = 0.5
@@ -68,7 +68,8 @@ class Setting:
     @property
     def label(self) -> str:
         """How the setting is printed."""
-        parts = [f"cos>={self.threshold:.2f}", "guard" if self.guard else "cosine only"]
+        cos = "default thresholds" if self.threshold is None else f"cos>={self.threshold:.2f}"
+        parts = [cos, "guard" if self.guard else "cosine only"]
         if self.verifier:
             parts.append(f"verifier>={self.verifier_threshold:.2f}")
         if self.context_threshold is not None:
@@ -109,10 +110,11 @@ class Bench:
             "path": path,
             "embedder": self.spec,
             "guard": s.guard,
-            "similarity_threshold": s.threshold,
-            "similarity_threshold_long": s.threshold,
             "query_log": False,
         }
+        if s.threshold is not None:
+            values["similarity_threshold"] = s.threshold
+            values["similarity_threshold_long"] = s.threshold
         if s.verifier:
             values["verifier_threshold"] = s.verifier_threshold
         if s.context_threshold is not None:
@@ -253,10 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.pairs(rows, settings, lang),
                 )
         if convs:
-            settings = [
-                Setting(ths[1], True, context_threshold=c, followup_threshold=f)
-                for c in (0.8, 0.85, 0.9)
-                for f in (None, 0.5, 0.6)
+            settings = [Setting(None, True), Setting(None, False)] + [
+                Setting(None, True, context_threshold=c, followup_threshold=f)
+                for c in (0.6, 0.8)
+                for f in (0.40, 0.50, 0.60)
             ]
             emit(
                 f"multiturn_dev ({len(convs)} conversations) · {label}",
@@ -276,10 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = bench.pairs(rows, sweep([0.6, *use_ths]), lang)
                 emit(f"hard_pairs_dev {lang} ({len(rows)}) · USE", results)
         if convs:
-            settings = [
-                Setting(use_ths[1], True, context_threshold=c, followup_threshold=f)
-                for c in (0.8, 0.85, 0.9)
-                for f in (None, 0.5, 0.6)
+            settings = [Setting(None, True), Setting(None, False)] + [
+                Setting(None, True, context_threshold=c, followup_threshold=f)
+                for c in (0.4, 0.6)
+                for f in (0.40, 0.50, 0.55)
             ]
             results = bench.multiturn(convs, settings)
             emit(f"multiturn_dev ({len(convs)} conversations) · USE", results)

@@ -77,7 +77,7 @@ class CacheConfig(BaseModel):
         ge=-1.0,
         le=1.0,
         description="Cosine similarity a short follow-up (a query with earlier turns) needs; "
-        "None: the embedder's value (MiniLM 0.45, multilingual 0.45).",
+        "None: the embedder's value (MiniLM 0.45, multilingual 0.50).",
     )
     long_query_tokens: int = Field(
         default=48, ge=1, description="Token count from which a query counts as long."

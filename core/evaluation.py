@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .config import CacheConfig
+from .embedding.base import DEFAULT_THRESHOLDS, Thresholds
 from .engine import Cache
 from .request import Message, Request
 
@@ -205,6 +206,12 @@ class MemoEmbedder:
     def count_tokens(self, text: str) -> int:
         """Delegated."""
         return int(self._inner.count_tokens(text))
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """The wrapped embedder's calibrated thresholds, so defaults stay those of the model."""
+        inner = getattr(self._inner, "thresholds", None)
+        return inner if isinstance(inner, Thresholds) else DEFAULT_THRESHOLDS
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of the texts, computing only the new ones."""

@@ -99,7 +99,7 @@ class MultilingualEmbedder(BaseEmbedder):
     Tells Chinese sentences apart where MiniLM cannot; 512-d, no torch.
     """
 
-    thresholds = Thresholds(short=0.80, long=0.85, followup=0.45, context=0.50)
+    thresholds = Thresholds(short=0.80, long=0.85, followup=0.50, context=0.50)
 
     def __init__(self, *, threads: int = 1) -> None:
         try:

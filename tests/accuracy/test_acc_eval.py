@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from modelcache import CacheConfig, FakeEmbedder, SentenceTransformerEmbedder
-from modelcache.evaluation import EvalResult, evaluate_file, load_rows, markdown_table
+from modelcache.embedding import DEFAULT_THRESHOLDS, Thresholds
+from modelcache.evaluation import (
+    EvalResult,
+    MemoEmbedder,
+    evaluate_file,
+    load_rows,
+    markdown_table,
+)
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -51,3 +58,28 @@ def test_hard_pairs_through_the_engine(minilm: SentenceTransformerEmbedder) -> N
     assert plain.unanswerable_hits >= 5  # the traps fool the cosine
     assert guarded.unanswerable_hits <= 1  # target: at most 1 of 14 traps
     assert guarded.correct == plain.correct  # and no paraphrase lost to the guard
+
+
+def test_memo_embedder_keeps_the_models_thresholds() -> None:
+    class Calibrated(FakeEmbedder):
+        thresholds = Thresholds(short=0.7, long=0.8, followup=0.4, context=0.6)
+
+    assert MemoEmbedder(Calibrated()).thresholds == Calibrated.thresholds
+    assert MemoEmbedder(FakeEmbedder()).thresholds == DEFAULT_THRESHOLDS
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not (SHARED / "multiturn_dev.json").exists(), reason="no shared data")
+def test_multiturn_targets_at_the_default_thresholds(minilm: SentenceTransformerEmbedder) -> None:
+    """multiturn_dev with the shipped model and defaults: no context swap is served, and a
+    paraphrased conversation hits at least 80% of the time."""
+    results = evaluate_file(
+        SHARED / "multiturn_dev.json", CacheConfig(), embedder=MemoEmbedder(minilm), progress=False
+    )
+    by_kind = {r.name.split(" · ")[1]: r for r in results}
+    assert by_kind["paraphrased conversation"].recall >= 0.8
+    assert by_kind["paraphrased conversation"].precision == 1.0
+    assert by_kind["context swap"].hits == 0
+    assert by_kind["context swap, paraphrased follow-up"].hits == 0
+    other = by_kind["other follow-up, same conversation"]
+    assert other.lookups > 3000 and other.false_hit_rate <= 0.02
