@@ -4,8 +4,9 @@ Pairwise: every labelled pair is scored alone (cosine of the two questions, the 
 and the verifier's score when one is given), which is fast and stable; the cache-level
 benchmark (``benchmarks/accuracy.py``) then checks what users feel. Short and long queries get
 their own cosine threshold (long ones score higher for the same meaning); with a verifier the
-cosine threshold and the verifier threshold are searched together. The context threshold comes
-from conversations: the same first turn said two ways must match, different ones must not.
+cosine threshold and the verifier threshold are searched together. The context and follow-up
+thresholds come from conversations: the same first turn said two ways must match, different ones
+must not; a follow-up said two ways must match, another follow-up in that conversation must not.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ __all__ = [
     "Operating",
     "calibrate",
     "calibrate_contexts",
+    "calibrate_followups",
     "context_pairs_from_conversations",
     "embed_texts",
+    "followup_pairs_from_conversations",
     "pick_threshold",
     "save_toml",
 ]
@@ -62,6 +65,7 @@ class Calibration:
     short: Operating | None = None
     long: Operating | None = None
     context: Operating | None = None
+    followup: Operating | None = None
     verifier: Operating | None = None
     overall_precision: float = float("nan")
     overall_recall: float = float("nan")
@@ -76,6 +80,8 @@ class Calibration:
             values["similarity_threshold_long"] = round(self.long.threshold, 3)
         if self.context is not None:
             values["context_threshold"] = round(self.context.threshold, 3)
+        if self.followup is not None:
+            values["similarity_threshold_followup"] = round(self.followup.threshold, 3)
         if self.verifier is not None:
             values["verifier_threshold"] = round(self.verifier.threshold, 3)
         return values
@@ -153,8 +159,9 @@ def calibrate(
     verifier: Any | None = None,
     long_query_tokens: int = 48,
     context_pairs: Sequence[tuple[str, str, bool]] | None = None,
+    followup_pairs: Sequence[tuple[str, str, bool]] | None = None,
 ) -> Calibration:
-    """Thresholds (short, long, context, verifier) reaching ``target_precision`` on the pairs."""
+    """Thresholds (short, long, context, follow-up, verifier) reaching ``target_precision``."""
     if not 0.0 < target_precision <= 1.0:
         raise ValueError("target precision must be in (0, 1]")
     cal = Calibration(target_precision=target_precision, pairs=len(pairs))
@@ -209,6 +216,8 @@ def calibrate(
     cal.overall_recall = tp / max(1, int(labels.sum()))
     if context_pairs:
         cal.context = calibrate_contexts(context_pairs, embedder, target_precision)
+    if followup_pairs:
+        cal.followup = calibrate_followups(followup_pairs, embedder, target_precision, guard)
     return cal
 
 
@@ -242,6 +251,36 @@ def context_pairs_from_conversations(
         for i, a in enumerate(conversations)
         for j, b in enumerate(conversations)
         if i != j
+    ]
+    step = max(1, math.ceil(len(negatives) / max_negatives))
+    return out + negatives[::step]
+
+
+def calibrate_followups(
+    pairs: Sequence[tuple[str, str, bool]],
+    embedder: Any,
+    target_precision: float,
+    guard: Any | None = None,
+) -> Operating:
+    """Follow-up threshold from (stored, asked, same) triples, the guard's verdict included."""
+    vectors = embed_texts(embedder, [t for a, b, _ in pairs for t in (a, b)])
+    cos = _cosines(vectors, [(a, b) for a, b, _ in pairs])
+    labels = np.array([same for _, _, same in pairs])
+    allowed = np.array([guard is None or guard.conflict(b, a) is None for a, b, _ in pairs])
+    return pick_threshold(cos, labels, target_precision, allowed=allowed)
+
+
+def followup_pairs_from_conversations(
+    conversations: Sequence[Any], max_negatives: int = 5000
+) -> list[tuple[str, str, bool]]:
+    """Follow-ups said two ways (positives) and the other conversations' follow-ups asked in
+    their place (negatives), as ``benchmarks/accuracy.py`` asks them."""
+    out = [(c.u1, c.u1_duplicate, True) for c in conversations]
+    negatives = [
+        (a.u1, b.u1_duplicate, False)
+        for a in conversations
+        for b in conversations
+        if a.u0 != b.u0 and a.u1 != b.u1
     ]
     step = max(1, math.ceil(len(negatives) / max_negatives))
     return out + negatives[::step]

@@ -90,7 +90,8 @@ def calibrate_command(
     contexts: Annotated[
         Path | None,
         typer.Option(
-            help="Conversations JSON (multiturn_dev format) for the context threshold.",
+            help="Conversations JSON (multiturn_dev format) for the context and follow-up "
+            "thresholds.",
             exists=True,
             dir_okay=False,
         ),
@@ -100,8 +101,13 @@ def calibrate_command(
         Path | None, typer.Option(help="Write the thresholds into this TOML config.")
     ] = None,
 ) -> None:
-    """Pick thresholds (short, long, context, verifier) that reach a target precision."""
-    from .calibration import calibrate, context_pairs_from_conversations, save_toml
+    """Pick thresholds (short, long, context, follow-up, verifier) reaching a target precision."""
+    from .calibration import (
+        calibrate,
+        context_pairs_from_conversations,
+        followup_pairs_from_conversations,
+        save_toml,
+    )
     from .embedding import build_embedder
     from .finetune import load_pairs
 
@@ -118,11 +124,13 @@ def calibrate_command(
         from .verifier import load_verifier
 
         verifier_obj = load_verifier(cfg.verifier)
-    context_pairs = None
+    context_pairs = followup_pairs = None
     if contexts is not None:
         from .evaluation import load_conversations
 
-        context_pairs = context_pairs_from_conversations(load_conversations(contexts))
+        conversations = load_conversations(contexts)
+        context_pairs = context_pairs_from_conversations(conversations)
+        followup_pairs = followup_pairs_from_conversations(conversations)
     cal = calibrate(
         rows,
         emb,
@@ -131,6 +139,7 @@ def calibrate_command(
         verifier=verifier_obj,
         long_query_tokens=cfg.long_query_tokens,
         context_pairs=context_pairs,
+        followup_pairs=followup_pairs,
     )
     typer.echo(f"calibrated on {cal.pairs} pairs · embedder {cfg.embedder} · guard {cfg.guard}")
     typer.echo("| setting | value | precision | recall | predicted | target reached |")
@@ -140,6 +149,7 @@ def calibrate_command(
         "long": "similarity_threshold_long",
         "verifier": "verifier_threshold",
         "context": "context_threshold",
+        "followup": "similarity_threshold_followup",
     }
     for attr, key in names.items():
         op = getattr(cal, attr)

@@ -12,9 +12,16 @@ import typer
 from typer.testing import CliRunner
 
 from modelcache import CacheConfig, FakeEmbedder
-from modelcache.calibration import calibrate, pick_threshold, save_toml
+from modelcache.calibration import (
+    calibrate,
+    followup_pairs_from_conversations,
+    pick_threshold,
+    save_toml,
+)
 from modelcache.cli_accuracy import register
+from modelcache.evaluation import Conversation
 from modelcache.finetune import Pair
+from modelcache.guard import Guard
 
 TOPICS = [
     "password reset", "docker volume", "python list sort", "git rebase", "tax return",
@@ -73,6 +80,24 @@ def test_calibrate_with_verifier_and_contexts() -> None:
     assert cal.context is not None and "context_threshold" in cal.config_values()
 
 
+def test_follow_up_threshold_from_conversations() -> None:
+    convs = [
+        Conversation("tax law?", "what is tax law", "A0", "who collects it",
+                     "who is the collector of it", "A1"),
+        Conversation("rome?", "tell me about rome", "B0", "when was it founded",
+                     "when did it get founded", "B1"),
+        Conversation("paris?", "tell me about paris", "C0", "where is it located",
+                     "where is it", "C1"),
+    ]  # fmt: skip
+    pairs = followup_pairs_from_conversations(convs)
+    assert sum(same for *_, same in pairs) == 3 and len(pairs) == 3 + 6
+    assert ("who collects it", "when did it get founded", False) in pairs
+    cal = calibrate(synthetic_pairs(20), FakeEmbedder(), 0.9, guard=Guard(), followup_pairs=pairs)
+    assert cal.followup is not None and cal.followup.reached
+    assert cal.config_values()["similarity_threshold_followup"] == round(cal.followup.threshold, 3)
+    CacheConfig(**cal.config_values())  # valid config values
+
+
 def test_save_toml_merges_into_a_config(tmp_path: Path) -> None:
     path = tmp_path / "modelcache.toml"
     path.write_text('[modelcache]\nembedder = "minilm"\ntop_k = 7\n', encoding="utf-8")
@@ -88,15 +113,23 @@ def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
     rows = [{"a": p.a, "b": p.b, "same_answer": p.same_answer} for p in synthetic_pairs()]
     pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     toml = tmp_path / "cfg.toml"
+    convs = tmp_path / "convs.json"
+    convs.write_text(json.dumps([
+        {"u0": f"tell me about {t}", "u0_duplicate": f"explain {t}", "system_q0": t,
+         "u1": f"who invented {t}", "u1_duplicate": f"inventor of {t}", "system_q1": t}
+        for t in TOPICS
+    ]), encoding="utf-8")  # fmt: skip
     runner = CliRunner()
     res = runner.invoke(
         app,
         ["calibrate", str(pairs_file), "--target-precision", "0.95", "--embedder", "fake",
-         "--no-guard", "--save", str(toml)],
+         "--no-guard", "--contexts", str(convs), "--save", str(toml)],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "similarity_threshold" in res.output and "recall" in res.output
+    assert "similarity_threshold_followup" in res.output and "context_threshold" in res.output
     cfg = CacheConfig.from_toml(toml)
+    assert cfg.similarity_threshold_followup is not None and cfg.context_threshold is not None
     res = runner.invoke(
         app, ["eval", str(pairs_file), "--config", str(toml), "--embedder", "fake", "--no-guard"]
     )
