@@ -25,7 +25,7 @@ from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCach
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
-from .request import Partition, Request, Scope, _canonical_json
+from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
 from .vectors import ChromaVectorStore, VectorStore
 
@@ -33,7 +33,7 @@ __all__ = ["Cache", "Hit", "IntegrityReport"]
 
 log = logging.getLogger("modelcache")
 
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"  # 2: follow-up vectors carry their conversation's replies digest
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
@@ -198,6 +198,10 @@ class Cache:
             "metric": "cosine",
         }
         stored = self._sql.get_meta()
+        if stored.get("schema_version") == "1":
+            self._tag_conversations()
+            self._sql.replace_meta("schema_version", _SCHEMA_VERSION)
+            stored["schema_version"] = _SCHEMA_VERSION
         for key, value in wanted.items():
             if key in stored and stored[key] != value:
                 raise IncompatibleCacheError(
@@ -205,6 +209,21 @@ class Cache:
                     f"{value!r}; open it with the same embedder or use a new path/database"
                 )
         self._sql.set_meta(wanted)
+
+    def _tag_conversations(self) -> None:
+        """Upgrade a version-1 store: tag follow-up vectors with their replies digest."""
+        by_partition: dict[str, tuple[list[str], list[str]]] = {}
+        for entry_id, partition_id, history_json in self._sql.histories():
+            try:
+                digest = stored_replies_digest(history_json)
+            except ValueError:
+                continue  # a corrupt row: its lookups miss, as before
+            ids, tags = by_partition.setdefault(partition_id, ([], []))
+            ids.append(entry_id)
+            tags.append(digest)
+        for partition_id, (ids, tags) in by_partition.items():
+            self._vectors.tag(partition_id, ids, tags)
+        log.info("modelcache: upgraded the store to schema %s", _SCHEMA_VERSION)
 
     # ---- validation ------------------------------------------------------------------------
     def _validate(self, request: Request) -> None:

@@ -7,7 +7,6 @@ similarity first; the first one that does is the hit.
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ import numpy as np
 
 from .config import CacheConfig
 from .embedding.base import DEFAULT_THRESHOLDS, Thresholds
-from .request import Request, replies_digest
+from .request import Request, stored_replies_digest
 from .storage.models import EntryRow
 
 if TYPE_CHECKING:
@@ -59,9 +58,8 @@ def _pick(value: float | None, default: float) -> float:
 def _row_replies(row: EntryRow) -> str:
     """Replies digest of a stored entry's history (the same one the request computes)."""
     try:
-        turns = json.loads(row.history_json) if row.history_json else []
-        return replies_digest((str(t[0]), str(t[1] or "")) for t in turns)
-    except (TypeError, ValueError, IndexError):
+        return stored_replies_digest(row.history_json)
+    except ValueError:
         return "\x00corrupt"  # never equal to a request's digest
 
 

@@ -18,7 +18,15 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Message", "Partition", "Request", "Scope", "normalize_text", "replies_digest"]
+__all__ = [
+    "Message",
+    "Partition",
+    "Request",
+    "Scope",
+    "normalize_text",
+    "replies_digest",
+    "stored_replies_digest",
+]
 
 _WS = re.compile(r"\s+")
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
@@ -52,6 +60,18 @@ def replies_digest(turns: Iterable[tuple[str, str]]) -> str:
     """
     replies = [[role, normalize_text(content)] for role, content in turns if role != "user"]
     return _digest(_canonical_json(replies, "history")) if replies else ""
+
+
+def stored_replies_digest(history_json: str) -> str:
+    """:func:`replies_digest` of a stored history (``[[role, content], ...]`` JSON).
+
+    Raises ``ValueError`` for a corrupt value.
+    """
+    try:
+        turns = json.loads(history_json) if history_json else []
+        return replies_digest((str(t[0]), str(t[1] or "")) for t in turns)
+    except (TypeError, IndexError, KeyError) as exc:
+        raise ValueError(f"corrupt history: {exc}") from exc
 
 
 def _split_content(content: Any) -> tuple[str, str]:

@@ -91,6 +91,12 @@ class SQLStore:
             s.add_all(MetaRow(key=k, value=v) for k, v in values.items() if k not in existing)
             s.commit()
 
+    def replace_meta(self, key: str, value: str) -> None:
+        """Overwrite one stored setting (a schema upgrade)."""
+        with self.session() as s:
+            s.merge(MetaRow(key=key, value=value))
+            s.commit()
+
     # ---- partitions --------------------------------------------------------------------------
     def ensure_partition(self, partition: Partition, now: float) -> None:
         """Create the partition row if missing (idempotent, race-tolerant)."""
@@ -160,6 +166,16 @@ class SQLStore:
                 s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
             s.commit()
         return deleted
+
+    def histories(self) -> list[tuple[str, str, str]]:
+        """(id, partition id, history JSON) of every entry that has earlier turns."""
+        with self.session() as s:
+            rows = s.exec(
+                select(EntryRow.id, EntryRow.partition_id, EntryRow.history_json).where(
+                    EntryRow.history_json != "[]"
+                )
+            )
+            return [(str(i), str(p), str(h)) for i, p, h in rows]
 
     # ---- entries -----------------------------------------------------------------------------
     def get_live(self, entry_id: str, partition_id: str, now: float) -> EntryRow | None:

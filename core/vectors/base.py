@@ -34,6 +34,10 @@ class VectorStore(Protocol):
         best first; [] for a missing collection."""
         ...
 
+    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
+        """Set the tags of stored vectors; unknown ids are ignored."""
+        ...
+
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""
         ...

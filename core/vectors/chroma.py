@@ -138,6 +138,17 @@ class ChromaVectorStore:
         # float32 rounding can put identical vectors a hair past 1: clamp to the cosine range
         return [(i, min(1.0, max(-1.0, 1.0 - float(d)))) for i, d in zip(ids, dists, strict=True)]
 
+    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
+        """Set the tags of stored vectors (upgrading a store); unknown ids are ignored."""
+        known = set(self.ids(collection))
+        pairs = [(i, t) for i, t in zip(ids, tags, strict=True) if i in known and t]
+        coll = self._get(collection, create=False)
+        if coll is None or not pairs:
+            return
+        for start in range(0, len(pairs), 1000):
+            chunk = pairs[start : start + 1000]
+            coll.update(ids=[i for i, _ in chunk], metadatas=[{_TAG: t} for _, t in chunk])
+
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""
         if not ids:

@@ -406,6 +406,29 @@ def test_a_new_cache_on_the_same_folder_finds_the_entries(
     assert second.check().ok
 
 
+def test_a_schema_1_store_is_upgraded_on_open(
+    make_cache: Callable[..., Cache], tmp_path: Any
+) -> None:
+    """Version 1 stored follow-up vectors without the replies tag; opening one tags them."""
+    old = make_cache()
+    history = (Message("user", "What is tax law?"), Message("assistant", "Rules."))
+    follow_up = Request("explain more about it", history=history)
+    old.insert(follow_up, "more")
+    pid, entry = follow_up.partition.id, follow_up.exact_key
+    vector = old.embedder.embed([follow_up.query_text])
+    old._vectors.delete(pid, [entry])  # what version 1 wrote: the vector, no tag
+    old._vectors.upsert(pid, [entry], vector)
+    old._sql.replace_meta("schema_version", "1")
+    paraphrased = Request("please explain it more", history=history)
+    assert old.lookup(paraphrased) is None, "an untagged follow-up is not recalled"
+    old.close()
+    upgraded = make_cache(embedder=FakeEmbedder(), similarity_threshold_followup=0.3)
+    assert upgraded._sql.get_meta()["schema_version"] == "2"
+    hit = upgraded.lookup(paraphrased)
+    assert hit is not None and hit.answer == "more" and hit.kind == "semantic"
+    assert upgraded.check().ok
+
+
 def test_context_manager_closes(tmp_path: Any, fake_embedder: FakeEmbedder) -> None:
     with Cache(CacheConfig(path=str(tmp_path)), embedder=fake_embedder) as cache:
         cache.insert(rq(), "a")
