@@ -233,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         benches.append((args.finetuned, "MiniLM fine-tuned", ft_thresholds))
     for spec, label, ths in benches:
         bench = Bench(spec, label, verifier)
-        vgrid = [(t, v) for t in (ths[0], ths[1]) for v in (0.5, 0.8, 0.9)] if verifier else []
+        vgrid = [(t, v) for t in ths[:2] for v in (0.5, 0.8, 0.9)] if verifier else []
         if verifier and args.verifier_grid:
             vgrid = [
                 (float(t), float(v))
