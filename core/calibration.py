@@ -214,8 +214,13 @@ def calibrate(
     tp = int((predicted & labels).sum())
     cal.overall_precision = tp / int(predicted.sum()) if predicted.sum() else 1.0
     cal.overall_recall = tp / max(1, int(labels.sum()))
-    if context_pairs:
+    if context_pairs and not all(same for *_, same in context_pairs):
         cal.context = calibrate_contexts(context_pairs, embedder, target_precision)
+    elif context_pairs:
+        cal.notes.append(
+            "no two different first turns got the same reply: the context threshold keeps "
+            "its default (the replies check already separates these conversations)"
+        )
     if followup_pairs:
         cal.followup = calibrate_followups(followup_pairs, embedder, target_precision, guard)
     return cal
@@ -244,13 +249,14 @@ def calibrate_contexts(
 def context_pairs_from_conversations(
     conversations: Sequence[Any], max_negatives: int = 5000
 ) -> list[tuple[str, str, bool]]:
-    """First turns said two ways (positives) and first turns of different conversations."""
+    """First turns said two ways (positives) and different first turns that got the same
+    reply (negatives): the engine compares user turns only once the replies match."""
     out = [(c.u0, c.u0_duplicate, True) for c in conversations]
     negatives = [
         (a.u0, b.u0_duplicate, False)
-        for i, a in enumerate(conversations)
-        for j, b in enumerate(conversations)
-        if i != j
+        for a in conversations
+        for b in conversations
+        if a.u0 != b.u0 and a.system_q0 == b.system_q0
     ]
     step = max(1, math.ceil(len(negatives) / max_negatives))
     return out + negatives[::step]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from modelcache import CacheConfig, FakeEmbedder
 from modelcache.calibration import (
     calibrate,
+    context_pairs_from_conversations,
     followup_pairs_from_conversations,
     pick_threshold,
     save_toml,
@@ -98,6 +100,24 @@ def test_follow_up_threshold_from_conversations() -> None:
     CacheConfig(**cal.config_values())  # valid config values
 
 
+def test_context_negatives_need_the_same_reply() -> None:
+    """The engine compares user turns only after the replies matched; so does calibration."""
+    convs = [
+        Conversation("tax law?", "what is tax law", "Rules.", "who collects it", "collector", "A"),
+        Conversation("rome?", "tell me about rome", "Rules.", "founded when", "founding", "B"),
+        Conversation("paris?", "about paris", "A city.", "where is it", "location", "C"),
+    ]  # fmt: skip
+    pairs = context_pairs_from_conversations(convs)
+    assert ("tax law?", "tell me about rome", False) in pairs
+    assert not any(a == "paris?" and not same for a, _, same in pairs)
+    distinct = [dataclasses.replace(c, system_q0=c.u0) for c in convs]  # every reply differs
+    cal = calibrate(
+        synthetic_pairs(20), FakeEmbedder(), 0.9,
+        context_pairs=context_pairs_from_conversations(distinct),
+    )  # fmt: skip
+    assert cal.context is None and any("context threshold keeps" in n for n in cal.notes)
+
+
 def test_save_toml_merges_into_a_config(tmp_path: Path) -> None:
     path = tmp_path / "modelcache.toml"
     path.write_text('[modelcache]\nembedder = "minilm"\ntop_k = 7\n', encoding="utf-8")
@@ -115,7 +135,7 @@ def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
     toml = tmp_path / "cfg.toml"
     convs = tmp_path / "convs.json"
     convs.write_text(json.dumps([
-        {"u0": f"tell me about {t}", "u0_duplicate": f"explain {t}", "system_q0": t,
+        {"u0": f"tell me about {t}", "u0_duplicate": f"explain {t}", "system_q0": "Sure.",
          "u1": f"who invented {t}", "u1_duplicate": f"inventor of {t}", "system_q1": t}
         for t in TOPICS
     ]), encoding="utf-8")  # fmt: skip
