@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .config import CacheConfig
-from .embedding.base import DEFAULT_THRESHOLDS, Thresholds
+from .embedding.base import Thresholds, thresholds_of
 from .engine import Cache
 from .request import Message, Request
 
@@ -210,8 +210,7 @@ class MemoEmbedder:
     @property
     def thresholds(self) -> Thresholds:
         """The wrapped embedder's calibrated thresholds, so defaults stay those of the model."""
-        inner = getattr(self._inner, "thresholds", None)
-        return inner if isinstance(inner, Thresholds) else DEFAULT_THRESHOLDS
+        return thresholds_of(self._inner)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of the texts, computing only the new ones."""

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CacheConfig
-from .embedding.base import DEFAULT_THRESHOLDS, Thresholds
+from .embedding.base import Thresholds, thresholds_of
 from .request import Request, stored_replies_digest
 from .storage.models import EntryRow
 
@@ -40,9 +40,7 @@ def decode_vector(text: str) -> np.ndarray:
 
 def resolve_thresholds(config: CacheConfig, embedder: Embedder) -> Thresholds:
     """The thresholds in force: each config field that is set, else the embedder's value."""
-    base = getattr(embedder, "thresholds", None)
-    if not isinstance(base, Thresholds):
-        base = DEFAULT_THRESHOLDS
+    base = thresholds_of(embedder)
     return Thresholds(
         short=_pick(config.similarity_threshold, base.short),
         long=_pick(config.similarity_threshold_long, base.long),

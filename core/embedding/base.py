@@ -19,6 +19,7 @@ __all__ = [
     "Thresholds",
     "count_words",
     "l2_normalize",
+    "thresholds_of",
 ]
 
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
@@ -56,6 +57,12 @@ class Thresholds:
 
 # all-MiniLM-L6-v2 (the shipped model), also used for embedders nobody calibrated
 DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.70)
+
+
+def thresholds_of(embedder: object) -> Thresholds:
+    """An embedder's calibrated thresholds, or the defaults when it carries none."""
+    value = getattr(embedder, "thresholds", None)
+    return value if isinstance(value, Thresholds) else DEFAULT_THRESHOLDS
 
 
 @runtime_checkable
