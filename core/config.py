@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .request import NAME_LIMITS, check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -151,6 +152,8 @@ class CacheConfig(BaseModel):
             raise ValueError("set `path` (embedded stores) or `sql_url` (external database)")
         if not self.environments or any(not e for e in self.environments):
             raise ValueError("environments must be a non-empty list of names")
+        for env in self.environments:  # every backend must hold the names it will be sent
+            check_name("env", env, NAME_LIMITS["env"])
         if not self.embedder:
             raise ValueError("embedder must name a model")
         return self

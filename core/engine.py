@@ -25,6 +25,7 @@ from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCach
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
+from .redact import describe_error, log_failure, mask_url
 from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
 from .vectors import ChromaVectorStore, VectorStore
@@ -161,7 +162,7 @@ class Cache:
                 log.warning(
                     "modelcache: no path and no chroma_url: vectors live in memory and are lost "
                     "when the process ends (rows stay in %s)",
-                    sql_url,
+                    mask_url(sql_url),
                 )
             vector_store = ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
         self._vectors = vector_store
@@ -255,7 +256,7 @@ class Cache:
         try:
             hit = self._lookup(request, threshold, exact_only)
         except Exception as exc:  # fail open: the caller's LLM call must go on
-            log.warning("modelcache lookup failed, treated as a miss: %r", exc)
+            log_failure(log, "modelcache lookup failed, treated as a miss", exc)
             errors, hit = 1, None
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._stats.add(
@@ -370,7 +371,7 @@ class Cache:
         try:
             self._vectors.delete(partition_id, ids)
         except Exception as exc:
-            log.warning("modelcache could not remove orphan vectors: %r", exc)
+            log_failure(log, "modelcache could not remove orphan vectors", exc)
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
@@ -387,7 +388,7 @@ class Cache:
         try:
             self._sql.record_hits(pending)
         except Exception as exc:
-            log.warning("modelcache could not record %d hits: %r", len(pending), exc)
+            log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 
     def _maintain(self) -> None:
         """Background pass: hit counts, lazy purge of expired entries, log retention."""
@@ -616,10 +617,16 @@ class Cache:
         lookups, misses, hit kinds, latency, evictions and expirations are this process's.
         """
         self.flush()
-        counts = self._sql.partition_counts()
+        try:
+            counts = self._sql.partition_counts()
+            stored = self._sql.find_partitions()
+        except ModelCacheError:
+            raise
+        except Exception as exc:  # an outage is a BackendError (503), not a raw driver error
+            raise BackendError(f"stats failed: {describe_error(exc)}") from exc
         price = self.config.token_price_per_1k / 1000
         partitions = []
-        for p in self._sql.find_partitions():
+        for p in stored:
             entries, hits, tokens = counts.get(p.id, (0, 0, 0))
             partitions.append(
                 {

@@ -176,3 +176,10 @@ def test_longest_names_fit_every_sql_backend(
         hit = cache.lookup(req)
         assert hit is not None and hit.answer == "fits"
         assert cache.clear(tenant="\u00e9" * 191) == 1
+
+
+def test_configured_environments_must_fit_the_backends() -> None:
+    with pytest.raises(ValueError, match="longer than 64"):
+        CacheConfig(environments=("e" * 65,))
+    with pytest.raises(ValueError, match="control characters"):
+        CacheConfig(environments=("prod\x00",))
