@@ -253,6 +253,11 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         log.warning(
             "modelcache server: no API keys configured - local-only mode, any tenant, loopback only"
         )
+    elif settings.open_mode:
+        log.warning(
+            "modelcache server: open mode - clients in %s need no API key and may use any tenant",
+            ", ".join(settings.allowed_clients),
+        )
     metrics = ServerMetrics(cache)
     bodies = rest_bodies(environments)
     LookupBody, EntryBody, ClearBody = (
@@ -276,7 +281,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     _install_error_handlers(app, metrics)
 
     security: list[Any] = []
-    if not settings.local_only:  # documented only when keys exist, so local mode needs none
+    if settings.api_keys:  # documented only when keys exist, so key-less modes need none
         security = [
             Depends(HTTPBearer(auto_error=False)),
             Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
