@@ -463,6 +463,17 @@ class Cache:
         self._ensure_partition(request.partition)
         return request.partition.id
 
+    def has_partition(self, scope: Scope, system: str | None = None) -> bool:
+        """Whether the partition of a scope and system prompt exists in the store."""
+        partition = Request(query="register", scope=scope, system=system).partition
+        try:
+            rows = self._sql.find_partitions(
+                tenant=scope.tenant, env=scope.env, model=scope.model, params_json=scope.params_json
+            )
+        except Exception as exc:
+            raise BackendError(f"partition lookup failed: {describe_error(exc)}") from exc
+        return any(row.id == partition.id for row in rows)
+
     def _ensure_partition(self, partition: Partition) -> None:
         """Create the partition's row and collection; re-checked on every write, since another
         process may have cleared it (one primary-key read)."""

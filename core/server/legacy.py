@@ -265,17 +265,17 @@ async def _register(cache: Cache, scope: _Scope) -> Any:
     from ..request import Scope
 
     try:
-        await asyncio.to_thread(
-            cache.register,
-            Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params),
-        )
+        target = Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params)
+        existed = await asyncio.to_thread(cache.has_partition, target)
+        await asyncio.to_thread(cache.register, target)
     except ConfigError as exc:
         raise ApiError(400, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
     except ModelCacheError as exc:
         raise backend_failure(
             exc, Codes.REGISTER_ERROR, "register", response="create_failed"
         ) from exc
-    return {"errorCode": 0, "errorDesc": "", "response": "create_success", "writeStatus": "success"}
+    response = "already_exists" if existed else "create_success"
+    return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
 
 
 async def handle_envelope(
