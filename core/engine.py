@@ -27,7 +27,7 @@ from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
 from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
-from .vectors import ChromaVectorStore, VectorStore
+from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport"]
 
@@ -132,7 +132,7 @@ class _Stats:
 
 
 class Cache:
-    """A semantic cache over a vector store (Chroma) and a scalar store (SQL).
+    """A semantic cache over a vector store (Chroma or Milvus) and a scalar store (SQL).
 
     >>> cache = Cache(CacheConfig(path="/tmp/mc"))          # doctest: +SKIP
     >>> cache.insert(Request.from_text("What is WAL?"), "Write-ahead logging ...")  # doctest: +SKIP
@@ -153,6 +153,16 @@ class Cache:
         cfg = self.config
         sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
         self._sql = SQLStore(sql_url)
+        if vector_store is None and cfg.vector_url is not None:
+            vector_store = MilvusVectorStore(
+                cfg.vector_url,
+                collection=cfg.milvus_collection,
+                partition_key=cfg.milvus_partition_key,
+                hnsw_m=cfg.milvus_hnsw_m,
+                hnsw_ef_construction=cfg.milvus_hnsw_ef_construction,
+                search_ef=cfg.milvus_search_ef,
+                timeout=cfg.milvus_timeout,
+            )
         if vector_store is None:
             chroma_path = (
                 str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
