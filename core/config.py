@@ -57,10 +57,11 @@ class CacheConfig(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Milvus collection (or prefix of the per-partition collections).",
     )
-    milvus_partition_key: bool = Field(
-        default=True,
-        description="One Milvus collection with a partition-key field for all partitions; "
-        "False: a collection per partition (few, large partitions only).",
+    milvus_partition_key: bool | None = Field(
+        default=None,
+        description="True: one Milvus collection with a partition-key field for all partitions;"
+        " False: a collection per partition; None: partition key on a Milvus server, "
+        "a collection per partition on milvus-lite (see benchmarks/results/milvus.md).",
     )
     milvus_hnsw_m: int = Field(
         default=16, ge=2, le=2048, description="HNSW M (graph degree) of the Milvus index."

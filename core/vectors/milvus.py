@@ -1,11 +1,14 @@
 """Milvus as the vector store: a Milvus server (standalone or cluster) or embedded milvus-lite.
 
-By default every partition lives in one collection whose ``partition`` field is a Milvus
-*partition key*: a search filters on it inside the index (a pre-filter, never a post-filter
-on top-k). A collection costs hundreds of milliseconds to create and holds server resources,
-while a deployment with many tenants has thousands of partitions; the measurement behind this
-choice is in benchmarks/results/milvus.md. ``partition_key=False`` maps each partition to its
-own collection instead (few, large partitions).
+Two mappings of cache partitions (benchmarks/results/milvus.md has the measurements):
+
+* partition key (default on a Milvus server): one collection whose ``partition`` field is a
+  Milvus partition key; a search filters on it inside the index (a pre-filter, never a
+  post-filter on top-k). Creating a partition costs nothing, and a server holds thousands of
+  tenants this way, while collections are heavy (creation, load, a cluster-wide limit).
+* a collection per partition (default on milvus-lite): milvus-lite creates a collection in
+  ~0.5 s, but evaluates a filtered search over one shared collection in Python, 15-500x slower
+  than searching a small collection of its own.
 """
 
 from __future__ import annotations
@@ -89,7 +92,8 @@ class MilvusVectorStore:
     """Vectors in Milvus (cosine, HNSW); rows stay in SQL. Every call has a timeout.
 
     ``url`` is ``milvus://host:19530`` (a server) or a local ``*.db`` path (milvus-lite,
-    embedded: the same client API, no server to start).
+    embedded: the same client API, no server to start). ``partition_key`` None picks the
+    mapping for the kind of Milvus (see the module docstring).
     """
 
     def __init__(
@@ -97,7 +101,7 @@ class MilvusVectorStore:
         url: str,
         *,
         collection: str = "modelcache",
-        partition_key: bool = True,
+        partition_key: bool | None = None,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 200,
         search_ef: int = 64,
@@ -114,7 +118,8 @@ class MilvusVectorStore:
         uri, token, db_name = milvus_uri(url)
         self._url = mask_url(url)
         self._prefix = collection
-        self._partition_key = partition_key
+        local = not uri.startswith(("http://", "https://"))
+        self._partition_key = partition_key if partition_key is not None else not local
         self._index = {"M": hnsw_m, "efConstruction": hnsw_ef_construction}
         self._ef = search_ef
         self._timeout = timeout

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from vector_support import drop_milvus_collections
 
 from modelcache.vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
@@ -57,13 +58,7 @@ def store_factory(
     for store in opened:
         store.close()
     if milvus_file:
-        from pymilvus import MilvusClient
-
-        client = MilvusClient(milvus_file)
-        for collection in client.list_collections():
-            if collection.startswith(name):
-                client.drop_collection(collection)
-        client.close()
+        drop_milvus_collections(milvus_file, name)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from vector_support import drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
 from modelcache.vectors import MilvusVectorStore
@@ -35,16 +36,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(params=[None, True], ids=["default", "partition-key"])
 def milvus_cache(
-    tmp_path: Path, milvus_lite_file: str, fake_embedder: FakeEmbedder
+    tmp_path: Path,
+    milvus_lite_file: str,
+    fake_embedder: FakeEmbedder,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., Cache]]:
-    """Factory of caches whose vectors live in the session's milvus-lite file."""
+    """Factory of caches whose vectors live in the session's milvus-lite file, with the
+    default mapping (a collection per partition on milvus-lite) and with a partition key."""
     made: list[Cache] = []
     name = f"e_{secrets.token_hex(4)}"
+    mapping = request.param
 
     def factory(**fields: Any) -> Cache:
-        fields = {"milvus_collection": name, "vector_url": milvus_lite_file, **fields}
+        fields = {
+            "milvus_collection": name,
+            "vector_url": milvus_lite_file,
+            "milvus_partition_key": mapping,
+            **fields,
+        }
         cache = Cache(CacheConfig(path=str(tmp_path / "cache"), **fields), embedder=fake_embedder)
         made.append(cache)
         return cache
@@ -52,6 +63,7 @@ def milvus_cache(
     yield factory
     for cache in made:
         cache.close()
+    drop_milvus_collections(milvus_lite_file, name)
 
 
 # ---- selection by configuration ---------------------------------------------------------------
@@ -60,6 +72,8 @@ def test_vector_url_selects_milvus_and_not_chroma(
 ) -> None:
     cache = milvus_cache()
     assert isinstance(cache._vectors, MilvusVectorStore)
+    if cache.config.milvus_partition_key is None:
+        assert cache._vectors._partition_key is False, "milvus-lite: a collection per partition"
     cache.insert(rq(), "answer")
     hit = cache.lookup(rq(PARAPHRASE))
     assert hit is not None and hit.kind == "semantic" and hit.answer == "answer"
@@ -204,6 +218,7 @@ def test_milvus_down_is_a_logged_miss_and_recovers(
         path=str(tmp_path / "cache"), vector_url=f"milvus://127.0.0.1:{port}", milvus_timeout=2.0
     )
     cache = Cache(config, embedder=fake_embedder)
+    assert cache._vectors._partition_key is True, "a server: one collection, a partition key"
     try:
         cache.insert(rq(), "answer")
         assert cache.lookup(rq(PARAPHRASE)) is not None
