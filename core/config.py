@@ -64,6 +64,35 @@ class CacheConfig(BaseModel):
         description="Seconds a lookup may spend in the stores, the embedding not counted; past "
         "it the lookup is a miss with a warning. None: no deadline.",
     )
+    vector_url: str | None = Field(
+        default=None,
+        description="Milvus instead of Chroma: a server (milvus://[user:password@]host:19530[/db]"
+        ", milvus+https://… for TLS) or a milvus-lite file path ending in .db. Needs the "
+        "`modelcache[milvus]` extra.",
+    )
+    milvus_collection: str = Field(
+        default="modelcache",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Milvus collection (or prefix of the per-partition collections).",
+    )
+    milvus_partition_key: bool | None = Field(
+        default=None,
+        description="True: one Milvus collection with a partition-key field for all partitions;"
+        " False: a collection per partition; None: partition key on a Milvus server, "
+        "a collection per partition on milvus-lite (see benchmarks/results/milvus.md).",
+    )
+    milvus_hnsw_m: int = Field(
+        default=16, ge=2, le=2048, description="HNSW M (graph degree) of the Milvus index."
+    )
+    milvus_hnsw_ef_construction: int = Field(
+        default=200, ge=1, description="HNSW efConstruction of the Milvus index."
+    )
+    milvus_search_ef: int = Field(
+        default=64, ge=1, description="HNSW ef of a Milvus search (raised to top_k if lower)."
+    )
+    milvus_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds before a Milvus call gives up (fail-open)."
+    )
 
     # ---- embedding --------------------------------------------------------------------------
     embedder: str = Field(
@@ -167,6 +196,8 @@ class CacheConfig(BaseModel):
     def _check(self) -> CacheConfig:
         if self.path is None and self.sql_url is None:
             raise ValueError("set `path` (embedded stores) or `sql_url` (external database)")
+        if self.vector_url is not None and self.chroma_url is not None:
+            raise ValueError("set chroma_url (Chroma server) or vector_url (Milvus), not both")
         if not self.environments or any(not e for e in self.environments):
             raise ValueError("environments must be a non-empty list of names")
         for env in self.environments:  # every backend must hold the names it will be sent

@@ -27,11 +27,11 @@ from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCach
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
-from .redact import describe_error, log_failure, mask_url
+from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .vectors import ChromaVectorStore, VectorStore
+from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
@@ -194,7 +194,7 @@ class _Stats:
 
 
 class Cache:
-    """A semantic cache over a vector store (Chroma) and a scalar store (SQL).
+    """A semantic cache over a vector store (Chroma or Milvus) and a scalar store (SQL).
 
     >>> cache = Cache(CacheConfig(path="/tmp/mc"))          # doctest: +SKIP
     >>> cache.insert(Request.from_text("What is WAL?"), "Write-ahead logging ...")  # doctest: +SKIP
@@ -219,7 +219,12 @@ class Cache:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.degraded: str | None = None
         """Why semantic lookups are off (the vector store could not be opened), else None."""
-        embedded_chroma = vector_store is None and cfg.path is not None and not cfg.chroma_url
+        embedded_chroma = (
+            vector_store is None
+            and cfg.path is not None
+            and not cfg.chroma_url
+            and not cfg.vector_url
+        )
         try:
             if embedded_chroma:  # an embedded Chroma folder supports one process
                 self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
@@ -252,8 +257,18 @@ class Cache:
         )
 
     def _open_vectors(self, sql_url: str) -> VectorStore:
-        """Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
+        """Milvus or Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
         cfg = self.config
+        if cfg.vector_url is not None:
+            return MilvusVectorStore(
+                cfg.vector_url,
+                collection=cfg.milvus_collection,
+                partition_key=cfg.milvus_partition_key,
+                hnsw_m=cfg.milvus_hnsw_m,
+                hnsw_ef_construction=cfg.milvus_hnsw_ef_construction,
+                search_ef=cfg.milvus_search_ef,
+                timeout=cfg.milvus_timeout,
+            )
         chroma_path = str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
         if chroma_path is None and not cfg.chroma_url:
             log.warning(
