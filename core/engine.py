@@ -165,7 +165,12 @@ class Cache:
                 )
             vector_store = ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
         self._vectors = vector_store
-        self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
+        self._embedder = embedder or build_embedder(
+            cfg.embedder,
+            threads=cfg.torch_threads,
+            backend=cfg.embedder_backend,
+            onnx_cache_dir=cfg.onnx_cache_dir,
+        )
         self._check_settings()
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
         self._stats = _Stats()
