@@ -634,6 +634,8 @@ def bench(ctx: typer.Context) -> None:
     if spec is None or spec.loader is None:
         raise UserError(f"cannot load {script}")
     module = importlib.util.module_from_spec(spec)
+    # dataclasses (and typing) look the module up in sys.modules while it executes
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     entry = getattr(module, "main", None)
     if not callable(entry):

@@ -101,7 +101,21 @@ class CacheConfig(BaseModel):
         "a local sentence-transformers directory, or 'llm:<dir>' for an LLM embedding layer.",
     )
     torch_threads: int | None = Field(
-        default=1, ge=1, description="Torch threads for embedding; 1 is fastest for one query."
+        default=1,
+        ge=1,
+        description="Threads for embedding (ONNX Runtime intra-op, or torch); 1 is fastest "
+        "for one query.",
+    )
+    embedder_backend: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="Runtime of sentence-transformers models: 'onnx' (exported once, run with "
+        "ONNX Runtime, same vectors, no torch when serving; falls back to torch if the export "
+        "fails) or 'torch'.",
+    )
+    onnx_cache_dir: str | None = Field(
+        default=None,
+        description="Folder of the ONNX exports of embedding models; None: "
+        "~/.cache/modelcache/onnx (or $XDG_CACHE_HOME/modelcache/onnx).",
     )
 
     # ---- acceptance -------------------------------------------------------------------------

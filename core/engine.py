@@ -235,7 +235,12 @@ class Cache:
             if vector_store is None:
                 vector_store = self._open_vectors(sql_url)
             self._vectors = vector_store
-            self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
+            self._embedder = embedder or build_embedder(
+                cfg.embedder,
+                threads=cfg.torch_threads,
+                backend=cfg.embedder_backend,
+                onnx_cache_dir=cfg.onnx_cache_dir,
+            )
             self._check_settings()
         except BaseException:
             if self._sql is not None:
