@@ -26,9 +26,17 @@ from .embedding import Embedder, Thresholds, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
-from .ranking import Acceptor, Candidate, encode_vector
+from .ranking import (
+    Acceptor,
+    Candidate,
+    ConversationVectors,
+    decode_vector,
+    encode_vector,
+    query_part,
+    recall_vector,
+)
 from .redact import describe_error, log_failure
-from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
+from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
@@ -37,7 +45,9 @@ __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
-_SCHEMA_VERSION = "2"  # 2: follow-up vectors carry their conversation's replies digest
+# 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
+# earlier turn and its recall vector is query + context (see ranking.recall_vector)
+_SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
@@ -91,14 +101,14 @@ class _NoVectors:
     def create(self, collection: str) -> None:
         return None
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: Any, tags: Any = None) -> None:
+    def upsert(self, collection: str, ids: Sequence[str], vectors: Any) -> None:
         return None
 
-    def query(self, collection: str, vector: Any, k: int, tag: str | None = None) -> list[Any]:
+    def query(self, collection: str, vector: Any, k: int) -> list[Any]:
         return []
 
-    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
-        return None
+    def query_vectors(self, collection: str, vector: Any, k: int) -> list[Any]:
+        return []
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         return None
@@ -314,8 +324,11 @@ class Cache:
             "metric": "cosine",
         }
         stored = self._sql.get_meta()
-        if stored.get("schema_version") == "1":
-            self._tag_conversations()
+        if (
+            stored.get("schema_version") in ("1", "2")
+            and stored.get("embedder") == self._embedder.name
+        ):
+            self._upgrade_conversations()
             self._sql.replace_meta("schema_version", _SCHEMA_VERSION)
             stored["schema_version"] = _SCHEMA_VERSION
         for key, value in wanted.items():
@@ -326,20 +339,46 @@ class Cache:
                 )
         self._sql.set_meta(wanted)
 
-    def _tag_conversations(self) -> None:
-        """Upgrade a version-1 store: tag follow-up vectors with their replies digest."""
-        by_partition: dict[str, tuple[list[str], list[str]]] = {}
-        for entry_id, partition_id, history_json in self._sql.histories():
-            try:
-                digest = stored_replies_digest(history_json)
-            except ValueError:
-                continue  # a corrupt row: its lookups miss, as before
-            ids, tags = by_partition.setdefault(partition_id, ([], []))
-            ids.append(entry_id)
-            tags.append(digest)
-        for partition_id, (ids, tags) in by_partition.items():
-            self._vectors.tag(partition_id, ids, tags)
-        log.info("modelcache: upgraded the store to schema %s", _SCHEMA_VERSION)
+    def _upgrade_conversations(self) -> None:
+        """Upgrade a version-1/2 store: re-embed each follow-up's context (every earlier turn,
+        not the user turns only) and store its recall vector (query + context)."""
+        by_partition: dict[str, list[str]] = {}
+        for entry_id, partition_id, _ in self._sql.histories():
+            by_partition.setdefault(partition_id, []).append(entry_id)
+        upgraded = 0
+        for partition_id, ids in by_partition.items():
+            for start in range(0, len(ids), _PURGE_BATCH):
+                rows = list(
+                    self._sql.get_many(ids[start : start + _PURGE_BATCH], partition_id).values()
+                )
+                texts: list[str] = []
+                for row in rows:
+                    try:
+                        texts.append(stored_conversation_text(row.history_json))
+                    except ValueError:
+                        texts.append("")  # a corrupt row: its lookups miss, as before
+                keep = [(row, text) for row, text in zip(rows, texts, strict=True) if text]
+                if not keep:
+                    continue
+                queries = self._embedder.embed([row.query for row, _ in keep])
+                contexts = self._embedder.embed([text for _, text in keep])
+                self._sql.upsert(
+                    [
+                        EntryRow.model_construct(
+                            **{**row.model_dump(), "context_vector": encode_vector(context)}
+                        )
+                        for (row, _), context in zip(keep, contexts, strict=True)
+                    ]
+                )
+                self._vectors.upsert(
+                    partition_id,
+                    [row.id for row, _ in keep],
+                    np.stack([recall_vector(q, c) for q, c in zip(queries, contexts, strict=True)]),
+                )
+                upgraded += len(keep)
+        log.info(
+            "modelcache: upgraded the store to schema %s (%d follow-ups)", _SCHEMA_VERSION, upgraded
+        )
 
     # ---- validation ------------------------------------------------------------------------
     def _validate(self, request: Request) -> None:
@@ -469,30 +508,31 @@ class Cache:
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
-        texts = [request.query_text]
-        if request.context_text:
-            texts.append(request.context_text)
-        if budget is not None:
-            budget.embedding_since = time.monotonic()
-        try:
-            vectors = self._embedder.embed(texts)
-        finally:
-            if budget is not None and budget.embedding_since is not None:
-                budget.embedded += time.monotonic() - budget.embedding_since
-                budget.embedding_since = None
-        context_vector = vectors[1] if request.context_text else None
-        # a follow-up recalls only among conversations with the same earlier replies, so the
-        # top-k is not filled by the same short follow-up asked in other conversations
-        recalled = self._vectors.query(
-            partition.id, vectors[0], self.config.top_k, request.replies_digest or None
+        conv = self._embed_request(request, budget)
+        # a follow-up recalls by query + context, so the same short follow-up stored in many
+        # conversations does not crowd this one's entry out of the top-k; a standalone
+        # question after unrelated turns also recalls by its query alone
+        recalled = self._vectors.query_vectors(
+            partition.id, recall_vector(conv.query, conv.context), self.config.top_k
         )
+        if conv.standalone:
+            seen = {i for i, _, _ in recalled}
+            recalled += [
+                hit
+                for hit in self._vectors.query_vectors(partition.id, conv.query, self.config.top_k)
+                if hit[0] not in seen
+            ]
         if not recalled:
             return None
-        rows = self._sql.get_many([i for i, _ in recalled], partition.id)
-        orphans = [i for i, _ in recalled if i not in rows]
+        rows = self._sql.get_many([i for i, _, _ in recalled], partition.id)
+        orphans = [i for i, _, _ in recalled if i not in rows]
         if orphans:
             self._drop_orphans(partition.id, orphans)
-        candidates = [Candidate(rows[i], sim) for i, sim in recalled if i in rows]
+        candidates = [
+            Candidate(rows[i], _query_similarity(conv.query, stored, rows[i]))
+            for i, _, stored in recalled
+            if i in rows
+        ]
         decoded: dict[str, Any] = {}
 
         def usable(entry: EntryRow) -> bool:
@@ -505,13 +545,34 @@ class Cache:
             request,
             candidates,
             self._acceptor.threshold_for(request, threshold),
-            context_vector,
+            conv,
             usable,
         )
         if chosen is None:
             return None
         self._note_hit(chosen.row, now)
         return self._hit(chosen.row, decoded[chosen.row.id], chosen.similarity, "semantic")
+
+    def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
+        """The query and, for a follow-up, every earlier turn, embedded in one batch (time
+        the lookup deadline does not count)."""
+        texts = [request.query_text]
+        if request.conversation_text:
+            texts.append(request.conversation_text)
+        if budget is not None:
+            budget.embedding_since = time.monotonic()
+        try:
+            vectors = self._embedder.embed(texts)
+        finally:
+            if budget is not None and budget.embedding_since is not None:
+                budget.embedded += time.monotonic() - budget.embedding_since
+                budget.embedding_since = None
+        if len(texts) == 1:
+            return ConversationVectors(vectors[0])
+        query, context = vectors[0], vectors[1]
+        return ConversationVectors(
+            query, context, self._acceptor.is_standalone(request, query, context)
+        )
 
     @staticmethod
     def _hit(
@@ -716,12 +777,13 @@ class Cache:
             queries = self._checked(
                 self._embedder.embed([r.query_text for r, _ in unique]), len(unique)
             )
-            contexts = [r.context_text for r, _ in unique if r.context_text]
+            contexts = [r.conversation_text for r, _ in unique if r.conversation_text]
             context_vecs = (
                 iter(self._checked(self._embedder.embed(contexts), len(contexts)))
                 if contexts
                 else iter(())
             )
+            context_of = [next(context_vecs) if r.conversation_text else None for r, _ in unique]
             rows = [
                 EntryRow(
                     id=r.exact_key,
@@ -731,7 +793,7 @@ class Cache:
                         [[m.role, m.content] for m in r.history], "history"
                     ),
                     context_text=r.context_text,
-                    context_vector=encode_vector(next(context_vecs)) if r.context_text else None,
+                    context_vector=None if ctx is None else encode_vector(ctx),
                     attachments=r.attachment_digest,
                     answer_json=answer_json,
                     metadata_json=meta_json,
@@ -742,7 +804,7 @@ class Cache:
                     ttl=ttl,
                     expires_at=now + ttl if ttl is not None else None,
                 )
-                for r, answer_json in unique
+                for (r, answer_json), ctx in zip(unique, context_of, strict=True)
             ]
             by_partition: dict[str, list[int]] = {}
             for index, row in enumerate(rows):
@@ -756,8 +818,7 @@ class Cache:
                     self._vectors.upsert(
                         pid,
                         [rows[i].id for i in indexes],
-                        queries[indexes],
-                        [unique[i][0].replies_digest for i in indexes],
+                        np.stack([recall_vector(queries[i], context_of[i]) for i in indexes]),
                     )
                 self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
@@ -988,21 +1049,27 @@ class Cache:
         return RepairReport(reembedded, orphans, dropped, failed)
 
     def _reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
-        """Write the vectors of rows that have none, tagged like an insert would."""
+        """Write the recall vectors of rows that have none, as an insert would."""
         rows = self._sql.get_many(ids, partition_id)
         good: list[tuple[str, str, str]] = []
         failed: list[str] = []
         for entry_id, row in sorted(rows.items()):
             try:
-                digest = stored_replies_digest(row.history_json) if row.history_json else ""
+                context = stored_conversation_text(row.history_json) if row.history_json else ""
             except ValueError:
                 failed.append(entry_id)
                 continue
-            good.append((entry_id, row.query, digest))
+            good.append((entry_id, row.query, context))
         if not good:
             return 0, failed
-        vectors = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
-        self._vectors.upsert(partition_id, [i for i, _, _ in good], vectors, [d for *_, d in good])
+        queries = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
+        texts = [c for *_, c in good if c]
+        embedded = iter(self._checked(self._embedder.embed(texts), len(texts)) if texts else ())
+        vectors = [
+            recall_vector(q, next(embedded) if c else None)
+            for q, (*_, c) in zip(queries, good, strict=True)
+        ]
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], np.stack(vectors))
         return len(good), failed
 
     def close(self) -> None:
@@ -1083,6 +1150,14 @@ class Cache:
 
 
 _CORRUPT = object()
+
+
+def _query_similarity(query: np.ndarray, stored: np.ndarray, row: EntryRow) -> float:
+    """Cosine of the request's query and a candidate's query (a follow-up's stored vector is
+    its recall vector: the query part is derived with the row's context vector)."""
+    if row.context_vector is not None:
+        stored = query_part(stored, decode_vector(row.context_vector))
+    return min(1.0, max(-1.0, float(np.dot(query, stored))))
 
 
 def _estimate_tokens(answer_json: str) -> int:

@@ -26,9 +26,9 @@ __all__ = [
     "Scope",
     "check_name",
     "check_text",
+    "conversation_text",
     "normalize_text",
-    "replies_digest",
-    "stored_replies_digest",
+    "stored_conversation_text",
 ]
 
 _WS = re.compile(r"\s+")
@@ -82,24 +82,23 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def replies_digest(turns: Iterable[tuple[str, str]]) -> str:
-    """Digest of the non-user turns (assistant and tool replies) of a history; '' for none.
+def conversation_text(turns: Iterable[tuple[str, str]]) -> str:
+    """Every earlier turn (user and replies), normalised and joined: what the context means.
 
-    A follow-up's answer depends on what the model said before, so a semantic hit on a
-    follow-up needs a stored conversation whose earlier replies are the same.
+    Compared by meaning and by the guard, so a reply the model generated afresh in other words
+    is the same context, and one that differs in a detail (an amount, a plan, a day) is not.
     """
-    replies = [[role, normalize_text(content)] for role, content in turns if role != "user"]
-    return _digest(_canonical_json(replies, "history")) if replies else ""
+    return "\n".join(normalize_text(content) for _, content in turns if content and content.strip())
 
 
-def stored_replies_digest(history_json: str) -> str:
-    """:func:`replies_digest` of a stored history (``[[role, content], ...]`` JSON).
+def stored_conversation_text(history_json: str) -> str:
+    """:func:`conversation_text` of a stored history (``[[role, content], ...]`` JSON).
 
     Raises ``ValueError`` for a corrupt value.
     """
     try:
         turns = json.loads(history_json) if history_json else []
-        return replies_digest((str(t[0]), str(t[1] or "")) for t in turns)
+        return conversation_text((str(t[0]), str(t[1] or "")) for t in turns)
     except (TypeError, IndexError, KeyError) as exc:
         raise ValueError(f"corrupt history: {exc}") from exc
 
@@ -308,9 +307,9 @@ class Request:
         )
 
     @cached_property
-    def replies_digest(self) -> str:
-        """Digest of the earlier assistant and tool turns; a semantic hit must match it."""
-        return replies_digest((m.role, m.content) for m in self.history)
+    def conversation_text(self) -> str:
+        """Every earlier turn (user and replies), normalised; compared by meaning on lookup."""
+        return conversation_text((m.role, m.content) for m in self.history)
 
     @cached_property
     def attachment_digest(self) -> str:
