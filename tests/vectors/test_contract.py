@@ -3,6 +3,7 @@ key, Milvus by collection): what the engine relies on, and what a new store must
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import numpy as np
@@ -168,6 +169,23 @@ def test_data_survives_reopening(store_factory: Callable[[], VectorStore]) -> No
     second = store_factory()
     assert second.ids("p1") == ["a"]
     assert second.query("p1", unit(1), k=1, tag="conv")[0][0] == "a"
+
+
+def test_a_drop_by_another_client_is_survived(
+    store_factory: Callable[[], VectorStore],
+) -> None:
+    """Another process clears a partition under a live store: at most one failed query (a
+    logged miss in the engine), then an empty partition that accepts writes again."""
+    mine, other = store_factory(), store_factory()
+    mine.upsert("p1", ["x"], stack(unit(1)))
+    assert mine.query("p1", unit(1), k=1)[0][0] == "x"
+    other.drop("p1")
+    with contextlib.suppress(Exception):
+        mine.query("p1", unit(1), k=1)
+    assert mine.query("p1", unit(1), k=1) == []
+    assert mine.ids("p1") == []
+    mine.upsert("p1", ["y"], stack(unit(1)))
+    assert mine.ids("p1") == ["y"] and other.ids("p1") == ["y"]
 
 
 def test_isolation_is_a_prefilter_on_top_k(store: VectorStore) -> None:
