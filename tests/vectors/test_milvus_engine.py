@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vector_support import drop_milvus_collections
+from vector_support import HangingProxy, drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
 from modelcache.vectors import MilvusVectorStore
@@ -242,6 +242,39 @@ def test_milvus_down_is_a_logged_miss_and_recovers(
         cache.close()
         if server.poll() is None:
             _stop(server)
+
+
+def test_a_hung_milvus_costs_at_most_the_timeout(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    """A server that accepts but never answers: each lookup is a miss after milvus_timeout."""
+    pytest.importorskip("milvus_lite")
+    port = free_port()
+    server = _start_server(tmp_path / "milvus-server.db", port)
+    proxy = HangingProxy(port)
+    config = CacheConfig(
+        path=str(tmp_path / "cache"),
+        vector_url=f"milvus://127.0.0.1:{proxy.port}",
+        milvus_timeout=1.0,
+    )
+    cache = Cache(config, embedder=fake_embedder)
+    try:
+        cache.insert(rq(), "answer")
+        assert cache.lookup(rq(PARAPHRASE)) is not None
+        proxy.hang.set()
+        for _ in range(2):
+            started = time.monotonic()
+            assert cache.lookup(rq(PARAPHRASE)) is None
+            assert time.monotonic() - started < 5, "bounded by the timeout, not hung"
+        assert cache.stats()["errors"] == 2
+        with pytest.raises(BackendError):
+            cache.insert(rq("A new question while Milvus hangs"), "x")
+        proxy.hang.clear()
+        assert cache.lookup(rq(PARAPHRASE)) is not None, "answers again once the server does"
+    finally:
+        cache.close()
+        proxy.close()
+        _stop(server)
 
 
 # ---- `modelcache serve` on Milvus -------------------------------------------------------------
