@@ -64,7 +64,7 @@ def test_kill_9_while_inserting_loses_no_acknowledged_entry(tmp_path: Path) -> N
             child.stdin.flush()
             assert child.stdout.readline().strip() == "open", f"round {r} could not reopen"
             lines: list[str] = []
-            reader = threading.Thread(target=lambda c=child: lines.extend(c.stdout))  # type: ignore[misc]
+            reader = threading.Thread(target=lines.extend, args=(child.stdout,))
             reader.start()
             time.sleep(rng.uniform(0.05, 0.6))
             os.kill(child.pid, signal.SIGKILL)
