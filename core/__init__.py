@@ -14,7 +14,7 @@ from .embedding import (
     MultilingualEmbedder,
     SentenceTransformerEmbedder,
 )
-from .engine import Cache, Hit, IntegrityReport
+from .engine import Cache, Hit, IntegrityReport, RepairReport
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
 from .request import Message, Request, Scope
 
@@ -36,6 +36,7 @@ __all__ = [
     "Message",
     "ModelCacheError",
     "MultilingualEmbedder",
+    "RepairReport",
     "Request",
     "Scope",
     "SentenceTransformerEmbedder",

@@ -47,6 +47,23 @@ class CacheConfig(BaseModel):
     chroma_url: str | None = Field(
         default=None, description="URL of a Chroma server (http://host:port); default embedded."
     )
+    sql_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one SQL call may take (driver read/write timeouts, server "
+        "statement timeout, SQLite busy wait); past it the call fails instead of hanging.",
+    )
+    sql_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to open a database connection or to wait for a free pooled one.",
+    )
+    lookup_timeout: float | None = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds a lookup may spend in the stores, the embedding not counted; past "
+        "it the lookup is a miss with a warning. None: no deadline.",
+    )
 
     # ---- embedding --------------------------------------------------------------------------
     embedder: str = Field(

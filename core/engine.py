@@ -7,8 +7,10 @@ inserts the answer. Lookups fail open (a backend or embedding fault is a logged 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -25,12 +27,13 @@ from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCach
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import Acceptor, Candidate, encode_vector
-from .redact import describe_error, log_failure, mask_url
+from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
+from .storage.folder_lock import FolderLock
 from .vectors import ChromaVectorStore, VectorStore
 
-__all__ = ["Cache", "Hit", "IntegrityReport"]
+__all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
@@ -38,6 +41,7 @@ _SCHEMA_VERSION = "2"  # 2: follow-up vectors carry their conversation's replies
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
+_REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,63 @@ class IntegrityReport:
     def ok(self) -> bool:
         """True when SQL rows and vectors match one to one."""
         return not self.rows_without_vector and not self.vectors_without_row
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`Cache.repair` did: vectors re-embedded, orphan vectors and collections
+    dropped, and rows it could not repair (a corrupt history)."""
+
+    reembedded: int
+    orphans_dropped: int
+    collections_dropped: int
+    failed: list[str]
+
+
+class _NoVectors:
+    """Stand-in vector store of a cache whose Chroma could not be opened: exact-only."""
+
+    def create(self, collection: str) -> None:
+        return None
+
+    def upsert(self, collection: str, ids: Sequence[str], vectors: Any, tags: Any = None) -> None:
+        return None
+
+    def query(self, collection: str, vector: Any, k: int, tag: str | None = None) -> list[Any]:
+        return []
+
+    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
+        return None
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        return None
+
+    def drop(self, collection: str) -> None:
+        return None
+
+    def ids(self, collection: str) -> list[str]:
+        return []
+
+    def collections(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+class _Budget:
+    """A lookup's deadline: ``seconds`` in the stores, time spent embedding not counted."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self.embedding_since: float | None = None
+        self.embedded = 0.0
+
+    def remaining(self) -> float:
+        now = time.monotonic()
+        embedding = self.embedded + (now - self.embedding_since if self.embedding_since else 0.0)
+        return self.started + self.seconds + embedding - now
 
 
 _COUNTERS = (
@@ -152,22 +213,32 @@ class Cache:
         self.config = config if config is not None else CacheConfig()
         self._clock = clock
         cfg = self.config
-        sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
-        self._sql = SQLStore(sql_url)
-        if vector_store is None:
-            chroma_path = (
-                str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
+        self._closed = True  # until every store is open: close() then has nothing to release
+        self._lock: FolderLock | None = None
+        self._sql: SQLStore | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.degraded: str | None = None
+        """Why semantic lookups are off (the vector store could not be opened), else None."""
+        embedded_chroma = vector_store is None and cfg.path is not None and not cfg.chroma_url
+        try:
+            if embedded_chroma:  # an embedded Chroma folder supports one process
+                self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
+            sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
+            self._sql = SQLStore(
+                sql_url, timeout=cfg.sql_timeout, connect_timeout=cfg.sql_connect_timeout
             )
-            if chroma_path is None and not cfg.chroma_url:
-                log.warning(
-                    "modelcache: no path and no chroma_url: vectors live in memory and are lost "
-                    "when the process ends (rows stay in %s)",
-                    mask_url(sql_url),
-                )
-            vector_store = ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
-        self._vectors = vector_store
-        self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
-        self._check_settings()
+            if vector_store is None:
+                vector_store = self._open_vectors(sql_url)
+            self._vectors = vector_store
+            self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
+            self._check_settings()
+        except BaseException:
+            if self._sql is not None:
+                self._sql.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self._closed = False
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
         self._stats = _Stats()
         self._hit_lock = threading.Lock()
@@ -175,10 +246,34 @@ class Cache:
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
         self._next_purge = 0.0
         self._next_retention = 0.0
-        self._closed = False
+        self._pool_lock = threading.Lock()
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
         )
+
+    def _open_vectors(self, sql_url: str) -> VectorStore:
+        """Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
+        cfg = self.config
+        chroma_path = str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
+        if chroma_path is None and not cfg.chroma_url:
+            log.warning(
+                "modelcache: no path and no chroma_url: vectors live in memory and are lost "
+                "when the process ends (rows stay in the SQL store)"
+            )
+        try:
+            return ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
+        except BackendError as exc:
+            if chroma_path is None:
+                raise  # a Chroma server that is down: the caller must know at start-up
+            self.degraded = f"vector store unavailable: {exc}"
+            log.error(
+                "modelcache: cannot open the Chroma folder %s (%s); starting DEGRADED: exact "
+                "lookups only, new entries get no vectors. Restore or move the folder away, "
+                "then run `modelcache repair` to re-embed the entries.",
+                chroma_path,
+                exc,
+            )
+            return _NoVectors()
 
     # ---- settings ------------------------------------------------------------------------
     @property
@@ -235,6 +330,16 @@ class Cache:
                 f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
             )
 
+    def _checked(self, vectors: Any, count: int) -> np.ndarray:
+        """Embeddings as a (count, dimension) finite matrix, or BackendError before any write."""
+        array = np.asarray(vectors, dtype=np.float32)
+        expected = (count, self._embedder.dimension)
+        if array.shape != expected:
+            raise BackendError(f"the embedder returned shape {array.shape}, expected {expected}")
+        if not np.isfinite(array).all():
+            raise BackendError("the embedder returned non-finite values (NaN or infinity)")
+        return array
+
     @staticmethod
     def _validate_threshold(threshold: float | None) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
@@ -254,7 +359,8 @@ class Cache:
         started = time.perf_counter()
         errors = 0
         try:
-            hit = self._lookup(request, threshold, exact_only)
+            exact_only = exact_only or self.degraded is not None
+            hit = self._lookup_within_deadline(request, threshold, exact_only)
         except Exception as exc:  # fail open: the caller's LLM call must go on
             log_failure(log, "modelcache lookup failed, treated as a miss", exc)
             errors, hit = 1, None
@@ -292,7 +398,47 @@ class Cache:
             }
         )
 
-    def _lookup(self, request: Request, threshold: float | None, exact_only: bool) -> Hit | None:
+    def _lookup_within_deadline(
+        self, request: Request, threshold: float | None, exact_only: bool
+    ) -> Hit | None:
+        """Run the lookup in a worker and give up on it at the deadline (a hung database).
+
+        The abandoned worker ends when the SQL call's own timeout fires; the caller goes on
+        to its LLM at once.
+        """
+        seconds = self.config.lookup_timeout
+        if seconds is None:
+            return self._lookup(request, threshold, exact_only, None)
+        budget = _Budget(seconds)
+        future = self._lookup_pool().submit(self._lookup, request, threshold, exact_only, budget)
+        while True:
+            try:
+                return future.result(timeout=max(0.0, budget.remaining()))
+            except concurrent.futures.TimeoutError:
+                if budget.remaining() > 0:  # the embedding ran meanwhile: its time is free
+                    continue
+                future.cancel()
+                raise BackendError(
+                    f"lookup exceeded lookup_timeout={seconds}s in the stores"
+                ) from None
+
+    def _lookup_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(32, (os.cpu_count() or 1) + 4),
+                        thread_name_prefix="modelcache-lookup",
+                    )
+        return self._pool
+
+    def _lookup(
+        self,
+        request: Request,
+        threshold: float | None,
+        exact_only: bool,
+        budget: _Budget | None,
+    ) -> Hit | None:
         now = self._clock()
         partition = request.partition
         row = self._sql.get_live(request.exact_key, partition.id, now)
@@ -306,7 +452,14 @@ class Cache:
         texts = [request.query_text]
         if request.context_text:
             texts.append(request.context_text)
-        vectors = self._embedder.embed(texts)
+        if budget is not None:
+            budget.embedding_since = time.monotonic()
+        try:
+            vectors = self._embedder.embed(texts)
+        finally:
+            if budget is not None and budget.embedding_since is not None:
+                budget.embedded += time.monotonic() - budget.embedding_since
+                budget.embedding_since = None
         context_vector = vectors[1] if request.context_text else None
         # a follow-up recalls only among conversations with the same earlier replies, so the
         # top-k is not filled by the same short follow-up asked in other conversations
@@ -366,10 +519,17 @@ class Cache:
             return _CORRUPT
 
     def _drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
-        """Vectors whose row is gone (a crash between the two writes): ignore and delete."""
-        log.info("modelcache removing %d orphan vectors from %s", len(ids), partition_id)
+        """Vectors whose row is gone (a crash between the two writes): ignore and delete.
+
+        An insert writes its vector just before its row: under the write lock, inserts of
+        this process have finished, and a row that exists by then is no orphan.
+        """
         try:
-            self._vectors.delete(partition_id, ids)
+            with self._write_lock:
+                ids = sorted(set(ids) - {i for i, _ in self._sql.locate(ids)})
+                if ids:
+                    log.info("modelcache removing %d orphan vectors of %s", len(ids), partition_id)
+                    self._vectors.delete(partition_id, ids)
         except Exception as exc:
             log_failure(log, "modelcache could not remove orphan vectors", exc)
 
@@ -421,18 +581,32 @@ class Cache:
         return total
 
     def _delete_entries(self, entries: Sequence[tuple[str, str]]) -> None:
-        """Delete (id, partition) entries: vectors first, then rows.
+        """Delete (id, partition) entries: rows first, then vectors.
 
-        In this order the worst interleaving with a concurrent insert of the same key (in
-        another process) leaves an orphan vector, which lookups ignore and clean, never a row
-        that can no longer be found semantically.
+        The row is the entry: once it is gone nothing serves it, and a vector delete that
+        fails after it leaves orphan vectors, which lookups ignore and delete (and ``repair``
+        drops). The other order could leave a row served by exact lookups after a failure.
+        An insert of the same key by another process may land between the two deletes; its
+        row is then found again afterwards and its vector written back.
         """
+        if not entries:
+            return
+        self._sql.delete_ids([entry_id for entry_id, _ in entries])
         by_partition: dict[str, list[str]] = {}
         for entry_id, pid in entries:
             by_partition.setdefault(pid, []).append(entry_id)
-        for pid, ids in by_partition.items():
-            self._vectors.delete(pid, ids)
-        self._sql.delete_ids([entry_id for entry_id, _ in entries])
+        deleted: list[str] = []
+        for pid, ids in sorted(by_partition.items()):
+            try:
+                self._vectors.delete(pid, ids)
+                deleted += ids
+            except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
+                log.warning("modelcache: %d orphan vectors left in %s: %r", len(ids), pid, exc)
+        reinserted: dict[str, list[str]] = {}
+        for entry_id, pid in self._sql.locate(deleted):
+            reinserted.setdefault(pid, []).append(entry_id)
+        for pid, ids in sorted(reinserted.items()):
+            self._reembed(pid, ids)
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config
@@ -518,11 +692,16 @@ class Cache:
             return []
         unique = list(latest.values())
         try:
-            for partition in {r.partition.id: r.partition for r, _ in unique}.values():
-                self._ensure_partition(partition)
-            queries = self._embedder.embed([r.query_text for r, _ in unique])
+            partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
+            queries = self._checked(
+                self._embedder.embed([r.query_text for r, _ in unique]), len(unique)
+            )
             contexts = [r.context_text for r, _ in unique if r.context_text]
-            context_vecs = iter(self._embedder.embed(contexts)) if contexts else iter(())
+            context_vecs = (
+                iter(self._checked(self._embedder.embed(contexts), len(contexts)))
+                if contexts
+                else iter(())
+            )
             rows = [
                 EntryRow(
                     id=r.exact_key,
@@ -549,14 +728,18 @@ class Cache:
             for index, row in enumerate(rows):
                 by_partition.setdefault(row.partition_id, []).append(index)
             with self._write_lock:  # a remove of the same key in this process waits
-                self._sql.upsert(rows)  # SQL first: a vector without its row is an ignored orphan
-                for pid, indexes in by_partition.items():
+                # Vectors first, then the rows: a crash or failure in between leaves orphan
+                # vectors (ignored by lookups, dropped by repair), never an acknowledged row
+                # without its vector. An entry's vector depends only on its id's texts, so
+                # rewriting it for an existing entry changes nothing.
+                for pid, indexes in sorted(by_partition.items()):
                     self._vectors.upsert(
                         pid,
                         [rows[i].id for i in indexes],
                         queries[indexes],
                         [unique[i][0].replies_digest for i in indexes],
                     )
+                self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
         except ModelCacheError:
             raise
@@ -715,14 +898,105 @@ class Cache:
             vectors_without += sorted(vecs - rows)
         return IntegrityReport(rows_without, vectors_without)
 
+    def ready(self, timeout: float = 1.0) -> dict[str, Any]:
+        """Probe both stores within ``timeout`` seconds (readiness checks of a server).
+
+        Returns ``{"ready": bool, "sql": "ok" | reason, "vectors": "ok" | reason}``; a store
+        that does not answer in time is reported stuck instead of hanging the probe.
+        """
+        checks = {"sql": self._sql.ping, "vectors": self._vectors.collections}
+        if self.degraded:
+            checks.pop("vectors")
+        pool = self._lookup_pool()
+        futures = {name: pool.submit(check) for name, check in checks.items()}
+        deadline = time.monotonic() + timeout
+        result: dict[str, Any] = {}
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+                result[name] = "ok"
+            except concurrent.futures.TimeoutError:
+                result[name] = f"no answer within {timeout}s"
+            except Exception as exc:
+                result[name] = f"error: {type(exc).__name__}"
+        if self.degraded:
+            result["vectors"] = "degraded: exact lookups only"
+        result["ready"] = all(result[name] == "ok" for name in checks)
+        return result
+
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Make the two stores agree: re-embed rows that lack a vector, drop orphan vectors.
+
+        Rows without vectors come from an interrupted or failed write in another process or
+        a lost Chroma folder; orphan vectors from a crash between the two writes of an insert
+        or a remove. ``progress(done, total)`` is called after each partition.
+        """
+        if self.degraded:
+            raise BackendError(f"cannot repair while {self.degraded}")
+        known = {p.id for p in self._sql.find_partitions()}
+        pids = sorted(known | set(self._sql.entry_partitions()) | set(self._vectors.collections()))
+        reembedded = orphans = dropped = 0
+        failed: list[str] = []
+        for done, pid in enumerate(pids, start=1):
+            with self._write_lock:  # inserts of this process write vector then row: wait
+                rows = set(self._sql.ids_of(pid))
+                if not rows and pid not in known:
+                    self._vectors.drop(pid)  # a collection whose partition was cleared
+                    dropped += 1
+                else:
+                    vecs = set(self._vectors.ids(pid))
+                    extra = sorted(vecs - rows)
+                    if extra:
+                        self._vectors.delete(pid, extra)
+                        orphans += len(extra)
+                    missing = sorted(rows - vecs)
+                    for start in range(0, len(missing), _REPAIR_BATCH):
+                        n, bad = self._reembed(pid, missing[start : start + _REPAIR_BATCH])
+                        reembedded += n
+                        failed += bad
+            if progress is not None:
+                progress(done, len(pids))
+        if reembedded or orphans or dropped or failed:
+            log.warning(
+                "modelcache repair: %d vectors re-embedded, %d orphan vectors and %d collections "
+                "dropped, %d rows could not be repaired",
+                reembedded,
+                orphans,
+                dropped,
+                len(failed),
+            )
+        return RepairReport(reembedded, orphans, dropped, failed)
+
+    def _reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Write the vectors of rows that have none, tagged like an insert would."""
+        rows = self._sql.get_many(ids, partition_id)
+        good: list[tuple[str, str, str]] = []
+        failed: list[str] = []
+        for entry_id, row in sorted(rows.items()):
+            try:
+                digest = stored_replies_digest(row.history_json) if row.history_json else ""
+            except ValueError:
+                failed.append(entry_id)
+                continue
+            good.append((entry_id, row.query, digest))
+        if not good:
+            return 0, failed
+        vectors = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], vectors, [d for *_, d in good])
+        return len(good), failed
+
     def close(self) -> None:
         """Flush pending bookkeeping and release the stores."""
         if self._closed:
             return
         self._closed = True
         self._writer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._vectors.close()
         self._sql.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Cache:
         return self

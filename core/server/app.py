@@ -35,11 +35,14 @@ from .schemas import (
     ErrorBody,
     HealthResult,
     LookupResult,
+    ReadyResult,
     StatsResult,
     envelope_models,
     rest_bodies,
 )
 from .settings import ServerSettings
+
+_READY_TIMEOUT = 1.0  # seconds a readiness probe waits for each store
 
 __all__ = ["create_app"]
 
@@ -479,6 +482,20 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     async def healthz() -> HealthResult:
         """Liveness: the process answers (does not touch the stores)."""
         return HealthResult(status="ok", version=__version__)
+
+    @app.get(
+        "/readyz",
+        tags=["Operations"],
+        response_model=ReadyResult,
+        responses={503: {"model": ReadyResult, "description": "A store is down or stuck."}},
+    )
+    async def readyz() -> JSONResponse:
+        """Readiness: a bounded probe of both stores; 503 while one is down or hangs."""
+        import asyncio
+
+        report = await asyncio.to_thread(cache.ready, _READY_TIMEOUT)
+        body = ReadyResult(**report).model_dump()
+        return JSONResponse(body, status_code=200 if report["ready"] else 503)
 
     @app.get(
         "/metrics",

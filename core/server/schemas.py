@@ -134,6 +134,14 @@ class HealthResult(BaseModel):
     version: str
 
 
+class ReadyResult(BaseModel):
+    """Readiness answer: each store's probe, "ok" or why not (503 when not ready)."""
+
+    ready: bool
+    sql: str
+    vectors: str
+
+
 def rest_bodies(environments: tuple[str, ...]) -> dict[str, type[BaseModel]]:
     """Request models whose ``env`` enum is the configured list of environments."""
     Env = Literal[environments]  # type: ignore[valid-type]
