@@ -26,6 +26,26 @@ class ChromaVectorStore:
     """
 
     def __init__(self, path: str | None = None, url: str | None = None) -> None:
+        self._path = path
+        self._url = url
+        self._opened: Any = None
+        self._open_lock = threading.Lock()
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        """The Chroma client, opened on first use: importing chromadb costs about a second,
+        which commands that never touch vectors (stats, export) should not pay."""
+        if self._opened is not None:
+            return self._opened
+        with self._open_lock:
+            if self._opened is None:
+                self._opened = self._open(self._path, self._url)
+            return self._opened
+
+    @staticmethod
+    def _open(path: str | None, url: str | None) -> Any:
         import chromadb
         from chromadb.config import Settings
 
@@ -33,21 +53,18 @@ class ChromaVectorStore:
         try:
             if url:
                 parsed = urlparse(url)
-                self._client: Any = chromadb.HttpClient(
+                return chromadb.HttpClient(
                     host=parsed.hostname or "127.0.0.1",
                     port=parsed.port or 8000,
                     ssl=parsed.scheme == "https",
                     settings=settings,
                 )
-            elif path:
+            if path:
                 Path(path).mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=path, settings=settings)
-            else:
-                self._client = chromadb.EphemeralClient(settings=settings)
+                return chromadb.PersistentClient(path=path, settings=settings)
+            return chromadb.EphemeralClient(settings=settings)
         except Exception as exc:
             raise BackendError(f"cannot open Chroma ({url or path or 'memory'}): {exc}") from exc
-        self._collections: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     @staticmethod
     def _name(partition_id: str) -> str:
