@@ -15,12 +15,13 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from .embedding.base import count_words
+from .embedding.base import count_words, split_sentences
 
 __all__ = ["PART_MARGIN", "LongTextCheck", "Region", "differing_regions", "part_threshold"]
 
@@ -32,9 +33,6 @@ log = logging.getLogger("modelcache")
 # reworded questions scored 0.73-1.00 and other questions over the same context at most 0.62.
 PART_MARGIN = 0.15
 
-# A sentence ends at ., !, ?, their CJK forms or a colon / semicolon, followed by a space (texts
-# are normalised, so newlines are spaces by now), or at a CJK full stop.
-_SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|(?<=[。！？；：])")
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
 
 
@@ -51,10 +49,6 @@ def part_threshold(short_threshold: float) -> float:
     return short_threshold - PART_MARGIN
 
 
-def _sentences(text: str) -> list[str]:
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
-
-
 def _key(sentence: str) -> str:
     """Comparison key of a sentence: case, spacing and punctuation do not count."""
     return _KEY_DROP.sub(" ", sentence.casefold()).strip()
@@ -63,12 +57,12 @@ def _key(sentence: str) -> str:
 def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
     """The regions where two texts differ, widened to whole sentences, and the shared words.
 
-    Sentences that appear anywhere in the other text (retrieved chunks in another order) do
-    not count as differences.
+    Sentences that appear as often elsewhere in the other text (retrieved chunks in another
+    order) do not count as differences.
     """
-    a, b = _sentences(old), _sentences(new)
+    a, b = split_sentences(old), split_sentences(new)
     ka, kb = [_key(s) for s in a], [_key(s) for s in b]
-    in_a, in_b = set(ka), set(kb)
+    count_a, count_b = Counter(ka), Counter(kb)
     regions: list[Region] = []
     shared = 0
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
@@ -76,9 +70,11 @@ def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
         if tag == "equal":
             shared += sum(count_words(s) for s in a[i1:i2])
             continue
-        old_part = [a[i] for i in range(i1, i2) if ka[i] and ka[i] not in in_b]
-        new_part = [b[j] for j in range(j1, j2) if kb[j] and kb[j] not in in_a]
-        shared += sum(count_words(a[i]) for i in range(i1, i2) if ka[i] in in_b)
+        moved_a = [bool(ka[i]) and count_b[ka[i]] >= count_a[ka[i]] for i in range(i1, i2)]
+        moved_b = [bool(kb[j]) and count_a[kb[j]] >= count_b[kb[j]] for j in range(j1, j2)]
+        old_part = [a[i] for i, m in zip(range(i1, i2), moved_a, strict=True) if ka[i] and not m]
+        new_part = [b[j] for j, m in zip(range(j1, j2), moved_b, strict=True) if kb[j] and not m]
+        shared += sum(count_words(a[i]) for i, m in zip(range(i1, i2), moved_a, strict=True) if m)
         if old_part or new_part:
             regions.append(Region(" ".join(old_part), " ".join(new_part)))
     return regions, shared
