@@ -15,7 +15,8 @@ from __future__ import annotations
 import difflib
 import logging
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ log = logging.getLogger("modelcache")
 # reworded questions scored 0.73-1.00 and other questions over the same context at most 0.62.
 PART_MARGIN = 0.15
 
+_MEMO_SIZE = 2048  # region vectors kept per cache
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
 
 
@@ -77,6 +79,13 @@ def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
         shared += sum(count_words(a[i]) for i, m in zip(range(i1, i2), moved_a, strict=True) if m)
         if old_part or new_part:
             regions.append(Region(" ".join(old_part), " ".join(new_part)))
+    # a sentence removed in one place and another added elsewhere (the diff may align an
+    # edited copy of a repeated sentence that way) are compared as one pair
+    removed = [r.old for r in regions if not r.new]
+    added = [r.new for r in regions if not r.old]
+    if removed and added:
+        regions = [r for r in regions if r.old and r.new]
+        regions.append(Region(" ".join(removed), " ".join(added)))
     return regions, shared
 
 
@@ -99,6 +108,8 @@ class LongTextCheck:
         self._threshold = threshold
         self._conflict = conflict
         self._max_changed = max_changed
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
 
     def applies(self, new: str, old: str) -> bool:
         """True when either text is long enough for its vector to hide a short difference."""
@@ -110,9 +121,10 @@ class LongTextCheck:
         if not regions:
             return None
         if not shared:
-            # nothing in common verbatim: a reworded text, not an edited prompt; the whole
-            # vector and the guard over the whole text already decided
-            return None
+            # nothing in common verbatim: a reworded text, not an edited prompt, so the whole
+            # vector decides, with the guard over the whole texts
+            conflict = self._conflict(new, old) if self._conflict is not None else None
+            return None if conflict is None else f"guard: {conflict}"
         changed = max(
             sum(count_words(r.old) for r in regions), sum(count_words(r.new) for r in regions)
         )
@@ -121,16 +133,33 @@ class LongTextCheck:
         for region in regions:
             if not (_has_words(region.old) and _has_words(region.new)):
                 return "text on one side only"
-        vectors = self._embed([t for r in regions for t in (r.old, r.new)])
-        for index, region in enumerate(regions):
-            similarity = float(np.dot(vectors[2 * index], vectors[2 * index + 1]))
-            if similarity < self._threshold:
-                return f"a differing part scores {similarity:.3f}"
-            if self._conflict is not None:
+        if self._conflict is not None:  # cheaper than embedding: first
+            for region in regions:
                 conflict = self._conflict(region.new, region.old)
                 if conflict is not None:
                     return f"a differing part conflicts: {conflict}"
+        vectors = self._vectors([t for r in regions for t in (r.old, r.new)])
+        for region in regions:
+            similarity = float(np.dot(vectors[region.old], vectors[region.new]))
+            if similarity < self._threshold:
+                return f"a differing part scores {similarity:.3f}"
         return None
+
+    def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Vectors of short region texts, memoised: one lookup compares the same new question
+        with several candidates, and stored questions recur across lookups."""
+        with self._lock:
+            found = {t: self._memo[t] for t in texts if t in self._memo}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            fresh = self._embed(missing)
+            with self._lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    found[text] = self._memo[text] = vector
+                    self._memo.move_to_end(text)
+                while len(self._memo) > _MEMO_SIZE:
+                    self._memo.popitem(last=False)
+        return found
 
 
 def _has_words(text: str) -> bool:
