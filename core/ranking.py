@@ -252,8 +252,6 @@ class Acceptor:
 
     def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
         """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""
-        if not self._longtext.applies(query, row.query):
-            return False
         reason = self._longtext.reason(query, row.query)
         if reason is not None:
             log.debug("long-text check rejected %s: %s", row.id, reason)
@@ -278,12 +276,14 @@ class Acceptor:
                 or not is_usable(cand.row)
             ):
                 continue
-            if self._guard is not None:
+            # long texts get the guard over the parts that differ, in the long-text check
+            long = self._longtext.applies(request.query_text, cand.row.query)
+            if self._guard is not None and not long:
                 reason = self._guard.conflict(request.query_text, cand.row.query)
                 if reason is not None:
                     log.debug("guard rejected %s: %s", cand.row.id, reason)
                     continue
-            if self._long_parts_differ(request.query_text, cand.row):
+            if long and self._long_parts_differ(request.query_text, cand.row):
                 continue
             passing.append(cand)
         if not passing or self._verifier is None:
