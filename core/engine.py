@@ -7,8 +7,10 @@ inserts the answer. Lookups fail open (a backend or embedding fault is a logged 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -33,11 +35,13 @@ from .ranking import (
     query_part,
     recall_vector,
 )
+from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .storage import EntryRow, SQLStore
-from .vectors import ChromaVectorStore, VectorStore
+from .storage.folder_lock import FolderLock
+from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
-__all__ = ["Cache", "Hit", "IntegrityReport"]
+__all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
@@ -47,6 +51,7 @@ _SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
+_REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,63 @@ class IntegrityReport:
     def ok(self) -> bool:
         """True when SQL rows and vectors match one to one."""
         return not self.rows_without_vector and not self.vectors_without_row
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`Cache.repair` did: vectors re-embedded, orphan vectors and collections
+    dropped, and rows it could not repair (a corrupt history)."""
+
+    reembedded: int
+    orphans_dropped: int
+    collections_dropped: int
+    failed: list[str]
+
+
+class _NoVectors:
+    """Stand-in vector store of a cache whose Chroma could not be opened: exact-only."""
+
+    def create(self, collection: str) -> None:
+        return None
+
+    def upsert(self, collection: str, ids: Sequence[str], vectors: Any) -> None:
+        return None
+
+    def query(self, collection: str, vector: Any, k: int) -> list[Any]:
+        return []
+
+    def query_vectors(self, collection: str, vector: Any, k: int) -> list[Any]:
+        return []
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        return None
+
+    def drop(self, collection: str) -> None:
+        return None
+
+    def ids(self, collection: str) -> list[str]:
+        return []
+
+    def collections(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        return None
+
+
+class _Budget:
+    """A lookup's deadline: ``seconds`` in the stores, time spent embedding not counted."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started = time.monotonic()
+        self.embedding_since: float | None = None
+        self.embedded = 0.0
+
+    def remaining(self) -> float:
+        now = time.monotonic()
+        embedding = self.embedded + (now - self.embedding_since if self.embedding_since else 0.0)
+        return self.started + self.seconds + embedding - now
 
 
 _COUNTERS = (
@@ -142,7 +204,7 @@ class _Stats:
 
 
 class Cache:
-    """A semantic cache over a vector store (Chroma) and a scalar store (SQL).
+    """A semantic cache over a vector store (Chroma or Milvus) and a scalar store (SQL).
 
     >>> cache = Cache(CacheConfig(path="/tmp/mc"))          # doctest: +SKIP
     >>> cache.insert(Request.from_text("What is WAL?"), "Write-ahead logging ...")  # doctest: +SKIP
@@ -161,22 +223,42 @@ class Cache:
         self.config = config if config is not None else CacheConfig()
         self._clock = clock
         cfg = self.config
-        sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
-        self._sql = SQLStore(sql_url)
-        if vector_store is None:
-            chroma_path = (
-                str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
+        self._closed = True  # until every store is open: close() then has nothing to release
+        self._lock: FolderLock | None = None
+        self._sql: SQLStore | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.degraded: str | None = None
+        """Why semantic lookups are off (the vector store could not be opened), else None."""
+        embedded_chroma = (
+            vector_store is None
+            and cfg.path is not None
+            and not cfg.chroma_url
+            and not cfg.vector_url
+        )
+        try:
+            if embedded_chroma:  # an embedded Chroma folder supports one process
+                self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
+            sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
+            self._sql = SQLStore(
+                sql_url, timeout=cfg.sql_timeout, connect_timeout=cfg.sql_connect_timeout
             )
-            if chroma_path is None and not cfg.chroma_url:
-                log.warning(
-                    "modelcache: no path and no chroma_url: vectors live in memory and are lost "
-                    "when the process ends (rows stay in %s)",
-                    sql_url,
-                )
-            vector_store = ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
-        self._vectors = vector_store
-        self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
-        self._check_settings()
+            if vector_store is None:
+                vector_store = self._open_vectors(sql_url)
+            self._vectors = vector_store
+            self._embedder = embedder or build_embedder(
+                cfg.embedder,
+                threads=cfg.torch_threads,
+                backend=cfg.embedder_backend,
+                onnx_cache_dir=cfg.onnx_cache_dir,
+            )
+            self._check_settings()
+        except BaseException:
+            if self._sql is not None:
+                self._sql.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self._closed = False
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
         self._stats = _Stats()
         self._hit_lock = threading.Lock()
@@ -184,10 +266,44 @@ class Cache:
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
         self._next_purge = 0.0
         self._next_retention = 0.0
-        self._closed = False
+        self._pool_lock = threading.Lock()
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
         )
+
+    def _open_vectors(self, sql_url: str) -> VectorStore:
+        """Milvus or Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
+        cfg = self.config
+        if cfg.vector_url is not None:
+            return MilvusVectorStore(
+                cfg.vector_url,
+                collection=cfg.milvus_collection,
+                partition_key=cfg.milvus_partition_key,
+                hnsw_m=cfg.milvus_hnsw_m,
+                hnsw_ef_construction=cfg.milvus_hnsw_ef_construction,
+                search_ef=cfg.milvus_search_ef,
+                timeout=cfg.milvus_timeout,
+            )
+        chroma_path = str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
+        if chroma_path is None and not cfg.chroma_url:
+            log.warning(
+                "modelcache: no path and no chroma_url: vectors live in memory and are lost "
+                "when the process ends (rows stay in the SQL store)"
+            )
+        try:
+            return ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
+        except BackendError as exc:
+            if chroma_path is None:
+                raise  # a Chroma server that is down: the caller must know at start-up
+            self.degraded = f"vector store unavailable: {exc}"
+            log.error(
+                "modelcache: cannot open the Chroma folder %s (%s); starting DEGRADED: exact "
+                "lookups only, new entries get no vectors. Restore or move the folder away, "
+                "then run `modelcache repair` to re-embed the entries.",
+                chroma_path,
+                exc,
+            )
+            return _NoVectors()
 
     # ---- settings ------------------------------------------------------------------------
     @property
@@ -273,6 +389,16 @@ class Cache:
                 f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
             )
 
+    def _checked(self, vectors: Any, count: int) -> np.ndarray:
+        """Embeddings as a (count, dimension) finite matrix, or BackendError before any write."""
+        array = np.asarray(vectors, dtype=np.float32)
+        expected = (count, self._embedder.dimension)
+        if array.shape != expected:
+            raise BackendError(f"the embedder returned shape {array.shape}, expected {expected}")
+        if not np.isfinite(array).all():
+            raise BackendError("the embedder returned non-finite values (NaN or infinity)")
+        return array
+
     @staticmethod
     def _validate_threshold(threshold: float | None) -> None:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
@@ -292,9 +418,10 @@ class Cache:
         started = time.perf_counter()
         errors = 0
         try:
-            hit = self._lookup(request, threshold, exact_only)
+            exact_only = exact_only or self.degraded is not None
+            hit = self._lookup_within_deadline(request, threshold, exact_only)
         except Exception as exc:  # fail open: the caller's LLM call must go on
-            log.warning("modelcache lookup failed, treated as a miss: %r", exc)
+            log_failure(log, "modelcache lookup failed, treated as a miss", exc)
             errors, hit = 1, None
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._stats.add(
@@ -330,7 +457,47 @@ class Cache:
             }
         )
 
-    def _lookup(self, request: Request, threshold: float | None, exact_only: bool) -> Hit | None:
+    def _lookup_within_deadline(
+        self, request: Request, threshold: float | None, exact_only: bool
+    ) -> Hit | None:
+        """Run the lookup in a worker and give up on it at the deadline (a hung database).
+
+        The abandoned worker ends when the SQL call's own timeout fires; the caller goes on
+        to its LLM at once.
+        """
+        seconds = self.config.lookup_timeout
+        if seconds is None:
+            return self._lookup(request, threshold, exact_only, None)
+        budget = _Budget(seconds)
+        future = self._lookup_pool().submit(self._lookup, request, threshold, exact_only, budget)
+        while True:
+            try:
+                return future.result(timeout=max(0.0, budget.remaining()))
+            except concurrent.futures.TimeoutError:
+                if budget.remaining() > 0:  # the embedding ran meanwhile: its time is free
+                    continue
+                future.cancel()
+                raise BackendError(
+                    f"lookup exceeded lookup_timeout={seconds}s in the stores"
+                ) from None
+
+    def _lookup_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(32, (os.cpu_count() or 1) + 4),
+                        thread_name_prefix="modelcache-lookup",
+                    )
+        return self._pool
+
+    def _lookup(
+        self,
+        request: Request,
+        threshold: float | None,
+        exact_only: bool,
+        budget: _Budget | None,
+    ) -> Hit | None:
         now = self._clock()
         partition = request.partition
         row = self._sql.get_live(request.exact_key, partition.id, now)
@@ -341,7 +508,7 @@ class Cache:
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
-        conv = self._embed_request(request)
+        conv = self._embed_request(request, budget)
         # a follow-up recalls by query + context, so the same short follow-up stored in many
         # conversations does not crowd this one's entry out of the top-k; a standalone
         # question after unrelated turns also recalls by its query alone
@@ -386,12 +553,20 @@ class Cache:
         self._note_hit(chosen.row, now)
         return self._hit(chosen.row, decoded[chosen.row.id], chosen.similarity, "semantic")
 
-    def _embed_request(self, request: Request) -> ConversationVectors:
-        """The query and, for a follow-up, every earlier turn, embedded in one batch."""
+    def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
+        """The query and, for a follow-up, every earlier turn, embedded in one batch (time
+        the lookup deadline does not count)."""
         texts = [request.query_text]
         if request.conversation_text:
             texts.append(request.conversation_text)
-        vectors = self._embedder.embed(texts)
+        if budget is not None:
+            budget.embedding_since = time.monotonic()
+        try:
+            vectors = self._embedder.embed(texts)
+        finally:
+            if budget is not None and budget.embedding_since is not None:
+                budget.embedded += time.monotonic() - budget.embedding_since
+                budget.embedding_since = None
         if len(texts) == 1:
             return ConversationVectors(vectors[0])
         query, context = vectors[0], vectors[1]
@@ -425,12 +600,19 @@ class Cache:
             return _CORRUPT
 
     def _drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
-        """Vectors whose row is gone (a crash between the two writes): ignore and delete."""
-        log.info("modelcache removing %d orphan vectors from %s", len(ids), partition_id)
+        """Vectors whose row is gone (a crash between the two writes): ignore and delete.
+
+        An insert writes its vector just before its row: under the write lock, inserts of
+        this process have finished, and a row that exists by then is no orphan.
+        """
         try:
-            self._vectors.delete(partition_id, ids)
+            with self._write_lock:
+                ids = sorted(set(ids) - {i for i, _ in self._sql.locate(ids)})
+                if ids:
+                    log.info("modelcache removing %d orphan vectors of %s", len(ids), partition_id)
+                    self._vectors.delete(partition_id, ids)
         except Exception as exc:
-            log.warning("modelcache could not remove orphan vectors: %r", exc)
+            log_failure(log, "modelcache could not remove orphan vectors", exc)
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
@@ -447,7 +629,7 @@ class Cache:
         try:
             self._sql.record_hits(pending)
         except Exception as exc:
-            log.warning("modelcache could not record %d hits: %r", len(pending), exc)
+            log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 
     def _maintain(self) -> None:
         """Background pass: hit counts, lazy purge of expired entries, log retention."""
@@ -480,18 +662,32 @@ class Cache:
         return total
 
     def _delete_entries(self, entries: Sequence[tuple[str, str]]) -> None:
-        """Delete (id, partition) entries: vectors first, then rows.
+        """Delete (id, partition) entries: rows first, then vectors.
 
-        In this order the worst interleaving with a concurrent insert of the same key (in
-        another process) leaves an orphan vector, which lookups ignore and clean, never a row
-        that can no longer be found semantically.
+        The row is the entry: once it is gone nothing serves it, and a vector delete that
+        fails after it leaves orphan vectors, which lookups ignore and delete (and ``repair``
+        drops). The other order could leave a row served by exact lookups after a failure.
+        An insert of the same key by another process may land between the two deletes; its
+        row is then found again afterwards and its vector written back.
         """
+        if not entries:
+            return
+        self._sql.delete_ids([entry_id for entry_id, _ in entries])
         by_partition: dict[str, list[str]] = {}
         for entry_id, pid in entries:
             by_partition.setdefault(pid, []).append(entry_id)
-        for pid, ids in by_partition.items():
-            self._vectors.delete(pid, ids)
-        self._sql.delete_ids([entry_id for entry_id, _ in entries])
+        deleted: list[str] = []
+        for pid, ids in sorted(by_partition.items()):
+            try:
+                self._vectors.delete(pid, ids)
+                deleted += ids
+            except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
+                log.warning("modelcache: %d orphan vectors left in %s: %r", len(ids), pid, exc)
+        reinserted: dict[str, list[str]] = {}
+        for entry_id, pid in self._sql.locate(deleted):
+            reinserted.setdefault(pid, []).append(entry_id)
+        for pid, ids in sorted(reinserted.items()):
+            self._reembed(pid, ids)
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config
@@ -521,6 +717,17 @@ class Cache:
         self._validate(request)
         self._ensure_partition(request.partition)
         return request.partition.id
+
+    def has_partition(self, scope: Scope, system: str | None = None) -> bool:
+        """Whether the partition of a scope and system prompt exists in the store."""
+        partition = Request(query="register", scope=scope, system=system).partition
+        try:
+            rows = self._sql.find_partitions(
+                tenant=scope.tenant, env=scope.env, model=scope.model, params_json=scope.params_json
+            )
+        except Exception as exc:
+            raise BackendError(f"partition lookup failed: {describe_error(exc)}") from exc
+        return any(row.id == partition.id for row in rows)
 
     def _ensure_partition(self, partition: Partition) -> None:
         """Create the partition's row and collection; re-checked on every write, since another
@@ -566,12 +773,16 @@ class Cache:
             return []
         unique = list(latest.values())
         try:
-            for partition in {r.partition.id: r.partition for r, _ in unique}.values():
-                self._ensure_partition(partition)
-            queries = self._embedder.embed([r.query_text for r, _ in unique])
+            partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
+            queries = self._checked(
+                self._embedder.embed([r.query_text for r, _ in unique]), len(unique)
+            )
             contexts = [r.conversation_text for r, _ in unique if r.conversation_text]
-            embedded = self._embedder.embed(contexts) if contexts else []
-            context_vecs = iter(embedded)
+            context_vecs = (
+                iter(self._checked(self._embedder.embed(contexts), len(contexts)))
+                if contexts
+                else iter(())
+            )
             context_of = [next(context_vecs) if r.conversation_text else None for r, _ in unique]
             rows = [
                 EntryRow(
@@ -599,13 +810,17 @@ class Cache:
             for index, row in enumerate(rows):
                 by_partition.setdefault(row.partition_id, []).append(index)
             with self._write_lock:  # a remove of the same key in this process waits
-                self._sql.upsert(rows)  # SQL first: a vector without its row is an ignored orphan
-                for pid, indexes in by_partition.items():
+                # Vectors first, then the rows: a crash or failure in between leaves orphan
+                # vectors (ignored by lookups, dropped by repair), never an acknowledged row
+                # without its vector. An entry's vector depends only on its id's texts, so
+                # rewriting it for an existing entry changes nothing.
+                for pid, indexes in sorted(by_partition.items()):
                     self._vectors.upsert(
                         pid,
                         [rows[i].id for i in indexes],
                         np.stack([recall_vector(queries[i], context_of[i]) for i in indexes]),
                     )
+                self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
         except ModelCacheError:
             raise
@@ -677,10 +892,16 @@ class Cache:
         lookups, misses, hit kinds, latency, evictions and expirations are this process's.
         """
         self.flush()
-        counts = self._sql.partition_counts()
+        try:
+            counts = self._sql.partition_counts()
+            stored = self._sql.find_partitions()
+        except ModelCacheError:
+            raise
+        except Exception as exc:  # an outage is a BackendError (503), not a raw driver error
+            raise BackendError(f"stats failed: {describe_error(exc)}") from exc
         price = self.config.token_price_per_1k / 1000
         partitions = []
-        for p in self._sql.find_partitions():
+        for p in stored:
             entries, hits, tokens = counts.get(p.id, (0, 0, 0))
             partitions.append(
                 {
@@ -758,14 +979,111 @@ class Cache:
             vectors_without += sorted(vecs - rows)
         return IntegrityReport(rows_without, vectors_without)
 
+    def ready(self, timeout: float = 1.0) -> dict[str, Any]:
+        """Probe both stores within ``timeout`` seconds (readiness checks of a server).
+
+        Returns ``{"ready": bool, "sql": "ok" | reason, "vectors": "ok" | reason}``; a store
+        that does not answer in time is reported stuck instead of hanging the probe.
+        """
+        checks = {"sql": self._sql.ping, "vectors": self._vectors.collections}
+        if self.degraded:
+            checks.pop("vectors")
+        pool = self._lookup_pool()
+        futures = {name: pool.submit(check) for name, check in checks.items()}
+        deadline = time.monotonic() + timeout
+        result: dict[str, Any] = {}
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+                result[name] = "ok"
+            except concurrent.futures.TimeoutError:
+                result[name] = f"no answer within {timeout}s"
+            except Exception as exc:
+                result[name] = f"error: {type(exc).__name__}"
+        if self.degraded:
+            result["vectors"] = "degraded: exact lookups only"
+        result["ready"] = all(result[name] == "ok" for name in checks)
+        return result
+
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Make the two stores agree: re-embed rows that lack a vector, drop orphan vectors.
+
+        Rows without vectors come from an interrupted or failed write in another process or
+        a lost Chroma folder; orphan vectors from a crash between the two writes of an insert
+        or a remove. ``progress(done, total)`` is called after each partition.
+        """
+        if self.degraded:
+            raise BackendError(f"cannot repair while {self.degraded}")
+        known = {p.id for p in self._sql.find_partitions()}
+        pids = sorted(known | set(self._sql.entry_partitions()) | set(self._vectors.collections()))
+        reembedded = orphans = dropped = 0
+        failed: list[str] = []
+        for done, pid in enumerate(pids, start=1):
+            with self._write_lock:  # inserts of this process write vector then row: wait
+                rows = set(self._sql.ids_of(pid))
+                if not rows and pid not in known:
+                    self._vectors.drop(pid)  # a collection whose partition was cleared
+                    dropped += 1
+                else:
+                    vecs = set(self._vectors.ids(pid))
+                    extra = sorted(vecs - rows)
+                    if extra:
+                        self._vectors.delete(pid, extra)
+                        orphans += len(extra)
+                    missing = sorted(rows - vecs)
+                    for start in range(0, len(missing), _REPAIR_BATCH):
+                        n, bad = self._reembed(pid, missing[start : start + _REPAIR_BATCH])
+                        reembedded += n
+                        failed += bad
+            if progress is not None:
+                progress(done, len(pids))
+        if reembedded or orphans or dropped or failed:
+            log.warning(
+                "modelcache repair: %d vectors re-embedded, %d orphan vectors and %d collections "
+                "dropped, %d rows could not be repaired",
+                reembedded,
+                orphans,
+                dropped,
+                len(failed),
+            )
+        return RepairReport(reembedded, orphans, dropped, failed)
+
+    def _reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Write the recall vectors of rows that have none, as an insert would."""
+        rows = self._sql.get_many(ids, partition_id)
+        good: list[tuple[str, str, str]] = []
+        failed: list[str] = []
+        for entry_id, row in sorted(rows.items()):
+            try:
+                context = stored_conversation_text(row.history_json) if row.history_json else ""
+            except ValueError:
+                failed.append(entry_id)
+                continue
+            good.append((entry_id, row.query, context))
+        if not good:
+            return 0, failed
+        queries = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
+        texts = [c for *_, c in good if c]
+        embedded = iter(self._checked(self._embedder.embed(texts), len(texts)) if texts else ())
+        vectors = [
+            recall_vector(q, next(embedded) if c else None)
+            for q, (*_, c) in zip(queries, good, strict=True)
+        ]
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], np.stack(vectors))
+        return len(good), failed
+
     def close(self) -> None:
         """Flush pending bookkeeping and release the stores."""
         if self._closed:
             return
         self._closed = True
         self._writer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._vectors.close()
         self._sql.close()
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Cache:
         return self

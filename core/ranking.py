@@ -22,6 +22,7 @@ import numpy as np
 
 from .config import CacheConfig
 from .embedding.base import Thresholds, thresholds_of
+from .longtext import LongTextCheck, part_threshold
 from .request import Request, normalize_text
 from .storage.models import EntryRow
 
@@ -203,6 +204,13 @@ class Acceptor:
             from .verifier import load_verifier
 
             self._verifier = load_verifier(verifier)
+        self._longtext = LongTextCheck(
+            embedder.embed,
+            embedder.count_tokens,
+            long_tokens=config.long_query_tokens,
+            threshold=part_threshold(self.thresholds.short),
+            conflict=self._guard.conflict if self._guard is not None else None,
+        )
 
     def threshold_for(self, request: Request, override: float | None) -> float:
         """Per-call override, else the long, follow-up or short threshold of the query."""
@@ -273,6 +281,15 @@ class Acceptor:
             return False
         return True
 
+    def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
+        """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""
+        if not self._longtext.applies(query, row.query):
+            return False
+        reason = self._longtext.reason(query, row.query)
+        if reason is not None:
+            log.debug("long-text check rejected %s: %s", row.id, reason)
+        return reason is not None
+
     def choose(
         self,
         request: Request,
@@ -297,6 +314,8 @@ class Acceptor:
                 if reason is not None:
                     log.debug("guard rejected %s: %s", cand.row.id, reason)
                     continue
+            if self._long_parts_differ(request.query_text, cand.row):
+                continue
             passing.append(cand)
         if not passing or self._verifier is None:
             return passing[0] if passing else None

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import pytest
 
 from modelcache import Cache, CacheConfig, Embedder, FakeEmbedder, SentenceTransformerEmbedder
+from modelcache.embedding import OnnxSentenceEmbedder
 
 _START = 1_700_000_000.0
 
@@ -57,8 +58,17 @@ def _db_name() -> str:
 
 # ---- embedders --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def minilm() -> SentenceTransformerEmbedder:
-    """The real shipped all-MiniLM-L6-v2 model, loaded once per session (offline, 1 thread)."""
+def minilm() -> OnnxSentenceEmbedder:
+    """The real shipped all-MiniLM-L6-v2 model on the default runtime (ONNX Runtime, 1 thread),
+    loaded once per session; the first session on a machine exports it (torch, ~20 s)."""
+    embedder = OnnxSentenceEmbedder()
+    assert embedder.backend == "onnx", "the ONNX export of the shipped model failed"
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def minilm_torch() -> SentenceTransformerEmbedder:
+    """The same model under torch (the fallback and fine-tuning runtime), loaded once."""
     return SentenceTransformerEmbedder()
 
 

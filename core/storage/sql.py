@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Iterable, Sequence
+import logging
+import os
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, delete, func, select, update
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from ..errors import BackendError, ConfigError
 from ..request import Partition
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
 
-__all__ = ["SQLStore"]
+__all__ = ["SQLStore", "is_transient", "mask_url"]
+
+log = logging.getLogger("modelcache")
+T = TypeVar("T")
 
 _CHUNK = 500  # rows per IN (...) list: well under every dialect's parameter limit
 _ENTRY = EntryRow.__table__  # type: ignore[attr-defined]
@@ -28,6 +46,36 @@ _LIVE = sa.select(_ENTRY).where(
 # By primary key only: with a partition filter beside it, SQLite's planner picks the partition
 # index and scans the whole partition (12 ms at 30k entries instead of 0.1 ms).
 _MANY = sa.select(_ENTRY).where(_ENTRY.c.id.in_(sa.bindparam("ids", expanding=True)))
+_TABLES = [t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)]  # type: ignore[attr-defined]
+
+# Errors after which the same transaction succeeds when simply run again: MySQL/MariaDB
+# deadlock (1213), lock wait timeout (1205), "record has changed" (1020); PostgreSQL
+# serialization failure, deadlock, lock not available; SQLite busy.
+_MYSQL_TRANSIENT = {1213, 1205, 1020}
+_PG_TRANSIENT = {"40001", "40P01", "55P03"}
+_RETRY_ATTEMPTS = 6
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for deadlocks, serialization failures and lock timeouts: retry the transaction."""
+    if not isinstance(exc, sa.exc.DBAPIError) or exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_TRANSIENT:
+        return True
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def mask_url(url: sa.URL | str) -> str:
+    """A database URL with its password hidden, for logs and errors."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<invalid sql_url>"
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
@@ -35,39 +83,176 @@ def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]
         yield items[start : start + size]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
+class _Watchdog:
+    """Shuts the socket of a PostgreSQL connection held past its deadline.
+
+    libpq has no read timeout: against a server that accepts connections but never answers,
+    a call would wait forever, and the server-side statement_timeout never arrives. Closing
+    the socket makes the blocked call fail at once; SQLAlchemy then discards the connection.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._due: dict[int, tuple[float, Any]] = {}
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, dbapi_conn: Any) -> None:
+        with self._wake:
+            self._due[id(dbapi_conn)] = (time.monotonic() + self._timeout, dbapi_conn)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="modelcache-sql-watchdog"
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def disarm(self, dbapi_conn: Any, *_: Any) -> None:
+        with self._wake:
+            self._due.pop(id(dbapi_conn), None)
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._due.clear()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                if self._stopped:
+                    return
+                now = time.monotonic()
+                late = [k for k, (due, _) in self._due.items() if due <= now]
+                conns = [self._due.pop(k)[1] for k in late]
+                nearest = min((due for due, _ in self._due.values()), default=now + 60)
+                if not conns:
+                    self._wake.wait(max(0.01, nearest - now))
+                    continue
+            for conn in conns:
+                self._shut(conn)
+
+    def _shut(self, conn: Any) -> None:
+        log.warning("modelcache: a SQL call exceeded sql_timeout=%ss; closing it", self._timeout)
+        with contextlib.suppress(Exception):
+            sock = socket.socket(fileno=os.dup(conn.fileno()))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
 
 
 class SQLStore:
-    """SQLModel-backed rows; every method is one short transaction."""
+    """SQLModel-backed rows; every method is one short transaction.
 
-    def __init__(self, url: str) -> None:
+    Every call is bounded: ``connect_timeout`` to open a connection or wait for a pooled one,
+    ``timeout`` for a call (driver read/write timeouts, a server statement timeout, SQLite's
+    busy wait). Write transactions that lose a deadlock or a lock wait are run again.
+    """
+
+    def __init__(self, url: str, *, timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
         try:
             self.url = sa.make_url(url)
         except sa.exc.ArgumentError as exc:
-            raise ConfigError(f"invalid sql_url {url!r}: {exc}") from exc
+            raise ConfigError(f"invalid sql_url {mask_url(url)!r}: {exc}") from exc
+        self.timeout = timeout
+        self._watchdog: _Watchdog | None = None
+        backend = self.url.get_backend_name()
         kwargs: dict[str, Any] = {}
-        if self.url.get_backend_name() == "sqlite":
+        if backend == "sqlite":
             if self.url.database and self.url.database != ":memory:":
+                _check_sqlite_file(Path(self.url.database))
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": timeout}
         else:  # network databases drop idle connections; SQLite files never do
-            kwargs.update(pool_pre_ping=True, pool_recycle=3600)
+            kwargs.update(pool_recycle=3600, pool_timeout=connect_timeout)
+            if backend == "mysql":
+                kwargs["pool_pre_ping"] = True  # bounded by the driver's read timeout
+                kwargs["connect_args"] = {
+                    "connect_timeout": max(1, round(connect_timeout)),
+                    "read_timeout": timeout,
+                    "write_timeout": timeout,
+                }
+            elif backend == "postgresql":
+                ms = max(1, round(timeout * 1000))
+                kwargs["connect_args"] = {
+                    "connect_timeout": max(2, round(connect_timeout)),  # libpq's minimum is 2
+                    "options": f"-c statement_timeout={ms}",
+                }
+                self._watchdog = _Watchdog(timeout)
         try:
             self.engine: Engine = sa.create_engine(self.url, **kwargs)
-            if self.url.get_backend_name() == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            SQLModel.metadata.create_all(
-                self.engine,
-                tables=[t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)],  # type: ignore[attr-defined]
-            )
+            if backend == "sqlite":
+                event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, timeout))
+            elif backend == "mysql":
+                event.listen(self.engine, "connect", functools.partial(_mysql_session, timeout))
+            if self._watchdog is not None:
+                self._watch(self._watchdog)
+            self._create_schema()
         except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f"cannot open SQL store {self.url!r}: {exc}") from exc
+            if hasattr(self, "engine"):
+                self.engine.dispose()
+            if self._watchdog is not None:
+                self._watchdog.stop()
+            if backend == "sqlite" and _is_corrupt(exc):
+                raise BackendError(_corrupt_message(self.url.database or "", exc)) from exc
+            raise BackendError(f"cannot open SQL store {mask_url(self.url)}: {exc}") from exc
+
+    def _watch(self, watchdog: _Watchdog) -> None:
+        """Bound every checkout of a PostgreSQL connection, its liveness ping included.
+
+        SQLAlchemy's pool_pre_ping runs before the checkout event, outside any bound, so the
+        ping is done here instead; a failed ping makes the pool open a fresh connection.
+        """
+
+        def checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+            watchdog.arm(dbapi_conn)
+            try:
+                cur = dbapi_conn.cursor()
+                cur.execute("SELECT 1")
+                cur.close()
+            except Exception as exc:
+                watchdog.disarm(dbapi_conn)
+                raise sa.exc.DisconnectionError(f"stale connection: {exc}") from exc
+
+        event.listen(self.engine, "checkout", checkout)
+        event.listen(self.engine, "checkin", watchdog.disarm)
+        event.listen(self.engine, "close", watchdog.disarm)
+        event.listen(self.engine, "invalidate", watchdog.disarm)
+
+    def _create_schema(self) -> None:
+        """Create missing tables; several processes may do it at once on an empty database.
+
+        ``create_all`` checks then creates, so a concurrent creator can win in between (MySQL
+        1050 "already exists", PostgreSQL duplicate type/relation): run it again, and the check
+        then sees the other process's tables.
+        """
+        for attempt in range(8):
+            try:
+                SQLModel.metadata.create_all(self.engine, tables=_TABLES)
+                return
+            except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as e:
+                if attempt == 7 or (self.dialect == "sqlite" and not is_transient(e)):
+                    raise
+                log.debug("modelcache: concurrent schema creation, retrying: %r", e)
+                time.sleep(0.05 + random.random() * 0.1 * (attempt + 1))
+
+    def _retrying(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a write transaction, again on deadlock / lock timeout, with jittered backoff."""
+        retrying = Retrying(
+            retry=retry_if_exception(is_transient),
+            stop=stop_after_attempt(_RETRY_ATTEMPTS) | stop_after_delay(self.timeout),
+            wait=wait_exponential_jitter(initial=0.01, max=0.5),
+            before_sleep=before_sleep_log(log, logging.INFO),
+            reraise=True,
+        )
+        return retrying(fn, *args)
+
+    def ping(self) -> None:
+        """One round trip to the database (readiness probes); raises when it is unreachable."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
 
     @property
     def dialect(self) -> str:
@@ -85,40 +270,76 @@ class SQLStore:
             return {row.key: row.value for row in s.exec(select(MetaRow))}
 
     def set_meta(self, values: dict[str, str]) -> None:
-        """Store settings that are not stored yet."""
-        with self.session() as s:
-            existing = {row.key for row in s.exec(select(MetaRow))}
-            s.add_all(MetaRow(key=k, value=v) for k, v in values.items() if k not in existing)
-            s.commit()
+        """Store settings that are not stored yet (another process may store them at once)."""
+        self._retrying(self._set_meta, values)
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        for key, value in sorted(values.items()):
+            with self.session() as s:
+                if s.get(MetaRow, key) is not None:
+                    continue
+                s.add(MetaRow(key=key, value=value))
+                try:
+                    s.commit()
+                except sa.exc.IntegrityError:
+                    s.rollback()  # another process stored it first
 
     def replace_meta(self, key: str, value: str) -> None:
         """Overwrite one stored setting (a schema upgrade)."""
-        with self.session() as s:
-            s.merge(MetaRow(key=key, value=value))
-            s.commit()
+
+        def write() -> None:
+            with self.session() as s:
+                s.merge(MetaRow(key=key, value=value))
+                s.commit()
+
+        self._retrying(write)
 
     # ---- partitions --------------------------------------------------------------------------
     def ensure_partition(self, partition: Partition, now: float) -> None:
         """Create the partition row if missing (idempotent, race-tolerant)."""
-        with self.session() as s:
-            if s.get(PartitionRow, partition.id) is not None:
-                return
-            s.add(
-                PartitionRow(
-                    id=partition.id,
-                    tenant=partition.tenant,
-                    env=partition.env,
-                    model=partition.model,
-                    params_json=partition.params_json,
-                    system_hash=partition.system_hash,
-                    system=partition.system,
-                    created_at=now,
-                )
-            )
-            try:
-                s.commit()
-            except sa.exc.IntegrityError:
-                s.rollback()
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                self._touch_partitions(conn, [partition], now)
+
+        self._retrying(write)
+
+    def _touch_partitions(self, conn: Any, partitions: Sequence[Partition], now: float) -> None:
+        """Create the partition rows if missing and lock them until the transaction ends.
+
+        Inserts take this lock before writing their entries and clears take it before deleting
+        them, so a clear either sees an insert's entries or runs wholly before it (the insert
+        then re-creates the partition row): no entry is ever left without its partition.
+        """
+        values = [
+            {
+                "id": p.id,
+                "tenant": p.tenant,
+                "env": p.env,
+                "model": p.model,
+                "params_json": p.params_json,
+                "system_hash": p.system_hash,
+                "system": p.system,
+                "created_at": now,
+            }
+            for p in sorted(partitions, key=lambda p: p.id)
+        ]
+        conn.execute(self._touch, values)
+
+    @functools.cached_property
+    def _touch(self) -> Any:
+        table = PartitionRow.__table__  # type: ignore[attr-defined]
+        if self.dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            return mysql_insert(table).on_duplicate_key_update(id=table.c.id)
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        stmt = dialect_insert(table)
+        # a no-op update, not DO NOTHING: it locks an existing row against a concurrent delete
+        return stmt.on_conflict_do_update(index_elements=["id"], set_={"id": stmt.excluded.id})
 
     def find_partitions(
         self,
@@ -145,11 +366,15 @@ class SQLStore:
 
     def delete_all(self) -> int:
         """Delete every entry and partition; returns the number of entries deleted."""
-        with self.session() as s:
-            deleted = int(s.exec(delete(EntryRow)).rowcount or 0)
-            s.exec(delete(PartitionRow))
-            s.commit()
-        return deleted
+
+        def write() -> int:
+            with self.session() as s:
+                s.exec(delete(PartitionRow))  # partition rows first, as inserts lock them
+                deleted = int(s.exec(delete(EntryRow)).rowcount or 0)
+                s.commit()
+            return deleted
+
+        return self._retrying(write)
 
     def entry_partitions(self) -> list[str]:
         """Partition ids that have entries (including rows whose partition row is gone)."""
@@ -157,15 +382,23 @@ class SQLStore:
             return list(s.exec(select(EntryRow.partition_id).distinct()))
 
     def delete_partitions(self, partition_ids: Sequence[str]) -> int:
-        """Delete partitions with all their entries; returns the number of entries deleted."""
-        deleted = 0
-        with self.session() as s:
-            for chunk in _chunks(list(partition_ids)):
-                result = s.exec(delete(EntryRow).where(col(EntryRow.partition_id).in_(chunk)))
-                deleted += result.rowcount or 0
-                s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
-            s.commit()
-        return deleted
+        """Delete partitions with all their entries; returns the number of entries deleted.
+
+        Partition rows go first, in id order, as inserts lock them: a clear and an insert of
+        the same partition serialise instead of deadlocking or leaving entries behind.
+        """
+
+        def write() -> int:
+            deleted = 0
+            with self.session() as s:
+                for chunk in _chunks(sorted(partition_ids)):
+                    s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
+                    result = s.exec(delete(EntryRow).where(col(EntryRow.partition_id).in_(chunk)))
+                    deleted += result.rowcount or 0
+                s.commit()
+            return deleted
+
+        return self._retrying(write)
 
     def histories(self) -> list[tuple[str, str, str]]:
         """(id, partition id, history JSON) of every entry that has earlier turns."""
@@ -200,24 +433,27 @@ class SQLStore:
             if row.partition_id == partition_id  # isolation: never another partition's row
         }
 
-    def upsert(self, rows: Sequence[EntryRow]) -> None:
+    def upsert(
+        self, rows: Sequence[EntryRow], partitions: Sequence[Partition] = (), now: float = 0.0
+    ) -> None:
         """Insert rows, replacing any row with the same id (idempotent writes).
 
-        A native upsert per dialect (ON CONFLICT / ON DUPLICATE KEY), in id order, so that
-        concurrent writers of the same key neither violate the key nor deadlock; a deadlock
-        that MySQL still reports is retried.
+        The rows' partitions are created (and locked) in the same transaction, so a concurrent
+        clear cannot leave the rows without their partition. A native upsert per dialect (ON
+        CONFLICT / ON DUPLICATE KEY), in id order, so that concurrent writers of the same key
+        neither violate the key nor deadlock; a deadlock still reported is retried.
         """
         if not rows:
             return
         values = [r.model_dump() for r in sorted(rows, key=lambda r: r.id)]
-        for attempt in range(3):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(self._upsert, values)  # one prepared statement, executemany
-                return
-            except sa.exc.OperationalError:
-                if attempt == 2 or self.dialect != "mysql":
-                    raise
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                if partitions:
+                    self._touch_partitions(conn, partitions, now)
+                conn.execute(self._upsert, values)  # one prepared statement, executemany
+
+        self._retrying(write)
 
     @functools.cached_property
     def _upsert(self) -> Any:
@@ -248,27 +484,40 @@ class SQLStore:
         return found
 
     def delete_ids(self, ids: Sequence[str]) -> int:
-        """Delete entries by id; returns how many rows went."""
-        deleted = 0
-        with self.engine.begin() as conn:
-            for chunk in _chunks(sorted(ids)):
-                deleted += conn.execute(sa.delete(_ENTRY).where(_ENTRY.c.id.in_(chunk))).rowcount
-        return deleted
+        """Delete entries by id, in id order (the order every writer locks rows in)."""
+
+        def write() -> int:
+            deleted = 0
+            with self.engine.begin() as conn:
+                for chunk in _chunks(sorted(set(ids))):
+                    stmt = sa.delete(_ENTRY).where(_ENTRY.c.id.in_(chunk))
+                    deleted += conn.execute(stmt).rowcount
+            return deleted
+
+        return self._retrying(write)
 
     def record_hits(self, hits: dict[str, tuple[int, float, float | None]]) -> None:
-        """Apply buffered hit bookkeeping: id -> (extra hits, last hit time, new expiry or None)."""
+        """Apply buffered hit bookkeeping: id -> (extra hits, last hit time, new expiry or None).
+
+        Rows are updated in id order, like every other writer, so two processes flushing hit
+        batches (or a remove beside them) do not lock rows in opposite orders.
+        """
         if not hits:
             return
-        with self.session() as s:
-            for entry_id, (count, last, expires) in hits.items():
-                values: dict[str, Any] = {
-                    "hit_count": EntryRow.hit_count + count,
-                    "last_hit_at": last,
-                }
-                if expires is not None:
-                    values["expires_at"] = expires
-                s.exec(update(EntryRow).where(EntryRow.id == entry_id).values(**values))  # type: ignore[call-overload]
-            s.commit()
+
+        def write() -> None:
+            with self.session() as s:
+                for entry_id, (count, last, expires) in sorted(hits.items()):
+                    values: dict[str, Any] = {
+                        "hit_count": EntryRow.hit_count + count,
+                        "last_hit_at": last,
+                    }
+                    if expires is not None:
+                        values["expires_at"] = expires
+                    s.exec(update(EntryRow).where(EntryRow.id == entry_id).values(**values))  # type: ignore[call-overload]
+                s.commit()
+
+        self._retrying(write)
 
     def count(self, partition_id: str | None = None) -> int:
         """Number of entries, in one partition or overall."""
@@ -296,4 +545,51 @@ class SQLStore:
 
     def close(self) -> None:
         """Dispose of the connection pool."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
         self.engine.dispose()
+
+
+def _sqlite_pragmas(timeout: float, dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={max(1, round(timeout * 1000))}")
+    cur.close()
+
+
+def _mysql_session(timeout: float, dbapi_conn: Any, _record: Any) -> None:
+    """A server-side statement timeout: MariaDB's max_statement_time, MySQL's for SELECTs."""
+    cur = dbapi_conn.cursor()
+    try:
+        if "mariadb" in str(dbapi_conn.get_server_info()).lower():
+            cur.execute(f"SET SESSION max_statement_time={timeout:.3f}")
+        else:
+            cur.execute(f"SET SESSION max_execution_time={max(1, round(timeout * 1000))}")
+    except Exception as exc:  # an old server without either: the driver timeouts still hold
+        log.debug("modelcache: no statement timeout on this MySQL server: %r", exc)
+    finally:
+        cur.close()
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse an existing but empty database file: SQLite would silently open it as empty."""
+    if path.is_file() and path.stat().st_size == 0:
+        raise BackendError(
+            f"the SQLite file {path} exists but is empty (0 bytes): it was truncated or replaced, "
+            "and opening it would silently start an empty cache. Restore it from a backup, or "
+            "move it (and the chroma folder beside it) away to start a new cache."
+        )
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "not a database" in text or "malformed" in text or "disk image" in text
+
+
+def _corrupt_message(path: str, exc: BaseException) -> str:
+    return (
+        f"the SQLite file {path} is corrupt ({getattr(exc, 'orig', exc)}); refusing to open it "
+        "rather than start an empty cache over it. Restore it from a backup, or move it (and "
+        "the chroma folder beside it) away to start a new cache."
+    )

@@ -17,12 +17,21 @@ class VectorStore(Protocol):
         """Create a collection up front (idempotent)."""
         ...
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
-        """Insert or replace vectors."""
+    def upsert(
+        self,
+        collection: str,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        """Insert or replace vectors; a non-empty tag (one per id) can restrict a query."""
         ...
 
-    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
-        """The k nearest ids with cosine similarity, best first; [] for a missing collection."""
+    def query(
+        self, collection: str, vector: np.ndarray, k: int, tag: str | None = None
+    ) -> list[tuple[str, float]]:
+        """The k nearest ids (only those tagged ``tag`` when given) with cosine similarity,
+        best first; [] for a missing collection."""
         ...
 
     def query_vectors(
@@ -30,6 +39,10 @@ class VectorStore(Protocol):
     ) -> list[tuple[str, float, np.ndarray]]:
         """Like :meth:`query`, with each stored vector (a follow-up's query part is derived
         from it)."""
+        ...
+
+    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
+        """Set the tags of stored vectors; unknown ids are ignored."""
         ...
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
