@@ -9,6 +9,7 @@ words is the same conversation and one detail changed in an earlier turn is anot
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import logging
 import re
@@ -22,7 +23,7 @@ import numpy as np
 from .config import CacheConfig
 from .embedding.base import Thresholds, thresholds_of
 from .longtext import LongTextCheck, part_threshold
-from .request import Request, conversation_text
+from .request import Request, normalize_text
 from .storage.models import EntryRow
 
 if TYPE_CHECKING:
@@ -98,10 +99,14 @@ _BACK_REFERENCES = frozenset({
     "there", "then", "he", "him", "his", "she", "her", "hers", "one", "ones", "same", "also",
     "too", "else", "more", "again", "instead", "above", "previous", "earlier", "former",
     "latter", "such", "other", "another", "both", "either", "neither",
+    # relative words: "the new setting", "the next step", "the first option" point back too
+    "new", "old", "current", "next", "last", "first", "second", "third", "latest", "below",
+    "mentioned", "said",
 })  # fmt: skip
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
-_STANDALONE_MIN_WORDS = 5
+_STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
+# what they are about
 _CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offered more help
 # a standalone question's cosine to its conversation stays below this (MiniLM; see
 # benchmarks/results/conversations.md): the earlier turns were about something else
@@ -123,10 +128,34 @@ def _self_contained(text: str) -> bool:
     return not any(lowered.startswith(c + " ") for c in _CONTINUATIONS)
 
 
-def _clarifying(reply: str) -> bool:
-    """A short reply that ends in a question: the model asked instead of answering."""
-    text = reply.strip()
-    return text.endswith(("?", "？")) and len(text.split()) <= _CLARIFYING_MAX_WORDS
+def _clarifying(turns: Sequence[tuple[str, str]]) -> bool:
+    """The last reply is short and ends in a question: the model asked instead of answering."""
+    reply = next((text for role, text in reversed(turns) if role != "user"), "")
+    return reply.endswith(("?", "？")) and len(reply.split()) <= _CLARIFYING_MAX_WORDS
+
+
+def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | None:
+    """The guard over the turns in which two conversations differ, aligned turn by turn.
+
+    Turns both share are skipped and an inserted turn (small talk) substitutes nothing, so
+    only a turn said differently ("10 days ago" / "40 days ago", a reworded reply) is checked;
+    each is compared with its counterpart rather than the whole conversation with the other.
+    """
+    matcher = difflib.SequenceMatcher(a=asked, b=stored, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "replace":
+            continue
+        left, right = asked[i1:i2], stored[j1:j2]
+        pairs = (
+            zip(left, right, strict=True)
+            if len(left) == len(right)
+            else [("\n".join(left), "\n".join(right))]
+        )
+        for x, y in pairs:
+            reason = guard.conflict(x, y)
+            if reason is not None:
+                return reason
+    return None
 
 
 @dataclass(frozen=True)
@@ -234,17 +263,19 @@ class Acceptor:
         if similarity < self.thresholds.context:
             return False
         try:
-            turns = json.loads(row.history_json)
-            stored = conversation_text((str(t[0]), str(t[1] or "")) for t in turns)
-            stored_reply = next((str(t[1] or "") for t in reversed(turns) if t[0] != "user"), "")
+            stored = [
+                (str(t[0]), normalize_text(str(t[1] or ""))) for t in json.loads(row.history_json)
+            ]
         except (TypeError, ValueError, IndexError, KeyError):
             return False  # a corrupt row: a miss
-        request_reply = next((m.content for m in reversed(request.history) if m.role != "user"), "")
-        if _clarifying(request_reply) != _clarifying(stored_reply):
+        asked = [(m.role, normalize_text(m.content)) for m in request.history]
+        if _clarifying(asked) != _clarifying(stored):
             return False  # "which country do you mean?" is not an answer the follow-up builds on
         if self._guard is None:
             return True
-        reason = self._guard.conflict(request.conversation_text, stored)
+        reason = _context_conflict(
+            self._guard, [t for _, t in asked if t], [t for _, t in stored if t]
+        )
         if reason is not None:
             log.debug("guard rejected the context of %s: %s", row.id, reason)
             return False

@@ -70,7 +70,7 @@ class Thresholds:
 
 
 # all-MiniLM-L6-v2 (the shipped model), also used for embedders nobody calibrated
-DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.70)
+DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.80)
 
 
 def thresholds_of(embedder: object) -> Thresholds:
