@@ -6,7 +6,8 @@ text), then look up every ``b``. A trap (``same_answer`` false) is *served* when
 returns any answer; a paraphrase is *recalled* when it returns its own ``a``. Sets:
 ``hard_pairs_dev`` (shared data, English and Chinese) and
 ``benchmarks/data/hard_pairs_oneword.jsonl`` (written for this project: traps of nine kinds,
-near-repeats and rewordings). Each set is run
+near-repeats and rewordings; the rows marked ``"split": "heldout"`` were written after the
+guard's rules were tuned on the others and are also reported alone). Each set is run
 with the guard and with cosine only, so the guard's share is visible.
 
     python benchmarks/hard_pairs.py [--out benchmarks/results/hard_pairs.md]
@@ -15,6 +16,7 @@ with the guard and with cosine only, so the guard's share is visible.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -74,6 +76,18 @@ def table(name: str, memo: MemoEmbedder, rows: Sequence[EvalRow]) -> str:
     return "\n".join(lines)
 
 
+def _heldout(row: EvalRow) -> bool:
+    """Rows written after the guard rules were tuned (``"split": "heldout"`` in the file)."""
+    return row.b in HELDOUT
+
+
+HELDOUT = {
+    json.loads(line)["b"]
+    for line in ONEWORD.read_text(encoding="utf-8").splitlines()
+    if line.strip() and json.loads(line).get("split") == "heldout"
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=None, help="also write the tables to this file")
@@ -84,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("hard_pairs_dev en", [r for r in shared if r.lang == "en"]),
         ("hard_pairs_dev zh", [r for r in shared if r.lang == "zh"]),
         ("hard_pairs_oneword", load_rows(ONEWORD)),
+        ("hard_pairs_oneword, held-out split only", [r for r in load_rows(ONEWORD) if _heldout(r)]),
     ]
     out = []
     for name, rows in sets:
