@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CacheConfig
+from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
 from .longtext import LongTextCheck, part_threshold
 from .request import Request, normalize_text
@@ -297,6 +298,15 @@ class Acceptor:
         is_usable: Callable[[EntryRow], bool],
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
+        tokens = self._embedder.count_tokens(request.query_text)
+        if not request.history and tokens < self._config.long_query_tokens:
+            # a short standalone query must also stand out from a crowded neighbourhood
+            threshold = crowding_threshold(
+                [c.similarity for c in candidates],
+                threshold,
+                self._config.crowding_margin,
+                self._config.crowding_rank,
+            )
         passing: list[Candidate] = []
         for cand in sorted(candidates, key=lambda c: -c.similarity):
             if cand.similarity < threshold:
