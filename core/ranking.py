@@ -137,18 +137,23 @@ def _clarifying(turns: Sequence[tuple[str, str]]) -> bool:
 def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | None:
     """The guard over the turns in which two conversations differ, aligned turn by turn.
 
-    Turns both share are skipped and an inserted turn (small talk) substitutes nothing, so
-    only a turn said differently ("10 days ago" / "40 days ago", a reworded reply) is checked;
-    each is compared with its counterpart rather than the whole conversation with the other.
+    Turns both share are skipped; a turn said differently ("10 days ago" / "40 days ago", a
+    reworded reply) is compared with its counterpart rather than the whole conversation with
+    the other; a turn only one side has (small talk, or "actually the file is 20 GB") is
+    compared with the other whole conversation, where it can only conflict with a detail.
     """
     matcher = difflib.SequenceMatcher(a=asked, b=stored, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag != "replace":
+        if tag == "equal":
             continue
         left, right = asked[i1:i2], stored[j1:j2]
+        if tag == "insert":
+            left = asked
+        elif tag == "delete":
+            right = stored
         pairs = (
             zip(left, right, strict=True)
-            if len(left) == len(right)
+            if tag == "replace" and len(left) == len(right)
             else [("\n".join(left), "\n".join(right))]
         )
         for x, y in pairs:
