@@ -108,9 +108,11 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
 # what they are about
 _CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offered more help
-# a standalone question's cosine to its conversation stays below this (MiniLM; see
-# benchmarks/results/conversations.md): the earlier turns were about something else
-_STANDALONE_MAX_RELATEDNESS = 0.30
+# a standalone question's cosine to its own conversation stays below this on both sides (MiniLM:
+# unrelated chat scores under 0.10, a follow-up that leaves its subject implicit, such as "what
+# gas is released as a byproduct" after photosynthesis, 0.24 and up; see
+# benchmarks/results/conversations.md)
+_STANDALONE_MAX_RELATEDNESS = 0.15
 
 
 def _self_contained(text: str) -> bool:
