@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         MultilingualEmbedder,
         SentenceTransformerEmbedder,
     )
-    from .engine import Cache, Hit, IntegrityReport
+    from .engine import Cache, Hit, IntegrityReport, RepairReport
     from .request import Message, Request, Scope
 
 __version__ = "0.1.0"
@@ -43,6 +43,7 @@ __all__ = [
     "Message",
     "ModelCacheError",
     "MultilingualEmbedder",
+    "RepairReport",
     "Request",
     "Scope",
     "SentenceTransformerEmbedder",
@@ -63,6 +64,7 @@ _LAZY = {
     "Cache": ".engine",
     "Hit": ".engine",
     "IntegrityReport": ".engine",
+    "RepairReport": ".engine",
     "Message": ".request",
     "Request": ".request",
     "Scope": ".request",

@@ -533,6 +533,56 @@ def clear(
 
 @app.command()
 @_friendly
+def repair(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Make SQL and vectors agree: re-embed entries without a vector, drop orphan vectors."""
+    state = _state(ctx)
+    with state.open_cache() as cache:
+        if cache.degraded:
+            raise UserError(f"{cache.degraded}; restore or move the Chroma folder, then repair")
+        before = cache.check()
+        progress = Progress(
+            TextColumn("[bold]repairing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            disable=as_json,
+        )
+        with progress:
+            task = progress.add_task("repair", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            report = cache.repair(progress=advance)
+        after = cache.check()
+    result = {
+        "rows_without_vector_before": len(before.rows_without_vector),
+        "vectors_without_row_before": len(before.vectors_without_row),
+        "reembedded": report.reembedded,
+        "orphans_dropped": report.orphans_dropped,
+        "collections_dropped": report.collections_dropped,
+        "failed": report.failed,
+        "consistent": after.ok,
+    }
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(
+            f"re-embedded [bold]{report.reembedded}[/] entries, dropped "
+            f"[bold]{report.orphans_dropped}[/] orphan vectors and "
+            f"{report.collections_dropped} orphan collections; "
+            + ("stores consistent" if after.ok else "[red]still inconsistent[/]")
+        )
+    if report.failed or not after.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@_friendly
 def serve(
     ctx: typer.Context,
     host: Annotated[

@@ -156,6 +156,21 @@ class CacheConfig(BaseModel):
         description="Reject candidates that differ in answer-determining tokens "
         "(numbers, languages, entities, antonyms).",
     )
+    crowding_margin: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="A short standalone query's best candidate must beat the crowding_rank-th "
+        "recalled neighbour by this much (precision over recall in large partitions, see "
+        "benchmarks/results/density.md); None: off.",
+    )
+    crowding_rank: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Which recalled neighbour the crowding margin is measured from (2: the "
+        "runner-up); with fewer candidates recalled the margin does not apply.",
+    )
     verifier: str | None = Field(
         default=None, description="Local CrossEncoder directory used as a second-stage verifier."
     )

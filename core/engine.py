@@ -225,7 +225,7 @@ class Cache:
         cfg = self.config
         self._closed = True  # until every store is open: close() then has nothing to release
         self._lock: FolderLock | None = None
-        self._sql: SQLStore | None = None
+        sql: SQLStore | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.degraded: str | None = None
         """Why semantic lookups are off (the vector store could not be opened), else None."""
@@ -239,11 +239,11 @@ class Cache:
             if embedded_chroma:  # an embedded Chroma folder supports one process
                 self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
             sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
-            self._sql = SQLStore(
+            self._sql = sql = SQLStore(
                 sql_url, timeout=cfg.sql_timeout, connect_timeout=cfg.sql_connect_timeout
             )
             if vector_store is None:
-                vector_store = self._open_vectors(sql_url)
+                vector_store = self._open_vectors()
             self._vectors = vector_store
             self._embedder = embedder or build_embedder(
                 cfg.embedder,
@@ -253,8 +253,8 @@ class Cache:
             )
             self._check_settings()
         except BaseException:
-            if self._sql is not None:
-                self._sql.close()
+            if sql is not None:
+                sql.close()
             if self._lock is not None:
                 self._lock.release()
             raise
@@ -271,7 +271,7 @@ class Cache:
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
         )
 
-    def _open_vectors(self, sql_url: str) -> VectorStore:
+    def _open_vectors(self) -> VectorStore:
         """Milvus or Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
         cfg = self.config
         if cfg.vector_url is not None:
@@ -683,11 +683,14 @@ class Cache:
                 deleted += ids
             except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
                 log.warning("modelcache: %d orphan vectors left in %s: %r", len(ids), pid, exc)
-        reinserted: dict[str, list[str]] = {}
-        for entry_id, pid in self._sql.locate(deleted):
-            reinserted.setdefault(pid, []).append(entry_id)
-        for pid, ids in sorted(reinserted.items()):
-            self._reembed(pid, ids)
+        try:
+            reinserted: dict[str, list[str]] = {}
+            for entry_id, pid in self._sql.locate(deleted):
+                reinserted.setdefault(pid, []).append(entry_id)
+            for pid, ids in sorted(reinserted.items()):
+                self._reembed(pid, ids)
+        except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
+            log.warning("modelcache: could not restore vectors of re-inserted entries: %r", exc)
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config

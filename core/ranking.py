@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CacheConfig
+from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
 from .longtext import LongTextCheck, part_threshold
 from .request import Request, normalize_text
@@ -290,8 +291,6 @@ class Acceptor:
 
     def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
         """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""
-        if not self._longtext.applies(query, row.query):
-            return False
         reason = self._longtext.reason(query, row.query)
         if reason is not None:
             log.debug("long-text check rejected %s: %s", row.id, reason)
@@ -306,6 +305,15 @@ class Acceptor:
         is_usable: Callable[[EntryRow], bool],
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
+        tokens = self._embedder.count_tokens(request.query_text)
+        if not request.history and tokens < self._config.long_query_tokens:
+            # a short standalone query must also stand out from a crowded neighbourhood
+            threshold = crowding_threshold(
+                [c.similarity for c in candidates],
+                threshold,
+                self._config.crowding_margin,
+                self._config.crowding_rank,
+            )
         passing: list[Candidate] = []
         for cand in sorted(candidates, key=lambda c: -c.similarity):
             if cand.similarity < threshold:
@@ -316,12 +324,14 @@ class Acceptor:
                 or not is_usable(cand.row)
             ):
                 continue
-            if self._guard is not None:
+            # long texts get the guard over the parts that differ, in the long-text check
+            long = self._longtext.applies(request.query_text, cand.row.query)
+            if self._guard is not None and not long:
                 reason = self._guard.conflict(request.query_text, cand.row.query)
                 if reason is not None:
                     log.debug("guard rejected %s: %s", cand.row.id, reason)
                     continue
-            if self._long_parts_differ(request.query_text, cand.row):
+            if long and self._long_parts_differ(request.query_text, cand.row):
                 continue
             passing.append(cand)
         if not passing or self._verifier is None:

@@ -31,17 +31,12 @@ log = logging.getLogger("modelcache")
 
 _EXPORT_VERSION = "1"  # bump when the exported graph changes, so old exports are not reused
 _MIN_COSINE = 0.9999  # an export whose vectors differ more from torch's is refused
-_MODULES = {
-    "sentence_transformers.models.Transformer",
-    "sentence_transformers.models.Pooling",
-    "sentence_transformers.models.Normalize",
-    # sentence-transformers >= 5 spells them by submodule
-    "sentence_transformers.models.Transformer.Transformer",
-    "sentence_transformers.models.Pooling.Pooling",
-    "sentence_transformers.models.Normalize.Normalize",
+_MODULES = ("Transformer", "Pooling", "Normalize")  # class names, by any module path
+_POOLING = {  # sentence-transformers < 6 wrote one flag per mode, 6 writes `pooling_mode`
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
 }
-_POOLING = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls"}
-_POOLING_MAX = "pooling_mode_max_tokens"
 _PROBES = (
     "How do I reset my password?",
     "What is the capital of France?",
@@ -75,23 +70,31 @@ class _Layout:
         if isinstance(modules, list):
             for module in modules:
                 kind = str(module.get("type", ""))
-                if kind not in _MODULES:
+                name = kind.rsplit(".", 1)[-1]
+                if not kind.startswith("sentence_transformers.") or name not in _MODULES:
                     self.problem = f"module {kind or '?'} has no ONNX Runtime equivalent here"
-                elif kind.split(".")[2] == "Transformer":
+                elif name == "Transformer":
                     transformer_path = str(module.get("path", ""))
-                elif kind.split(".")[2] == "Pooling":
+                elif name == "Pooling":
                     pooling_path = str(module.get("path", ""))
         self.transformer = model_dir / transformer_path
         pooling = _read_json(model_dir / pooling_path / "config.json") if pooling_path else None
-        pooling = pooling if isinstance(pooling, dict) else {"pooling_mode_mean_tokens": True}
-        modes = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v]
-        names = {**_POOLING, _POOLING_MAX: "max"}
-        if len(modes) != 1 or modes[0] not in names:
-            self.problem = self.problem or f"pooling {modes} has no ONNX Runtime equivalent here"
-            self.pooling = "mean"
-        else:
-            self.pooling = names[modes[0]]
-        dim = pooling.get("word_embedding_dimension")
+        pooling = pooling if isinstance(pooling, dict) else {"pooling_mode": "mean"}
+        mode = pooling.get("pooling_mode")
+        if mode is None:
+            flags = [
+                _POOLING.get(k, k)
+                for k, v in pooling.items()
+                if k.startswith("pooling_mode_") and v
+            ]
+            mode = flags[0] if len(flags) == 1 else flags
+        if isinstance(mode, list) and len(mode) == 1:
+            mode = mode[0]
+        if mode not in ("mean", "cls", "max"):
+            self.problem = self.problem or f"pooling {mode} has no ONNX Runtime equivalent here"
+            mode = "mean"
+        self.pooling = str(mode)
+        dim = pooling.get("embedding_dimension") or pooling.get("word_embedding_dimension")
         config = _read_json(self.transformer / "config.json") or {}
         self.dimension: int | None = int(dim or config.get("hidden_size") or 0) or None
         st_config = _read_json(self.transformer / "sentence_bert_config.json") or {}

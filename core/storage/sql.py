@@ -100,13 +100,15 @@ class _Watchdog:
 
     def arm(self, dbapi_conn: Any) -> None:
         with self._wake:
+            idle = not self._due  # only then may the thread sleep past this deadline
             self._due[id(dbapi_conn)] = (time.monotonic() + self._timeout, dbapi_conn)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, daemon=True, name="modelcache-sql-watchdog"
                 )
                 self._thread.start()
-            self._wake.notify()
+            elif idle:
+                self._wake.notify()
 
     def disarm(self, dbapi_conn: Any, *_: Any) -> None:
         with self._wake:

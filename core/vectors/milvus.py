@@ -7,8 +7,8 @@ Two mappings of cache partitions (benchmarks/results/milvus.md has the measureme
   post-filter on top-k). Creating a partition costs nothing, and a server holds thousands of
   tenants this way, while collections are heavy (creation, load, a cluster-wide limit).
 * a collection per partition (default on milvus-lite): milvus-lite creates a collection in
-  ~0.5 s, but evaluates a filtered search over one shared collection in Python, 15-500x slower
-  than searching a small collection of its own.
+  ~0.5 s, but evaluates a filtered search over one shared collection in Python, 8x (1k
+  vectors) to 500x (10k vectors) slower than searching a small collection of its own.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _PK = "pk"  # primary key: a digest of (partition, id), so filters never quote user text
 _ID = "entry"  # the entry id as given
 _PARTITION = "partition"
-_TAG = "tag"  # the follow-up's conversation replies digest; "" when untagged
+_NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not ask for them
 _VECTOR = "vector"
 _NAME_OK = re.compile(r"[A-Za-z0-9_]+")
 _MAX_ID = 1024
@@ -154,11 +154,8 @@ class MilvusVectorStore:
         """Fixed-size, hex-only key: query_iterator pages with ``pk > "<last>"`` unescaped."""
         return hashlib.blake2b(f"{partition}\0{entry_id}".encode(), digest_size=16).hexdigest()
 
-    def _where(self, partition: str, tag: str | None = None) -> str:
-        terms = [f"{_PARTITION} == {_literal(partition)}"] if self._partition_key else []
-        if tag:
-            terms.append(f"{_TAG} == {_literal(tag)}")
-        return " and ".join(terms)
+    def _where(self, partition: str) -> str:
+        return f"{_PARTITION} == {_literal(partition)}" if self._partition_key else ""
 
     # ---- collections ------------------------------------------------------------------------
     def _create(self, name: str, dimension: int) -> None:
@@ -173,7 +170,6 @@ class MilvusVectorStore:
                 schema.add_field(_PK, DataType.VARCHAR, max_length=32, is_primary=True)
                 schema.add_field(_ID, DataType.VARCHAR, max_length=_MAX_ID)
                 schema.add_field(_VECTOR, DataType.FLOAT_VECTOR, dim=dimension)
-                schema.add_field(_TAG, DataType.VARCHAR, max_length=256)
                 if self._partition_key:
                     schema.add_field(
                         _PARTITION, DataType.VARCHAR, max_length=_MAX_ID, is_partition_key=True
@@ -216,13 +212,7 @@ class MilvusVectorStore:
         """Nothing to do up front: Milvus needs the dimension, so the first upsert creates."""
 
     # ---- writes ---------------------------------------------------------------------------
-    def upsert(
-        self,
-        collection: str,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        tags: Sequence[str] | None = None,
-    ) -> None:
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
         """Insert or replace vectors (recreating a collection dropped by another client)."""
         if not ids:
             return
@@ -238,7 +228,6 @@ class MilvusVectorStore:
                 _PK: self._pk(collection, entry_id),
                 _ID: entry_id,
                 _VECTOR: matrix[i].tolist(),
-                _TAG: (tags[i] if tags is not None else "") or "",
             }
             if self._partition_key:
                 row[_PARTITION] = collection
@@ -256,33 +245,6 @@ class MilvusVectorStore:
     def _write(self, name: str, rows: list[dict[str, Any]]) -> None:
         for start in range(0, len(rows), _BATCH):
             self._client.upsert(name, rows[start : start + _BATCH], timeout=self._timeout)
-
-    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
-        """Set the tags of stored vectors (a store upgrade); unknown ids are ignored."""
-        wanted = {i: t for i, t in zip(ids, tags, strict=True) if t}
-        if not wanted:
-            return
-        name = self._collection(collection)
-        keys = [self._pk(collection, i) for i in wanted]
-        try:
-            found: list[dict[str, Any]] = []
-            for start in range(0, len(keys), _BATCH):
-                chunk = keys[start : start + _BATCH]
-                found += self._read(
-                    name,
-                    lambda chunk=chunk: self._client.get(
-                        name, ids=chunk, output_fields=[_ID, _VECTOR], timeout=self._timeout
-                    ),
-                )
-        except Exception as exc:
-            if _missing(exc):
-                return
-            raise
-        if found:
-            vectors = np.asarray([r[_VECTOR] for r in found], dtype=np.float32)
-            self.upsert(
-                collection, [r[_ID] for r in found], vectors, [wanted[r[_ID]] for r in found]
-            )
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""
@@ -312,20 +274,18 @@ class MilvusVectorStore:
                 raise
 
     # ---- reads ----------------------------------------------------------------------------
-    def query(
-        self, collection: str, vector: np.ndarray, k: int, tag: str | None = None
-    ) -> list[tuple[str, float]]:
+    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (Milvus's COSINE score is the similarity)."""
-        return [(i, sim) for i, sim, _ in self._search(collection, vector, k, tag, False)]
+        return [(i, sim) for i, sim, _ in self._search(collection, vector, k, with_vectors=False)]
 
     def query_vectors(
         self, collection: str, vector: np.ndarray, k: int
     ) -> list[tuple[str, float, np.ndarray]]:
         """Nearest ids with cosine similarity and their stored vectors."""
-        return self._search(collection, vector, k, None, True)
+        return self._search(collection, vector, k, with_vectors=True)
 
     def _search(
-        self, collection: str, vector: np.ndarray, k: int, tag: str | None, with_vectors: bool
+        self, collection: str, vector: np.ndarray, k: int, with_vectors: bool
     ) -> list[tuple[str, float, np.ndarray]]:
         name = self._collection(collection)
         if not self._exists(name):
@@ -336,7 +296,7 @@ class MilvusVectorStore:
                 lambda: self._client.search(
                     name,
                     data=[np.asarray(vector, dtype=np.float32).ravel().tolist()],
-                    filter=self._where(collection, tag),
+                    filter=self._where(collection),
                     limit=k,
                     output_fields=[_ID, _VECTOR] if with_vectors else [_ID],
                     search_params={"metric_type": "COSINE", "params": {"ef": max(self._ef, k)}},
@@ -353,7 +313,7 @@ class MilvusVectorStore:
             (
                 h["entity"][_ID],
                 min(1.0, max(-1.0, float(h["distance"]))),
-                np.asarray(h["entity"].get(_VECTOR, ()), dtype=np.float32),
+                np.asarray(h["entity"][_VECTOR], dtype=np.float32) if with_vectors else _NONE,
             )
             for h in hits
         ]

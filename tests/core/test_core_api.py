@@ -24,6 +24,7 @@ EXPECTED = {
     "Message",
     "ModelCacheError",
     "MultilingualEmbedder",
+    "RepairReport",
     "Request",
     "Scope",
     "SentenceTransformerEmbedder",

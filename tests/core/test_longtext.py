@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from modelcache import Cache, FakeEmbedder, Request
+from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder
 from modelcache.guard import Guard
 from modelcache.longtext import LongTextCheck, differing_regions
 
@@ -51,6 +51,14 @@ def test_regions_are_whole_sentences_and_ignore_case_and_reordering() -> None:
     assert differing_regions(rag(q), rag(q.upper(), reordered))[0] == []
 
 
+def test_an_edited_copy_of_a_repeated_sentence_is_a_difference() -> None:
+    step = "Boil the pasta in salted water, then drain it. "
+    regions, _ = differing_regions(step * 5, step * 4 + step.replace("drain it", "drain the water"))
+    assert [(r.old, r.new) for r in regions] == [
+        (step.strip(), "Boil the pasta in salted water, then drain the water.")
+    ]
+
+
 def test_different_question_over_the_same_context_is_rejected(
     fake_embedder: FakeEmbedder,
 ) -> None:
@@ -83,11 +91,16 @@ def test_text_on_one_side_only_and_another_context_are_rejected(
     assert reason is not None and "words differ" in reason
 
 
-def test_texts_with_nothing_in_common_are_left_to_the_whole_vector(
+def test_texts_with_nothing_in_common_are_left_to_the_whole_vector_and_guard(
     fake_embedder: FakeEmbedder,
 ) -> None:
     c = check(fake_embedder)
     assert c.reason("One long text. " * 3, "Another wording entirely") is None
+    old = "Please explain how I should read a large JSON file in Python with little memory."
+    new = "Tell me the way to load a big JSON file in Rust when memory is short."
+    assert check(fake_embedder, guard=False).reason(new, old) is None
+    reason = c.reason(new, old)
+    assert reason is not None and reason.startswith("guard:")
     assert not c.applies("short question?", "another short question?")
     assert c.applies(rag("short?"), "short question?")
 
@@ -125,5 +138,53 @@ def test_a_failing_part_embedding_is_a_logged_miss(engine: Cache) -> None:
     hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
     assert hit is not None  # the parts agree while the embedder works
     engine._acceptor._longtext._embed = broken
-    assert engine.lookup(Request.from_text(rag("What is the refund window, please?"))) is None
+    assert engine.lookup(Request.from_text(rag("What is the refund window, thanks?"))) is None
     assert engine.stats()["errors"] == 1
+
+
+# ---- chunked embedding of long texts: sentence-aligned, content-defined, memoised -------------
+@pytest.mark.model
+def test_long_prompts_share_their_context_chunks(minilm: SentenceTransformerEmbedder) -> None:
+    context = " ".join(CHUNKS * 3)
+    a, b = (
+        minilm._windows(rag("What is the refund window?", context)),
+        minilm._windows(rag("Who is the chief executive of the company?", context)),
+    )
+    assert len(a) > 2 and all(minilm.count_tokens(p) <= minilm.max_tokens for p in a)
+    assert all(p.rstrip().endswith((".", "?", ":")) for p in a)  # whole sentences
+    only_b = [p for p in b if p not in a]
+    # only the chunks around the question differ: the context's chunks are shared
+    assert any("chief executive" in p for p in only_b)
+    assert sum(minilm.count_tokens(p) for p in only_b) < minilm.max_tokens // 2
+    assert sum(minilm.count_tokens(p) for p in a if p not in b) < minilm.max_tokens // 2
+    assert minilm._windows("How do I reset my password?") == ["How do I reset my password?"]
+
+
+@pytest.mark.model
+def test_chunk_vectors_are_memoised_and_equal_to_fresh_ones(
+    minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = " ".join(CHUNKS * 3)
+    first, second = rag("What is the refund window?", context), rag("Who is the CEO?", context)
+    minilm.clear_memo()
+    encoded: list[str] = []
+    real_encode = minilm._encode
+
+    def counting(texts: list[str]) -> np.ndarray:
+        encoded.extend(texts)
+        return real_encode(texts)
+
+    monkeypatch.setattr(minilm, "_encode", counting)
+    cold = minilm.embed([first])[0]
+    assert len(encoded) == len(set(minilm._windows(first)))  # repeated chunks once
+    encoded.clear()
+    assert np.allclose(minilm.embed([first])[0], cold, atol=1e-6)
+    assert encoded == []  # every chunk came from the memo
+    minilm.embed([second])
+    new = list(dict.fromkeys(p for p in minilm._windows(second) if p not in minilm._windows(first)))
+    assert encoded == new  # only the chunks around the new question are encoded
+    encoded.clear()
+    minilm.clear_memo()
+    assert np.allclose(minilm.embed([first])[0], cold, atol=1e-5) and encoded
+    minilm.embed(["How do I reset my password?"] * 2)  # short texts are not memoised
+    assert encoded.count("How do I reset my password?") == 2

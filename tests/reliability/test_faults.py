@@ -106,6 +106,8 @@ def test_server_readiness_follows_the_database(
         path=str(tmp_path), sql_url=url, sql_timeout=SQL_TIMEOUT, sql_connect_timeout=2
     )
     with Cache(config, embedder=FakeEmbedder()) as cache, TestClient(create_app(cache)) as http:
+        body = {"query": "how do I reset my password", "model": "m"}
+        assert http.post("/v1/entries", json={**body, "answer": "reset it"}).status_code == 201
         assert http.get("/readyz").status_code == 200
         proxy.blackhole()
         started = time.monotonic()
@@ -113,5 +115,13 @@ def test_server_readiness_follows_the_database(
         assert response.status_code == 503 and time.monotonic() - started < 2.5
         assert response.json()["sql"] != "ok"
         assert http.get("/healthz").status_code == 200
+        started = time.monotonic()
+        looked = http.post("/v1/lookup", json=body)
+        assert looked.status_code == 200 and looked.json()["hit"] is False
+        assert time.monotonic() - started < 1.5, "a lookup is a quick miss"
+        started = time.monotonic()
+        stored = http.post("/v1/entries", json={**body, "query": "new", "answer": "x"})
+        assert stored.status_code == 503 and time.monotonic() - started < WRITE_BOUND
         proxy.restore()
         eventually(lambda: http.get("/readyz").status_code == 200)
+        eventually(lambda: http.post("/v1/lookup", json=body).json()["hit"] is True)

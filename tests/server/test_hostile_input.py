@@ -92,6 +92,7 @@ def test_backend_failures_answer_generically_with_an_error_id(
         raise _driver_error()
 
     monkeypatch.setattr(cache._sql, "ensure_partition", broken)
+    monkeypatch.setattr(cache._sql, "upsert", broken)
     monkeypatch.setattr(cache._sql, "partition_counts", broken)
     caplog.set_level(logging.INFO)
     body = {"query": "q", "model": "m", "system": SECRET, "answer": "a"}

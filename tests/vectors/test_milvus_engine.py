@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from vector_support import drop_milvus_collections
+from vector_support import HangingProxy, drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
 from modelcache.vectors import MilvusVectorStore
@@ -54,6 +54,7 @@ def milvus_cache(
             "milvus_collection": name,
             "vector_url": milvus_lite_file,
             "milvus_partition_key": mapping,
+            "lookup_timeout": None,  # milvus-lite's first searches can exceed the default deadline
             **fields,
         }
         cache = Cache(CacheConfig(path=str(tmp_path / "cache"), **fields), embedder=fake_embedder)
@@ -148,7 +149,7 @@ def test_isolation_is_a_prefilter_on_milvus(milvus_cache: Callable[..., Cache]) 
 
 
 def test_follow_ups_recall_only_their_own_conversation(milvus_cache: Callable[..., Cache]) -> None:
-    """The replies tag is a scalar field filtered inside the Milvus search."""
+    """A follow-up is recalled by its query and context together (one vector per entry)."""
     cache = milvus_cache(top_k=1)
 
     def follow_up(reply: str) -> Request:
@@ -215,7 +216,10 @@ def test_milvus_down_is_a_logged_miss_and_recovers(
     port, data = free_port(), tmp_path / "milvus-server.db"
     server = _start_server(data, port)
     config = CacheConfig(
-        path=str(tmp_path / "cache"), vector_url=f"milvus://127.0.0.1:{port}", milvus_timeout=2.0
+        path=str(tmp_path / "cache"),
+        vector_url=f"milvus://127.0.0.1:{port}",
+        milvus_timeout=2.0,
+        lookup_timeout=None,  # the Milvus timeout alone bounds the lookup here
     )
     cache = Cache(config, embedder=fake_embedder)
     assert cache._vectors._partition_key is True, "a server: one collection, a partition key"
@@ -244,6 +248,40 @@ def test_milvus_down_is_a_logged_miss_and_recovers(
             _stop(server)
 
 
+def test_a_hung_milvus_costs_at_most_the_timeout(
+    tmp_path: Path, fake_embedder: FakeEmbedder
+) -> None:
+    """A server that accepts but never answers: each lookup is a miss after milvus_timeout."""
+    pytest.importorskip("milvus_lite")
+    port = free_port()
+    server = _start_server(tmp_path / "milvus-server.db", port)
+    proxy = HangingProxy(port)
+    config = CacheConfig(
+        path=str(tmp_path / "cache"),
+        vector_url=f"milvus://127.0.0.1:{proxy.port}",
+        milvus_timeout=1.0,
+        lookup_timeout=None,  # the Milvus timeout alone bounds the lookup here
+    )
+    cache = Cache(config, embedder=fake_embedder)
+    try:
+        cache.insert(rq(), "answer")
+        assert cache.lookup(rq(PARAPHRASE)) is not None
+        proxy.hang.set()
+        for _ in range(2):
+            started = time.monotonic()
+            assert cache.lookup(rq(PARAPHRASE)) is None
+            assert time.monotonic() - started < 5, "bounded by the timeout, not hung"
+        assert cache.stats()["errors"] == 2
+        with pytest.raises(BackendError):
+            cache.insert(rq("A new question while Milvus hangs"), "x")
+        proxy.hang.clear()
+        assert cache.lookup(rq(PARAPHRASE)) is not None, "answers again once the server does"
+    finally:
+        cache.close()
+        proxy.close()
+        _stop(server)
+
+
 # ---- `modelcache serve` on Milvus -------------------------------------------------------------
 def test_serve_uses_milvus_from_the_environment(tmp_path: Path) -> None:
     import httpx
@@ -252,6 +290,7 @@ def test_serve_uses_milvus_from_the_environment(tmp_path: Path) -> None:
     vectors = tmp_path / "vectors.db"
     env = {k: v for k, v in os.environ.items() if k != "MODELCACHE_API_KEYS"}
     env["MODELCACHE_VECTOR_URL"] = str(vectors)
+    env["MODELCACHE_LOOKUP_TIMEOUT"] = "10"  # milvus-lite's first search can exceed the default
     cmd = [sys.executable, "-m", "modelcache", "--path", str(tmp_path / "cache"), "--embedder"]
     cmd += ["fake", "serve", "--port", str(port), "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
