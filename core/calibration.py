@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .finetune import Pair
+from .request import conversation_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -218,8 +219,7 @@ def calibrate(
         cal.context = calibrate_contexts(context_pairs, embedder, target_precision)
     elif context_pairs:
         cal.notes.append(
-            "no two different first turns got the same reply: the context threshold keeps "
-            "its default (the replies check already separates these conversations)"
+            "no two different conversations to compare: the context threshold keeps its default"
         )
     if followup_pairs:
         cal.followup = calibrate_followups(followup_pairs, embedder, target_precision, guard)
@@ -249,14 +249,19 @@ def calibrate_contexts(
 def context_pairs_from_conversations(
     conversations: Sequence[Any], max_negatives: int = 5000
 ) -> list[tuple[str, str, bool]]:
-    """First turns said two ways (positives) and different first turns that got the same
-    reply (negatives): the engine compares user turns only once the replies match."""
-    out = [(c.u0, c.u0_duplicate, True) for c in conversations]
+    """The same first exchange said two ways (positives) and two different conversations
+    (negatives), each as the engine embeds a context: every earlier turn, joined."""
+
+    def context(user: str, reply: str) -> str:
+        return conversation_text([("user", user), ("assistant", reply)])
+
+    out = [(context(c.u0, c.system_q0), context(c.u0_duplicate, c.system_q0), True)
+           for c in conversations]  # fmt: skip
     negatives = [
-        (a.u0, b.u0_duplicate, False)
+        (context(a.u0, a.system_q0), context(b.u0_duplicate, b.system_q0), False)
         for a in conversations
         for b in conversations
-        if a.u0 != b.u0 and a.system_q0 == b.system_q0
+        if a.u0 != b.u0
     ]
     step = max(1, math.ceil(len(negatives) / max_negatives))
     return out + negatives[::step]

@@ -147,9 +147,8 @@ class CacheConfig(BaseModel):
         default=None,
         ge=-1.0,
         le=1.0,
-        description="Cosine similarity the earlier user turns need (the earlier assistant "
-        "replies must match exactly); None: the embedder's value (MiniLM 0.70, "
-        "multilingual 0.50).",
+        description="Cosine similarity the earlier turns (user turns and replies, embedded "
+        "together) need; None: the embedder's value (MiniLM 0.80, multilingual 0.50).",
     )
     top_k: int = Field(default=5, ge=1, le=100, description="Candidates recalled per lookup.")
     guard: bool = Field(

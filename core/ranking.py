@@ -109,9 +109,11 @@ _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
 # what they are about
 _CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offered more help
-# a standalone question's cosine to its conversation stays below this (MiniLM; see
-# benchmarks/results/conversations.md): the earlier turns were about something else
-_STANDALONE_MAX_RELATEDNESS = 0.30
+# a standalone question's cosine to its own conversation stays below this on both sides (MiniLM:
+# unrelated chat scores under 0.10, a follow-up that leaves its subject implicit, such as "what
+# gas is released as a byproduct" after photosynthesis, 0.24 and up; see
+# benchmarks/results/conversations.md)
+_STANDALONE_MAX_RELATEDNESS = 0.15
 
 
 def _self_contained(text: str) -> bool:
@@ -138,18 +140,23 @@ def _clarifying(turns: Sequence[tuple[str, str]]) -> bool:
 def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | None:
     """The guard over the turns in which two conversations differ, aligned turn by turn.
 
-    Turns both share are skipped and an inserted turn (small talk) substitutes nothing, so
-    only a turn said differently ("10 days ago" / "40 days ago", a reworded reply) is checked;
-    each is compared with its counterpart rather than the whole conversation with the other.
+    Turns both share are skipped; a turn said differently ("10 days ago" / "40 days ago", a
+    reworded reply) is compared with its counterpart rather than the whole conversation with
+    the other; a turn only one side has (small talk, or "actually the file is 20 GB") is
+    compared with the other whole conversation, where it can only conflict with a detail.
     """
     matcher = difflib.SequenceMatcher(a=asked, b=stored, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag != "replace":
+        if tag == "equal":
             continue
         left, right = asked[i1:i2], stored[j1:j2]
+        if tag == "insert":
+            left = asked
+        elif tag == "delete":
+            right = stored
         pairs = (
             zip(left, right, strict=True)
-            if len(left) == len(right)
+            if tag == "replace" and len(left) == len(right)
             else [("\n".join(left), "\n".join(right))]
         )
         for x, y in pairs:

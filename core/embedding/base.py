@@ -60,7 +60,8 @@ class Thresholds:
 
     ``followup`` applies to a query with earlier turns (short follow-ups such as "death toll" /
     "how many people died" score far lower than standalone paraphrases); ``context`` is what the
-    earlier user turns need. Numbers and method: docs/benchmarks.md.
+    earlier turns (user turns and replies, embedded together) need. Numbers and method:
+    docs/benchmarks.md.
     """
 
     short: float

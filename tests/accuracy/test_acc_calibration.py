@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 from pathlib import Path
@@ -100,20 +99,20 @@ def test_follow_up_threshold_from_conversations() -> None:
     CacheConfig(**cal.config_values())  # valid config values
 
 
-def test_context_negatives_need_the_same_reply() -> None:
-    """The engine compares user turns only after the replies matched; so does calibration."""
+def test_context_pairs_are_whole_conversations_as_the_engine_embeds_them() -> None:
+    """The engine compares every earlier turn by meaning; so does calibration."""
     convs = [
         Conversation("tax law?", "what is tax law", "Rules.", "who collects it", "collector", "A"),
         Conversation("rome?", "tell me about rome", "Rules.", "founded when", "founding", "B"),
         Conversation("paris?", "about paris", "A city.", "where is it", "location", "C"),
     ]  # fmt: skip
     pairs = context_pairs_from_conversations(convs)
-    assert ("tax law?", "tell me about rome", False) in pairs
-    assert not any(a == "paris?" and not same for a, _, same in pairs)
-    distinct = [dataclasses.replace(c, system_q0=c.u0) for c in convs]  # every reply differs
+    assert ("tax law?\nRules.", "what is tax law\nRules.", True) in pairs
+    assert ("tax law?\nRules.", "about paris\nA city.", False) in pairs
+    assert sum(not same for *_, same in pairs) == 6
     cal = calibrate(
         synthetic_pairs(20), FakeEmbedder(), 0.9,
-        context_pairs=context_pairs_from_conversations(distinct),
+        context_pairs=context_pairs_from_conversations(convs[:1]),
     )  # fmt: skip
     assert cal.context is None and any("context threshold keeps" in n for n in cal.notes)
 

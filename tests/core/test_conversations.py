@@ -91,3 +91,18 @@ def test_a_standalone_question_skips_unrelated_history_at_the_short_threshold(
     assert hit is not None and hit.answer == "Settings > Export"
     follow = Request("how do I export them from the email app", history=chatter)
     assert cache.lookup(follow) is None, "points back: the history matters"
+
+
+def test_a_detail_added_in_an_extra_turn_blocks_the_hit(make_cache: Callable[..., Cache]) -> None:
+    """Small talk added on one side is harmless; a turn that adds a conflicting detail is not."""
+    cache = make_cache(lookup_timeout=None)
+    base = (
+        Message("user", "My CSV file is about 2 GB and reading it is slow."),
+        Message("assistant", "Read it in chunks with pandas."),
+    )
+    cache.insert(Request("do I need chunks for it", history=base), "yes")
+    chatter = (*base, Message("user", "Thanks!"), Message("assistant", "You're welcome!"))
+    hit = cache.lookup(Request("do I need chunks for it", history=chatter))
+    assert hit is not None and hit.answer == "yes"
+    bigger = (*base, Message("user", "Actually it is 20 GB."), Message("assistant", "I see."))
+    assert cache.lookup(Request("do I need chunks for it", history=bigger)) is None
