@@ -9,9 +9,12 @@ right answer in the cache. Recall = lookups of ``b`` that return an entry of b's
 probes; false-hit rate = false-hit probes that get any answer / those probes; precision on the
 recall probes. Every entry goes in through the public ``Cache`` (``insert_many``) and every
 probe is a real ``Cache.lookup``; vectors come from the shipped MiniLM, embedded once in batches
-and memoised under /tmp (``--memo``), since embedding 114k questions takes a while on a CPU.
+and memoised under /tmp (``MODELCACHE_DENSITY_MEMO``, resumable), since embedding 114k
+questions takes hours on a shared CPU; the probes come first, then the filler in the order the
+partitions use it, so an interrupted run still serves the smaller sizes.
 
-    python benchmarks/density.py --sizes 1000,10000,100000
+    python benchmarks/density.py --embed-only       # fill the memo (all sizes), nothing else
+    python benchmarks/density.py --sizes 1000,10000,100000 --out benchmarks/results/raw.md
 """
 
 from __future__ import annotations
@@ -122,13 +125,6 @@ def workload(
     return recall, unseen, filler
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["--embed-only"]:
-    _recall, _unseen, _filler = workload(int(sys.argv[2]) if len(sys.argv) > 2 else 1000)
-    _order = [t for a, b, _ in _recall for t in (a, b)] + [q for q, _ in _unseen]
-    memo_vectors(_order + [q for q, _ in _filler], MEMO)
-    raise SystemExit(0)
-
-
 class StoredVectors:
     """The shipped MiniLM's vectors from the memo; the model itself only for the rare miss."""
 
@@ -232,10 +228,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--probes", type=int, default=1000, help="recall and false-hit probes")
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument("--embed-only", action="store_true", help="only fill the vector memo")
     args = parser.parse_args(argv)
     recall, unseen, filler = workload(args.probes)
     sizes = [int(s) for s in args.sizes.split(",")]
     order = [t for a, b, _ in recall for t in (a, b)] + [q for q, _ in unseen]
+    if args.embed_only:
+        memo_vectors(order + [q for q, _ in filler], MEMO)
+        return 0
     vectors = memo_vectors(order + [q for q, _ in filler[: max(sizes) - len(recall)]], MEMO)
     embedder = StoredVectors(vectors)
     lines = [

@@ -2,18 +2,20 @@
 
 Embeddings score "read a JSON file in Python" and "... in Go" higher than most true paraphrases,
 so a cosine threshold alone cannot tell them apart. The guard compares what usually decides the
-answer: numbers and units, programming languages and named technologies, named entities (places,
-people, products), negations and antonyms (enable/disable, 升级/降级), and the kind of answer asked
-for (when vs where vs who). Chinese is segmented with
-jieba. The word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without
-touching the logic.
+answer: numbers and units (also written as words: thirty-five, a dozen, fortieth), programming
+languages and named technologies, named entities (places, people, products), identifiers (seat
+14A, error E42), time references (this vs next weekend, today vs Friday), scope (this folder vs
+every folder), negations (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级),
+and the kind of answer asked for (when vs where vs who). Chinese is segmented with jieba. The
+word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without touching the
+logic.
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
 that the other does not mention at all (Sweden vs Switzerland, 10 vs 16), not when one merely
 adds a detail (Trump vs Donald Trump). A negation only counts between questions worded almost
 alike, because paraphrases often move it ("unknown hacks" / "hacks that are not known").
 Measured on QQP duplicates, each rule is kept only where it blocks far more wrong pairs than
-right ones (see ``benchmarks/results/accuracy.md``).
+right ones (see ``benchmarks/results/accuracy.md`` and ``hard_pairs.md``).
 """
 
 from __future__ import annotations
@@ -132,7 +134,7 @@ class GuardWords:
     synonyms: dict[str, int] = field(default_factory=dict)  # word -> synonym group
     answer_types: dict[str, str] = field(default_factory=dict)  # word or phrase -> kind
     answer_heads: dict[str, str] = field(default_factory=dict)  # word -> kind, at a sentence start
-    time_modifiers: set[str] = field(default_factory=set)  # this / next / last (week)
+    time_modifiers: dict[str, str] = field(default_factory=dict)  # past -> last (week)
     time_periods: set[str] = field(default_factory=set)  # week / month, after a modifier
     time_points: set[str] = field(default_factory=set)  # today / friday / march
 
@@ -174,9 +176,11 @@ class GuardWords:
                     words.answer_heads.setdefault(phrase[1:], row[0])
                 else:
                     words.answer_types.setdefault(phrase, row[0])
-        periods = {"modifier": words.time_modifiers, "period": words.time_periods}
         for row in _data_lines("guard_periods.txt"):
-            periods.get(row[0], words.time_points).update(row[1:])
+            if row[0] == "modifier":
+                words.time_modifiers.update(dict.fromkeys(row[1:], row[1]))
+            else:
+                (words.time_periods if row[0] == "period" else words.time_points).update(row[1:])
         for group, row in enumerate(_data_lines("guard_synonyms.txt")):
             for word in row:
                 words.synonyms.setdefault(word, group)
@@ -377,7 +381,7 @@ class Guard:
         for prev, low in itertools.pairwise(lower):
             base = low[:-1] if low.endswith("s") and low[:-1] in w.time_periods else low
             if prev in w.time_modifiers and base in w.time_periods:
-                refs.add(f"{prev}_{base}")
+                refs.add(f"{w.time_modifiers[prev]}_{base}")
         return refs
 
     def _negated(self, text: str) -> bool:

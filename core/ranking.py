@@ -305,13 +305,17 @@ class Acceptor:
         is_usable: Callable[[EntryRow], bool],
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
-        tokens = self._embedder.count_tokens(request.query_text)
-        if not request.history and tokens < self._config.long_query_tokens:
-            # a short standalone query must also stand out from a crowded neighbourhood
+        margin = self._config.crowding_margin
+        if (
+            margin is not None
+            and not request.history
+            and self._embedder.count_tokens(request.query_text) < self._config.long_query_tokens
+        ):
+            # a short standalone query must also stand out from its runner-up
             threshold = crowding_threshold(
                 [c.similarity for c in candidates],
                 threshold,
-                self._config.crowding_margin,
+                margin,
                 self._config.crowding_rank,
             )
         passing: list[Candidate] = []

@@ -78,6 +78,7 @@ def test_one_word_traps_are_caught(guard: Guard, a: str, b: str, kind: str) -> N
          "All my questions need improvement, why?"),
         ("How do I get a 3D printer?", "How do I get a 3-D printer?"),
         ("Which is the best phone for a second job?", "Which phone is best for a side job?"),
+        ("How many steps did I walk last week?", "How many steps did I walk in the past week?"),
     ],
 )  # fmt: skip
 def test_one_word_paraphrases_pass(guard: Guard, a: str, b: str) -> None:
