@@ -84,6 +84,7 @@ def test_hung_and_dead_database_are_bounded_and_recovered(
             eventually(lambda after=after: bool(cache.insert(after, "y")))
             assert cache.lookup(after) is not None
             eventually(lambda: cache.ready()["ready"])
+        assert cache.stats()["timeouts"] >= 2, "blackholed lookups are counted as timeouts"
         # the failed inserts wrote their vectors before failing: orphans, never lost rows
         assert not cache.check().rows_without_vector
         cache.repair()
