@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -41,6 +40,7 @@ _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
+_LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
 
 @dataclass(frozen=True)
@@ -435,9 +435,10 @@ class Cache:
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
+                    # mostly waiting on I/O; as many as a server's request threads, so that
+                    # queueing for a worker does not eat the deadline
                     self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=min(32, (os.cpu_count() or 1) + 4),
-                        thread_name_prefix="modelcache-lookup",
+                        max_workers=_LOOKUP_WORKERS, thread_name_prefix="modelcache-lookup"
                     )
         return self._pool
 
