@@ -46,7 +46,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 import numpy as np
 
 from modelcache import Cache, CacheConfig, ConfigError, Request
-from modelcache.embedding import SentenceTransformerEmbedder
+from modelcache.embedding import BaseEmbedder, FakeEmbedder, build_embedder
 
 DATA_FILES = ("qqp_train.jsonl", "qqp_dev.jsonl")
 EXACT_P50_MS = 1.0
@@ -141,9 +141,7 @@ class PrecomputedEmbedder:
     measured with ``enabled = False``: every query is embedded by the model.
     """
 
-    def __init__(
-        self, model: SentenceTransformerEmbedder, texts: Sequence[str], vectors: np.ndarray
-    ):
+    def __init__(self, model: BaseEmbedder, texts: Sequence[str], vectors: np.ndarray):
         self.model = model
         self.index = {t: i for i, t in enumerate(texts)}
         self.vectors = vectors
@@ -172,9 +170,7 @@ class PrecomputedEmbedder:
         return self.model.embed(texts)
 
 
-def fill_vectors(
-    model: SentenceTransformerEmbedder, texts: list[str], cache_dir: Path
-) -> np.ndarray:
+def fill_vectors(model: BaseEmbedder, texts: list[str], cache_dir: Path) -> np.ndarray:
     """Embeddings of the fill texts (as the cache embeds them), cached in resumable chunks."""
     digest = hashlib.sha256(
         ("\x00".join(texts) + model.name + str(model.dimension)).encode("utf-8")
@@ -293,7 +289,7 @@ def measure_bookkeeping(
 
 
 def measure_insert_throughput(
-    model: SentenceTransformerEmbedder, texts: list[str], batch: int, folder: Path
+    model: BaseEmbedder, texts: list[str], batch: int, folder: Path
 ) -> dict[str, float]:
     """Entries/s through insert_many with real embedding on a fresh cache; and embedding alone."""
     cache = Cache(CacheConfig(path=str(folder)), embedder=model)
@@ -332,9 +328,7 @@ def machine() -> dict[str, str]:
                 break
     except OSError:
         pass
-    import chromadb
-    import sentence_transformers
-    import torch
+    from importlib.metadata import version
 
     return {
         "nproc": str(os.cpu_count()),
@@ -342,9 +336,10 @@ def machine() -> dict[str, str]:
         "memory": mem,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "torch": f"{torch.__version__} (threads={torch.get_num_threads()})",
-        "sentence-transformers": sentence_transformers.__version__,
-        "chromadb": chromadb.__version__,
+        "torch": version("torch"),
+        "onnxruntime": version("onnxruntime"),
+        "sentence-transformers": version("sentence-transformers"),
+        "chromadb": version("chromadb"),
     }
 
 
@@ -373,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--vector-cache", type=Path, default=Path(tempfile.gettempdir()) / "modelcache-bench"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="cache folders (default: tmp)")
+    parser.add_argument(
+        "--backend", choices=("onnx", "torch"), default="onnx", help="embedding runtime"
+    )
     args = parser.parse_args(argv)
     sizes = sorted({int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()})
     if not sizes or sizes[0] < 1:
@@ -381,7 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_start = os.getloadavg()
     started_at = dt.datetime.now(dt.timezone.utc)
     work = load_workload(args.data, args.queries, sizes[-1], args.throughput)
-    model = SentenceTransformerEmbedder()  # torch_threads=1, the configured default
+    model = build_embedder("minilm", threads=1, backend=args.backend)  # the config defaults
+    assert not isinstance(model, FakeEmbedder)
     print(f"loading fill vectors for {len(work.fill):,} texts ...", file=sys.stderr)
     fill_keys = [Request.from_text(t).query_text for t in work.fill]
     vectors = fill_vectors(model, fill_keys, args.vector_cache)
@@ -464,18 +463,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "# ModelCache latency benchmark",
         "",
         f"Run {started_at:%Y-%m-%d %H:%M} UTC, `python benchmarks/latency.py "
-        f"--sizes {','.join(map(str, sizes))} --queries {args.queries}`.",
+        f"--sizes {','.join(map(str, sizes))} --queries {args.queries} --backend {args.backend}`.",
         "",
         "## Method",
         "",
         f"- Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory']} RAM, {info['os']}; "
-        f"Python {info['python']}, torch {info['torch']}, sentence-transformers "
-        f"{info['sentence-transformers']}, chromadb {info['chromadb']}.",
+        f"Python {info['python']}, torch {info['torch']}, onnxruntime {info['onnxruntime']}, "
+        f"sentence-transformers {info['sentence-transformers']}, chromadb {info['chromadb']}.",
         f"- Load average (1/5/15 min) at start {load_start[0]:.2f}/{load_start[1]:.2f}/"
         f"{load_start[2]:.2f}, at end {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f} "
         "(other work on the machine shows up as noise).",
-        "- Model: the shipped all-MiniLM-L6-v2 (384-d), CPU, torch limited to 1 thread "
-        "(CacheConfig.torch_threads default). Embedded stores: Chroma PersistentClient + "
+        f"- Model: the shipped all-MiniLM-L6-v2 (384-d), CPU, one thread, runtime "
+        f"{args.backend} (`embedder_backend`; onnx is the default). Embedded stores: "
+        "Chroma PersistentClient + "
         "SQLite (WAL) in a temporary folder. Default CacheConfig (thresholds 0.86 / 0.90, "
         "top_k 5, guard on).",
         f"- Workload: distinct Quora questions from qqp_train + qqp_dev, all in ONE partition "

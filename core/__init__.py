@@ -4,19 +4,26 @@ The engine answers repeated and paraphrased requests from a vector store (Chroma
 store (SQL), scoped by tenant, environment, model, generation parameters and system prompt.
 """
 
-from .config import CacheConfig
-from .embedding import (
-    Embedder,
-    FakeEmbedder,
-    LangChainEmbedder,
-    LlamaIndexEmbedder,
-    LLMLayerEmbedder,
-    MultilingualEmbedder,
-    SentenceTransformerEmbedder,
-)
-from .engine import Cache, Hit, IntegrityReport, RepairReport
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
-from .request import Message, Request, Scope
+
+if TYPE_CHECKING:
+    from .config import CacheConfig
+    from .embedding import (
+        Embedder,
+        FakeEmbedder,
+        LangChainEmbedder,
+        LlamaIndexEmbedder,
+        LLMLayerEmbedder,
+        MultilingualEmbedder,
+        SentenceTransformerEmbedder,
+    )
+    from .engine import Cache, Hit, IntegrityReport, RepairReport
+    from .request import Message, Request, Scope
 
 __version__ = "0.1.0"
 
@@ -42,3 +49,36 @@ __all__ = [
     "SentenceTransformerEmbedder",
     "__version__",
 ]
+
+# Public names loaded on first access (PEP 562): `import modelcache` stays cheap (no
+# pydantic, SQLAlchemy, numpy), which the CLI and short-lived scripts feel as start-up time.
+_LAZY = {
+    "CacheConfig": ".config",
+    "Embedder": ".embedding",
+    "FakeEmbedder": ".embedding",
+    "LLMLayerEmbedder": ".embedding",
+    "LangChainEmbedder": ".embedding",
+    "LlamaIndexEmbedder": ".embedding",
+    "MultilingualEmbedder": ".embedding",
+    "SentenceTransformerEmbedder": ".embedding",
+    "Cache": ".engine",
+    "Hit": ".engine",
+    "IntegrityReport": ".engine",
+    "RepairReport": ".engine",
+    "Message": ".request",
+    "Request": ".request",
+    "Scope": ".request",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .request import NAME_LIMITS, check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,6 +64,35 @@ class CacheConfig(BaseModel):
         description="Seconds a lookup may spend in the stores, the embedding not counted; past "
         "it the lookup is a miss with a warning. None: no deadline.",
     )
+    vector_url: str | None = Field(
+        default=None,
+        description="Milvus instead of Chroma: a server (milvus://[user:password@]host:19530[/db]"
+        ", milvus+https://… for TLS) or a milvus-lite file path ending in .db. Needs the "
+        "`modelcache[milvus]` extra.",
+    )
+    milvus_collection: str = Field(
+        default="modelcache",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Milvus collection (or prefix of the per-partition collections).",
+    )
+    milvus_partition_key: bool | None = Field(
+        default=None,
+        description="True: one Milvus collection with a partition-key field for all partitions;"
+        " False: a collection per partition; None: partition key on a Milvus server, "
+        "a collection per partition on milvus-lite (see benchmarks/results/milvus.md).",
+    )
+    milvus_hnsw_m: int = Field(
+        default=16, ge=2, le=2048, description="HNSW M (graph degree) of the Milvus index."
+    )
+    milvus_hnsw_ef_construction: int = Field(
+        default=200, ge=1, description="HNSW efConstruction of the Milvus index."
+    )
+    milvus_search_ef: int = Field(
+        default=64, ge=1, description="HNSW ef of a Milvus search (raised to top_k if lower)."
+    )
+    milvus_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds before a Milvus call gives up (fail-open)."
+    )
 
     # ---- embedding --------------------------------------------------------------------------
     embedder: str = Field(
@@ -71,7 +101,21 @@ class CacheConfig(BaseModel):
         "a local sentence-transformers directory, or 'llm:<dir>' for an LLM embedding layer.",
     )
     torch_threads: int | None = Field(
-        default=1, ge=1, description="Torch threads for embedding; 1 is fastest for one query."
+        default=1,
+        ge=1,
+        description="Threads for embedding (ONNX Runtime intra-op, or torch); 1 is fastest "
+        "for one query.",
+    )
+    embedder_backend: Literal["onnx", "torch"] = Field(
+        default="onnx",
+        description="Runtime of sentence-transformers models: 'onnx' (exported once, run with "
+        "ONNX Runtime, same vectors, no torch when serving; falls back to torch if the export "
+        "fails) or 'torch'.",
+    )
+    onnx_cache_dir: str | None = Field(
+        default=None,
+        description="Folder of the ONNX exports of embedding models; None: "
+        "~/.cache/modelcache/onnx (or $XDG_CACHE_HOME/modelcache/onnx).",
     )
 
     # ---- acceptance -------------------------------------------------------------------------
@@ -112,6 +156,21 @@ class CacheConfig(BaseModel):
         default=True,
         description="Reject candidates that differ in answer-determining tokens "
         "(numbers, languages, entities, antonyms).",
+    )
+    crowding_margin: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="A short standalone query's best candidate must beat the crowding_rank-th "
+        "recalled neighbour by this much (precision over recall in large partitions, see "
+        "benchmarks/results/density.md); None: off.",
+    )
+    crowding_rank: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Which recalled neighbour the crowding margin is measured from (2: the "
+        "runner-up); with fewer candidates recalled the margin does not apply.",
     )
     verifier: str | None = Field(
         default=None, description="Local CrossEncoder directory used as a second-stage verifier."
@@ -166,8 +225,12 @@ class CacheConfig(BaseModel):
     def _check(self) -> CacheConfig:
         if self.path is None and self.sql_url is None:
             raise ValueError("set `path` (embedded stores) or `sql_url` (external database)")
+        if self.vector_url is not None and self.chroma_url is not None:
+            raise ValueError("set chroma_url (Chroma server) or vector_url (Milvus), not both")
         if not self.environments or any(not e for e in self.environments):
             raise ValueError("environments must be a non-empty list of names")
+        for env in self.environments:  # every backend must hold the names it will be sent
+            check_name("env", env, NAME_LIMITS["env"])
         if not self.embedder:
             raise ValueError("embedder must name a model")
         return self

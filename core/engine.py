@@ -25,17 +25,28 @@ from .embedding import Embedder, Thresholds, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
-from .ranking import Acceptor, Candidate, encode_vector
-from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
+from .ranking import (
+    Acceptor,
+    Candidate,
+    ConversationVectors,
+    decode_vector,
+    encode_vector,
+    query_part,
+    recall_vector,
+)
+from .redact import describe_error, log_failure
+from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .vectors import ChromaVectorStore, VectorStore
+from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
-_SCHEMA_VERSION = "2"  # 2: follow-up vectors carry their conversation's replies digest
+# 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
+# earlier turn and its recall vector is query + context (see ranking.recall_vector)
+_SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
@@ -90,14 +101,14 @@ class _NoVectors:
     def create(self, collection: str) -> None:
         return None
 
-    def upsert(self, collection: str, ids: Sequence[str], vectors: Any, tags: Any = None) -> None:
+    def upsert(self, collection: str, ids: Sequence[str], vectors: Any) -> None:
         return None
 
-    def query(self, collection: str, vector: Any, k: int, tag: str | None = None) -> list[Any]:
+    def query(self, collection: str, vector: Any, k: int) -> list[Any]:
         return []
 
-    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
-        return None
+    def query_vectors(self, collection: str, vector: Any, k: int) -> list[Any]:
+        return []
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         return None
@@ -198,7 +209,7 @@ class _Stats:
 
 
 class Cache:
-    """A semantic cache over a vector store (Chroma) and a scalar store (SQL).
+    """A semantic cache over a vector store (Chroma or Milvus) and a scalar store (SQL).
 
     >>> cache = Cache(CacheConfig(path="/tmp/mc"))          # doctest: +SKIP
     >>> cache.insert(Request.from_text("What is WAL?"), "Write-ahead logging ...")  # doctest: +SKIP
@@ -223,7 +234,12 @@ class Cache:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.degraded: str | None = None
         """Why semantic lookups are off (the vector store could not be opened), else None."""
-        embedded_chroma = vector_store is None and cfg.path is not None and not cfg.chroma_url
+        embedded_chroma = (
+            vector_store is None
+            and cfg.path is not None
+            and not cfg.chroma_url
+            and not cfg.vector_url
+        )
         try:
             if embedded_chroma:  # an embedded Chroma folder supports one process
                 self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
@@ -234,7 +250,12 @@ class Cache:
             if vector_store is None:
                 vector_store = self._open_vectors()
             self._vectors = vector_store
-            self._embedder = embedder or build_embedder(cfg.embedder, threads=cfg.torch_threads)
+            self._embedder = embedder or build_embedder(
+                cfg.embedder,
+                threads=cfg.torch_threads,
+                backend=cfg.embedder_backend,
+                onnx_cache_dir=cfg.onnx_cache_dir,
+            )
             self._check_settings()
         except BaseException:
             if sql is not None:
@@ -257,8 +278,18 @@ class Cache:
         )
 
     def _open_vectors(self) -> VectorStore:
-        """Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
+        """Milvus or Chroma as configured; a corrupt embedded Chroma starts the cache exact-only."""
         cfg = self.config
+        if cfg.vector_url is not None:
+            return MilvusVectorStore(
+                cfg.vector_url,
+                collection=cfg.milvus_collection,
+                partition_key=cfg.milvus_partition_key,
+                hnsw_m=cfg.milvus_hnsw_m,
+                hnsw_ef_construction=cfg.milvus_hnsw_ef_construction,
+                search_ef=cfg.milvus_search_ef,
+                timeout=cfg.milvus_timeout,
+            )
         chroma_path = str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
         if chroma_path is None and not cfg.chroma_url:
             log.warning(
@@ -299,8 +330,11 @@ class Cache:
             "metric": "cosine",
         }
         stored = self._sql.get_meta()
-        if stored.get("schema_version") == "1":
-            self._tag_conversations()
+        if (
+            stored.get("schema_version") in ("1", "2")
+            and stored.get("embedder") == self._embedder.name
+        ):
+            self._upgrade_conversations()
             self._sql.replace_meta("schema_version", _SCHEMA_VERSION)
             stored["schema_version"] = _SCHEMA_VERSION
         for key, value in wanted.items():
@@ -311,20 +345,46 @@ class Cache:
                 )
         self._sql.set_meta(wanted)
 
-    def _tag_conversations(self) -> None:
-        """Upgrade a version-1 store: tag follow-up vectors with their replies digest."""
-        by_partition: dict[str, tuple[list[str], list[str]]] = {}
-        for entry_id, partition_id, history_json in self._sql.histories():
-            try:
-                digest = stored_replies_digest(history_json)
-            except ValueError:
-                continue  # a corrupt row: its lookups miss, as before
-            ids, tags = by_partition.setdefault(partition_id, ([], []))
-            ids.append(entry_id)
-            tags.append(digest)
-        for partition_id, (ids, tags) in by_partition.items():
-            self._vectors.tag(partition_id, ids, tags)
-        log.info("modelcache: upgraded the store to schema %s", _SCHEMA_VERSION)
+    def _upgrade_conversations(self) -> None:
+        """Upgrade a version-1/2 store: re-embed each follow-up's context (every earlier turn,
+        not the user turns only) and store its recall vector (query + context)."""
+        by_partition: dict[str, list[str]] = {}
+        for entry_id, partition_id, _ in self._sql.histories():
+            by_partition.setdefault(partition_id, []).append(entry_id)
+        upgraded = 0
+        for partition_id, ids in by_partition.items():
+            for start in range(0, len(ids), _PURGE_BATCH):
+                rows = list(
+                    self._sql.get_many(ids[start : start + _PURGE_BATCH], partition_id).values()
+                )
+                texts: list[str] = []
+                for row in rows:
+                    try:
+                        texts.append(stored_conversation_text(row.history_json))
+                    except ValueError:
+                        texts.append("")  # a corrupt row: its lookups miss, as before
+                keep = [(row, text) for row, text in zip(rows, texts, strict=True) if text]
+                if not keep:
+                    continue
+                queries = self._embedder.embed([row.query for row, _ in keep])
+                contexts = self._embedder.embed([text for _, text in keep])
+                self._sql.upsert(
+                    [
+                        EntryRow.model_construct(
+                            **{**row.model_dump(), "context_vector": encode_vector(context)}
+                        )
+                        for (row, _), context in zip(keep, contexts, strict=True)
+                    ]
+                )
+                self._vectors.upsert(
+                    partition_id,
+                    [row.id for row, _ in keep],
+                    np.stack([recall_vector(q, c) for q, c in zip(queries, contexts, strict=True)]),
+                )
+                upgraded += len(keep)
+        log.info(
+            "modelcache: upgraded the store to schema %s (%d follow-ups)", _SCHEMA_VERSION, upgraded
+        )
 
     # ---- validation ------------------------------------------------------------------------
     def _validate(self, request: Request) -> None:
@@ -370,7 +430,7 @@ class Cache:
             log.warning("modelcache lookup treated as a miss: %s", exc)
             timeouts, hit = 1, None
         except Exception as exc:  # fail open: the caller's LLM call must go on
-            log.warning("modelcache lookup failed, treated as a miss: %r", exc)
+            log_failure(log, "modelcache lookup failed, treated as a miss", exc)
             errors, hit = 1, None
         elapsed_ms = (time.perf_counter() - started) * 1000
         self._stats.add(
@@ -459,30 +519,31 @@ class Cache:
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
-        texts = [request.query_text]
-        if request.context_text:
-            texts.append(request.context_text)
-        if budget is not None:
-            budget.embedding_since = time.monotonic()
-        try:
-            vectors = self._embedder.embed(texts)
-        finally:
-            if budget is not None and budget.embedding_since is not None:
-                budget.embedded += time.monotonic() - budget.embedding_since
-                budget.embedding_since = None
-        context_vector = vectors[1] if request.context_text else None
-        # a follow-up recalls only among conversations with the same earlier replies, so the
-        # top-k is not filled by the same short follow-up asked in other conversations
-        recalled = self._vectors.query(
-            partition.id, vectors[0], self.config.top_k, request.replies_digest or None
+        conv = self._embed_request(request, budget)
+        # a follow-up recalls by query + context, so the same short follow-up stored in many
+        # conversations does not crowd this one's entry out of the top-k; a standalone
+        # question after unrelated turns also recalls by its query alone
+        recalled = self._vectors.query_vectors(
+            partition.id, recall_vector(conv.query, conv.context), self.config.top_k
         )
+        if conv.standalone:
+            seen = {i for i, _, _ in recalled}
+            recalled += [
+                hit
+                for hit in self._vectors.query_vectors(partition.id, conv.query, self.config.top_k)
+                if hit[0] not in seen
+            ]
         if not recalled:
             return None
-        rows = self._sql.get_many([i for i, _ in recalled], partition.id)
-        orphans = [i for i, _ in recalled if i not in rows]
+        rows = self._sql.get_many([i for i, _, _ in recalled], partition.id)
+        orphans = [i for i, _, _ in recalled if i not in rows]
         if orphans:
             self._drop_orphans(partition.id, orphans)
-        candidates = [Candidate(rows[i], sim) for i, sim in recalled if i in rows]
+        candidates = [
+            Candidate(rows[i], _query_similarity(conv.query, stored, rows[i]))
+            for i, _, stored in recalled
+            if i in rows
+        ]
         decoded: dict[str, Any] = {}
 
         def usable(entry: EntryRow) -> bool:
@@ -495,13 +556,34 @@ class Cache:
             request,
             candidates,
             self._acceptor.threshold_for(request, threshold),
-            context_vector,
+            conv,
             usable,
         )
         if chosen is None:
             return None
         self._note_hit(chosen.row, now)
         return self._hit(chosen.row, decoded[chosen.row.id], chosen.similarity, "semantic")
+
+    def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
+        """The query and, for a follow-up, every earlier turn, embedded in one batch (time
+        the lookup deadline does not count)."""
+        texts = [request.query_text]
+        if request.conversation_text:
+            texts.append(request.conversation_text)
+        if budget is not None:
+            budget.embedding_since = time.monotonic()
+        try:
+            vectors = self._embedder.embed(texts)
+        finally:
+            if budget is not None and budget.embedding_since is not None:
+                budget.embedded += time.monotonic() - budget.embedding_since
+                budget.embedding_since = None
+        if len(texts) == 1:
+            return ConversationVectors(vectors[0])
+        query, context = vectors[0], vectors[1]
+        return ConversationVectors(
+            query, context, self._acceptor.is_standalone(request, query, context)
+        )
 
     @staticmethod
     def _hit(
@@ -554,7 +636,7 @@ class Cache:
                     log.info("modelcache removing %d orphan vectors of %s", len(gone), partition_id)
                     self._vectors.delete(partition_id, gone)
             except Exception as exc:
-                log.warning("modelcache could not remove orphan vectors: %r", exc)
+                log_failure(log, "modelcache could not remove orphan vectors", exc)
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
@@ -571,7 +653,7 @@ class Cache:
         try:
             self._sql.record_hits(pending)
         except Exception as exc:
-            log.warning("modelcache could not record %d hits: %r", len(pending), exc)
+            log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 
     def _maintain(self) -> None:
         """Background pass: hit counts, orphan vectors, lazy purge of expired entries, log
@@ -628,7 +710,7 @@ class Cache:
                 self._vectors.delete(pid, ids)
                 deleted += ids
             except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
-                log.warning("modelcache: %d orphan vectors left in %s: %r", len(ids), pid, exc)
+                log_failure(log, f"modelcache: {len(ids)} orphan vectors left in {pid}", exc)
         try:
             reinserted: dict[str, list[str]] = {}
             for entry_id, pid in self._sql.locate(deleted):
@@ -636,7 +718,7 @@ class Cache:
             for pid, ids in sorted(reinserted.items()):
                 self._reembed(pid, ids)
         except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
-            log.warning("modelcache: could not restore vectors of re-inserted entries: %r", exc)
+            log_failure(log, "modelcache: could not restore vectors of re-inserted entries", exc)
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config
@@ -666,6 +748,17 @@ class Cache:
         self._validate(request)
         self._ensure_partition(request.partition)
         return request.partition.id
+
+    def has_partition(self, scope: Scope, system: str | None = None) -> bool:
+        """Whether the partition of a scope and system prompt exists in the store."""
+        partition = Request(query="register", scope=scope, system=system).partition
+        try:
+            rows = self._sql.find_partitions(
+                tenant=scope.tenant, env=scope.env, model=scope.model, params_json=scope.params_json
+            )
+        except Exception as exc:
+            raise BackendError(f"partition lookup failed: {describe_error(exc)}") from exc
+        return any(row.id == partition.id for row in rows)
 
     def _ensure_partition(self, partition: Partition) -> None:
         """Create the partition's row and collection; re-checked on every write, since another
@@ -715,12 +808,13 @@ class Cache:
             queries = self._checked(
                 self._embedder.embed([r.query_text for r, _ in unique]), len(unique)
             )
-            contexts = [r.context_text for r, _ in unique if r.context_text]
+            contexts = [r.conversation_text for r, _ in unique if r.conversation_text]
             context_vecs = (
                 iter(self._checked(self._embedder.embed(contexts), len(contexts)))
                 if contexts
                 else iter(())
             )
+            context_of = [next(context_vecs) if r.conversation_text else None for r, _ in unique]
             rows = [
                 EntryRow(
                     id=r.exact_key,
@@ -730,7 +824,7 @@ class Cache:
                         [[m.role, m.content] for m in r.history], "history"
                     ),
                     context_text=r.context_text,
-                    context_vector=encode_vector(next(context_vecs)) if r.context_text else None,
+                    context_vector=None if ctx is None else encode_vector(ctx),
                     attachments=r.attachment_digest,
                     answer_json=answer_json,
                     metadata_json=meta_json,
@@ -741,7 +835,7 @@ class Cache:
                     ttl=ttl,
                     expires_at=now + ttl if ttl is not None else None,
                 )
-                for r, answer_json in unique
+                for (r, answer_json), ctx in zip(unique, context_of, strict=True)
             ]
             by_partition: dict[str, list[int]] = {}
             for index, row in enumerate(rows):
@@ -755,8 +849,7 @@ class Cache:
                     self._vectors.upsert(
                         pid,
                         [rows[i].id for i in indexes],
-                        queries[indexes],
-                        [unique[i][0].replies_digest for i in indexes],
+                        np.stack([recall_vector(queries[i], context_of[i]) for i in indexes]),
                     )
                 self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
             self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
@@ -830,10 +923,16 @@ class Cache:
         lookups, misses, hit kinds, latency, evictions and expirations are this process's.
         """
         self.flush()
-        counts = self._sql.partition_counts()
+        try:
+            counts = self._sql.partition_counts()
+            stored = self._sql.find_partitions()
+        except ModelCacheError:
+            raise
+        except Exception as exc:  # an outage is a BackendError (503), not a raw driver error
+            raise BackendError(f"stats failed: {describe_error(exc)}") from exc
         price = self.config.token_price_per_1k / 1000
         partitions = []
-        for p in self._sql.find_partitions():
+        for p in stored:
             entries, hits, tokens = counts.get(p.id, (0, 0, 0))
             partitions.append(
                 {
@@ -981,21 +1080,27 @@ class Cache:
         return RepairReport(reembedded, orphans, dropped, failed)
 
     def _reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
-        """Write the vectors of rows that have none, tagged like an insert would."""
+        """Write the recall vectors of rows that have none, as an insert would."""
         rows = self._sql.get_many(ids, partition_id)
         good: list[tuple[str, str, str]] = []
         failed: list[str] = []
         for entry_id, row in sorted(rows.items()):
             try:
-                digest = stored_replies_digest(row.history_json) if row.history_json else ""
+                context = stored_conversation_text(row.history_json) if row.history_json else ""
             except ValueError:
                 failed.append(entry_id)
                 continue
-            good.append((entry_id, row.query, digest))
+            good.append((entry_id, row.query, context))
         if not good:
             return 0, failed
-        vectors = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
-        self._vectors.upsert(partition_id, [i for i, _, _ in good], vectors, [d for *_, d in good])
+        queries = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
+        texts = [c for *_, c in good if c]
+        embedded = iter(self._checked(self._embedder.embed(texts), len(texts)) if texts else ())
+        vectors = [
+            recall_vector(q, next(embedded) if c else None)
+            for q, (*_, c) in zip(queries, good, strict=True)
+        ]
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], np.stack(vectors))
         return len(good), failed
 
     def close(self) -> None:
@@ -1076,6 +1181,14 @@ class Cache:
 
 
 _CORRUPT = object()
+
+
+def _query_similarity(query: np.ndarray, stored: np.ndarray, row: EntryRow) -> float:
+    """Cosine of the request's query and a candidate's query (a follow-up's stored vector is
+    its recall vector: the query part is derived with the row's context vector)."""
+    if row.context_vector is not None:
+        stored = query_part(stored, decode_vector(row.context_vector))
+    return min(1.0, max(-1.0, float(np.dot(query, stored))))
 
 
 def _estimate_tokens(answer_json: str) -> int:

@@ -398,7 +398,7 @@ def run_multiturn(
             hit = cache.lookup(req, threshold=threshold)
             elapsed = (time.perf_counter() - started) * 1000
             if memo is not None:  # a request with a context embeds both texts
-                elapsed += memo.cost_ms(req.query_text) + memo.cost_ms(req.context_text)
+                elapsed += memo.cost_ms(req.query_text) + memo.cost_ms(req.conversation_text)
             res.latencies_ms.append(elapsed)
             res.lookups += 1
             res.answerable += answerable

@@ -19,6 +19,7 @@ right ones (see ``benchmarks/results/accuracy.md``).
 from __future__ import annotations
 
 import difflib
+import itertools
 import logging
 import re
 import threading
@@ -50,6 +51,20 @@ _TECH_CONTEXT = {
 }  # fmt: skip
 _CJK_ENTITY_FLAGS = {"nr", "nrt", "nrfg", "ns", "nt", "nz", "eng"}
 _NEGATION_CLOSENESS = 0.5  # word overlap from which a lone negation changes the question
+# number words that combine: "thirty-five", "two hundred", "a dozen"; "one" and the ordinals
+# "first"/"second" are too common in other senses ("which one", "for a second") to count alone
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+_DOZEN = "dozen"
+_ONE = "one"
+_ORDINAL_WORDS = {"first": 1.0, "second": 2.0}
+_DETERMINERS = {"the", "a", "an", "my", "your", "his", "her", "its", "our", "their"}
+_NEG_PREFIXES = ("un", "in", "im", "il", "ir", "dis", "non")  # unsafe, incompatible, dislike
+# a determiner that picks one thing ("this folder") vs one that takes them all ("every folder")
+_SCOPE_ONE = {"this", "these", "current"}  # not "that": mostly a conjunction
+_SCOPE_ALL = {"all", "every", "each", "any"}
+_IDENT = re.compile(r"(?=.*\d)(?=.*[a-z])|.*-[a-z]$|^[a-z]-")  # 14a, ab-220x, usb-a, x-ray
+_QUANTITY = re.compile(r"\d+(?:st|nd|rd|th|[a-z]{2,})")  # 28th, 500rs, 100km: a number and unit
+_ALNUM = re.compile(r"[0-9a-z]+")
 _jieba_lock = threading.Lock()
 
 
@@ -117,6 +132,9 @@ class GuardWords:
     synonyms: dict[str, int] = field(default_factory=dict)  # word -> synonym group
     answer_types: dict[str, str] = field(default_factory=dict)  # word or phrase -> kind
     answer_heads: dict[str, str] = field(default_factory=dict)  # word -> kind, at a sentence start
+    time_modifiers: set[str] = field(default_factory=set)  # this / next / last (week)
+    time_periods: set[str] = field(default_factory=set)  # week / month, after a modifier
+    time_points: set[str] = field(default_factory=set)  # today / friday / march
 
     @classmethod
     def load(cls) -> GuardWords:
@@ -156,6 +174,9 @@ class GuardWords:
                     words.answer_heads.setdefault(phrase[1:], row[0])
                 else:
                     words.answer_types.setdefault(phrase, row[0])
+        periods = {"modifier": words.time_modifiers, "period": words.time_periods}
+        for row in _data_lines("guard_periods.txt"):
+            periods.get(row[0], words.time_points).update(row[1:])
         for group, row in enumerate(_data_lines("guard_synonyms.txt")):
             for word in row:
                 words.synonyms.setdefault(word, group)
@@ -176,6 +197,10 @@ class _Features:
     words: set[str]  # lowercase words and n-grams, to tell "missing" from "said differently"
     content: set[str]  # content words, for the closeness of the wording
     sequence: list[tuple[str, bool]]  # every word in order, and whether it is a content word
+    times: set[str] = field(default_factory=set)  # time references: next_week, friday, today
+    scopes: dict[str, set[str]] = field(default_factory=dict)  # noun -> "one"/"all" determiners
+    idents: set[str] = field(default_factory=set)  # identifiers: 14a, inv-2023-a, ua837
+    joined: set[str] = field(default_factory=set)  # 1-3 adjacent alphanumeric runs, joined
 
 
 class Guard:
@@ -209,6 +234,11 @@ class Guard:
         only_a, only_b = fa.numbers - fb.numbers, fb.numbers - fa.numbers
         if only_a and only_b:
             return f"number {_fmt(only_a)} vs {_fmt(only_b)}"
+        reason = (
+            _identifiers(fa, fb) or _times(fa, fb) or _scope(fa, fb) or _prefix_negation(fa, fb)
+        )
+        if reason:
+            return reason
         for kind, xa, xb in (("unit", fa.units, fb.units), ("language", fa.tech, fb.tech)):
             reason = _substitution(kind, xa, xb, fa.words, fb.words)
             if reason:
@@ -224,8 +254,8 @@ class Guard:
         if fa.negated != fb.negated and _closeness(fa.content, fb.content) >= _NEGATION_CLOSENESS:
             return "negation " + ("in first" if fa.negated else "in second")
         known = self.words.places
-        only_a = {e for e in fa.entities - fb.entities if not _mentions(e, fb, known)}
-        only_b = {e for e in fb.entities - fa.entities if not _mentions(e, fa, known)}
+        only_a = {e for e in fa.entities - fb.entities if not _mentions(e, fa, fb, known)}
+        only_b = {e for e in fb.entities - fa.entities if not _mentions(e, fb, fa, known)}
         if only_a and only_b:
             return f"entity {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
         return self._swap(fa, fb)
@@ -330,7 +360,25 @@ class Guard:
             grams,
             content,
             sequence,
+            times=self._times(lower),
+            scopes=_scopes(lower, w.stopwords),
+            idents={
+                t
+                for t in lower
+                if _IDENT.match(t) and not _DIGITS.fullmatch(t) and not _QUANTITY.fullmatch(t)
+            },
+            joined=_joined(text),
         )
+
+    def _times(self, lower: list[str]) -> set[str]:
+        """Time references: "next_week", "today", "friday" (a period noun only after a modifier)."""
+        w = self.words
+        refs = {low for low in lower if low in w.time_points}
+        for prev, low in itertools.pairwise(lower):
+            base = low[:-1] if low.endswith("s") and low[:-1] in w.time_periods else low
+            if prev in w.time_modifiers and base in w.time_periods:
+                refs.add(f"{prev}_{base}")
+        return refs
 
     def _negated(self, text: str) -> bool:
         """Whether the question is negated, ignoring idioms such as "why or why not"."""
@@ -360,7 +408,7 @@ class Guard:
         for m in _DIGITS.finditer(text):
             value = float(m.group(1).replace(",", ""))
             numbers.add(value * 1000 if m.group(2) else value)
-        numbers |= {w.numbers[t] for t in lower if t in w.numbers}
+        numbers |= _number_words(lower, w.numbers)
         for i, (tok, low) in enumerate(zip(tokens, lower, strict=True)):
             prev = tokens[i - 1] if i else ""
             after_name = i > 0 and prev[:1].isupper() and prev.lower() not in w.stop_caps
@@ -448,10 +496,18 @@ def _substitution(
     return None
 
 
-def _mentions(entity: str, other: _Features, known: dict[str, str]) -> bool:
+def _mentions(entity: str, own: _Features, other: _Features, known: dict[str, str]) -> bool:
     """Whether the other question names the entity, allowing typos, demonyms and acronyms."""
     if entity in other.words:
         return True
+    if _spelled(entity, other):
+        return True  # Wi-Fi / WiFi, G-Wagon / G Wagon
+    for gram in own.words:  # Los Angeles / LA: the entity is part of a name abbreviated there
+        parts = gram.split("_")
+        if len(parts) > 1 and entity in (gram, *parts) and all(p in own.entities for p in parts):
+            initials = "".join(p[:1] for p in parts)
+            if initials in other.words:
+                return True
     for word in other.words:
         if word in known and known[word] != known.get(entity, entity):
             continue  # Austria is no typo of Australia
@@ -468,7 +524,7 @@ def _mentions(entity: str, other: _Features, known: dict[str, str]) -> bool:
             )
         ):
             return True  # India / Indian, Japan / Japanese
-        similar = len(entity) >= 5 and len(word) >= 5 and entity[0] == word[0]
+        similar = entity.isalpha() and len(entity) >= 5 and len(word) >= 5 and entity[0] == word[0]
         if similar and difflib.SequenceMatcher(None, entity, word).ratio() >= 0.8:
             return True  # Hilary / Hillary
     return False
@@ -509,3 +565,131 @@ def _segment(text: str) -> list[tuple[str, str]]:
         if word:
             out.append((word, pair.flag))
     return out
+
+
+def _cardinal(word: str, known: dict[str, float]) -> float | None:
+    """Value of one cardinal or ordinal number word (seven, seventh, twentieth); else None."""
+    if word in known:
+        return known[word]
+    if word.endswith("ieth") and word[:-4] + "y" in known:
+        return known[word[:-4] + "y"]  # twentieth -> twenty
+    if word.endswith("th") and word[:-2] in known:
+        return known[word[:-2]]  # fourteenth -> fourteen
+    return None
+
+
+def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
+    """Numbers written as words: "seven", "thirty-five", "two hundred", "a dozen", "one-day".
+
+    "one" counts only inside a compound ("one-day", "one hundred", "thirty-one"), and
+    "first"/"second" only as ordinals between a determiner and a word ("a second offense").
+    """
+    out: set[float] = set()
+    total, current, seen = 0.0, 0.0, False
+
+    def flush() -> None:
+        nonlocal total, current, seen
+        if seen:
+            out.add(total + current)
+        total, current, seen = 0.0, 0.0, False
+
+    for i, token in enumerate(lower):
+        parts = token.split("-")
+        numeric = [p for p in parts if _cardinal(p, known) is not None or p in (*_SCALES, _ONE)]
+        compound = len(parts) > 1 and bool(numeric) and parts[0] == numeric[0]
+        next_word = lower[i + 1] if i + 1 < len(lower) else ""
+        for part in parts:
+            value = _cardinal(part, known)
+            if part == _ONE and (compound or next_word in _SCALES):
+                value = 1.0
+            elif compound and part in _ORDINAL_WORDS:
+                value = _ORDINAL_WORDS[part]  # twenty-first
+            if part in _SCALES:
+                current = (current or 1.0) * _SCALES[part]  # "a hundred": 100
+                if _SCALES[part] >= 1000:
+                    total, current = total + current, 0.0
+                seen = True
+            elif part == _DOZEN:
+                flush()
+                out.add(12.0)
+            elif value is not None:
+                if seen and current % 100 and value >= 10:
+                    flush()  # "seven twenty" are two numbers
+                current += value
+                seen = True
+            elif part in _ORDINAL_WORDS and i > 0 and lower[i - 1] in _DETERMINERS and next_word:
+                flush()
+                out.add(_ORDINAL_WORDS[part])
+            elif part != "and" or not seen:
+                flush()
+                if compound:  # "one-day": the number ends where the word does
+                    break
+        if compound:
+            flush()
+    flush()
+    return out
+
+
+def _joined(text: str) -> set[str]:
+    """Runs of letters and digits, alone and joined two or three at a time (wi fi -> wifi)."""
+    runs = _ALNUM.findall(text.lower())
+    return {"".join(runs[i : i + n]) for n in (1, 2, 3) for i in range(len(runs) - n + 1)}
+
+
+def _spelled(token: str, other: _Features) -> bool:
+    """Whether the other text writes the token too, split or joined otherwise: WiFi / Wi-Fi."""
+    return "".join(_ALNUM.findall(token)) in other.joined
+
+
+def _identifiers(fa: _Features, fb: _Features) -> str | None:
+    """Each side names an identifier the other does not contain: seat 14A vs 14C, E42 vs F42."""
+    only_a = {x for x in fa.idents - fb.idents if not _spelled(x, fb)}
+    only_b = {x for x in fb.idents - fa.idents if not _spelled(x, fa)}
+    if only_a and only_b:
+        return f"identifier {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
+    return None
+
+
+def _times(fa: _Features, fb: _Features) -> str | None:
+    """Each side names a time the other does not: this weekend vs next weekend, today vs Friday."""
+    only_a, only_b = fa.times - fb.times, fb.times - fa.times
+    if only_a and only_b:
+        return f"time {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
+    return None
+
+
+def _scopes(lower: list[str], stopwords: set[str]) -> dict[str, set[str]]:
+    """Nouns after a scope determiner, singular, with the kind: "this folder" -> folder: one."""
+    out: dict[str, set[str]] = {}
+    for i, det in enumerate(lower[:-1]):
+        kind = "one" if det in _SCOPE_ONE else "all" if det in _SCOPE_ALL else None
+        if kind is None:
+            continue
+        noun = next((t for t in lower[i + 1 : i + 3] if t not in stopwords), None)
+        if noun and noun.isalpha():
+            out.setdefault(noun[:-1] if noun.endswith("s") else noun, set()).add(kind)
+    return out
+
+
+def _scope(fa: _Features, fb: _Features) -> str | None:
+    """The same noun taken once on one side and for all on the other: this app vs all apps."""
+    for noun, kinds_a in fa.scopes.items():
+        kinds_b = fb.scopes.get(noun)
+        if kinds_b and len(kinds_a) == 1 and len(kinds_b) == 1 and kinds_a != kinds_b:
+            return f"scope {next(iter(kinds_a))} vs {next(iter(kinds_b))} {noun}"
+    return None
+
+
+def _prefix_negation(fa: _Features, fb: _Features) -> str | None:
+    """A word on one side negated by a prefix on the other: safe / unsafe, like / dislike."""
+    for x, y in ((fa, fb), (fb, fa)):
+        for word in x.content - y.words:
+            for prefix in _NEG_PREFIXES:
+                base = word[len(prefix) :]
+                if not word.startswith(prefix) or len(base) < 4 or base not in y.words:
+                    continue
+                # only between questions worded alike: "unknown facts" / "lesser known facts"
+                alike = _closeness(x.content - {word}, y.content - {base}) >= _NEGATION_CLOSENESS
+                if alike and base not in x.words and not y.negated:
+                    return f"negation {prefix}{base} vs {base}"
+    return None

@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, delete, select
 
+from .redact import log_failure
 from .storage.models import LogRow
 from .storage.sql import SQLStore
 
@@ -86,7 +87,7 @@ class BackgroundWriter:
                 self.written += len(batch)
             except Exception as exc:
                 self.dropped += len(batch)
-                log.warning("modelcache query log lost %d rows: %r", len(batch), exc)
+                log_failure(log, f"modelcache query log lost {len(batch)} rows", exc)
 
     def run_once(self) -> None:
         """Write everything pending now (also called by ``flush`` and ``close``)."""
@@ -95,7 +96,7 @@ class BackgroundWriter:
             try:
                 self._periodic()
             except Exception as exc:
-                log.warning("modelcache background maintenance failed: %r", exc)
+                log_failure(log, "modelcache background maintenance failed", exc)
 
     def _run(self) -> None:
         while not self._stop.is_set():

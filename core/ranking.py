@@ -1,13 +1,18 @@
 """Acceptance of recalled candidates: threshold, context match, guard, optional verifier.
 
 Semantic similarity is not answer equality, so a candidate must pass every stage, best
-similarity first; the first one that does is the hit.
+similarity first; the first one that does is the hit. A follow-up's context (every earlier
+turn) is compared by meaning and checked by the guard, so a reply generated afresh in other
+words is the same conversation and one detail changed in an earlier turn is another.
 """
 
 from __future__ import annotations
 
 import base64
+import difflib
+import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,14 +21,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import CacheConfig
+from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
-from .request import Request, stored_replies_digest
+from .longtext import LongTextCheck, part_threshold
+from .request import Request, normalize_text
 from .storage.models import EntryRow
 
 if TYPE_CHECKING:
     from .embedding.base import Embedder
 
-__all__ = ["Acceptor", "Candidate", "decode_vector", "encode_vector", "resolve_thresholds"]
+__all__ = [
+    "Acceptor",
+    "Candidate",
+    "ConversationVectors",
+    "decode_vector",
+    "encode_vector",
+    "query_part",
+    "recall_vector",
+    "resolve_thresholds",
+]
 
 log = logging.getLogger("modelcache")
 
@@ -53,12 +69,103 @@ def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
 
 
-def _row_replies(row: EntryRow) -> str:
-    """Replies digest of a stored entry's history (the same one the request computes)."""
-    try:
-        return stored_replies_digest(row.history_json)
-    except ValueError:
-        return "\x00corrupt"  # never equal to a request's digest
+def recall_vector(query: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+    """The vector an entry is stored and recalled by: its query plus its context, normalised.
+
+    A generic follow-up ("when did it begin") stored in many conversations then recalls the
+    conversations nearest to the request's first, instead of an arbitrary top-k of identical
+    queries. A standalone entry keeps its query vector.
+    """
+    if context is None:
+        return query
+    summed = np.asarray(query, dtype=np.float32) + np.asarray(context, dtype=np.float32)
+    norm = float(np.linalg.norm(summed))
+    return summed / norm if norm > 1e-6 else query
+
+
+def query_part(recall: np.ndarray, context: np.ndarray | None) -> np.ndarray:
+    """Inverse of :func:`recall_vector` given the context: the stored query vector.
+
+    With unit vectors, recall = (q + c) / |q + c| and |q + c| = 2 (recall . c), so the query
+    vector needs no storage of its own.
+    """
+    if context is None:
+        return recall
+    return (2.0 * float(np.dot(recall, context))) * recall - context
+
+
+# words that point back into the conversation: a question holding one is never standalone
+_BACK_REFERENCES = frozenset({
+    "it", "its", "itself", "that", "this", "these", "those", "they", "them", "their", "theirs",
+    "there", "then", "he", "him", "his", "she", "her", "hers", "one", "ones", "same", "also",
+    "too", "else", "more", "again", "instead", "above", "previous", "earlier", "former",
+    "latter", "such", "other", "another", "both", "either", "neither",
+    # relative words: "the new setting", "the next step", "the first option" point back too
+    "new", "old", "current", "next", "last", "first", "second", "third", "latest", "below",
+    "mentioned", "said",
+})  # fmt: skip
+_CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
+_STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
+# what they are about
+_CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offered more help
+# a standalone question's cosine to its conversation stays below this (MiniLM; see
+# benchmarks/results/conversations.md): the earlier turns were about something else
+_STANDALONE_MAX_RELATEDNESS = 0.30
+
+
+def _self_contained(text: str) -> bool:
+    """True when a question names what it is about instead of pointing back (English only).
+
+    Conservative on purpose: any back-reference word, a continuation opener or a short
+    question makes it depend on the conversation; other scripts are never judged standalone.
+    """
+    lowered = text.casefold()
+    if not lowered.isascii():
+        return False
+    words = _WORD.findall(lowered)
+    if len(words) < _STANDALONE_MIN_WORDS or any(w in _BACK_REFERENCES for w in words):
+        return False
+    return not any(lowered.startswith(c + " ") for c in _CONTINUATIONS)
+
+
+def _clarifying(turns: Sequence[tuple[str, str]]) -> bool:
+    """The last reply is short and ends in a question: the model asked instead of answering."""
+    reply = next((text for role, text in reversed(turns) if role != "user"), "")
+    return reply.endswith(("?", "？")) and len(reply.split()) <= _CLARIFYING_MAX_WORDS
+
+
+def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | None:
+    """The guard over the turns in which two conversations differ, aligned turn by turn.
+
+    Turns both share are skipped and an inserted turn (small talk) substitutes nothing, so
+    only a turn said differently ("10 days ago" / "40 days ago", a reworded reply) is checked;
+    each is compared with its counterpart rather than the whole conversation with the other.
+    """
+    matcher = difflib.SequenceMatcher(a=asked, b=stored, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag != "replace":
+            continue
+        left, right = asked[i1:i2], stored[j1:j2]
+        pairs = (
+            zip(left, right, strict=True)
+            if len(left) == len(right)
+            else [("\n".join(left), "\n".join(right))]
+        )
+        for x, y in pairs:
+            reason = guard.conflict(x, y)
+            if reason is not None:
+                return reason
+    return None
+
+
+@dataclass(frozen=True)
+class ConversationVectors:
+    """A request's embedded query and earlier turns, for the context checks."""
+
+    query: np.ndarray
+    context: np.ndarray | None = None  # None: standalone request or a history without text
+    standalone: bool = False  # a self-contained question after unrelated earlier turns
 
 
 @dataclass(frozen=True)
@@ -98,6 +205,13 @@ class Acceptor:
             from .verifier import load_verifier
 
             self._verifier = load_verifier(verifier)
+        self._longtext = LongTextCheck(
+            embedder.embed,
+            embedder.count_tokens,
+            long_tokens=config.long_query_tokens,
+            threshold=part_threshold(self.thresholds.short),
+            conflict=self._guard.conflict if self._guard is not None else None,
+        )
 
     def threshold_for(self, request: Request, override: float | None) -> float:
         """Per-call override, else the long, follow-up or short threshold of the query."""
@@ -109,45 +223,109 @@ class Acceptor:
             return self.thresholds.followup
         return self.thresholds.short
 
+    def is_standalone(self, request: Request, query: np.ndarray, context: np.ndarray) -> bool:
+        """A self-contained question whose earlier turns are about something else."""
+        return (
+            _self_contained(request.query_text)
+            and float(np.dot(query, context)) < _STANDALONE_MAX_RELATEDNESS
+        )
+
     def _context_matches(
-        self, request: Request, request_ctx: np.ndarray | None, row: EntryRow
+        self, request: Request, conv: ConversationVectors, cand: Candidate, threshold: float
     ) -> bool:
-        """Same earlier replies (exactly) and similar earlier user turns."""
-        if bool(request.history) != (row.history_json not in ("", "[]")):
+        """Both standalone; or similar earlier turns without a conflicting detail; or, at the
+        short threshold, a standalone question on both sides whatever came before."""
+        row = cand.row
+        row_followup = row.history_json not in ("", "[]")
+        if not request.history and not row_followup:
+            return True
+        if request.history and row_followup and self._same_context(request, conv, row):
+            return True
+        if request.history and not conv.standalone:
             return False
-        if request.history and _row_replies(row) != request.replies_digest:
+        if row_followup and not self._row_standalone(row, conv.query):
             return False
-        if request_ctx is None or not row.context_text:
-            return request_ctx is None and not row.context_text
-        if row.context_vector is None:
+        return cand.similarity >= max(threshold, self.thresholds.short)
+
+    def _row_standalone(self, row: EntryRow, query: np.ndarray) -> bool:
+        """The stored question is self-contained and off its own conversation's topic (the
+        request's query vector stands in for the stored one: they passed the threshold)."""
+        if row.context_vector is None or not _self_contained(row.query):
             return False
-        similarity = float(np.dot(request_ctx, decode_vector(row.context_vector)))
-        return similarity >= self.thresholds.context
+        relatedness = float(np.dot(query, decode_vector(row.context_vector)))
+        return relatedness < _STANDALONE_MAX_RELATEDNESS
+
+    def _same_context(self, request: Request, conv: ConversationVectors, row: EntryRow) -> bool:
+        """Earlier turns that mean the same (cosine) and differ in no answer-determining detail
+        (the guard over both conversations)."""
+        if conv.context is None or row.context_vector is None:
+            return conv.context is None and row.context_vector is None
+        similarity = float(np.dot(conv.context, decode_vector(row.context_vector)))
+        if similarity < self.thresholds.context:
+            return False
+        try:
+            stored = [
+                (str(t[0]), normalize_text(str(t[1] or ""))) for t in json.loads(row.history_json)
+            ]
+        except (TypeError, ValueError, IndexError, KeyError):
+            return False  # a corrupt row: a miss
+        asked = [(m.role, normalize_text(m.content)) for m in request.history]
+        if _clarifying(asked) != _clarifying(stored):
+            return False  # "which country do you mean?" is not an answer the follow-up builds on
+        if self._guard is None:
+            return True
+        reason = _context_conflict(
+            self._guard, [t for _, t in asked if t], [t for _, t in stored if t]
+        )
+        if reason is not None:
+            log.debug("guard rejected the context of %s: %s", row.id, reason)
+            return False
+        return True
+
+    def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
+        """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""
+        reason = self._longtext.reason(query, row.query)
+        if reason is not None:
+            log.debug("long-text check rejected %s: %s", row.id, reason)
+        return reason is not None
 
     def choose(
         self,
         request: Request,
         candidates: Sequence[Candidate],
         threshold: float,
-        context_vector: np.ndarray | None,
+        conversation: ConversationVectors,
         is_usable: Callable[[EntryRow], bool],
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
+        tokens = self._embedder.count_tokens(request.query_text)
+        if not request.history and tokens < self._config.long_query_tokens:
+            # a short standalone query must also stand out from a crowded neighbourhood
+            threshold = crowding_threshold(
+                [c.similarity for c in candidates],
+                threshold,
+                self._config.crowding_margin,
+                self._config.crowding_rank,
+            )
         passing: list[Candidate] = []
         for cand in sorted(candidates, key=lambda c: -c.similarity):
             if cand.similarity < threshold:
                 break
             if (
                 cand.row.attachments != request.attachment_digest
-                or not self._context_matches(request, context_vector, cand.row)
+                or not self._context_matches(request, conversation, cand, threshold)
                 or not is_usable(cand.row)
             ):
                 continue
-            if self._guard is not None:
+            # long texts get the guard over the parts that differ, in the long-text check
+            long = self._longtext.applies(request.query_text, cand.row.query)
+            if self._guard is not None and not long:
                 reason = self._guard.conflict(request.query_text, cand.row.query)
                 if reason is not None:
                     log.debug("guard rejected %s: %s", cand.row.id, reason)
                     continue
+            if long and self._long_parts_differ(request.query_text, cand.row):
+                continue
             passing.append(cand)
         if not passing or self._verifier is None:
             return passing[0] if passing else None

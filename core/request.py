@@ -19,17 +19,47 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = [
+    "NAME_LIMITS",
     "Message",
     "Partition",
     "Request",
     "Scope",
+    "check_name",
+    "check_text",
+    "conversation_text",
     "normalize_text",
-    "replies_digest",
-    "stored_replies_digest",
+    "stored_conversation_text",
 ]
 
 _WS = re.compile(r"\s+")
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
+# What every SQL backend holds: VARCHAR(191) for tenant and model (utf8mb4 index limit on
+# MariaDB), VARCHAR(64) for env; longer names are refused here rather than failing in SQL.
+NAME_LIMITS = {"tenant": 191, "env": 64, "model": 191}
+# Control characters (C0, DEL, C1) and lone surrogates: invisible, unencodable or separators.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def check_name(what: str, value: Any, limit: int = 191) -> str:
+    """Validate a scope name (tenant, env, model): non-blank, printable, at most ``limit``.
+
+    Raises :class:`ConfigError` (a ``ValueError``) naming the rule, without echoing the value.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"scope {what} must be a non-empty string")
+    if _FORBIDDEN.search(value):
+        raise ConfigError(f"scope {what} must not contain control characters or lone surrogates")
+    if len(value) > limit:
+        raise ConfigError(f"scope {what} is longer than {limit} characters")
+    return value
+
+
+def check_text(what: str, value: str) -> str:
+    """Refuse text that cannot be stored as UTF-8 (lone surrogates, e.g. ``"\\ud800"`` in JSON)."""
+    if _SURROGATE.search(value):
+        raise ConfigError(f"{what} contains a lone surrogate (not valid Unicode text)")
+    return value
 
 
 def normalize_text(text: str) -> str:
@@ -52,24 +82,23 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def replies_digest(turns: Iterable[tuple[str, str]]) -> str:
-    """Digest of the non-user turns (assistant and tool replies) of a history; '' for none.
+def conversation_text(turns: Iterable[tuple[str, str]]) -> str:
+    """Every earlier turn (user and replies), normalised and joined: what the context means.
 
-    A follow-up's answer depends on what the model said before, so a semantic hit on a
-    follow-up needs a stored conversation whose earlier replies are the same.
+    Compared by meaning and by the guard, so a reply the model generated afresh in other words
+    is the same context, and one that differs in a detail (an amount, a plan, a day) is not.
     """
-    replies = [[role, normalize_text(content)] for role, content in turns if role != "user"]
-    return _digest(_canonical_json(replies, "history")) if replies else ""
+    return "\n".join(normalize_text(content) for _, content in turns if content and content.strip())
 
 
-def stored_replies_digest(history_json: str) -> str:
-    """:func:`replies_digest` of a stored history (``[[role, content], ...]`` JSON).
+def stored_conversation_text(history_json: str) -> str:
+    """:func:`conversation_text` of a stored history (``[[role, content], ...]`` JSON).
 
     Raises ``ValueError`` for a corrupt value.
     """
     try:
         turns = json.loads(history_json) if history_json else []
-        return replies_digest((str(t[0]), str(t[1] or "")) for t in turns)
+        return conversation_text((str(t[0]), str(t[1] or "")) for t in turns)
     except (TypeError, IndexError, KeyError) as exc:
         raise ValueError(f"corrupt history: {exc}") from exc
 
@@ -92,7 +121,7 @@ def _split_content(content: Any) -> tuple[str, str]:
             elif isinstance(part, Mapping) and part.get("type", "text") == "text":
                 texts.append(str(part.get("text", "")))
             else:
-                others.append(_canonical_json(part, "a message part"))
+                others.append(check_text("a message part", _canonical_json(part, "a message part")))
         return "\n".join(texts), _digest(*others) if others else ""
     raise ConfigError(f"message content must be text or a list of parts, not {type(content)!r}")
 
@@ -112,6 +141,7 @@ class Message:
             )
         if not isinstance(self.content, str):
             raise ConfigError("message content must be a string")
+        check_text("message content", self.content)
 
     @classmethod
     def from_any(cls, message: Message | Mapping[str, Any]) -> Message:
@@ -134,13 +164,11 @@ class Scope:
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name in ("tenant", "env", "model"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(f"scope {name} must be a non-empty string, got {value!r}")
+        for name, limit in NAME_LIMITS.items():
+            check_name(name, getattr(self, name), limit)
         if not isinstance(self.params, Mapping):
             raise ConfigError("scope params must be a mapping of generation parameters")
-        _canonical_json(dict(self.params), "scope params")
+        check_text("scope params", _canonical_json(dict(self.params), "scope params"))
 
     @cached_property
     def params_json(self) -> str:
@@ -175,9 +203,18 @@ class Partition:
 
     @classmethod
     def of(cls, scope: Scope, system: str | None) -> Partition:
-        """Derive the partition of a scope and system prompt."""
+        """Derive the partition of a scope and system prompt.
+
+        The id hashes the fields, each terminated by NUL. That encoding is unambiguous (no two
+        field tuples give the same bytes) because no field can hold a NUL: names refuse control
+        characters, params are canonical JSON (which escapes them) and the system hash is hex.
+        Keeping this encoding keeps the ids of every store written before names were checked.
+        """
+        fields = (scope.tenant, scope.env, scope.model, scope.params_json)
+        if any("\x00" in f for f in fields):  # a Scope built around its own validation
+            raise ConfigError("scope names must not contain NUL characters")
         system_hash = _digest(normalize_text(system)) if system else ""
-        pid = _digest(scope.tenant, scope.env, scope.model, scope.params_json, system_hash)
+        pid = _digest(*fields, system_hash)
         return cls(
             pid, scope.tenant, scope.env, scope.model, scope.params_json, system_hash, system or ""
         )
@@ -196,8 +233,11 @@ class Request:
     def __post_init__(self) -> None:
         if not isinstance(self.query, str) or not normalize_text(self.query):
             raise ConfigError("the query (last user message) must be a non-empty string")
+        check_text("the query", self.query)
         if self.system is not None and not isinstance(self.system, str):
             raise ConfigError("the system prompt must be a string or None")
+        if self.system is not None:
+            check_text("the system prompt", self.system)
         object.__setattr__(self, "history", tuple(Message.from_any(m) for m in self.history))
         if any(m.role == "system" for m in self.history):
             raise ConfigError("system messages belong in Request.system, not in the history")
@@ -267,9 +307,9 @@ class Request:
         )
 
     @cached_property
-    def replies_digest(self) -> str:
-        """Digest of the earlier assistant and tool turns; a semantic hit must match it."""
-        return replies_digest((m.role, m.content) for m in self.history)
+    def conversation_text(self) -> str:
+        """Every earlier turn (user and replies), normalised; compared by meaning on lookup."""
+        return conversation_text((m.role, m.content) for m in self.history)
 
     @cached_property
     def attachment_digest(self) -> str:

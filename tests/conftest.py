@@ -13,6 +13,9 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import secrets
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -20,6 +23,7 @@ from typing import Any, NoReturn
 import pytest
 
 from modelcache import Cache, CacheConfig, Embedder, FakeEmbedder, SentenceTransformerEmbedder
+from modelcache.embedding import OnnxSentenceEmbedder
 
 _START = 1_700_000_000.0
 
@@ -57,8 +61,17 @@ def _db_name() -> str:
 
 # ---- embedders --------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def minilm() -> SentenceTransformerEmbedder:
-    """The real shipped all-MiniLM-L6-v2 model, loaded once per session (offline, 1 thread)."""
+def minilm() -> OnnxSentenceEmbedder:
+    """The real shipped all-MiniLM-L6-v2 model on the default runtime (ONNX Runtime, 1 thread),
+    loaded once per session; the first session on a machine exports it (torch, ~20 s)."""
+    embedder = OnnxSentenceEmbedder()
+    assert embedder.backend == "onnx", "the ONNX export of the shipped model failed"
+    return embedder
+
+
+@pytest.fixture(scope="session")
+def minilm_torch() -> SentenceTransformerEmbedder:
+    """The same model under torch (the fallback and fine-tuning runtime), loaded once."""
     return SentenceTransformerEmbedder()
 
 
@@ -142,6 +155,61 @@ def mariadb_url() -> Iterator[str]:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.commit()
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def seekdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """An OceanBase seekdb server (MySQL mode) from the pylibseekdb wheel on a free loopback
+    port, for the whole session; the port. Stopped (by its PID) at the end."""
+    try:
+        import pylibseekdb
+        import pymysql
+    except ImportError as exc:
+        _unavailable("pylibseekdb (OceanBase seekdb, pip install pylibseekdb)", exc)
+    binary = Path(pylibseekdb.__file__).resolve().parent / "seekdb"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    base = tmp_path_factory.mktemp("seekdb")
+    cmd = [str(binary), "--nodaemon", "--port", str(port), "--base-dir", str(base)]
+    for parameter in ("datafile_size=1G", "log_disk_size=2G", "memory_limit=3G"):
+        cmd += ["--parameter", parameter]
+    proc = subprocess.Popen(cmd, cwd=base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                pymysql.connect(host="127.0.0.1", port=port, user="root", connect_timeout=2).close()
+                break
+            except pymysql.err.Error as exc:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    _unavailable(f"seekdb on port {port}", exc)
+                time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def seekdb_url(seekdb_server: int) -> Iterator[str]:
+    """A throwaway database on the session's seekdb server (OceanBase's engine, MySQL mode)."""
+    import pymysql
+
+    name = _db_name()
+    conn = pymysql.connect(host="127.0.0.1", port=seekdb_server, user="root", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield f"mysql+pymysql://root@127.0.0.1:{seekdb_server}/{name}?charset=utf8mb4"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         conn.close()
 
 

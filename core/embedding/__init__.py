@@ -11,6 +11,7 @@ from .models import (
     SentenceTransformerEmbedder,
     shipped_model_path,
 )
+from .onnx import OnnxSentenceEmbedder, default_onnx_cache_dir, export_onnx
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -21,30 +22,49 @@ __all__ = [
     "LangChainEmbedder",
     "LlamaIndexEmbedder",
     "MultilingualEmbedder",
+    "OnnxSentenceEmbedder",
     "SentenceTransformerEmbedder",
     "Thresholds",
     "build_embedder",
+    "default_onnx_cache_dir",
+    "export_onnx",
     "l2_normalize",
     "shipped_model_path",
 ]
 
 
-def build_embedder(spec: str, *, threads: int | None = 1) -> Embedder:
-    """Build the embedder a config names: 'minilm', 'multilingual', 'fake', 'llm:<dir>' or a dir."""
+def build_embedder(
+    spec: str,
+    *,
+    threads: int | None = 1,
+    backend: str = "onnx",
+    onnx_cache_dir: str | None = None,
+) -> Embedder:
+    """Build the embedder a config names: 'minilm', 'multilingual', 'fake', 'llm:<dir>' or a dir.
+
+    Sentence-transformers models ('minilm' and folders) run under ONNX Runtime unless
+    ``backend`` is 'torch'; an export failure falls back to torch with a warning.
+    """
+    if backend not in ("onnx", "torch"):
+        raise ConfigError(f"unknown embedder backend {backend!r}: use 'onnx' or 'torch'")
+    model_dir: str | None
     if spec == "minilm":
-        return SentenceTransformerEmbedder(threads=threads)
-    if spec == "multilingual":
+        model_dir = None
+    elif spec == "multilingual":
         return MultilingualEmbedder(threads=threads or 1)
-    if spec == "fake":
+    elif spec == "fake":
         return FakeEmbedder()
-    if spec.startswith("llm:"):
+    elif spec.startswith("llm:"):
         return LLMLayerEmbedder(spec[4:], threads=threads)
-    if spec.startswith(("st:", "/", ".", "~")) or "/" in spec:
+    elif spec.startswith(("st:", "/", ".", "~")) or "/" in spec:
         from pathlib import Path
 
-        return SentenceTransformerEmbedder(
-            str(Path(spec.removeprefix("st:")).expanduser()), threads=threads
+        model_dir = str(Path(spec.removeprefix("st:")).expanduser())
+    else:
+        raise ConfigError(
+            f"unknown embedder {spec!r}: use 'minilm', 'multilingual', 'llm:<dir>' "
+            "or a model folder"
         )
-    raise ConfigError(
-        f"unknown embedder {spec!r}: use 'minilm', 'multilingual', 'llm:<dir>' or a model folder"
-    )
+    if backend == "torch":
+        return SentenceTransformerEmbedder(model_dir, threads=threads)
+    return OnnxSentenceEmbedder(model_dir, threads=threads, cache_dir=onnx_cache_dir)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import zlib
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -19,10 +22,21 @@ __all__ = [
     "Thresholds",
     "count_words",
     "l2_normalize",
+    "split_sentences",
     "thresholds_of",
 ]
 
 _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
+# A sentence ends at ., !, ?, a colon or semicolon followed by whitespace, or after a CJK stop.
+_SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|(?<=[。！？；：])")
+# About one sentence in three ends a chunk, decided by its own text (see ``_windows``).
+_CHUNK_EVERY = 3
+_MEMO_INIT = threading.Lock()
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of a text (stripped, empty ones dropped)."""
+    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
 
 
 def count_words(text: str) -> int:
@@ -56,7 +70,7 @@ class Thresholds:
 
 
 # all-MiniLM-L6-v2 (the shipped model), also used for embedders nobody calibrated
-DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.70)
+DEFAULT_THRESHOLDS = Thresholds(short=0.85, long=0.90, followup=0.45, context=0.80)
 
 
 def thresholds_of(embedder: object) -> Thresholds:
@@ -91,12 +105,15 @@ class Embedder(Protocol):
 class BaseEmbedder(ABC):
     """Base for model-backed embedders: batches, long-text windows, normalisation.
 
-    Texts longer than the model's window are split into overlapping windows whose embeddings
-    are averaged (weighted by length), instead of being silently truncated.
+    Texts longer than the model's window are split into sentence-aligned chunks whose
+    embeddings are averaged (weighted by length), instead of being silently truncated. Chunk
+    vectors are memoised: RAG prompts repeat the same retrieved context with another question,
+    and only the chunk that holds the new text is encoded again.
     """
 
     batch_size: int = 64
     thresholds: Thresholds = DEFAULT_THRESHOLDS
+    memo_size: int = 4096  # chunk vectors kept (384-d: about 6 MB)
 
     @property
     @abstractmethod
@@ -130,18 +147,77 @@ class BaseEmbedder(ABC):
         return len(ids) if ids is not None else count_words(text)
 
     def _windows(self, text: str) -> list[str]:
+        """The pieces a text is encoded in: itself when it fits the window, else chunks.
+
+        A chunk is whole sentences up to the window; a chunk also ends after a sentence whose
+        own hash says so (content-defined boundaries), so an edit in one place (another
+        question after the same context) changes only the chunk around it, wherever it is.
+        A sentence longer than the window is cut into overlapping token windows.
+        """
         limit = self.max_tokens
         if limit is None:
             return [text]
         ids = self._tokens(text)
         if ids is None or len(ids) <= limit:
             return [text]
+        pieces: list[str] = []
+        current: list[str] = []
+        size = 0
+        for sentence in split_sentences(text):
+            sentence_ids = self._tokens(sentence) or []
+            if current and size + len(sentence_ids) > limit:
+                pieces.append(" ".join(current))
+                current, size = [], 0
+            if len(sentence_ids) > limit:
+                pieces.extend(self._token_windows(sentence_ids, limit))
+                continue
+            current.append(sentence)
+            size += len(sentence_ids)
+            if zlib.crc32(sentence.encode("utf-8")) % _CHUNK_EVERY == 0:
+                pieces.append(" ".join(current))
+                current, size = [], 0
+        if current:
+            pieces.append(" ".join(current))
+        return pieces
+
+    def _token_windows(self, ids: list[int], limit: int) -> list[str]:
+        """Overlapping windows of ``limit`` tokens (stride three quarters of the window)."""
         stride = max(1, (limit * 3) // 4)
         starts = range(0, max(1, len(ids) - limit + stride), stride)
         return [self._detokenize(ids[s : s + limit]) for s in starts if ids[s : s + limit]]
 
+    def _encode_memo(self, pieces: list[str]) -> np.ndarray:
+        """Normalised vectors of the pieces, encoding only those not memoised."""
+        memo: OrderedDict[str, np.ndarray] | None = getattr(self, "_memo", None)
+        if memo is None:
+            with _MEMO_INIT:
+                if getattr(self, "_memo", None) is None:
+                    self._memo_lock = threading.Lock()
+                    self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+                memo = self._memo
+        with self._memo_lock:
+            known = {p: memo[p] for p in pieces if p in memo}
+            for piece in known:
+                memo.move_to_end(piece)
+        missing = list(dict.fromkeys(p for p in pieces if p not in known))
+        if missing:
+            fresh = l2_normalize(self._encode(missing))
+            with self._memo_lock:
+                for piece, vector in zip(missing, fresh, strict=True):
+                    known[piece] = memo[piece] = vector
+                while len(memo) > self.memo_size:
+                    memo.popitem(last=False)
+        return np.stack([known[p] for p in pieces])
+
+    def clear_memo(self) -> None:
+        """Forget the memoised chunk vectors (benchmarks measure a cold lookup with it)."""
+        memo = getattr(self, "_memo", None)
+        if memo is not None:
+            with self._memo_lock:
+                memo.clear()
+
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed a batch; long texts become the weighted mean of their window embeddings."""
+        """Embed a batch; long texts become the weighted mean of their chunk embeddings."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         pieces: list[str] = []
@@ -150,9 +226,15 @@ class BaseEmbedder(ABC):
             for window in self._windows(text):
                 pieces.append(window)
                 owners.append(i)
-        raw = l2_normalize(self._encode(pieces))
-        if len(pieces) == len(texts):
-            return raw
+        if len(pieces) == len(texts):  # every text fits the window: no chunks to memoise
+            return l2_normalize(self._encode(pieces))
+        chunked = np.bincount(owners, minlength=len(texts))[owners] > 1
+        raw = np.zeros((len(pieces), self.dimension), dtype=np.float32)
+        whole = np.flatnonzero(~chunked)
+        if whole.size:
+            raw[whole] = l2_normalize(self._encode([pieces[k] for k in whole]))
+        parts = np.flatnonzero(chunked)
+        raw[parts] = self._encode_memo([pieces[k] for k in parts])
         out = np.zeros((len(texts), raw.shape[1]), dtype=np.float32)
         for row, owner, piece in zip(raw, owners, pieces, strict=True):
             out[owner] += row * max(1, len(piece))

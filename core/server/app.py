@@ -19,11 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..engine import Cache
 from ..errors import ConfigError, ModelCacheError
+from ..redact import describe_error
 from ..request import Message as ChatMessage
 from ..request import Request as CacheRequest
 from ..request import Scope as CacheScope
 from .auth import Principal, authenticate
-from .errors import ApiError, Codes, Kind, envelope_error_body
+from .errors import ApiError, Codes, Kind, backend_failure, envelope_error_body, error_id
 from .legacy import handle_envelope
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .schemas import (
@@ -110,6 +111,40 @@ class _BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+class _Unexpected:
+    """Answer an unexpected exception with a generic 500 and an error id, not a traceback.
+
+    Exception messages may quote user text, so the log names only the type above DEBUG.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise
+            eid = error_id()
+            log.error("modelcache server: unexpected %s (error id %s)", describe_error(exc), eid)
+            log.debug("modelcache server: error %s details", eid, exc_info=exc)
+            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            desc = f"internal error (error id {eid})"
+            response = JSONResponse(envelope_error_body(kind, Codes.QUERY_ERROR, desc), 500)
+            await response(scope, receive, send)
 
 
 def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
@@ -221,6 +256,11 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         log.warning(
             "modelcache server: no API keys configured - local-only mode, any tenant, loopback only"
         )
+    elif settings.open_mode:
+        log.warning(
+            "modelcache server: open mode - clients in %s need no API key and may use any tenant",
+            ", ".join(settings.allowed_clients),
+        )
     metrics = ServerMetrics(cache)
     bodies = rest_bodies(environments)
     LookupBody, EntryBody, ClearBody = (
@@ -237,13 +277,14 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         "when API keys are configured.",
     )
     app.add_middleware(_BodyLimit, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(_Unexpected)
     app.state.cache = cache
     app.state.settings = settings
     app.state.metrics = metrics
     _install_error_handlers(app, metrics)
 
     security: list[Any] = []
-    if not settings.local_only:  # documented only when keys exist, so local mode needs none
+    if settings.api_keys:  # documented only when keys exist, so key-less modes need none
         security = [
             Depends(HTTPBearer(auto_error=False)),
             Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
@@ -313,7 +354,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         except ConfigError as exc:
             raise ApiError(422, Codes.QUERY_FAILED, str(exc)) from exc
         except ModelCacheError as exc:
-            raise ApiError(503, Codes.QUERY_ERROR, str(exc)) from exc
+            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         elapsed = time.perf_counter() - started
         metrics.lookup("rest", hit, elapsed)
         return LookupResult(
@@ -352,7 +393,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         except ConfigError as exc:
             raise ApiError(422, Codes.INSERT_FAILED, str(exc)) from exc
         except ModelCacheError as exc:
-            raise ApiError(503, Codes.INSERT_ERROR, str(exc)) from exc
+            raise backend_failure(exc, Codes.INSERT_ERROR) from exc
         metrics.observe("insert", time.perf_counter() - started)
         metrics.inserts.labels("rest").inc()
         return EntryCreated(
@@ -376,7 +417,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         try:
             count = await cache.aremove(ids, tenant=principal.tenant) if ids else 0
         except ModelCacheError as exc:
-            raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("remove", time.perf_counter() - started)
         if not count:
             raise ApiError(404, Codes.REMOVE_FAILED, f"no entry {entry_id!r}")
@@ -403,7 +444,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         except ConfigError as exc:
             raise ApiError(422, Codes.REMOVE_FAILED, str(exc)) from exc
         except ModelCacheError as exc:
-            raise ApiError(503, Codes.REMOVE_ERROR, str(exc)) from exc
+            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("clear", time.perf_counter() - started)
         return ClearResult(deleted=deleted)
 
@@ -416,14 +457,14 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     )
     async def stats(
         principal: RestCaller,
-        tenant: Annotated[str | None, Query(max_length=256)] = None,
+        tenant: Annotated[str | None, Query(max_length=191)] = None,
     ) -> StatsResult:
         """Entries per partition (your tenant's only, with an API key)."""
         scope_tenant = principal.scope_tenant(tenant)
         try:
             raw = await cache.astats()
         except ModelCacheError as exc:
-            raise ApiError(503, Codes.QUERY_ERROR, str(exc)) from exc
+            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         parts = [
             p
             for p in raw.get("partitions", [])

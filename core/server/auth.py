@@ -1,7 +1,10 @@
 """API-key authentication: each key belongs to one tenant and may only touch that tenant.
 
 Without configured keys the service runs in local-only mode: it is bound to loopback by the
-CLI, and as a second line of defence refuses clients whose address is not loopback.
+CLI, and as a second line of defence refuses clients whose address is not loopback. Open mode
+(for trusted networks) serves clients of the allowed networks without a key, as
+CodeFuse-ModelCache did; keys keep working beside it. Behind a reverse proxy, the client is
+read from ``X-Forwarded-For`` only when the peer is a trusted proxy.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from .errors import ApiError, Codes, Kind
-from .settings import ServerSettings, is_loopback
+from .settings import ServerSettings, client_address, is_loopback
 
 __all__ = ["Principal", "authenticate"]
 
@@ -64,33 +67,40 @@ def _owner(settings: ServerSettings, presented: str) -> str | None:
 
 
 def authenticate(request: Request, settings: ServerSettings, kind: Kind) -> Principal:
-    """Resolve the caller from ``Authorization: Bearer <key>`` and/or ``X-API-Key``."""
-    if settings.local_only:
-        host = request.client.host if request.client else ""
-        try:
-            ipaddress.ip_address(host)
-            remote = not is_loopback(host)
-        except ValueError:  # test transports and unix sockets carry no IP address
-            remote = False
-        if remote:
-            raise ApiError(
-                403,
-                Codes.UNAUTHORIZED,
-                "local-only mode (no API keys): loopback clients only",
-                kind,
-            )
-        return Principal(tenant=None)
+    """Resolve the caller from ``Authorization: Bearer <key>`` and/or ``X-API-Key``.
+
+    Without a key, a client is served (any tenant) only from an open-mode network or, when no
+    key is configured at all, from this machine.
+    """
     presented = _presented_keys(request)
-    if not presented:
-        raise ApiError(
-            401,
-            Codes.UNAUTHORIZED,
-            "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-            kind,
+    if presented and settings.api_keys:
+        tenants = {_owner(settings, key) for key in presented}
+        if None in tenants:
+            raise ApiError(401, Codes.UNAUTHORIZED, "unknown API key", kind)
+        if len(tenants) > 1:  # two headers naming different tenants: refuse, do not pick one
+            raise ApiError(401, Codes.UNAUTHORIZED, "conflicting API keys", kind)
+        return Principal(tenant=tenants.pop())
+    peer = request.client.host if request.client else ""
+    host = client_address(peer, request.headers.get("x-forwarded-for"), settings.trusted_proxies)
+    if settings.client_allowed_without_key(host):
+        return Principal(tenant=None)
+    if not settings.api_keys:
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            local = is_loopback(host)
+        except ValueError:  # test transports and unix sockets carry no IP address
+            local = True
+        if local:
+            return Principal(tenant=None)
+        reason = (
+            "this client's network is not in allowed_clients (open mode)"
+            if settings.open_mode
+            else "local-only mode (no API keys): loopback clients only"
         )
-    tenants = {_owner(settings, key) for key in presented}
-    if None in tenants:
-        raise ApiError(401, Codes.UNAUTHORIZED, "unknown API key", kind)
-    if len(tenants) > 1:  # two headers naming different tenants: refuse rather than pick one
-        raise ApiError(401, Codes.UNAUTHORIZED, "conflicting API keys", kind)
-    return Principal(tenant=tenants.pop())
+        raise ApiError(403, Codes.UNAUTHORIZED, reason, kind)
+    raise ApiError(
+        401,
+        Codes.UNAUTHORIZED,
+        "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+        kind,
+    )

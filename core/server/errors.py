@@ -7,9 +7,15 @@ shapes and codes, and add a truthful HTTP status (4xx for the caller's mistakes)
 
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Any, Literal
 
-__all__ = ["ApiError", "Codes", "envelope_error_body"]
+from ..redact import describe_error
+
+__all__ = ["ApiError", "Codes", "backend_failure", "envelope_error_body", "error_id"]
+
+log = logging.getLogger("modelcache.server")
 
 Kind = Literal["query", "insert", "remove", "register", "rest"]
 
@@ -86,3 +92,24 @@ class ApiError(Exception):
     def body(self) -> dict[str, Any]:
         """The JSON body sent to the client."""
         return envelope_error_body(self.kind, self.code, self.desc, self.response)
+
+
+def error_id() -> str:
+    """A short random id that ties a client-visible error to its server log line."""
+    return secrets.token_hex(6)
+
+
+def backend_failure(
+    exc: BaseException, code: int, kind: Kind = "rest", *, status: int = 503, response: Any = None
+) -> ApiError:
+    """A generic 503 for a failed store, with an error id; details only in the DEBUG log.
+
+    Backend messages can carry SQL text, bound parameters (user queries, system prompts) and
+    addresses, so neither the client nor logs above DEBUG see them.
+    """
+    eid = error_id()
+    log.warning("modelcache server: backend failure %s (%s)", eid, describe_error(exc))
+    log.debug("modelcache server: backend failure %s details", eid, exc_info=exc)
+    return ApiError(
+        status, code, f"the cache backend failed (error id {eid}); try again later", kind, response
+    )

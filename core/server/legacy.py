@@ -10,15 +10,16 @@ whole before anything is written.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..engine import Cache
 from ..errors import ConfigError, ModelCacheError
-from ..request import Request
+from ..request import NAME_LIMITS, Request, check_name
 from .auth import Principal
-from .errors import ApiError, Codes, Kind
+from .errors import ApiError, Codes, Kind, backend_failure
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 
@@ -26,8 +27,8 @@ __all__ = ["TYPES", "handle_envelope", "parse_envelope"]
 
 TYPES = ("query", "insert", "remove", "register")
 REMOVE_TYPES = ("truncate_by_model", "delete_by_id")
+_ENTRY_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MAX_ID_LIST = 10_000
-_MAX_NAME = 256
 
 
 def _reject_constant(name: str) -> Any:
@@ -63,11 +64,10 @@ def _opt_str(scope: Mapping[str, Any], name: str, kind: Kind) -> str | None:
     value = scope.get(name)
     if value is None:
         return None
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX_NAME:
-        raise ApiError(
-            400, Codes.BAD_PARAMS, f"scope.{name} must be a non-empty string (<= 256 chars)", kind
-        )
-    return value
+    try:
+        return check_name(name, value, NAME_LIMITS[name])
+    except ConfigError as exc:
+        raise ApiError(400, Codes.BAD_PARAMS, str(exc), kind) from exc
 
 
 class _Scope:
@@ -142,7 +142,7 @@ async def _query(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Ser
     except ConfigError as exc:
         raise ApiError(400, Codes.QUERY_FAILED, str(exc), "query") from exc
     except ModelCacheError as exc:
-        raise ApiError(503, Codes.QUERY_ERROR, str(exc), "query") from exc
+        raise backend_failure(exc, Codes.QUERY_ERROR, "query") from exc
     metrics.lookup("modelcache", hit, time.perf_counter() - started)
     if hit is None:
         return {
@@ -195,7 +195,7 @@ async def _insert(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Se
     except ConfigError as exc:
         raise ApiError(400, Codes.INSERT_FAILED, str(exc), "insert") from exc
     except ModelCacheError as exc:
-        raise ApiError(503, Codes.INSERT_ERROR, str(exc), "insert") from exc
+        raise backend_failure(exc, Codes.INSERT_ERROR, "insert") from exc
     metrics.observe("insert", time.perf_counter() - started)
     metrics.inserts.labels("modelcache").inc(len(ids))
     return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "id_list": ids}
@@ -229,7 +229,8 @@ async def _remove(
         if remove_type == "delete_by_id":
             if id_list is None:
                 raise ApiError(400, Codes.REMOVE_FAILED, "delete_by_id needs an id_list", "remove")
-            ids = [str(i) for i in id_list]
+            # ids are hex digests: anything else (or text a driver cannot encode) matches none
+            ids = [str(i) for i in id_list if _ENTRY_ID.fullmatch(str(i))]
             if principal.tenant is not None:  # a key never deletes another tenant's entries
                 count = await cache.aremove(ids, tenant=scope.tenant, model=scope.model)
             else:
@@ -251,8 +252,8 @@ async def _remove(
     except ConfigError as exc:
         raise ApiError(400, Codes.REMOVE_FAILED, str(exc), "remove") from exc
     except ModelCacheError as exc:
-        raise ApiError(
-            503, Codes.REMOVE_ERROR, str(exc), "remove", {"status": "failed", "error": str(exc)}
+        raise backend_failure(
+            exc, Codes.REMOVE_ERROR, "remove", response={"status": "failed"}
         ) from exc
     metrics.observe("remove", time.perf_counter() - started)
     return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
@@ -264,15 +265,17 @@ async def _register(cache: Cache, scope: _Scope) -> Any:
     from ..request import Scope
 
     try:
-        await asyncio.to_thread(
-            cache.register,
-            Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params),
-        )
+        target = Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params)
+        existed = await asyncio.to_thread(cache.has_partition, target)
+        await asyncio.to_thread(cache.register, target)
     except ConfigError as exc:
         raise ApiError(400, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
     except ModelCacheError as exc:
-        raise ApiError(503, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
-    return {"errorCode": 0, "errorDesc": "", "response": "create_success", "writeStatus": "success"}
+        raise backend_failure(
+            exc, Codes.REGISTER_ERROR, "register", response="create_failed"
+        ) from exc
+    response = "already_exists" if existed else "create_success"
+    return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
 
 
 async def handle_envelope(

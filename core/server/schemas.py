@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from ..request import normalize_text
+from ..request import NAME_LIMITS, check_name, normalize_text
 
 __all__ = [
     "ClearResult",
@@ -30,10 +30,18 @@ def _not_blank(value: str) -> str:
 
 # `pattern` documents the rule for clients and generators; the validator enforces Python's view.
 Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_not_blank)]
+
+
+def _printable_name(value: str) -> str:
+    return check_name("name", value, NAME_LIMITS["tenant"])
+
+
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+# Tenant and model names: what every SQL backend holds, no control characters.
 Name = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=256, pattern=r"\S"),
-    AfterValidator(_not_blank),
+    StringConstraints(min_length=1, max_length=NAME_LIMITS["tenant"], pattern=_NAME_PATTERN),
+    AfterValidator(_printable_name),
 ]
 EntryId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,128}$")]
 _TEN_YEARS = 10 * 365 * 24 * 3600.0

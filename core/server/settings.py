@@ -13,7 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ConfigError
 
@@ -22,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["ServerSettings", "is_loopback", "parse_api_keys"]
+__all__ = ["ServerSettings", "client_address", "is_loopback", "parse_api_keys"]
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
@@ -37,6 +44,35 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise ConfigError(f"API key entry {item!r} must look like 'key:tenant'")
         keys[key.strip()] = tenant.strip()
     return keys
+
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:10.0.0.5 on a dual-stack socket is 10.0.0.5
+    return any(ip in ipaddress.ip_network(net, strict=False) for net in networks)
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted_proxies: tuple[str, ...]) -> str:
+    """The real client: the peer, or through trusted proxies the last untrusted hop.
+
+    X-Forwarded-For is appended to by each proxy, so it is read from the right and only hops
+    added by trusted proxies are believed; a client cannot spoof its way past them.
+    """
+    address = peer
+    if not forwarded_for or not _in_networks(peer, trusted_proxies):
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        address = hop
+        if not _in_networks(hop, trusted_proxies):
+            break
+    return address
 
 
 def is_loopback(host: str) -> bool:
@@ -71,6 +107,39 @@ class ServerSettings(BaseModel):
     blocked_models: tuple[str, ...] = Field(
         default=(), description="Model names refused (ModelCache's blacklist: code 105/305)."
     )
+    open_mode: bool = Field(
+        default=False,
+        description="Trusted-network mode: clients in allowed_clients need no API key and may "
+        "use any tenant (existing ModelCache clients work unchanged). Keys still work.",
+    )
+    allowed_clients: tuple[str, ...] = Field(
+        default=(), description="Open mode: client networks (CIDR) served without a key."
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Reverse proxies (CIDR) whose X-Forwarded-For names the real client.",
+    )
+
+    @field_validator("allowed_clients", "trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not an IP network (e.g. 10.0.0.0/8): {exc}") from exc
+        return tuple(n.strip() for n in value)
+
+    @model_validator(mode="after")
+    def _check_open_mode(self) -> ServerSettings:
+        if self.open_mode and not self.allowed_clients:
+            raise ValueError(
+                "open_mode needs allowed_clients, the trusted networks (e.g. 10.0.0.0/8); "
+                "0.0.0.0/0 and ::/0 allow any client"
+            )
+        if self.allowed_clients and not self.open_mode:
+            raise ValueError("allowed_clients is only used with open_mode = true")
+        return self
 
     @field_validator("api_keys")
     @classmethod
@@ -82,15 +151,21 @@ class ServerSettings(BaseModel):
 
     @property
     def local_only(self) -> bool:
-        """No API key configured: the service must only listen on loopback."""
-        return not self.api_keys
+        """No API key and no open mode: the service must only listen on loopback."""
+        return not self.api_keys and not self.open_mode
+
+    def client_allowed_without_key(self, address: str) -> bool:
+        """Open mode: whether a client address is in one of the allowed networks."""
+        return self.open_mode and _in_networks(address, self.allowed_clients)
 
     def check_bind(self, host: str) -> None:
         """Refuse to expose a key-less service beyond this machine."""
         if self.local_only and not is_loopback(host):
             raise ConfigError(
                 f"refusing to bind {host}: no API keys are configured (local-only mode). "
-                "Set MODELCACHE_API_KEYS='key:tenant,...' or [server].api_keys, or bind 127.0.0.1."
+                "Set MODELCACHE_API_KEYS='key:tenant,...' or [server].api_keys, enable open mode "
+                "for a trusted network (MODELCACHE_OPEN_MODE=1 and MODELCACHE_ALLOWED_CLIENTS), "
+                "or bind 127.0.0.1."
             )
 
     # ---- constructors at the edges ----------------------------------------------------------
@@ -144,9 +219,13 @@ class ServerSettings(BaseModel):
         ):
             if environ.get(var):
                 values[name] = environ[var]
+        if environ.get("MODELCACHE_OPEN_MODE"):
+            values["open_mode"] = environ["MODELCACHE_OPEN_MODE"].strip().lower() in _TRUE
         for name, var in (
             ("allowed_models", "MODELCACHE_ALLOWED_MODELS"),
             ("blocked_models", "MODELCACHE_BLOCKED_MODELS"),
+            ("allowed_clients", "MODELCACHE_ALLOWED_CLIENTS"),
+            ("trusted_proxies", "MODELCACHE_TRUSTED_PROXIES"),
         ):
             if environ.get(var):
                 values[name] = tuple(m.strip() for m in environ[var].split(",") if m.strip())

@@ -14,8 +14,9 @@ from ..errors import BackendError
 
 __all__ = ["ChromaVectorStore"]
 
+_NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not ask for them
+
 _PREFIX = "mc-"
-_TAG = "tag"  # metadata key of a vector's tag (the conversation replies digest)
 
 
 class ChromaVectorStore:
@@ -25,6 +26,26 @@ class ChromaVectorStore:
     """
 
     def __init__(self, path: str | None = None, url: str | None = None) -> None:
+        self._path = path
+        self._url = url
+        self._opened: Any = None
+        self._open_lock = threading.Lock()
+        self._collections: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def _client(self) -> Any:
+        """The Chroma client, opened on first use: importing chromadb costs about a second,
+        which commands that never touch vectors (stats, export) should not pay."""
+        if self._opened is not None:
+            return self._opened
+        with self._open_lock:
+            if self._opened is None:
+                self._opened = self._open(self._path, self._url)
+            return self._opened
+
+    @staticmethod
+    def _open(path: str | None, url: str | None) -> Any:
         import chromadb
         from chromadb.config import Settings
 
@@ -32,21 +53,18 @@ class ChromaVectorStore:
         try:
             if url:
                 parsed = urlparse(url)
-                self._client: Any = chromadb.HttpClient(
+                return chromadb.HttpClient(
                     host=parsed.hostname or "127.0.0.1",
                     port=parsed.port or 8000,
                     ssl=parsed.scheme == "https",
                     settings=settings,
                 )
-            elif path:
+            if path:
                 Path(path).mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=path, settings=settings)
-            else:
-                self._client = chromadb.EphemeralClient(settings=settings)
+                return chromadb.PersistentClient(path=path, settings=settings)
+            return chromadb.EphemeralClient(settings=settings)
         except Exception as exc:
             raise BackendError(f"cannot open Chroma ({url or path or 'memory'}): {exc}") from exc
-        self._collections: dict[str, Any] = {}
-        self._lock = threading.Lock()
 
     @staticmethod
     def _name(partition_id: str) -> str:
@@ -88,26 +106,14 @@ class ChromaVectorStore:
         self._collections.pop(collection, None)
         return True
 
-    def upsert(
-        self,
-        collection: str,
-        ids: Sequence[str],
-        vectors: np.ndarray,
-        tags: Sequence[str] | None = None,
-    ) -> None:
-        """Insert or replace vectors of a partition (recreating a collection deleted elsewhere).
-
-        A tag is kept as Chroma metadata; untagged vectors carry none, so plain inserts cost
-        no metadata writes.
-        """
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Insert or replace vectors of a partition (recreating a collection deleted elsewhere)."""
         if not ids:
             return
         args: dict[str, Any] = {
             "ids": list(ids),
             "embeddings": np.asarray(vectors, dtype=np.float32),
         }
-        if tags is not None and any(tags):
-            args["metadatas"] = [{_TAG: t} if t else None for t in tags]
         try:
             self._get(collection, create=True).upsert(**args)
         except Exception as exc:
@@ -115,10 +121,19 @@ class ChromaVectorStore:
                 raise
             self._get(collection, create=True).upsert(**args)
 
-    def query(
-        self, collection: str, vector: np.ndarray, k: int, tag: str | None = None
-    ) -> list[tuple[str, float]]:
+    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
+        return [(i, sim) for i, sim, _ in self._query(collection, vector, k, with_vectors=False)]
+
+    def query_vectors(
+        self, collection: str, vector: np.ndarray, k: int
+    ) -> list[tuple[str, float, np.ndarray]]:
+        """Nearest ids with cosine similarity and their stored vectors."""
+        return self._query(collection, vector, k, with_vectors=True)
+
+    def _query(
+        self, collection: str, vector: np.ndarray, k: int, with_vectors: bool
+    ) -> list[tuple[str, float, np.ndarray]]:
         coll = self._get(collection, create=False)
         if coll is None:
             return []
@@ -126,8 +141,7 @@ class ChromaVectorStore:
             res = coll.query(
                 query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
                 n_results=k,
-                where={_TAG: tag} if tag else None,
-                include=["distances"],
+                include=["distances", "embeddings"] if with_vectors else ["distances"],
             )
         except Exception as exc:
             if self._forget_if_gone(collection, exc):
@@ -135,19 +149,13 @@ class ChromaVectorStore:
             raise
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else []
+        embeddings = res.get("embeddings")
+        vecs = embeddings[0] if with_vectors and embeddings is not None else [_NONE] * len(ids)
         # float32 rounding can put identical vectors a hair past 1: clamp to the cosine range
-        return [(i, min(1.0, max(-1.0, 1.0 - float(d)))) for i, d in zip(ids, dists, strict=True)]
-
-    def tag(self, collection: str, ids: Sequence[str], tags: Sequence[str]) -> None:
-        """Set the tags of stored vectors (upgrading a store); unknown ids are ignored."""
-        known = set(self.ids(collection))
-        pairs = [(i, t) for i, t in zip(ids, tags, strict=True) if i in known and t]
-        coll = self._get(collection, create=False)
-        if coll is None or not pairs:
-            return
-        for start in range(0, len(pairs), 1000):
-            chunk = pairs[start : start + 1000]
-            coll.update(ids=[i for i, _ in chunk], metadatas=[{_TAG: t} for _, t in chunk])
+        return [
+            (i, min(1.0, max(-1.0, 1.0 - float(d))), np.asarray(v, dtype=np.float32))
+            for i, d, v in zip(ids, dists, vecs, strict=True)
+        ]
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""

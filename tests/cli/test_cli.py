@@ -193,6 +193,31 @@ def test_bench_runs_latency_main(
     assert json.loads(marker.read_text()) == ["--entries", "1000"]
 
 
+def test_bench_loads_a_script_that_defines_dataclasses(
+    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real latency.py declares dataclasses with postponed annotations: loading it crashed."""
+    bench_dir = tmp_path / "benchmarks"
+    bench_dir.mkdir()
+    marker = tmp_path / "ran.txt"
+    (bench_dir / "latency.py").write_text(
+        "from __future__ import annotations\n"
+        "import dataclasses, pathlib\n"
+        "@dataclasses.dataclass\n"
+        "class Row:\n"
+        "    name: str\n"
+        "    values: dataclasses.InitVar[int] = 0\n"
+        "def main(argv):\n"
+        f"    pathlib.Path({str(marker)!r}).write_text(Row('ok').name)\n"
+        "    return 0\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    r = invoke("bench")
+    assert r.exit_code == 0, r.output
+    assert marker.read_text() == "ok"
+
+
 def test_demo_runs_on_fake_llm(invoke: Invoke) -> None:
     data = as_json(invoke("demo", "--llm", "fake", "--delay", "0", "--json"))
     summary = data["summary"]

@@ -10,6 +10,7 @@ from core_support import CountingEmbedder, collections, vector_ids
 
 from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Hit, Message, Request, Scope
 from modelcache.embedding import DEFAULT_THRESHOLDS, MultilingualEmbedder, Thresholds
+from modelcache.ranking import encode_vector
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"  # FakeEmbedder cosine 0.90 > 0.86
@@ -245,9 +246,13 @@ def test_insert_many_with_history_stores_contexts(cache: Cache) -> None:
     asked = (Message("user", "Who won the world cup in football?"), cup[1])
     hit = cache.lookup(Request("explain more", history=asked))
     assert hit is not None and hit.kind == "semantic" and hit.answer == "more football"
-    # the same user turns, another reply: the follow-up may refer to it, so a miss
+    # the reply generated afresh in other words: the same conversation
     retold = (cup[0], Message("assistant", "It was Spain."))
-    assert cache.lookup(Request("explain more", history=retold)) is None
+    hit = cache.lookup(Request("explain more", history=retold))
+    assert hit is not None and hit.answer == "more football"
+    # a reply that names another winner: the follow-up is about something else, a miss
+    other = (cup[0], Message("assistant", "It was Brazil."))
+    assert cache.lookup(Request("explain more", history=other)) is None
 
 
 def test_remove(cache: Cache) -> None:
@@ -406,24 +411,25 @@ def test_a_new_cache_on_the_same_folder_finds_the_entries(
     assert second.check().ok
 
 
-def test_a_schema_1_store_is_upgraded_on_open(
-    make_cache: Callable[..., Cache], tmp_path: Any
-) -> None:
-    """Version 1 stored follow-up vectors without the replies tag; opening one tags them."""
+def test_a_schema_2_store_is_upgraded_on_open(make_cache: Callable[..., Cache]) -> None:
+    """Version 2 embedded a follow-up's user turns and recalled it by its query alone; opening
+    one re-embeds every earlier turn and stores the recall vector (query + context)."""
     old = make_cache()
-    history = (Message("user", "What is tax law?"), Message("assistant", "Rules."))
+    history = (Message("user", "What is tax law?"), Message("assistant", "The rules on taxes."))
     follow_up = Request("explain more about it", history=history)
     old.insert(follow_up, "more")
     pid, entry = follow_up.partition.id, follow_up.exact_key
-    vector = old.embedder.embed([follow_up.query_text])
-    old._vectors.delete(pid, [entry])  # what version 1 wrote: the vector, no tag
-    old._vectors.upsert(pid, [entry], vector)
-    old._sql.replace_meta("schema_version", "1")
+    row = old._sql.get_many([entry], pid)[entry]
+    query, user_turns = old.embedder.embed([follow_up.query_text, follow_up.context_text])
+    # what version 2 wrote: the user turns' vector, and the query vector for recall
+    old._sql.upsert([row.model_copy(update={"context_vector": encode_vector(user_turns)})])
+    old._vectors.upsert(pid, [entry], query[None, :])
+    old._sql.replace_meta("schema_version", "2")
     paraphrased = Request("please explain it more", history=history)
-    assert old.lookup(paraphrased) is None, "an untagged follow-up is not recalled"
+    assert old.lookup(paraphrased) is None, "a version-2 entry is not understood"
     old.close()
     upgraded = make_cache(embedder=FakeEmbedder(), similarity_threshold_followup=0.3)
-    assert upgraded._sql.get_meta()["schema_version"] == "2"
+    assert upgraded._sql.get_meta()["schema_version"] == "3"
     hit = upgraded.lookup(paraphrased)
     assert hit is not None and hit.answer == "more" and hit.kind == "semantic"
     assert upgraded.check().ok

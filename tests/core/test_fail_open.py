@@ -52,7 +52,7 @@ def test_vector_query_raising_is_a_logged_counted_miss(
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("vector store down")
 
-    monkeypatch.setattr(cache._vectors, "query", boom)
+    monkeypatch.setattr(cache._vectors, "query_vectors", boom)
     with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert cache.lookup(rq(PARAPHRASE)) is None
     assert any("vector store down" in m for m in warned(caplog))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelcache import ConfigError, Message, Request, Scope
-from modelcache.request import normalize_text
+from modelcache.request import normalize_text, stored_conversation_text
 
 BASE: dict[str, Any] = {
     "tenant": "acme",
@@ -95,25 +95,24 @@ def test_context_is_the_earlier_user_turns_normalised() -> None:
     assert r.query_text == "explain more"
 
 
-def test_replies_digest_covers_the_earlier_replies_only() -> None:
+def test_conversation_text_holds_every_earlier_turn_normalised() -> None:
     reply = {"role": "assistant", "content": "The rules on  taxes."}
     a = Request("explain more", history=[{"role": "user", "content": "What is tax law?"}, reply])
-    b = Request("and more?", history=[{"role": "user", "content": "Tax law?"}, reply])
-    c = Request(
-        "explain more",
-        history=[
-            {"role": "user", "content": "What is tax law?"},
-            {"role": "assistant", "content": "Law about taxation."},
-        ],
+    assert a.conversation_text == "What is tax law?\nThe rules on taxes."
+    assert a.context_text == "What is tax law?", "the user turns alone, as before"
+    tool = Request(
+        "x", history=[{"role": "tool", "content": " 42 "}, {"role": "user", "content": ""}]
     )
-    assert a.replies_digest and a.replies_digest == b.replies_digest  # user words do not count
-    assert a.replies_digest != c.replies_digest  # the model said something else
-    spaced = Request("x", history=[{"role": "assistant", "content": " The rules on taxes. "}])
-    assert spaced.replies_digest == a.replies_digest, "normalised like every other text"
-    tool = Request("x", history=[{"role": "tool", "content": "The rules on taxes."}])
-    assert tool.replies_digest != a.replies_digest, "the role is part of it"
-    assert Request("x").replies_digest == ""
-    assert Request("x", history=[{"role": "user", "content": "hi"}]).replies_digest == ""
+    assert tool.conversation_text == "42", "replies count, empty turns do not"
+    assert Request("x").conversation_text == ""
+    assert (
+        stored_conversation_text(
+            '[["user", "What is tax law?"], ["assistant", "The rules on  taxes."]]'
+        )
+        == a.conversation_text
+    )
+    with pytest.raises(ValueError):
+        stored_conversation_text("[1]")
 
 
 def test_standalone_request_has_empty_context() -> None:

@@ -122,12 +122,14 @@ def test_same_follow_up_after_a_paraphrased_history_hits(
     assert hit is not None and hit.kind == "semantic" and hit.answer == "more on tax law"
 
 
-def test_a_different_earlier_reply_is_a_different_conversation(real: Cache) -> None:
-    """The follow-up refers to what the model said: same user turns, another reply, a miss."""
+def test_a_reply_generated_afresh_is_the_same_conversation(real: Cache) -> None:
+    """The model said the same in other words: a hit; it asked back instead: a miss."""
     real.insert(Request("explain more", history=TAX), "more on tax law")
     regenerated = (TAX[0], Message("assistant", "Tax law governs how taxes are assessed."))
-    assert real.lookup(Request("explain more", history=regenerated)) is None
-    assert real.lookup(Request("Explain more", history=TAX)) is not None
+    hit = real.lookup(Request("explain more", history=regenerated))
+    assert hit is not None and hit.answer == "more on tax law"
+    asked_back = (TAX[0], Message("assistant", "Which country's tax law do you mean?"))
+    assert real.lookup(Request("explain more", history=asked_back)) is None
 
 
 def test_paraphrased_follow_up_uses_the_follow_up_threshold(

@@ -1,7 +1,9 @@
-"""The same core behaviour on SQLite, MariaDB and PostgreSQL (Chroma stays in tmp_path).
+"""The same core behaviour on SQLite, MariaDB, PostgreSQL and OceanBase seekdb (Chroma stays in
+tmp_path).
 
 MariaDB and PostgreSQL tests use a throwaway database each and skip when the service is absent
-(fail instead under MODELCACHE_REQUIRE_SERVICES=1, as in CI).
+(fail instead under MODELCACHE_REQUIRE_SERVICES=1, as in CI). seekdb, OceanBase's engine in
+MySQL mode, is a server the session starts from the pylibseekdb wheel (no service needed).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ PARAPHRASE = "How do I reset my password please?"
         "sqlite",
         pytest.param("mariadb", marks=pytest.mark.mariadb),
         pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("seekdb", marks=pytest.mark.seekdb),
     ]
 )
 def sql_url(request: pytest.FixtureRequest) -> str | None:
-    """None (embedded SQLite) or the URL of a fresh MariaDB / PostgreSQL database."""
+    """None (embedded SQLite) or the URL of a fresh MariaDB / PostgreSQL / seekdb database."""
     if request.param == "sqlite":
         return None
     return str(request.getfixturevalue(f"{request.param}_url"))

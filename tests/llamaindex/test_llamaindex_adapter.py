@@ -115,7 +115,8 @@ def test_answers_are_json_with_role_and_content(cache: Cache) -> None:
 def test_system_prompt_and_history_separate_answers(cache: Cache) -> None:
     inner = RecordingLLM()
     llm = wrap_llm(inner, cache)
-    question = user("How many moons does Mars have?")
+    # "it" points back into the conversation: never a standalone question whatever came before
+    question = user("How many moons does it have?")
     llm.chat([question])
     llm.chat([ChatMessage(role="system", content="You are a pirate."), question])
     llm.chat(

@@ -41,7 +41,11 @@ def test_tenant_env_system_history_isolation(client: TestClient) -> None:
     assert lookup(client, "what is the refund policy", **scope)["hit"]
     for change in ({"tenant": "globex"}, {"env": "prod"}, {"system": "be verbose"}):
         assert not lookup(client, "what is the refund policy", **{**scope, **change})["hit"]
-    history = [{"role": "user", "content": "about shoes"}, {"role": "assistant", "content": "ok"}]
+    # a conversation on the same topic: the question depends on it (an unrelated one would not)
+    history = [
+        {"role": "user", "content": "the refund policy for shoes"},
+        {"role": "assistant", "content": "ok"},
+    ]
     assert not lookup(client, "what is the refund policy", history=history, **scope)["hit"]
 
 

@@ -1,0 +1,260 @@
+"""RAG benchmark: long prompts (retrieved context + question) through both public adapters.
+
+Method: ``benchmarks/data/rag_pairs.jsonl`` (hand-written, see ``make_rag_pairs.py``). For each
+pair, in a tenant of its own on one cache with the shipped MiniLM model and the default
+configuration: prompt ``a`` goes through the adapter (a miss: the fake model answers and the
+adapter stores it), then prompt ``b``; ``b`` is a hit when the fake model is not called again.
+LangChain: ``ChatPromptTemplate`` (system + a human turn with ``{context}`` and ``{question}``)
+piped into a fake chat model with ``cache=ModelCache(...)``. LlamaIndex: a
+``RetrieverQueryEngine`` whose retriever returns the pair's chunks, answering through
+``wrap_llm(fake LLM, cache)`` with the default text-QA template. A hit on a pair labelled
+``same_answer: false`` is a false hit.
+
+Latency: semantic-hit lookups through ``Cache.lookup`` of a short question vs a ~2,000-token
+prompt (the question reworded, same context), p50/p90 over repeated lookups. "context seen":
+the embedder's chunk memo holds the stored prompt's chunks (as after inserting it in this
+process) but none of the asked prompt's own; "cold": the memo is emptied before each lookup.
+
+    python benchmarks/rag.py                # full run, writes benchmarks/results/rag.md
+    python benchmarks/rag.py --limit 10     # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from modelcache import Cache, CacheConfig, Request
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data" / "rag_pairs.jsonl"
+RESULTS = HERE / "results" / "rag.md"
+SYSTEM = "You are a helpful assistant. Answer from the context only."
+HUMAN = (
+    "Answer the question using only the context below.\n\nContext:\n{context}\n\n"
+    "Question: {question}\nAnswer:"
+)
+
+
+def load(limit: int | None) -> list[dict[str, Any]]:
+    """The labelled pairs, optionally the first ``limit`` of each kind."""
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line]
+    if limit is None:
+        return rows
+    seen: Counter[str] = Counter()
+    out = []
+    for row in rows:
+        if seen[row["kind"]] < limit:
+            seen[row["kind"]] += 1
+            out.append(row)
+    return out
+
+
+def run_langchain(engine: Cache, rows: list[dict[str, Any]]) -> list[bool]:
+    """Whether ``b`` hit, per pair, through the LangChain adapter."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from modelcache_langchain import ModelCache
+
+    prompt = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", HUMAN)])
+    hits = []
+    for row in rows:
+        cache = ModelCache(engine, tenant=f"lc-{uuid.uuid4().hex[:10]}")
+        model = FakeListChatModel(responses=["answer a", "answer b"], cache=cache)
+        chain = prompt | model
+        for side in ("a", "b"):
+            part = row[side]
+            chain.invoke({"context": "\n\n".join(part["context"]), "question": part["question"]})
+        hits.append(model.i == 1)  # the model answered only ``a``: ``b`` came from the cache
+    return hits
+
+
+def run_llamaindex(engine: Cache, rows: list[dict[str, Any]]) -> list[bool]:
+    """Whether ``b`` hit, per pair, through a LlamaIndex query engine over a wrapped LLM."""
+    from llama_index.core.base.base_retriever import BaseRetriever
+    from llama_index.core.bridge.pydantic import Field
+    from llama_index.core.llms import MockLLM
+    from llama_index.core.query_engine import RetrieverQueryEngine
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from modelcache_llamaindex import wrap_llm
+
+    class Fixed(BaseRetriever):
+        """Returns the given chunks, as a vector retriever would for this question."""
+
+        def __init__(self, chunks: list[str]) -> None:
+            super().__init__()
+            self._nodes = [NodeWithScore(node=TextNode(text=c), score=1.0) for c in chunks]
+
+        def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+            return self._nodes
+
+    class Counting(MockLLM):
+        """MockLLM that counts the calls reaching it."""
+
+        calls: int = Field(default=0, exclude=True)  # not a setting: outside the partition
+
+        def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> Any:
+            self.calls += 1
+            return super().complete(prompt, formatted=formatted, **kwargs)
+
+    hits = []
+    for row in rows:
+        inner = Counting(max_tokens=8)
+        inner.calls = 0
+        llm = wrap_llm(inner, engine, tenant=f"li-{uuid.uuid4().hex[:10]}")
+        for side in ("a", "b"):
+            part = row[side]
+            qe = RetrieverQueryEngine.from_args(Fixed(part["context"]), llm=llm)
+            qe.query(part["question"])
+        hits.append(inner.calls == 1)
+    return hits
+
+
+def table(rows: list[dict[str, Any]], results: dict[str, list[bool]]) -> str:
+    """Hits per kind and adapter, false hits and recall."""
+    kinds = sorted({r["kind"] for r in rows})
+    lines = [
+        "| adapter | kind | pairs | label | hits | rate |",
+        "|---|---|---:|---|---:|---:|",
+    ]
+    for adapter, hits in results.items():
+        for kind in kinds:
+            idx = [i for i, r in enumerate(rows) if r["kind"] == kind]
+            label = "hit" if rows[idx[0]]["same_answer"] else "miss"
+            n = sum(hits[i] for i in idx)
+            lines.append(
+                f"| {adapter} | {kind} | {len(idx)} | {label} | {n} | {n / len(idx):.2f} |"
+            )
+        pos = [i for i, r in enumerate(rows) if r["same_answer"]]
+        neg = [i for i, r in enumerate(rows) if not r["same_answer"]]
+        false_hits = sum(hits[i] for i in neg)
+        recall = sum(hits[i] for i in pos) / len(pos)
+        lines.append(
+            f"| {adapter} | **all** | {len(rows)} | | false hits {false_hits}/{len(neg)} "
+            f"| recall {recall:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def latency(engine: Cache, rows: list[dict[str, Any]], repeats: int) -> str:
+    """p50/p90 of semantic-hit lookups: short question vs ~2,000-token prompt."""
+    same = [r for r in rows if r["kind"] == "same_q_same_ctx"]
+
+    def prompt(part: dict[str, Any]) -> str:
+        return HUMAN.format(context="\n\n".join(part["context"]), question=part["question"])
+
+    cases = {
+        "short question": [(r["a"]["question"], r["b"]["question"]) for r in same],
+        "~2,000-token prompt": [
+            (prompt(r["a"]), prompt(r["b"])) for r in same if len(r["a"]["context"]) > 8
+        ],
+    }
+    embedder = engine.embedder
+    clear = getattr(embedder, "clear_memo", lambda: None)
+    out = [
+        "| lookup | tokens (median) | lookups | semantic hits | p50 ms | p90 ms |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    p50: dict[str, float] = {}
+    modes = {"short question": ("-",), "~2,000-token prompt": ("context seen", "cold")}
+    for name, pairs in cases.items():
+        if not pairs:
+            continue
+        for mode in modes[name]:
+            tenant = f"lat-{uuid.uuid4().hex[:8]}"
+            for stored, _ in pairs:
+                engine.insert(Request.from_text(stored, tenant=tenant, system=SYSTEM), "x")
+            times, hits = [], 0
+            for _ in range(repeats):
+                for stored, asked in pairs:
+                    request = Request.from_text(asked, tenant=tenant, system=SYSTEM)
+                    clear()  # no chunk of the asked prompt is memoised ...
+                    if mode == "context seen":
+                        embedder.embed([stored])  # ... but the stored prompt's are (untimed)
+                    started = time.perf_counter()
+                    hit = engine.lookup(request)
+                    times.append((time.perf_counter() - started) * 1000)
+                    hits += hit is not None and hit.kind == "semantic"
+            tokens = statistics.median(embedder.count_tokens(a) for _, a in pairs)
+            label = name if mode == "-" else f"{name}, {mode}"
+            p50[label] = statistics.median(times)
+            p90 = sorted(times)[int(0.9 * (len(times) - 1))]
+            out.append(
+                f"| {label} | {tokens:.0f} | {len(times)} | {hits} | {p50[label]:.1f} | {p90:.1f} |"
+            )
+    base = p50.get("short question", float("nan"))
+    out.append("")
+    out.append(
+        "p50 relative to the short question: "
+        + ", ".join(f"{k} {v / base:.2f}x" for k, v in p50.items() if k != "short question")
+    )
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="pairs per kind (quick look)")
+    parser.add_argument("--repeats", type=int, default=3, help="latency rounds over the pairs")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--before", action="store_true", help="without the long-text check (the old behaviour)"
+    )
+    args = parser.parse_args()
+    if args.before:
+        from modelcache.ranking import Acceptor
+
+        Acceptor._long_parts_differ = lambda self, query, row: False  # type: ignore[method-assign]
+    rows = load(args.limit)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Cache(CacheConfig(path=tmp, embedder="minilm")) as engine,
+    ):
+        started = time.perf_counter()
+        results = {
+            "LangChain": run_langchain(engine, rows),
+            "LlamaIndex": run_llamaindex(engine, rows),
+        }
+        elapsed = time.perf_counter() - started
+        tokens = [engine.embedder.count_tokens("\n\n".join(r["a"]["context"])) for r in rows]
+        accuracy = table(rows, results)
+        print(accuracy, flush=True)
+        lat = latency(engine, rows, args.repeats)
+    header = (
+        f"# RAG prompts through the adapters\n\n{len(rows)} pairs "
+        f"(context {min(tokens)}-{max(tokens)} MiniLM tokens), default configuration, "
+        f"shipped MiniLM; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; accuracy pass {elapsed:.0f} s.\n"
+    )
+    report = f"{header}\n## Accuracy\n\n{accuracy}\n\n## Semantic lookup latency\n\n{lat}\n"
+    print(report)
+    wrong = [
+        (adapter, rows[i]["id"], rows[i]["kind"])
+        for adapter, hits in results.items()
+        for i, hit in enumerate(hits)
+        if hit != rows[i]["same_answer"]
+    ]
+    if wrong:
+        print("wrong decisions:", *wrong, sep="\n  ")
+    if not args.no_write and args.limit is None and not args.before:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Conversations with the fake embedder: recall of the right conversation, standalone rules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from modelcache import Cache, Message, Request
+from modelcache.ranking import _self_contained, query_part, recall_vector
+
+TOPICS = [
+    "Roman Empire",
+    "Ottoman Empire",
+    "Ming dynasty",
+    "Aztec Empire",
+    "Mughal Empire",
+    "Inca Empire",
+    "Byzantine Empire",
+    "Mongol Empire",
+    "Tang dynasty",
+    "Maya civilisation",
+    "Hanseatic League",
+    "Venetian Republic",
+    "Carolingian Empire",
+    "Khmer Empire",
+    "Mali Empire",
+    "Songhai Empire",
+    "Persian Empire",
+    "Qing dynasty",
+    "Han dynasty",
+    "Gupta Empire",
+    "Maurya Empire",
+    "Zulu Kingdom",
+    "Kingdom of Aksum",
+    "Habsburg monarchy",
+    "Holy Roman Empire",
+    "Viking Age",
+    "Bronze Age",
+    "Iron Age",
+]
+
+
+def conversation(topic: str, reply: str) -> tuple[Message, ...]:
+    return (Message("user", f"Tell me about the {topic}."), Message("assistant", reply))
+
+
+def test_a_generic_follow_up_stored_in_many_conversations_recalls_the_right_one(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """Recall by query + context: the same "when did it begin" in 28 conversations does not
+    crowd the right one out of the top 5, even with the reply generated afresh."""
+    cache = make_cache(top_k=5, lookup_timeout=None)  # recall is tested here, not the deadline
+    cache.insert_many(
+        [
+            (Request("when did it begin", history=conversation(t, f"The {t} was vast.")), t)
+            for t in TOPICS
+        ]
+    )
+    for topic in ("Mali Empire", "Iron Age", "Roman Empire"):
+        asked = conversation(topic, f"The {topic} was very vast.")  # the model said it anew
+        hit = cache.lookup(Request("when did it begin", history=asked))
+        assert hit is not None and hit.answer == topic and hit.kind == "semantic"
+
+
+def test_the_query_part_of_a_recall_vector_is_exact(make_cache: Callable[..., Cache]) -> None:
+    cache = make_cache()
+    q, c = cache.embedder.embed(["when did it begin", "Tell me about the Roman Empire."])
+    derived = query_part(recall_vector(q, c), c)
+    assert float(derived @ q) > 0.9999
+    assert recall_vector(q, None) is q and query_part(q, None) is q
+
+
+def test_only_self_contained_questions_may_skip_the_history() -> None:
+    assert _self_contained("How do I reset the password of my home router?")
+    for dependent in (
+        "how long will the new setting take to apply",  # a relative word points back
+        "can I still return it",
+        "am I entitled to compensation",  # too short to name what it is about
+        "And what is the refund policy for online orders?",
+        "如何重置我的路由器密码？这个问题很长很长",  # other scripts: never judged standalone
+    ):
+        assert not _self_contained(dependent), dependent
+
+
+def test_a_standalone_question_skips_unrelated_history_at_the_short_threshold(
+    make_cache: Callable[..., Cache],
+) -> None:
+    cache = make_cache(lookup_timeout=None)
+    cache.insert(Request("How do I export my contacts from the email app?"), "Settings > Export")
+    chatter = (Message("user", "Tell me a joke."), Message("assistant", "Knock knock."))
+    hit = cache.lookup(Request("How do I export my contacts from the email app?", history=chatter))
+    assert hit is not None and hit.answer == "Settings > Export"
+    follow = Request("how do I export them from the email app", history=chatter)
+    assert cache.lookup(follow) is None, "points back: the history matters"

@@ -1,0 +1,190 @@
+"""Long texts (RAG prompts) are accepted part by part, not on their averaged vector."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder
+from modelcache.guard import Guard
+from modelcache.longtext import LongTextCheck, differing_regions
+
+CHUNKS = [
+    f"Policy clause {word}: orders shipped to region {word} follow the standard terms for "
+    f"returns, refunds and delivery, and the help centre lists the details for {word}."
+    for word in ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta")
+]
+CONTEXT = " ".join(CHUNKS)
+
+
+def rag(question: str, context: str = CONTEXT) -> str:
+    """A RAG-shaped prompt: instructions, retrieved context, then the question."""
+    return f"Answer from the context only. Context: {context} Question: {question} Answer:"
+
+
+def check(
+    embedder: FakeEmbedder, threshold: float = 0.5, guard: bool = True, long_tokens: int = 48
+) -> LongTextCheck:
+    """A check over the fake embedder (similarity follows shared words)."""
+    return LongTextCheck(
+        embedder.embed,
+        embedder.count_tokens,
+        long_tokens=long_tokens,
+        threshold=threshold,
+        conflict=Guard().conflict if guard else None,
+    )
+
+
+def test_regions_are_whole_sentences_and_ignore_case_and_reordering() -> None:
+    regions, shared = differing_regions(
+        rag("What is the refund window?"), rag("Who pays for return shipping?")
+    )
+    assert [(r.old, r.new) for r in regions] == [
+        ("What is the refund window?", "Who pays for return shipping?")
+    ]
+    assert shared > 100
+    # retrieved chunks in another order and another letter case are not differences
+    reordered = " ".join(CHUNKS[4:] + CHUNKS[:4])
+    q = "What is the refund window?"
+    assert differing_regions(rag(q), rag(q.upper(), reordered))[0] == []
+
+
+def test_an_edited_copy_of_a_repeated_sentence_is_a_difference() -> None:
+    step = "Boil the pasta in salted water, then drain it. "
+    regions, _ = differing_regions(step * 5, step * 4 + step.replace("drain it", "drain the water"))
+    assert [(r.old, r.new) for r in regions] == [
+        (step.strip(), "Boil the pasta in salted water, then drain the water.")
+    ]
+
+
+def test_different_question_over_the_same_context_is_rejected(
+    fake_embedder: FakeEmbedder,
+) -> None:
+    whole = fake_embedder.embed([rag("What is the refund window?"), rag("Who is the CEO?")])
+    assert float(whole[0] @ whole[1]) > 0.9  # what the averaged vector sees
+    reason = check(fake_embedder).reason(rag("Who is the CEO?"), rag("What is the refund window?"))
+    assert reason is not None and "differing part" in reason
+
+
+def test_reworded_question_over_the_same_context_is_accepted(fake_embedder: FakeEmbedder) -> None:
+    old, new = rag("What is the refund window?"), rag("What is the refund window, please?")
+    assert check(fake_embedder).reason(new, old) is None
+
+
+def test_the_guard_runs_over_the_differing_part(fake_embedder: FakeEmbedder) -> None:
+    old, new = rag("Is the refund window 30 days?"), rag("Is the refund window 14 days?")
+    assert check(fake_embedder, guard=False).reason(new, old) is None
+    reason = check(fake_embedder).reason(new, old)
+    assert reason is not None and "number" in reason
+
+
+def test_text_on_one_side_only_and_another_context_are_rejected(
+    fake_embedder: FakeEmbedder,
+) -> None:
+    q = "What is the refund window?"
+    added = rag(q, CONTEXT + " Orders from the outlet store are final sale.")
+    assert check(fake_embedder).reason(added, rag(q)) == "text on one side only"
+    other = " ".join(f"Unrelated clause number {i} about cabin bags and seats." for i in range(30))
+    reason = check(fake_embedder, threshold=-1.0).reason(rag(q, other), rag(q))
+    assert reason is not None and "words differ" in reason
+
+
+def test_texts_with_nothing_in_common_are_left_to_the_whole_vector_and_guard(
+    fake_embedder: FakeEmbedder,
+) -> None:
+    c = check(fake_embedder)
+    assert c.reason("One long text. " * 3, "Another wording entirely") is None
+    old = "Please explain how I should read a large JSON file in Python with little memory."
+    new = "Tell me the way to load a big JSON file in Rust when memory is short."
+    assert check(fake_embedder, guard=False).reason(new, old) is None
+    reason = c.reason(new, old)
+    assert reason is not None and reason.startswith("guard:")
+    assert not c.applies("short question?", "another short question?")
+    assert c.applies(rag("short?"), "short question?")
+
+
+@pytest.fixture
+def engine(make_cache: Callable[..., Cache]) -> Cache:
+    """A fake-embedder cache with the default configuration."""
+    return make_cache()
+
+
+def test_engine_serves_only_the_same_question_over_a_long_context(engine: Cache) -> None:
+    engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
+    assert engine.lookup(Request.from_text(rag("Who is the CEO of the company?"))) is None
+    assert engine.lookup(Request.from_text(rag("Who pays for return shipping?"))) is None
+    hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
+    assert hit is not None and hit.kind == "semantic" and hit.answer == "30 days"
+
+
+def test_engine_exact_tier_and_short_queries_are_unchanged(engine: Cache) -> None:
+    prompt = rag("What is the refund window?")
+    engine.insert(Request.from_text(prompt), "30 days")
+    hit = engine.lookup(Request.from_text(prompt.upper()))
+    assert hit is not None and hit.kind == "exact"
+    engine.insert(Request.from_text("How do I reset my password?"), "reset link")
+    hit = engine.lookup(Request.from_text("how do I reset my password please"))
+    assert hit is not None and hit.answer == "reset link"
+
+
+def test_a_failing_part_embedding_is_a_logged_miss(engine: Cache) -> None:
+    engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
+
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("embedding backend down")
+
+    hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
+    assert hit is not None  # the parts agree while the embedder works
+    engine._acceptor._longtext._embed = broken
+    assert engine.lookup(Request.from_text(rag("What is the refund window, thanks?"))) is None
+    assert engine.stats()["errors"] == 1
+
+
+# ---- chunked embedding of long texts: sentence-aligned, content-defined, memoised -------------
+@pytest.mark.model
+def test_long_prompts_share_their_context_chunks(minilm: SentenceTransformerEmbedder) -> None:
+    context = " ".join(CHUNKS * 3)
+    a, b = (
+        minilm._windows(rag("What is the refund window?", context)),
+        minilm._windows(rag("Who is the chief executive of the company?", context)),
+    )
+    assert len(a) > 2 and all(minilm.count_tokens(p) <= minilm.max_tokens for p in a)
+    assert all(p.rstrip().endswith((".", "?", ":")) for p in a)  # whole sentences
+    only_b = [p for p in b if p not in a]
+    # only the chunks around the question differ: the context's chunks are shared
+    assert any("chief executive" in p for p in only_b)
+    assert sum(minilm.count_tokens(p) for p in only_b) < minilm.max_tokens // 2
+    assert sum(minilm.count_tokens(p) for p in a if p not in b) < minilm.max_tokens // 2
+    assert minilm._windows("How do I reset my password?") == ["How do I reset my password?"]
+
+
+@pytest.mark.model
+def test_chunk_vectors_are_memoised_and_equal_to_fresh_ones(
+    minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = " ".join(CHUNKS * 3)
+    first, second = rag("What is the refund window?", context), rag("Who is the CEO?", context)
+    minilm.clear_memo()
+    encoded: list[str] = []
+    real_encode = minilm._encode
+
+    def counting(texts: list[str]) -> np.ndarray:
+        encoded.extend(texts)
+        return real_encode(texts)
+
+    monkeypatch.setattr(minilm, "_encode", counting)
+    cold = minilm.embed([first])[0]
+    assert len(encoded) == len(set(minilm._windows(first)))  # repeated chunks once
+    encoded.clear()
+    assert np.allclose(minilm.embed([first])[0], cold, atol=1e-6)
+    assert encoded == []  # every chunk came from the memo
+    minilm.embed([second])
+    new = list(dict.fromkeys(p for p in minilm._windows(second) if p not in minilm._windows(first)))
+    assert encoded == new  # only the chunks around the new question are encoded
+    encoded.clear()
+    minilm.clear_memo()
+    assert np.allclose(minilm.embed([first])[0], cold, atol=1e-5) and encoded
+    minilm.embed(["How do I reset my password?"] * 2)  # short texts are not memoised
+    assert encoded.count("How do I reset my password?") == 2
