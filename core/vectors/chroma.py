@@ -19,6 +19,25 @@ _NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not
 _PREFIX = "mc-"
 
 
+def _probe_folder(path: Path) -> None:
+    """Fail now, not at the first lookup, when the folder's Chroma database is not one.
+
+    The client opens lazily (importing chromadb costs about a second), so the file header is
+    checked here. Only the header is read: a second SQLite connection beside a crashed
+    writer's journal must not touch it.
+    """
+    db = path / "chroma.sqlite3"
+    try:
+        with open(db, "rb") as fh:
+            header = fh.read(16)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BackendError(f"cannot open Chroma ({path}): {exc}") from exc
+    if header and header != b"SQLite format 3\x00":
+        raise BackendError(f"cannot open Chroma ({path}): chroma.sqlite3 is not a database")
+
+
 class ChromaVectorStore:
     """Embedded (folder or memory) or remote (``chroma run`` server) Chroma.
 
@@ -26,6 +45,8 @@ class ChromaVectorStore:
     """
 
     def __init__(self, path: str | None = None, url: str | None = None) -> None:
+        if path is not None and not url:
+            _probe_folder(Path(path))
         self._path = path
         self._url = url
         self._opened: Any = None

@@ -30,6 +30,7 @@ CHILD = textwrap.dedent(
     sys.stdin.readline()
     round_ = sys.argv[2]
     cache = Cache(CacheConfig(path=sys.argv[1]), embedder=FakeEmbedder())
+    cache.insert(Request.from_text(f"round {round_} warm-up"), -1)  # opens Chroma (lazy)
     print("open", flush=True)
     i = 0
     while True:
