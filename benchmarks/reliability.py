@@ -10,6 +10,9 @@ Method (printed with the results):
   the tenant while the main thread inserts one entry, then a scoped clear runs: a round fails
   when an entry survives it (undeletable by scope).
 * ``overhead``: exact-hit lookup latency (p50/p90/p99) with ``lookup_timeout`` set and unset.
+* ``deadlock``: two caches (own connection pools) on one MariaDB / PostgreSQL database: one
+  thread hits random entries and flushes the hit counts, the other removes and re-inserts
+  random entries; counted are failed removes/inserts and lost hit-count batches.
 
 The script runs against whichever ``modelcache`` is importable, so the same probes measure the
 code before and after a change. Usage: ``python benchmarks/reliability.py [--probes
@@ -19,8 +22,10 @@ hang,race,overhead] [--cap 15] [--rounds 100]``.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
+import random
 import secrets
 import sys
 import tempfile
@@ -189,6 +194,62 @@ def probe_overhead(n: int = 2000) -> list[tuple[str, ...]]:
     return rows
 
 
+class _LostHits(logging.Handler):
+    """Counts hit-count batches the engine reports as lost."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lost = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lost += "could not record" in record.getMessage()
+
+
+def probe_deadlock(rounds: int) -> list[tuple[str, ...]]:
+    return [_deadlock_one(kind, rounds) for kind in ("mariadb", "postgres")]
+
+
+def _deadlock_one(kind: str, rounds: int) -> tuple[str, ...]:
+    url, drop = throwaway_database(kind)
+    counter = _LostHits()
+    logging.getLogger("modelcache").addHandler(counter)
+    folder = tempfile.mkdtemp(prefix="mc-deadlock-")
+    hitter = Cache(config(path=folder, sql_url=url), embedder=FakeEmbedder())
+    remover = Cache(config(path=folder, sql_url=url), embedder=FakeEmbedder())
+    requests = [Request.from_text(f"question {i}") for i in range(200)]
+    hitter.insert_many([(r, i) for i, r in enumerate(requests)])
+    failed = 0
+
+    def hit_loop() -> None:
+        rng = random.Random(13)
+        for _ in range(rounds):
+            for r in rng.sample(requests, 100):
+                hitter.lookup(r)
+            hitter.flush()
+
+    def remove_loop() -> None:
+        nonlocal failed
+        rng = random.Random(7)
+        for _ in range(rounds):
+            chosen = rng.sample(requests, 20)
+            try:
+                remover.remove([r.exact_key for r in chosen])
+                remover.insert_many([(r, 0) for r in chosen])
+            except Exception:
+                failed += 1
+
+    threads = [threading.Thread(target=hit_loop), threading.Thread(target=remove_loop)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    logging.getLogger("modelcache").removeHandler(counter)
+    hitter.close()
+    remover.close()
+    drop_safe(drop)
+    return (kind, str(rounds), str(failed), str(counter.lost))
+
+
 def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |"]
     lines.append("|" + "---|" * len(header))
@@ -198,7 +259,7 @@ def table(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probes", default="hang,race,overhead")
+    parser.add_argument("--probes", default="hang,race,deadlock,overhead")
     parser.add_argument("--cap", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
@@ -211,6 +272,9 @@ def main() -> None:
         print(table("Blackholed database", ("db", "operation", "time"), probe_hang(args.cap)))
     if "race" in probes:
         print(table("Clear racing insert", ("db", "rounds", "result"), probe_race(args.rounds)))
+    if "deadlock" in probes:
+        header = ("db", "rounds", "failed remove+insert", "lost hit batches")
+        print(table("Hit counts against removes", header, probe_deadlock(args.rounds // 2)))
     if "overhead" in probes:
         print(table("Lookup deadline cost", ("lookup", "p50/p90/p99"), probe_overhead()))
     sys.stdout.flush()

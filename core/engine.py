@@ -10,7 +10,6 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -52,6 +51,7 @@ _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
+_LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,10 @@ class _NoVectors:
         return None
 
 
+class _DeadlineExceeded(BackendError):
+    """A lookup ran past ``lookup_timeout`` in the stores."""
+
+
 class _Budget:
     """A lookup's deadline: ``seconds`` in the stores, time spent embedding not counted."""
 
@@ -148,6 +152,7 @@ _COUNTERS = (
     "semantic_hits",
     "misses",
     "errors",
+    "timeouts",
     "inserts",
     "evictions",
     "expirations",
@@ -264,6 +269,7 @@ class Cache:
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
+        self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
         self._next_purge = 0.0
         self._next_retention = 0.0
         self._pool_lock = threading.Lock()
@@ -416,10 +422,13 @@ class Cache:
         self._validate(request)
         self._validate_threshold(threshold)
         started = time.perf_counter()
-        errors = 0
+        errors = timeouts = 0
         try:
             exact_only = exact_only or self.degraded is not None
             hit = self._lookup_within_deadline(request, threshold, exact_only)
+        except _DeadlineExceeded as exc:  # a slow or hung store: counted apart from faults
+            log.warning("modelcache lookup treated as a miss: %s", exc)
+            timeouts, hit = 1, None
         except Exception as exc:  # fail open: the caller's LLM call must go on
             log_failure(log, "modelcache lookup failed, treated as a miss", exc)
             errors, hit = 1, None
@@ -433,6 +442,7 @@ class Cache:
             exact_hits=int(hit is not None and hit.exact),
             semantic_hits=int(hit is not None and not hit.exact),
             errors=errors,
+            timeouts=timeouts,
         )
         if self.config.query_log:
             self._log("lookup", request, elapsed_ms, hit)
@@ -477,7 +487,7 @@ class Cache:
                 if budget.remaining() > 0:  # the embedding ran meanwhile: its time is free
                     continue
                 future.cancel()
-                raise BackendError(
+                raise _DeadlineExceeded(
                     f"lookup exceeded lookup_timeout={seconds}s in the stores"
                 ) from None
 
@@ -485,9 +495,10 @@ class Cache:
         if self._pool is None:
             with self._pool_lock:
                 if self._pool is None:
+                    # mostly waiting on I/O; as many as a server's request threads, so that
+                    # queueing for a worker does not eat the deadline
                     self._pool = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=min(32, (os.cpu_count() or 1) + 4),
-                        thread_name_prefix="modelcache-lookup",
+                        max_workers=_LOOKUP_WORKERS, thread_name_prefix="modelcache-lookup"
                     )
         return self._pool
 
@@ -603,16 +614,29 @@ class Cache:
         """Vectors whose row is gone (a crash between the two writes): ignore and delete.
 
         An insert writes its vector just before its row: under the write lock, inserts of
-        this process have finished, and a row that exists by then is no orphan.
+        this process have finished, and a row that exists by then is no orphan. A lookup never
+        waits for that lock: while a write holds it, the ids are left to the background pass.
         """
-        try:
-            with self._write_lock:
-                ids = sorted(set(ids) - {i for i, _ in self._sql.locate(ids)})
-                if ids:
-                    log.info("modelcache removing %d orphan vectors of %s", len(ids), partition_id)
-                    self._vectors.delete(partition_id, ids)
-        except Exception as exc:
-            log_failure(log, "modelcache could not remove orphan vectors", exc)
+        with self._hit_lock:
+            self._orphans.setdefault(partition_id, set()).update(ids)
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._clean_orphans()
+            finally:
+                self._write_lock.release()
+
+    def _clean_orphans(self) -> None:
+        """Delete the noted orphan vectors whose row still does not exist (write lock held)."""
+        with self._hit_lock:
+            noted, self._orphans = self._orphans, {}
+        for partition_id, ids in sorted(noted.items()):
+            try:
+                gone = sorted(ids - {i for i, _ in self._sql.locate(sorted(ids))})
+                if gone:
+                    log.info("modelcache removing %d orphan vectors of %s", len(gone), partition_id)
+                    self._vectors.delete(partition_id, gone)
+            except Exception as exc:
+                log_failure(log, "modelcache could not remove orphan vectors", exc)
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
     def _note_hit(self, row: EntryRow, now: float) -> None:
@@ -632,8 +656,12 @@ class Cache:
             log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 
     def _maintain(self) -> None:
-        """Background pass: hit counts, lazy purge of expired entries, log retention."""
+        """Background pass: hit counts, orphan vectors, lazy purge of expired entries, log
+        retention."""
         self._write_hits()
+        if self._orphans:
+            with self._write_lock:
+                self._clean_orphans()
         now = self._clock()
         if now >= self._next_purge:
             self._next_purge = now + _PURGE_EVERY
@@ -682,7 +710,7 @@ class Cache:
                 self._vectors.delete(pid, ids)
                 deleted += ids
             except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
-                log.warning("modelcache: %d orphan vectors left in %s: %r", len(ids), pid, exc)
+                log_failure(log, f"modelcache: {len(ids)} orphan vectors left in {pid}", exc)
         try:
             reinserted: dict[str, list[str]] = {}
             for entry_id, pid in self._sql.locate(deleted):
@@ -690,7 +718,7 @@ class Cache:
             for pid, ids in sorted(reinserted.items()):
                 self._reembed(pid, ids)
         except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
-            log.warning("modelcache: could not restore vectors of re-inserted entries: %r", exc)
+            log_failure(log, "modelcache: could not restore vectors of re-inserted entries", exc)
 
     def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
         cfg = self.config

@@ -138,3 +138,38 @@ def test_cli_repair_reports_and_fixes(make_cache: Callable[..., Cache], tmp_path
         assert report["reembedded"] == 1 and report["consistent"] is True
         again = json.loads(runner.invoke(app, args, env=env).stdout)
         assert again["reembedded"] == 0 and again["rows_without_vector_before"] == 0
+
+
+def test_a_lookup_meeting_an_orphan_does_not_wait_for_a_running_write(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """An insert writes its vector before its row, so concurrent lookups meet "orphans": they
+    must neither wait for the insert's lock nor delete a vector whose row is coming."""
+    import threading
+    import time
+
+    cache = make_cache(lookup_timeout=2.0)
+    orphan = Request.from_text(Q)
+    cache.insert(orphan, "answer")
+    cache._sql.delete_ids([orphan.exact_key])
+    held, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with cache._write_lock:
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    held.wait(5)
+    try:
+        started = time.monotonic()
+        assert cache.lookup(Request.from_text(PARAPHRASE), threshold=0.5) is None
+        assert time.monotonic() - started < 1.0
+        assert cache.check().vectors_without_row == [orphan.exact_key], "left for later"
+    finally:
+        release.set()
+        thread.join(10)
+    cache.flush()  # the background pass cleans it once the write is done
+    assert cache.check().ok
+    assert cache.stats()["errors"] == 0
