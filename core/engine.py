@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sqlmodel import func, select
 
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
@@ -31,6 +32,7 @@ from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_replies_digest
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
+from .storage.models import PartitionRow
 from .vectors import ChromaVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
@@ -329,6 +331,40 @@ class Cache:
             raise ConfigError(
                 f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
             )
+        if len(request.scope.params_json) > self.config.max_params_chars:
+            raise ConfigError(
+                f"scope params are longer than {self.config.max_params_chars} characters (JSON)"
+            )
+
+    def _check_partition_cap(self, partitions: Iterable[Partition]) -> None:
+        """Refuse to create partitions beyond a tenant's cap: each one costs a collection.
+
+        Checked per write against the store (every process's partitions count); two processes
+        creating the last ones at the same moment may pass the cap by a few.
+        """
+        cap = self.config.max_partitions_per_tenant
+        if cap is None:
+            return
+        by_tenant: dict[str, set[str]] = {}
+        for partition in partitions:
+            by_tenant.setdefault(partition.tenant, set()).add(partition.id)
+        try:
+            with self._sql.session() as s:
+                for tenant, ids in by_tenant.items():
+                    new = [i for i in ids if s.get(PartitionRow, i) is None]
+                    if not new:
+                        continue
+                    stmt = select(func.count()).select_from(PartitionRow)
+                    held = int(s.exec(stmt.where(PartitionRow.tenant == tenant)).one())
+                    if held + len(new) > cap:
+                        raise ConfigError(
+                            f"this tenant already has {held} partitions, the cap is {cap} "
+                            "(max_partitions_per_tenant); clear unused ones or raise the cap"
+                        )
+        except ModelCacheError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"partition cap check failed: {describe_error(exc)}") from exc
 
     def _checked(self, vectors: Any, count: int) -> np.ndarray:
         """Embeddings as a (count, dimension) finite matrix, or BackendError before any write."""
@@ -634,6 +670,7 @@ class Cache:
         """Create a partition up front (ModelCache's ``register``); returns its id."""
         request = Request(query="register", scope=scope, system=system)
         self._validate(request)
+        self._check_partition_cap([request.partition])
         self._ensure_partition(request.partition)
         return request.partition.id
 
@@ -691,6 +728,7 @@ class Cache:
         if not latest:
             return []
         unique = list(latest.values())
+        self._check_partition_cap(r.partition for r, _ in unique)
         try:
             partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
             queries = self._checked(
