@@ -694,7 +694,9 @@ class Cache:
         except ModelCacheError:
             raise
         except Exception as exc:
-            raise BackendError(f"cannot create partition {partition.id}: {exc}") from exc
+            raise BackendError(
+                f"cannot create partition {partition.id}: {describe_error(exc)}"
+            ) from exc
 
     def insert(
         self,
@@ -782,7 +784,7 @@ class Cache:
         except ModelCacheError:
             raise
         except Exception as exc:
-            raise BackendError(f"insert failed: {exc}") from exc
+            raise BackendError(f"insert failed: {describe_error(exc)}") from exc
         for row in rows:
             self._stats.add(row.partition_id, inserts=1)
         if self.config.query_log:
@@ -809,7 +811,7 @@ class Cache:
                     found = [(i, pid) for i, pid in found if pid in owned]
                 self._delete_entries(found)
         except Exception as exc:
-            raise BackendError(f"remove failed: {exc}") from exc
+            raise BackendError(f"remove failed: {describe_error(exc)}") from exc
         return len(found)
 
     def clear(
@@ -838,7 +840,7 @@ class Cache:
             for pid in targets:
                 self._vectors.drop(pid)
         except Exception as exc:
-            raise BackendError(f"clear failed: {exc}") from exc
+            raise BackendError(f"clear failed: {describe_error(exc)}") from exc
         return deleted
 
     # ---- observation --------------------------------------------------------------------------
