@@ -55,7 +55,9 @@ def test_vector_query_raising_is_a_logged_counted_miss(
     monkeypatch.setattr(cache._vectors, "query", boom)
     with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert cache.lookup(rq(PARAPHRASE)) is None
-    assert any("vector store down" in m for m in warned(caplog))
+    # the warning names the error type; its message (which may quote data) is DEBUG only
+    assert any("RuntimeError" in m for m in warned(caplog))
+    assert not any("vector store down" in m for m in warned(caplog))
     stats = cache.stats()
     assert (stats["errors"], stats["misses"], stats["lookups"]) == (1, 1, 1)
     hit = cache.lookup(rq())
@@ -90,8 +92,9 @@ def test_failed_vector_write_raises_a_typed_error(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(cache._vectors, "upsert", boom)
-    with pytest.raises(BackendError, match="disk full"):
+    with pytest.raises(BackendError, match="RuntimeError") as info:
         cache.insert(rq(), "answer")
+    assert "disk full" in str(info.value.__cause__)  # details on the chain, not in the text
     cache.lookup(rq(PARAPHRASE))  # must not raise
 
 
@@ -107,7 +110,7 @@ def test_sql_store_failure_is_a_logged_counted_miss(
     monkeypatch.setattr(cache._sql, "get_live", boom)
     with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert cache.lookup(rq()) is None
-    assert any("database is locked" in m for m in warned(caplog))
+    assert any("OSError" in m for m in warned(caplog))
     assert cache.stats()["errors"] == 1
 
 
@@ -157,11 +160,11 @@ def test_embedder_raising_is_a_logged_counted_miss(
     embedder.broken = True
     with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert cache.lookup(rq(PARAPHRASE)) is None
-    assert any("embedding model crashed" in m for m in warned(caplog))
+    assert any("RuntimeError" in m for m in warned(caplog))
     assert cache.stats()["errors"] == 1
     hit = cache.lookup(rq())
     assert hit is not None and hit.exact, "exact hits survive a broken model"
-    with pytest.raises(BackendError, match="crashed"):
+    with pytest.raises(BackendError, match="RuntimeError"):
         cache.insert(rq("new question"), "x")
     embedder.broken = False
     assert cache.lookup(rq(PARAPHRASE)) is not None, "recovers once the model does"
