@@ -188,6 +188,19 @@ class CacheConfig(BaseModel):
     environments: tuple[str, ...] = Field(
         default=("dev", "test", "staging", "prod"), description="Allowed environment names."
     )
+    max_partitions_per_tenant: int | None = Field(
+        default=1000,
+        ge=1,
+        description="Partitions one tenant may create (each new params value or system prompt "
+        "makes one, with its own vector collection); beyond it writes are refused. "
+        "None: unbounded.",
+    )
+    max_params_chars: int = Field(
+        default=4096,
+        ge=2,
+        description="Longest generation parameters (canonical JSON, characters) a request may "
+        "carry; longer ones are refused.",
+    )
 
     # ---- lifecycle --------------------------------------------------------------------------
     eviction: Literal["lru", "lfu", "fifo", "none"] = Field(

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from sqlmodel import func, select
 
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
@@ -38,6 +39,7 @@ from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
+from .storage.models import PartitionRow
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
@@ -394,6 +396,40 @@ class Cache:
             raise ConfigError(
                 f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
             )
+        if len(request.scope.params_json) > self.config.max_params_chars:
+            raise ConfigError(
+                f"scope params are longer than {self.config.max_params_chars} characters (JSON)"
+            )
+
+    def _check_partition_cap(self, partitions: Iterable[Partition]) -> None:
+        """Refuse to create partitions beyond a tenant's cap: each one costs a collection.
+
+        Checked per write against the store (every process's partitions count); two processes
+        creating the last ones at the same moment may pass the cap by a few.
+        """
+        cap = self.config.max_partitions_per_tenant
+        if cap is None:
+            return
+        by_tenant: dict[str, set[str]] = {}
+        for partition in partitions:
+            by_tenant.setdefault(partition.tenant, set()).add(partition.id)
+        try:
+            with self._sql.session() as s:
+                for tenant, ids in by_tenant.items():
+                    new = [i for i in ids if s.get(PartitionRow, i) is None]
+                    if not new:
+                        continue
+                    stmt = select(func.count()).select_from(PartitionRow)
+                    held = int(s.exec(stmt.where(PartitionRow.tenant == tenant)).one())
+                    if held + len(new) > cap:
+                        raise ConfigError(
+                            f"this tenant already has {held} partitions, the cap is {cap} "
+                            "(max_partitions_per_tenant); clear unused ones or raise the cap"
+                        )
+        except ModelCacheError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"partition cap check failed: {describe_error(exc)}") from exc
 
     def _checked(self, vectors: Any, count: int) -> np.ndarray:
         """Embeddings as a (count, dimension) finite matrix, or BackendError before any write."""
@@ -746,6 +782,7 @@ class Cache:
         """Create a partition up front (ModelCache's ``register``); returns its id."""
         request = Request(query="register", scope=scope, system=system)
         self._validate(request)
+        self._check_partition_cap([request.partition])
         self._ensure_partition(request.partition)
         return request.partition.id
 
@@ -769,7 +806,9 @@ class Cache:
         except ModelCacheError:
             raise
         except Exception as exc:
-            raise BackendError(f"cannot create partition {partition.id}: {exc}") from exc
+            raise BackendError(
+                f"cannot create partition {partition.id}: {describe_error(exc)}"
+            ) from exc
 
     def insert(
         self,
@@ -803,6 +842,7 @@ class Cache:
         if not latest:
             return []
         unique = list(latest.values())
+        self._check_partition_cap(r.partition for r, _ in unique)
         try:
             partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
             queries = self._checked(
@@ -856,7 +896,7 @@ class Cache:
         except ModelCacheError:
             raise
         except Exception as exc:
-            raise BackendError(f"insert failed: {exc}") from exc
+            raise BackendError(f"insert failed: {describe_error(exc)}") from exc
         for row in rows:
             self._stats.add(row.partition_id, inserts=1)
         if self.config.query_log:
@@ -883,7 +923,7 @@ class Cache:
                     found = [(i, pid) for i, pid in found if pid in owned]
                 self._delete_entries(found)
         except Exception as exc:
-            raise BackendError(f"remove failed: {exc}") from exc
+            raise BackendError(f"remove failed: {describe_error(exc)}") from exc
         return len(found)
 
     def clear(
@@ -912,7 +952,7 @@ class Cache:
             for pid in targets:
                 self._vectors.drop(pid)
         except Exception as exc:
-            raise BackendError(f"clear failed: {exc}") from exc
+            raise BackendError(f"clear failed: {describe_error(exc)}") from exc
         return deleted
 
     # ---- observation --------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Message:
         if isinstance(message, Message):
             return message
         if not isinstance(message, Mapping) or "role" not in message:
-            raise ConfigError(f"a message needs 'role' and 'content', got {message!r}")
+            raise ConfigError(f"a message needs 'role' and 'content', got {type(message).__name__}")
         text, attachments = _split_content(message.get("content"))
         return cls(role=str(message["role"]), content=text, attachments=attachments)
 

@@ -3,6 +3,7 @@ and metrics. All cache logic stays in the engine; this module parses, authorises
 and serialises.
 """
 
+import hmac
 import logging
 import time
 from typing import Annotated, Any
@@ -147,6 +148,14 @@ class _Unexpected:
             await response(scope, receive, send)
 
 
+def _is_admin(request: Request, admin_key: str) -> bool:
+    """Whether the request carries the admin key (Bearer or X-API-Key); constant time."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    presented = [token.strip()] if scheme.lower() == "bearer" else []
+    presented.append(request.headers.get("x-api-key", "").strip())
+    return any(hmac.compare_digest(k.encode(), admin_key.encode()) for k in presented if k)
+
+
 def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -261,7 +270,9 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
             "modelcache server: open mode - clients in %s need no API key and may use any tenant",
             ", ".join(settings.allowed_clients),
         )
-    metrics = ServerMetrics(cache)
+    metrics = ServerMetrics(
+        cache, tenant_labels=settings.metrics_tenant_labels, max_age=settings.metrics_max_age
+    )
     bodies = rest_bodies(environments)
     LookupBody, EntryBody, ClearBody = (
         bodies["LookupBody"],
@@ -503,9 +514,12 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         response_class=PlainTextResponse,
         responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
     )
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
         """Prometheus text format: hits, misses, latency histogram, entries, evictions."""
         import asyncio
+
+        if settings.admin_key is not None and not _is_admin(request, settings.admin_key):
+            raise ApiError(401, Codes.UNAUTHORIZED, "/metrics needs the admin key")
 
         payload = await asyncio.to_thread(metrics.render)
         return Response(payload, media_type=CONTENT_TYPE)

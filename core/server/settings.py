@@ -107,6 +107,17 @@ class ServerSettings(BaseModel):
     blocked_models: tuple[str, ...] = Field(
         default=(), description="Model names refused (ModelCache's blacklist: code 105/305)."
     )
+    admin_key: str | None = Field(
+        default=None,
+        description="If set, /metrics needs it (Authorization: Bearer or X-API-Key).",
+    )
+    metrics_tenant_labels: bool = Field(
+        default=False,
+        description="Add modelcache_scope_entries{tenant, env, model} to /metrics.",
+    )
+    metrics_max_age: float = Field(
+        default=15.0, ge=0, description="Seconds a /metrics store reading is reused."
+    )
     open_mode: bool = Field(
         default=False,
         description="Trusted-network mode: clients in allowed_clients need no API key and may "
@@ -219,8 +230,18 @@ class ServerSettings(BaseModel):
         ):
             if environ.get(var):
                 values[name] = environ[var]
-        if environ.get("MODELCACHE_OPEN_MODE"):
-            values["open_mode"] = environ["MODELCACHE_OPEN_MODE"].strip().lower() in _TRUE
+        for name, var in (
+            ("open_mode", "MODELCACHE_OPEN_MODE"),
+            ("metrics_tenant_labels", "MODELCACHE_METRICS_TENANT_LABELS"),
+        ):
+            if environ.get(var):
+                values[name] = environ[var].strip().lower() in _TRUE
+        for name, var in (
+            ("admin_key", "MODELCACHE_ADMIN_KEY"),
+            ("metrics_max_age", "MODELCACHE_METRICS_MAX_AGE"),
+        ):
+            if environ.get(var):
+                values[name] = environ[var]
         for name, var in (
             ("allowed_models", "MODELCACHE_ALLOWED_MODELS"),
             ("blocked_models", "MODELCACHE_BLOCKED_MODELS"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,14 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import BackendError
+from ..redact import mask_url
 
 __all__ = ["ChromaVectorStore"]
 
 _NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not ask for them
 
 _PREFIX = "mc-"
+_LOADED_INDEXES = 64  # HNSW indexes an embedded Chroma keeps in memory
 
 
 def _probe_folder(path: Path) -> None:
@@ -38,20 +41,54 @@ def _probe_folder(path: Path) -> None:
         raise BackendError(f"cannot open Chroma ({path}): chroma.sqlite3 is not a database")
 
 
+def _persistent_client(path: str, settings: Any) -> Any:
+    """An embedded client whose Chroma keeps at most ``_LOADED_INDEXES`` HNSW indexes loaded.
+
+    Chroma sizes that cache from the open-files limit (limit / 5: tens of thousands of
+    indexes at about 2.5 MB each), so memory grew with every partition. Its API object is
+    built, bounded, then started; a system already running for this folder in this process
+    is reused as PersistentClient would.
+    """
+    import chromadb
+    from chromadb.api import ServerAPI
+    from chromadb.api.client import Client
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from chromadb.config import System
+
+    if path in SharedSystemClient._identifier_to_system:
+        return chromadb.PersistentClient(path=path, settings=settings)
+    settings.is_persistent = True
+    settings.persist_directory = path
+    system = System(settings)
+    server = system.instance(ServerAPI)
+    if isinstance(getattr(server, "hnsw_cache_size", None), int):
+        server.hnsw_cache_size = min(server.hnsw_cache_size, _LOADED_INDEXES)
+    system.start()
+    return Client.from_system(system)
+
+
 class ChromaVectorStore:
     """Embedded (folder or memory) or remote (``chroma run`` server) Chroma.
 
     ``embedding_function=None`` everywhere, so Chroma never loads or downloads its own model.
     """
 
-    def __init__(self, path: str | None = None, url: str | None = None) -> None:
+    def __init__(
+        self,
+        path: str | None = None,
+        url: str | None = None,
+        *,
+        max_open_collections: int = 128,
+    ) -> None:
         if path is not None and not url:
             _probe_folder(Path(path))
         self._path = path
         self._url = url
         self._opened: Any = None
         self._open_lock = threading.Lock()
-        self._collections: dict[str, Any] = {}
+        # handles of recently used collections, least recently used first
+        self._collections: OrderedDict[str, Any] = OrderedDict()
+        self._max_open = max(1, max_open_collections)
         self._lock = threading.Lock()
 
     @property
@@ -82,22 +119,21 @@ class ChromaVectorStore:
                 )
             if path:
                 Path(path).mkdir(parents=True, exist_ok=True)
-                return chromadb.PersistentClient(path=path, settings=settings)
+                return _persistent_client(path, settings)
             return chromadb.EphemeralClient(settings=settings)
         except Exception as exc:
-            raise BackendError(f"cannot open Chroma ({url or path or 'memory'}): {exc}") from exc
+            where = mask_url(url) if url else path or "memory"
+            raise BackendError(f"cannot open Chroma ({where}): {exc}") from exc
 
     @staticmethod
     def _name(partition_id: str) -> str:
         return _PREFIX + partition_id
 
     def _get(self, partition_id: str, create: bool) -> Any | None:
-        coll = self._collections.get(partition_id)
-        if coll is not None:
-            return coll
         with self._lock:
             coll = self._collections.get(partition_id)
             if coll is not None:
+                self._collections.move_to_end(partition_id)
                 return coll
             name = self._name(partition_id)
             if create:
@@ -112,19 +148,20 @@ class ChromaVectorStore:
                 except Exception:  # chromadb raises NotFoundError / ValueError by version
                     return None
             self._collections[partition_id] = coll
+            while len(self._collections) > self._max_open:  # forget the least recently used
+                self._collections.popitem(last=False)
             return coll
 
     def create(self, collection: str) -> None:
         """Create a partition's collection up front (idempotent)."""
-        if collection in self._collections:
-            return
         self._get(collection, create=True)
 
     def _forget_if_gone(self, collection: str, exc: Exception) -> bool:
         """Drop a cached handle whose collection another client deleted; True if so."""
         if "does not exist" not in str(exc).lower() and type(exc).__name__ != "NotFoundError":
             return False
-        self._collections.pop(collection, None)
+        with self._lock:
+            self._collections.pop(collection, None)
         return True
 
     def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -219,4 +256,10 @@ class ChromaVectorStore:
 
     def close(self) -> None:
         """Forget cached collection handles."""
-        self._collections.clear()
+        with self._lock:
+            self._collections.clear()
+
+    @property
+    def open_collections(self) -> int:
+        """How many collection handles are held (bounded by ``max_open_collections``)."""
+        return len(self._collections)

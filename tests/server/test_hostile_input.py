@@ -183,3 +183,18 @@ def test_mask_url(url: str | None, masked: str) -> None:
 def test_describe_error_names_types_and_codes_only() -> None:
     text = describe_error(_driver_error())
     assert text.startswith("OperationalError") and SECRET not in text
+
+
+def test_engine_backend_errors_name_the_failure_not_the_data(
+    cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters log BackendError text at WARNING: it must not quote SQL parameters."""
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise _driver_error()
+
+    monkeypatch.setattr(cache._sql, "upsert", broken)
+    with pytest.raises(BackendError) as info:
+        cache.insert(Request.from_text("q", system=SECRET), "a")
+    assert "OperationalError" in str(info.value) and SECRET not in str(info.value)
+    assert SECRET in str(info.value.__cause__)  # the details stay on the chain, for DEBUG

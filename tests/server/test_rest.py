@@ -141,7 +141,7 @@ def test_metrics_count_hits_misses_latency_entries(client: TestClient) -> None:
     assert 'modelcache_misses_total{api="rest"} 1.0' in text
     assert 'modelcache_request_latency_seconds_count{operation="lookup"} 4.0' in text
     assert "modelcache_entries 1.0" in text
-    assert 'modelcache_scope_entries{env="prod",model="default",tenant="default"} 1.0' in text
+    assert "modelcache_scope_entries" not in text  # tenant labels are opt-in
     assert "modelcache_evictions_total" in text
     client.post("/modelcache", content=b"{")
     assert 'modelcache_request_errors_total{code="101"} 1.0' in client.get("/metrics").text

@@ -32,7 +32,7 @@ from modelcache import Cache, CacheConfig, FakeEmbedder, Request
 pytestmark = pytest.mark.soak
 
 CLIENTS = 4
-SECONDS = float(os.environ.get("MODELCACHE_SOAK_SECONDS", "12"))
+SECONDS = float(os.environ.get("MODELCACHE_SOAK_SECONDS", "8"))
 _WORDS = [f"{a}{b}" for a in "bcdfghjklmnpqrstvwz" for b in ("ax", "el", "io", "um", "ry")]
 
 
@@ -42,7 +42,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 60) -> None:
+def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 150) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -51,10 +51,10 @@ def _wait(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float = 6
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-            raise AssertionError(f"{what} exited with {proc.returncode}: {out[-3000:]}")
+            out = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {out}")
         time.sleep(0.2)
-    raise AssertionError(f"{what} did not start within {timeout} s")
+    raise AssertionError(f"{proc.args} did not start within {timeout} s")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -73,24 +73,29 @@ def chroma_url(tmp_path: Path) -> Iterator[str]:
     chroma = Path(sys.executable).with_name("chroma")
     port = _free_port()
     cmd = [str(chroma), "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1"]
-    proc = subprocess.Popen(
-        [*cmd, "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    log = tmp_path / "chroma.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("wb") as out:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, "chroma run")
+        _wait(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         _stop(proc)
 
 
-def _serve(sql_url: str, chroma: str, workers: int, log: Path) -> tuple[str, subprocess.Popen]:  # type: ignore[type-arg]
+def _serve(
+    sql_url: str, chroma: str, workers: int, log: Path
+) -> tuple[str, subprocess.Popen[bytes]]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELCACHE_")}
     env.update(MODELCACHE_SQL_URL=sql_url, MODELCACHE_CHROMA_URL=chroma, MODELCACHE_PATH="none")
+    # correctness, not latency, is checked here: a lookup on a loaded CI machine may take
+    # longer than the default deadline, and a deadline miss would read as a lost insert
+    env["MODELCACHE_LOOKUP_TIMEOUT"] = "20"
     cmd = [sys.executable, "-m", "modelcache", "--embedder", "fake", "serve", "--port", str(port)]
     cmd += ["--workers", str(workers), "--log-level", "warning"]
-    out = log.open("wb")
-    proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
     return f"http://127.0.0.1:{port}", proc
 
 
@@ -237,14 +242,14 @@ def test_two_servers_share_one_cache_without_losing_writes(
     db: str, request: pytest.FixtureRequest, chroma_url: str, tmp_path: Path
 ) -> None:
     sql_url = request.getfixturevalue(f"{db}_url")
-    procs = [
-        _serve(sql_url, chroma_url, workers, tmp_path / f"serve{n}.log")
-        for n, workers in enumerate((2, 1))
-    ]
+    started = time.monotonic()
+    logs = [tmp_path / f"serve{n}.log" for n in range(2)]
+    procs = [_serve(sql_url, chroma_url, w, log) for w, log in zip((2, 1), logs, strict=True)]
     servers = [url for url, _ in procs]
     try:
-        for (url, proc), n in zip(procs, range(2), strict=True):
-            _wait(f"{url}/healthz", proc, f"modelcache serve #{n}")
+        for (url, proc), log in zip(procs, logs, strict=True):
+            _wait(f"{url}/healthz", proc, log)
+        phases = {"startup": time.monotonic() - started}
         tally = Tally()
         run = secrets.token_hex(3)
         clients = [Client(servers, f"soak-{run}-{i}", tally, i) for i in range(CLIENTS)]
@@ -261,6 +266,7 @@ def test_two_servers_share_one_cache_without_losing_writes(
             t.start()
         for t in threads:
             t.join(timeout=SECONDS + 120)
+        phases["load"] = time.monotonic() - started - phases["startup"]
         for c in clients:
             c.verify_all()
         # after the race: one acknowledged clear must leave nothing of that partition behind
@@ -281,6 +287,8 @@ def test_two_servers_share_one_cache_without_losing_writes(
                 assert cache.lookup(req, exact_only=True) is not None
     summary = {**tally.ops, "errors": len(tally.errors), "lost": len(tally.lost)}
     summary |= {"stale": len(tally.stale), "race_leftovers": len(leftovers)}
+    summary |= {f"{k}_s": round(v, 1) for k, v in phases.items()}
+    summary["total_s"] = round(time.monotonic() - started, 1)
     print(f"\nsoak {db}: {summary}")
     assert tally.errors == [], tally.errors[:10]
     assert tally.lost == [], tally.lost[:10]
@@ -288,4 +296,4 @@ def test_two_servers_share_one_cache_without_losing_writes(
     assert leftovers == [], leftovers[:10]
     assert remaining.get(race_tenant, 0) == 0
     assert report.ok, report
-    assert sum(tally.ops.values()) > 200  # the soak really ran
+    assert min(tally.ops.get(op, 0) for op in ("insert", "lookup", "clear")) > 0  # it ran
