@@ -12,6 +12,7 @@ this runtime does not reproduce, the embedder runs the torch path with a logged 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -173,7 +174,7 @@ def export_onnx(model_dir: str | os.PathLike[str], target: str | os.PathLike[str
     axes = {n: {0: "batch", 1: "tokens"} for n in [*names, "last_hidden_state"]}
     tmp = out_dir / f"model.onnx.{os.getpid()}.tmp"
     options: dict[str, Any] = {}
-    if "dynamo" in torch.onnx.export.__code__.co_varnames:
+    if "dynamo" in inspect.signature(torch.onnx.export).parameters:
         options["dynamo"] = False  # the TorchScript exporter: one self-contained file
     with torch.no_grad():  # before the export, which leaves the torch model altered
         expected = model(**{n: batch[n] for n in names}).last_hidden_state.numpy()

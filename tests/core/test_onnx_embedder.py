@@ -222,3 +222,15 @@ def test_a_missing_model_folder_is_a_config_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError):
         OnnxSentenceEmbedder(str(tmp_path / "missing"))
+
+
+def test_import_modelcache_loads_no_backend(tmp_path: Path) -> None:
+    """Cold start: the public names load on first use, so a bare import stays cheap."""
+    code = """
+        import sys, modelcache
+        heavy = ("sqlalchemy", "pydantic", "numpy", "chromadb", "onnxruntime", "torch", "jieba")
+        before = [m for m in heavy if m in sys.modules]
+        assert modelcache.Request is not None
+        print("loaded:" + ",".join(before))
+    """
+    assert _run(code, tmp_path) == "loaded:"
