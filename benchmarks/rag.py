@@ -309,7 +309,7 @@ def main() -> None:
         for i, hit in enumerate(hits)
         if hit != rows[i]["same_answer"]
     ]
-    if wrong:
+    if wrong and not args.latency_only:
         print("wrong decisions:", *wrong, sep="\n  ")
     partial = args.before or args.accuracy_only or args.latency_only
     if not (args.no_write or partial) and args.limit is None:
