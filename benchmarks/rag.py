@@ -15,6 +15,10 @@ prompt (the question reworded, same context), p50/p90 over repeated lookups. "co
 the embedder's chunk memo holds the stored prompt's chunks (as after inserting it in this
 process) but none of the asked prompt's own; "cold": the memo is emptied before each lookup.
 
+No regression elsewhere: the check only runs where a text has ``long_query_tokens`` tokens or
+more, so the script replays the ``qqp_dev`` pairs with such a side (``MODELCACHE_DATA``, default
+``../shared/data``), each pair alone in a partition, with the check off and on.
+
     python benchmarks/rag.py                # full run, writes benchmarks/results/rag.md
     python benchmarks/rag.py --limit 10     # a quick look
 """
@@ -167,6 +171,12 @@ def latency(engine: Cache, rows: list[dict[str, Any]], repeats: int) -> str:
     }
     embedder = engine.embedder
     clear = getattr(embedder, "clear_memo", lambda: None)
+    parts_memo = engine._acceptor._longtext._memo  # private: only to measure a first lookup
+
+    def forget_parts() -> None:
+        with engine._acceptor._longtext._lock:
+            parts_memo.clear()
+
     out = [
         "| lookup | tokens (median) | lookups | semantic hits | p50 ms | p90 ms |",
         "|---|---:|---:|---:|---:|---:|",
@@ -185,6 +195,7 @@ def latency(engine: Cache, rows: list[dict[str, Any]], repeats: int) -> str:
                 for stored, asked in pairs:
                     request = Request.from_text(asked, tenant=tenant, system=SYSTEM)
                     clear()  # no chunk of the asked prompt is memoised ...
+                    forget_parts()  # ... nor any compared part
                     if mode == "context seen":
                         embedder.embed([stored])  # ... but the stored prompt's are (untimed)
                     started = time.perf_counter()
@@ -207,11 +218,54 @@ def latency(engine: Cache, rows: list[dict[str, Any]], repeats: int) -> str:
     return "\n".join(out)
 
 
+def qqp_long(engine: Cache) -> str:
+    """qqp_dev pairs with a side of at least ``long_query_tokens`` tokens, alone in a partition:
+    the only ones the long-text check can change; decisions with and without it."""
+    from modelcache.ranking import Acceptor
+
+    shared = os.environ.get("MODELCACHE_DATA", HERE.parents[1] / "shared" / "data")
+    path = Path(shared) / "qqp_dev.jsonl"
+    if not path.exists():
+        return f"(skipped: {path} not found)"
+    long_tokens = engine.config.long_query_tokens
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    rows = [
+        r
+        for r in rows
+        if max(engine.embedder.count_tokens(r["a"]), engine.embedder.count_tokens(r["b"]))
+        >= long_tokens
+    ]
+    original = Acceptor._long_parts_differ
+    out = [
+        "| long-text check | pairs | same-answer served | different-answer served |",
+        "|---|---:|---:|---:|",
+    ]
+    for label in ("off", "on"):
+        if label == "off":
+            Acceptor._long_parts_differ = lambda self, query, row: False  # type: ignore[method-assign]
+        tenant = f"qqp-{uuid.uuid4().hex[:8]}"
+        good = bad = 0
+        for index, row in enumerate(rows):
+            params = {"pair": index}
+            engine.insert(Request.from_text(row["a"], tenant=tenant, params=params), "a")
+            hit = engine.lookup(Request.from_text(row["b"], tenant=tenant, params=params))
+            good += hit is not None and row["same_answer"]
+            bad += hit is not None and not row["same_answer"]
+        Acceptor._long_parts_differ = original  # type: ignore[method-assign]
+        positives = sum(r["same_answer"] for r in rows)
+        out.append(
+            f"| {label} | {len(rows)} | {good}/{positives} | {bad}/{len(rows) - positives} |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="pairs per kind (quick look)")
     parser.add_argument("--repeats", type=int, default=3, help="latency rounds over the pairs")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--accuracy-only", action="store_true", help="skip latency and qqp")
+    parser.add_argument("--latency-only", action="store_true", help="skip the adapter pass")
     parser.add_argument(
         "--before", action="store_true", help="without the long-text check (the old behaviour)"
     )
@@ -226,22 +280,28 @@ def main() -> None:
         Cache(CacheConfig(path=tmp, embedder="minilm")) as engine,
     ):
         started = time.perf_counter()
+        adapters = {"LangChain": run_langchain, "LlamaIndex": run_llamaindex}
         results = {
-            "LangChain": run_langchain(engine, rows),
-            "LlamaIndex": run_llamaindex(engine, rows),
+            name: [False] * len(rows) if args.latency_only else run(engine, rows)
+            for name, run in adapters.items()
         }
         elapsed = time.perf_counter() - started
         tokens = [engine.embedder.count_tokens("\n\n".join(r["a"]["context"])) for r in rows]
         accuracy = table(rows, results)
         print(accuracy, flush=True)
-        lat = latency(engine, rows, args.repeats)
+        skipped = "(skipped)"
+        lat = skipped if args.accuracy_only else latency(engine, rows, args.repeats)
+        qqp = skipped if args.accuracy_only else qqp_long(engine)
     header = (
         f"# RAG prompts through the adapters\n\n{len(rows)} pairs "
         f"(context {min(tokens)}-{max(tokens)} MiniLM tokens), default configuration, "
         f"shipped MiniLM; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}; accuracy pass {elapsed:.0f} s.\n"
     )
-    report = f"{header}\n## Accuracy\n\n{accuracy}\n\n## Semantic lookup latency\n\n{lat}\n"
+    report = (
+        f"{header}\n## Accuracy\n\n{accuracy}\n\n## Semantic lookup latency\n\n{lat}\n\n"
+        f"## Long qqp_dev pairs (one pair per partition, so only the check differs)\n\n{qqp}\n"
+    )
     print(report)
     wrong = [
         (adapter, rows[i]["id"], rows[i]["kind"])
@@ -249,9 +309,10 @@ def main() -> None:
         for i, hit in enumerate(hits)
         if hit != rows[i]["same_answer"]
     ]
-    if wrong:
+    if wrong and not args.latency_only:
         print("wrong decisions:", *wrong, sep="\n  ")
-    if not args.no_write and args.limit is None and not args.before:
+    partial = args.before or args.accuracy_only or args.latency_only
+    if not (args.no_write or partial) and args.limit is None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(report, encoding="utf-8")
 

@@ -113,7 +113,11 @@ class LongTextCheck:
 
     def applies(self, new: str, old: str) -> bool:
         """True when either text is long enough for its vector to hide a short difference."""
-        return self._count(new) >= self._long or self._count(old) >= self._long
+        return any(
+            # a word is at least one token: counting words first spares tokenizing long texts
+            count_words(text) >= self._long or self._count(text) >= self._long
+            for text in (new, old)
+        )
 
     def reason(self, new: str, old: str) -> str | None:
         """Why the stored text ``old`` cannot answer ``new``; None when every part agrees."""

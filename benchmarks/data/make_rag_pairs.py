@@ -362,14 +362,12 @@ def _contexts(name: str) -> dict[str, list[str]]:
     """Three retrieved contexts per domain: short, whole domain, and padded with other domains."""
     own, other, _ = DOMAINS[name]
     neighbours = [d for d in DOMAINS if d != name]
-    padding = [DOMAINS[d][0][i] for i, d in enumerate(neighbours)] + [
-        DOMAINS[d][0][i + 2] for i, d in enumerate(neighbours)
-    ]
+    padding = [DOMAINS[d][0][i] for i in (0, 2, 4, 5) for d in neighbours]
     return {
-        "short": own[:3],  # about 300 tokens
-        "full": own,  # about 700 tokens
+        "short": own[:5],  # about 300-500 tokens
+        "full": own,  # about 500 tokens
         "padded": own + padding,  # about 2,000 tokens: a retriever returning neighbours too
-        "other": other,  # another vendor's page on the same subjects
+        "other": other + own[4:],  # another vendor's pages on the same subjects
         "other_padded": other + own[3:] + padding,
     }
 

@@ -137,6 +137,10 @@ class BaseEmbedder(ABC):
     def _detokenize(self, ids: list[int]) -> str:
         raise NotImplementedError
 
+    def _token_lists(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of several texts (models with a fast tokenizer do it in one call)."""
+        return [self._tokens(t) or [] for t in texts]
+
     @property
     def max_tokens(self) -> int | None:
         """Tokens per window (special tokens excluded); None means no limit."""
@@ -164,8 +168,8 @@ class BaseEmbedder(ABC):
         pieces: list[str] = []
         current: list[str] = []
         size = 0
-        for sentence in split_sentences(text):
-            sentence_ids = self._tokens(sentence) or []
+        sentences = split_sentences(text)
+        for sentence, sentence_ids in zip(sentences, self._token_lists(sentences), strict=True):
             if current and size + len(sentence_ids) > limit:
                 pieces.append(" ".join(current))
                 current, size = [], 0

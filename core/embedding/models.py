@@ -77,6 +77,9 @@ class SentenceTransformerEmbedder(BaseEmbedder):
     def _tokens(self, text: str) -> list[int]:
         return list(self._tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def _token_lists(self, texts: list[str]) -> list[list[int]]:
+        return [list(ids) for ids in self._tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
     def _detokenize(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids))
 
