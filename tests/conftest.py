@@ -107,6 +107,10 @@ def make_cache(
         **fields: Any,
     ) -> Cache:
         folder = Path(path) if path is not None else tmp_path / "cache"
+        # The lookup deadline bounds time in the stores; on a loaded 2-core CI machine a first
+        # lookup can take longer, and the suite tests behaviour, not speed: the deadline itself
+        # is tested in tests/reliability with its own values.
+        fields.setdefault("lookup_timeout", 10.0)
         config = CacheConfig(path=str(folder), **fields)
         cache = Cache(
             config,
