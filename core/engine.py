@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import threading
@@ -133,18 +134,30 @@ class _DeadlineExceeded(BackendError):
 
 
 class _Budget:
-    """A lookup's deadline: ``seconds`` in the stores, time spent embedding not counted."""
+    """A lookup's deadline: ``seconds`` in the stores. CPU work (embedding, the acceptance
+    checks, a guard still loading its word lists) is not counted: the deadline is there for
+    stuck backends, not for a busy machine."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.started = time.monotonic()
-        self.embedding_since: float | None = None
-        self.embedded = 0.0
+        self.free_since: float | None = None
+        self.free = 0.0
 
     def remaining(self) -> float:
         now = time.monotonic()
-        embedding = self.embedded + (now - self.embedding_since if self.embedding_since else 0.0)
-        return self.started + self.seconds + embedding - now
+        free = self.free + (now - self.free_since if self.free_since else 0.0)
+        return self.started + self.seconds + free - now
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Time spent inside the block does not count against the deadline."""
+        self.free_since = time.monotonic()
+        try:
+            yield
+        finally:
+            self.free += time.monotonic() - self.free_since
+            self.free_since = None
 
 
 _COUNTERS = (
@@ -588,13 +601,14 @@ class Cache:
             decoded[entry.id] = self._decode_answer(entry)
             return decoded[entry.id] is not _CORRUPT
 
-        chosen = self._acceptor.choose(
-            request,
-            candidates,
-            self._acceptor.threshold_for(request, threshold),
-            conv,
-            usable,
-        )
+        with budget.paused() if budget is not None else contextlib.nullcontext():
+            chosen = self._acceptor.choose(
+                request,
+                candidates,
+                self._acceptor.threshold_for(request, threshold),
+                conv,
+                usable,
+            )
         if chosen is None:
             return None
         self._note_hit(chosen.row, now)
@@ -606,14 +620,8 @@ class Cache:
         texts = [request.query_text]
         if request.conversation_text:
             texts.append(request.conversation_text)
-        if budget is not None:
-            budget.embedding_since = time.monotonic()
-        try:
+        with budget.paused() if budget is not None else contextlib.nullcontext():
             vectors = self._embedder.embed(texts)
-        finally:
-            if budget is not None and budget.embedding_since is not None:
-                budget.embedded += time.monotonic() - budget.embedding_since
-                budget.embedding_since = None
         if len(texts) == 1:
             return ConversationVectors(vectors[0])
         query, context = vectors[0], vectors[1]
