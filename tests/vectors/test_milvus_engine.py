@@ -188,6 +188,26 @@ def test_check_reports_both_kinds_of_drift(
     assert lost_row not in cache._vectors.ids(pid)
 
 
+def test_repair_makes_milvus_and_sql_agree(
+    milvus_cache: Callable[..., Cache], tmp_path: Path
+) -> None:
+    """`Cache.repair` re-embeds rows whose vector is gone and drops vectors whose row is."""
+    cache = milvus_cache()
+    cache.insert(rq(), "kept")
+    lost_vector = cache.insert(rq("What is write-ahead logging?"), "wal")
+    lost_row = cache.insert(rq("What is a B-tree index?"), "btree")
+    pid = rq().partition.id
+    cache._vectors.delete(pid, [lost_vector])  # behind the engine's back
+    with sqlite3.connect(tmp_path / "cache" / "modelcache.db") as conn:
+        conn.execute("DELETE FROM modelcache_entry WHERE id = ?", (lost_row,))
+    assert not cache.check().ok
+    report = cache.repair()
+    assert (report.reembedded, report.orphans_dropped, report.failed) == (1, 1, [])
+    assert cache.check().ok
+    hit = cache.lookup(rq("What is write-ahead logging please?"))
+    assert hit is not None and hit.entry_id == lost_vector, "the re-embedded entry is recalled"
+
+
 # ---- Milvus down: a separate milvus-lite server process that the test stops --------------------
 def _start_server(data: Path, port: int) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data)]
