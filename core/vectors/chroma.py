@@ -20,6 +20,7 @@ _NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not
 
 _PREFIX = "mc-"
 _LOADED_INDEXES = 64  # HNSW indexes an embedded Chroma keeps in memory
+_GONE_RETRIES = 4  # writes into a collection that a concurrent clear keeps dropping
 
 
 def _probe_folder(path: Path) -> None:
@@ -158,7 +159,9 @@ class ChromaVectorStore:
 
     def _forget_if_gone(self, collection: str, exc: Exception) -> bool:
         """Drop a cached handle whose collection another client deleted; True if so."""
-        if "does not exist" not in str(exc).lower() and type(exc).__name__ != "NotFoundError":
+        text = str(exc).lower()
+        gone = "does not exist" in text or "not found" in text
+        if not gone and type(exc).__name__ != "NotFoundError":
             return False
         with self._lock:
             self._collections.pop(collection, None)
@@ -172,12 +175,15 @@ class ChromaVectorStore:
             "ids": list(ids),
             "embeddings": np.asarray(vectors, dtype=np.float32),
         }
-        try:
-            self._get(collection, create=True).upsert(**args)
-        except Exception as exc:
-            if not self._forget_if_gone(collection, exc):
-                raise
-            self._get(collection, create=True).upsert(**args)
+        for attempt in range(_GONE_RETRIES):
+            try:
+                self._get(collection, create=True).upsert(**args)
+                return
+            except Exception as exc:
+                # a clear in another process dropped the collection after we (re)opened it:
+                # recreate and write again; a tight clear loop can win more than once
+                if not self._forget_if_gone(collection, exc) or attempt == _GONE_RETRIES - 1:
+                    raise
 
     def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""

@@ -85,3 +85,31 @@ def test_semantic_hits_survive_index_eviction(make_cache: Callable[..., Cache]) 
         hit = cache.lookup(_req(i, text=f"what's the refund policy for order {i}"))
         assert hit is not None and hit.answer == f"a{i}" and not hit.exact
     assert cache.check().ok
+
+
+def test_upsert_survives_a_collection_dropped_repeatedly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A clear loop in another process can drop the collection again right after recreation."""
+    store = ChromaVectorStore(path=str(tmp_path))
+    vec = np.ones((1, 8), dtype=np.float32)
+    store.upsert("p", ["a"], vec)
+    real_get = store._get
+    drops = {"left": 2}
+
+    class NotFoundError(Exception):
+        pass
+
+    class Dropped:
+        def upsert(self, **kwargs: object) -> None:
+            raise NotFoundError("Collection mc-p not found")
+
+    def flaky_get(collection: str, create: bool) -> object:
+        if drops["left"]:
+            drops["left"] -= 1
+            return Dropped()
+        return real_get(collection, create)
+
+    monkeypatch.setattr(store, "_get", flaky_get)
+    store.upsert("p", ["b"], vec)
+    assert sorted(store.ids("p")) == ["a", "b"]
