@@ -351,6 +351,18 @@ def _parse_row(record: Any, state: _State) -> _Row:
     return _Row(request, answer, metadata)
 
 
+def _progress(label: str, *, disable: bool) -> Progress:
+    """A progress bar on stderr for long work (off for --json output)."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=disable,
+    )
+
+
 def _batches(rows: list[_Row], size: int) -> Iterator[list[_Row]]:
     """Consecutive rows of equal metadata, at most ``size`` per batch."""
     batch: list[_Row] = []
@@ -411,14 +423,7 @@ def import_(
     stored = 0
     started = time.perf_counter()
     with state.open_cache() as cache:
-        progress = Progress(
-            TextColumn("[bold]importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=as_json,
-        )
+        progress = _progress("importing", disable=as_json)
         with progress:
             task = progress.add_task("import", total=len(rows))
             for batch in _batches(rows, batch_size):
@@ -543,14 +548,7 @@ def repair(
         if cache.degraded:
             raise UserError(f"{cache.degraded}; restore or move the Chroma folder, then repair")
         before = cache.check()
-        progress = Progress(
-            TextColumn("[bold]repairing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            disable=as_json,
-        )
+        progress = _progress("repairing", disable=as_json)
         with progress:
             task = progress.add_task("repair", total=None)
 

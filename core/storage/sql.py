@@ -28,10 +28,11 @@ from tenacity import (
 )
 
 from ..errors import BackendError, ConfigError
+from ..redact import mask_url
 from ..request import Partition
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
 
-__all__ = ["SQLStore", "is_transient", "mask_url"]
+__all__ = ["SQLStore", "is_transient"]
 
 log = logging.getLogger("modelcache")
 T = TypeVar("T")
@@ -68,14 +69,6 @@ def is_transient(exc: BaseException) -> bool:
         return True
     text = str(orig).lower()
     return "database is locked" in text or "database table is locked" in text
-
-
-def mask_url(url: sa.URL | str) -> str:
-    """A database URL with its password hidden, for logs and errors."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<invalid sql_url>"
 
 
 def _chunks(items: Sequence[str], size: int = _CHUNK) -> Iterable[Sequence[str]]:
@@ -199,7 +192,7 @@ class SQLStore:
                 self._watchdog.stop()
             if backend == "sqlite" and _is_corrupt(exc):
                 raise BackendError(_corrupt_message(self.url.database or "", exc)) from exc
-            raise BackendError(f"cannot open SQL store {mask_url(self.url)}: {exc}") from exc
+            raise BackendError(f"cannot open SQL store {mask_url(str(self.url))}: {exc}") from exc
 
     def _watch(self, watchdog: _Watchdog) -> None:
         """Bound every checkout of a PostgreSQL connection, its liveness ping included.

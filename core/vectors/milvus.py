@@ -25,8 +25,9 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 
 from ..errors import BackendError, ConfigError
+from ..redact import mask_url
 
-__all__ = ["MilvusVectorStore", "mask_url", "milvus_uri"]
+__all__ = ["MilvusVectorStore", "milvus_uri"]
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,6 @@ def milvus_uri(url: str) -> tuple[str, str, str]:
         f"unsupported vector_url {mask_url(url)}: use milvus://host:19530 or a milvus-lite "
         "file path ending in .db"
     )
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and errors."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)
-    return parsed._replace(netloc=netloc).geturl()
 
 
 def _literal(text: str) -> str:

@@ -19,8 +19,9 @@ import pytest
 from vector_support import HangingProxy, drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
+from modelcache.redact import mask_url
 from modelcache.vectors import MilvusVectorStore
-from modelcache.vectors.milvus import mask_url, milvus_uri
+from modelcache.vectors.milvus import milvus_uri
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"
