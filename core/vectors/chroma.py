@@ -158,9 +158,13 @@ class ChromaVectorStore:
         self._get(collection, create=True)
 
     def _forget_if_gone(self, collection: str, exc: Exception) -> bool:
-        """Drop a cached handle whose collection another client deleted; True if so."""
+        """Drop a cached handle whose collection another client deleted; True if so.
+
+        A Chroma server answers a collection it is deleting at that moment with "missing
+        metadata segment" rather than "does not exist": that is gone too.
+        """
         text = str(exc).lower()
-        gone = "does not exist" in text or "not found" in text
+        gone = any(s in text for s in ("does not exist", "not found", "missing metadata segment"))
         if not gone and type(exc).__name__ != "NotFoundError":
             return False
         with self._lock:
