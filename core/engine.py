@@ -572,6 +572,9 @@ class Cache:
         # a follow-up recalls by query + context, so the same short follow-up stored in many
         # conversations does not crowd this one's entry out of the top-k; a standalone
         # question after unrelated turns also recalls by its query alone
+        if budget is not None and not getattr(self._vectors, "is_open", True):
+            with budget.paused():  # a lazily opened store (import, files) is not a stuck one
+                self._vectors.open()  # type: ignore[attr-defined]
         recalled = self._vectors.query_vectors(
             partition.id, recall_vector(conv.query, conv.context), self.config.top_k
         )

@@ -93,6 +93,15 @@ class ChromaVectorStore:
         self._lock = threading.Lock()
 
     @property
+    def is_open(self) -> bool:
+        """Whether the client is open (the first call that needs it opens it)."""
+        return self._opened is not None
+
+    def open(self) -> None:
+        """Open the client now (idempotent): the engine does so outside a lookup's deadline."""
+        self._client  # noqa: B018 - the property opens it
+
+    @property
     def _client(self) -> Any:
         """The Chroma client, opened on first use: importing chromadb costs about a second,
         which commands that never touch vectors (stats, export) should not pay."""

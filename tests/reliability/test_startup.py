@@ -108,3 +108,28 @@ def test_a_second_process_on_one_embedded_folder_is_refused(tmp_path: Path) -> N
         holder.wait(timeout=60)
     with Cache(CacheConfig(path=str(folder)), embedder=FakeEmbedder()) as cache:
         assert cache.stats()["entries"] == 0  # free again once the other process closed
+
+
+def test_the_first_lookup_of_a_new_process_is_not_cut_by_the_deadline(
+    make_cache: Callable[..., Cache], tmp_path: Path
+) -> None:
+    """The Chroma client opens on first use (importing chromadb takes about a second): that
+    one-time cost is no stuck store, so the first semantic lookup after start still hits."""
+    folder = tmp_path / "cache"
+    filled(make_cache, folder)
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from modelcache import Cache, CacheConfig, FakeEmbedder, Request
+        config = CacheConfig(path={str(folder)!r}, lookup_timeout=0.2)
+        with Cache(config, embedder=FakeEmbedder()) as cache:
+            assert "chromadb" not in sys.modules, "the client opens on first use"
+            hit = cache.lookup(Request.from_text({PARAPHRASE!r}))
+            print(hit.kind if hit else "miss", cache.stats()["timeouts"])
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["semantic", "0"]
