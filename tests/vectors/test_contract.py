@@ -201,7 +201,10 @@ _OPS = st.lists(
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(ops=_OPS)
 def test_isolation_property(store: VectorStore, ops: list[tuple[str, str, int, int]]) -> None:
