@@ -11,6 +11,11 @@ from langchain_core.globals import set_llm_cache
 from modelcache import Cache, CacheConfig, SentenceTransformerEmbedder
 from modelcache_langchain import ModelCache
 
+# Behaviour tests, not speed tests: a generous lookup deadline, so that a loaded CI machine (or
+# the guard warming its word lists at cache start) never turns a slow lookup into a miss. The
+# deadline itself is tested in tests/reliability.
+_DEADLINE = 10.0
+
 
 @pytest.fixture(autouse=True)
 def _reset_global_llm_cache() -> Iterator[None]:
@@ -38,7 +43,9 @@ def real_engine(
 ) -> Iterator[Cache]:
     """One engine with the shipped MiniLM model (the session's ``minilm``) for the session."""
     path = tmp_path_factory.mktemp("langchain-minilm")
-    with Cache(CacheConfig(path=str(path), embedder="minilm"), embedder=minilm) as cache:
+    with Cache(
+        CacheConfig(path=str(path), embedder="minilm", lookup_timeout=_DEADLINE), embedder=minilm
+    ) as cache:
         yield cache
 
 

@@ -14,11 +14,18 @@ from llama_index.core import Settings
 
 from modelcache import Cache, CacheConfig, FakeEmbedder
 
+# Behaviour tests, not speed tests: a generous lookup deadline, so that a loaded CI machine (or
+# the guard warming its word lists at cache start) never turns a slow lookup into a miss. The
+# deadline itself is tested in tests/reliability.
+_DEADLINE = 10.0
+
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[Cache]:
     """A fresh engine on ``tmp_path`` with the deterministic fake embedder."""
-    with Cache(CacheConfig(path=str(tmp_path)), embedder=FakeEmbedder()) as engine:
+    with Cache(
+        CacheConfig(path=str(tmp_path), lookup_timeout=_DEADLINE), embedder=FakeEmbedder()
+    ) as engine:
         yield engine
 
 
@@ -27,7 +34,7 @@ def real_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
     """One engine with the shipped MiniLM model for the whole session (offline)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     path = tmp_path_factory.mktemp("llamaindex-minilm")
-    with Cache(CacheConfig(path=str(path), embedder="minilm")) as engine:
+    with Cache(CacheConfig(path=str(path), embedder="minilm", lookup_timeout=_DEADLINE)) as engine:
         yield engine
 
 

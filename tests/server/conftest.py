@@ -12,10 +12,17 @@ from fastapi.testclient import TestClient
 from modelcache import Cache, CacheConfig, FakeEmbedder
 from modelcache.server import ServerSettings, create_app
 
+# Behaviour tests, not speed tests: a generous lookup deadline, so that a loaded CI machine (or
+# the guard warming its word lists at cache start) never turns a slow lookup into a miss. The
+# deadline itself is tested in tests/reliability.
+_DEADLINE = 10.0
+
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Iterator[Cache]:
-    with Cache(CacheConfig(path=str(tmp_path / "data")), embedder=FakeEmbedder()) as c:
+    with Cache(
+        CacheConfig(path=str(tmp_path / "data"), lookup_timeout=_DEADLINE), embedder=FakeEmbedder()
+    ) as c:
         yield c
 
 
