@@ -13,7 +13,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import secrets
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from process_support import free_port, stop
 
 from modelcache import Cache, CacheConfig, Embedder, FakeEmbedder, SentenceTransformerEmbedder
 from modelcache.embedding import OnnxSentenceEmbedder
@@ -172,9 +172,7 @@ def seekdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     except ImportError as exc:
         _unavailable("pylibseekdb (OceanBase seekdb, pip install pylibseekdb)", exc)
     binary = Path(pylibseekdb.__file__).resolve().parent / "seekdb"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     base = tmp_path_factory.mktemp("seekdb")
     cmd = [str(binary), "--nodaemon", "--port", str(port), "--base-dir", str(base)]
     for parameter in ("datafile_size=1G", "log_disk_size=2G", "memory_limit=3G"):
@@ -192,12 +190,7 @@ def seekdb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 time.sleep(0.5)
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=30)
 
 
 @pytest.fixture

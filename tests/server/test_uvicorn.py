@@ -5,19 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from process_support import free_port, stop
 
 
 def test_modelcache_client_against_real_server(tmp_path: Path) -> None:
@@ -66,9 +60,4 @@ def test_modelcache_client_against_real_server(tmp_path: Path) -> None:
         assert r.status_code == 400 and r.json()["errorCode"] == 101
         assert "modelcache_hits_total" in httpx.get(f"{url}/metrics", timeout=10).text
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, sig=signal.SIGINT)

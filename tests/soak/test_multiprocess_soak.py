@@ -14,7 +14,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from process_support import free_port, stop
 
 from modelcache import Cache, CacheConfig, FakeEmbedder, Request
 
@@ -34,12 +34,6 @@ pytestmark = pytest.mark.soak
 CLIENTS = 4
 SECONDS = float(os.environ.get("MODELCACHE_SOAK_SECONDS", "8"))
 _WORDS = [f"{a}{b}" for a in "bcdfghjklmnpqrstvwz" for b in ("ax", "el", "io", "um", "ry")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 150) -> None:
@@ -57,21 +51,11 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 1
     raise AssertionError(f"{proc.args} did not start within {timeout} s")
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.fixture
 def chroma_url(tmp_path: Path) -> Iterator[str]:
     """A `chroma run` server of this test on a free loopback port."""
     chroma = Path(sys.executable).with_name("chroma")
-    port = _free_port()
+    port = free_port()
     cmd = [str(chroma), "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1"]
     log = tmp_path / "chroma.log"  # a file, not a pipe: a full pipe would stall the server
     with log.open("wb") as out:
@@ -80,13 +64,13 @@ def chroma_url(tmp_path: Path) -> Iterator[str]:
         _wait(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
-        _stop(proc)
+        stop(proc, sig=signal.SIGINT)
 
 
 def _serve(
     sql_url: str, chroma: str, workers: int, log: Path
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELCACHE_")}
     env.update(MODELCACHE_SQL_URL=sql_url, MODELCACHE_CHROMA_URL=chroma, MODELCACHE_PATH="none")
     # correctness, not latency, is checked here: a lookup on a loaded CI machine may take
@@ -275,7 +259,7 @@ def test_two_servers_share_one_cache_without_losing_writes(
         time.sleep(1.0)  # let deferred hit-count writes land before the integrity check
     finally:
         for _, proc in procs:
-            _stop(proc)
+            stop(proc, sig=signal.SIGINT)
     config = CacheConfig(path=None, sql_url=sql_url, chroma_url=chroma_url, embedder="fake")
     with Cache(config, embedder=FakeEmbedder()) as cache:
         report = cache.check()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from process_support import free_port, stop
 from vector_support import HangingProxy, drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
@@ -29,12 +30,6 @@ PARAPHRASE = "How do I reset my password please?"
 
 def rq(text: str = Q, **scope: Any) -> Request:
     return Request.from_text(text, **scope)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(params=[None, True], ids=["default", "partition-key"])
@@ -337,9 +332,4 @@ def test_serve_uses_milvus_from_the_environment(tmp_path: Path) -> None:
         assert r["cacheHit"] is True and r["answer"] == "A"
         assert vectors.exists() and not (tmp_path / "cache" / "chroma").exists()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
