@@ -34,15 +34,17 @@ from langchain_core.messages import (
     ToolMessage,
     ToolMessageChunk,
 )
-from langchain_core.outputs import Generation
+from langchain_core.outputs import ChatGeneration, Generation
 
 from modelcache import Message
 
 __all__ = [
+    "HIT_MARKERS",
     "ParsedPrompt",
     "dump_generations",
     "llm_string_digest",
     "load_generations",
+    "mark_hit",
     "model_name",
     "parse_prompt",
 ]
@@ -88,6 +90,8 @@ _MODEL_RE = re.compile(
     + r""")["']\s*[:,]\s*["'](?P<value>[^"']{1,200})["']"""
 )
 VALUE_FORMAT = "langchain-generations/1"
+# Keys a hit adds to generation_info (and a chat message's response_metadata); never stored.
+HIT_MARKERS = ("cache_hit", "cache_kind", "cache_similarity", "cache_entry_id")
 
 
 @functools.cache
@@ -242,9 +246,44 @@ def _not_serialisable(node: Any) -> bool:
     return False
 
 
+def _without_markers(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not metadata or not any(key in metadata for key in HIT_MARKERS):
+        return metadata
+    return {key: value for key, value in metadata.items() if key not in HIT_MARKERS}
+
+
+def _unmarked(generation: Generation) -> Generation:
+    """A copy without hit markers, so a stored entry never replays a stale hit's marks."""
+    update: dict[str, Any] = {"generation_info": _without_markers(generation.generation_info)}
+    if isinstance(generation, ChatGeneration):
+        metadata = _without_markers(generation.message.response_metadata)
+        update["message"] = generation.message.model_copy(update={"response_metadata": metadata})
+    return generation.model_copy(update=update)
+
+
+def mark_hit(
+    generations: list[Generation], kind: str, similarity: float, entry_id: str
+) -> list[Generation]:
+    """Mark freshly revived generations as a cache hit, in ``generation_info`` and, for chat
+    generations, ``message.response_metadata`` (LangChain copies neither on a hit)."""
+    marks = {
+        "cache_hit": True,
+        "cache_kind": kind,
+        "cache_similarity": round(float(similarity), 4),
+        "cache_entry_id": entry_id,
+    }
+    for generation in generations:
+        generation.generation_info = {**(generation.generation_info or {}), **marks}
+        if isinstance(generation, ChatGeneration):
+            message = generation.message
+            message.response_metadata = {**message.response_metadata, **marks}
+    return generations
+
+
 def dump_generations(generations: Sequence[Generation]) -> dict[str, Any]:
-    """The JSON answer stored in the engine: ``dumps`` of the generations, plus their text."""
-    payload = json.loads(dumps(list(generations)))
+    """The JSON answer stored in the engine: ``dumps`` of the generations (without hit
+    markers), plus their text."""
+    payload = json.loads(dumps([_unmarked(generation) for generation in generations]))
     if _not_serialisable(payload):
         raise ValueError("a generation holds a value langchain_core.load cannot serialise")
     return {

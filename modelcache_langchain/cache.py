@@ -15,11 +15,13 @@ from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.outputs import Generation
 
 from modelcache import Cache, CacheConfig, ConfigError, Hit, Request, Scope
+from modelcache._settings_aliases import engine_settings
 
 from ._convert import (
     dump_generations,
     llm_string_digest,
     load_generations,
+    mark_hit,
     model_name,
     parse_prompt,
 )
@@ -33,8 +35,12 @@ class ModelCache(BaseCache):
     """LangChain cache that answers exact repeats and paraphrases from a ``modelcache.Cache``.
 
     Pass an engine, or settings to build one (``config`` and/or ``CacheConfig`` fields such as
-    ``path``, ``similarity_threshold`` or ``embedder``; a non-string ``embedder`` is used as the
-    engine's embedder object). ``tenant`` and ``env`` scope every entry this adapter writes.
+    ``path``, ``similarity_threshold`` or ``embedder``; a non-string ``embedder``, or a LangChain
+    ``Embeddings`` as ``embeddings=``, is used as the engine's embedder object; ``ttl`` is
+    ``ttl_seconds``). ``tenant`` and ``env`` scope every entry this adapter writes. Hits carry
+    ``cache_hit`` / ``cache_kind`` / ``cache_similarity`` / ``cache_entry_id`` in
+    ``generation_info`` (and a chat message's ``response_metadata``) unless ``hit_markers`` is
+    False.
     """
 
     def __init__(
@@ -44,6 +50,7 @@ class ModelCache(BaseCache):
         tenant: str = "default",
         env: str = "prod",
         config: CacheConfig | None = None,
+        hit_markers: bool = True,
         **config_kwargs: Any,
     ) -> None:
         if cache is not None and (config is not None or config_kwargs):
@@ -51,14 +58,7 @@ class ModelCache(BaseCache):
         Scope(tenant=tenant, env=env)  # validates names now rather than on the first call
         embedder = None
         if cache is None:
-            embedder = config_kwargs.pop("embedder", None)
-            if isinstance(embedder, str):
-                config_kwargs["embedder"] = embedder
-                embedder = None
-            if config is None:
-                config = CacheConfig.create(**config_kwargs)
-            elif config_kwargs:
-                config = config.with_(**config_kwargs)
+            config, embedder = engine_settings(config, config_kwargs)
             environments = config.environments
         else:
             environments = cache.config.environments
@@ -67,6 +67,7 @@ class ModelCache(BaseCache):
         self.tenant = tenant
         self.env = env
         self._owns_engine = cache is None
+        self._hit_markers = hit_markers
         if cache is None:
             cache = Cache(config, embedder=embedder)
         self.engine: Cache = cache
@@ -97,16 +98,19 @@ class ModelCache(BaseCache):
             return None
         return request, parsed.exact_only
 
-    @staticmethod
-    def _restore(hit: Hit | None) -> list[Generation] | None:
-        """Generations of a hit; a row that fails to load is a miss with a warning."""
+    def _restore(self, hit: Hit | None) -> list[Generation] | None:
+        """Generations of a hit, marked as one; a row that fails to load is a miss with a
+        warning."""
         if hit is None:
             return None
         try:
-            return load_generations(hit.answer)
+            generations = load_generations(hit.answer)
         except Exception as exc:
             logger.warning("modelcache: entry %s failed to load, miss: %s", hit.entry_id, exc)
             return None
+        if not self._hit_markers:
+            return generations
+        return mark_hit(generations, hit.kind, hit.similarity, hit.entry_id)
 
     @staticmethod
     def _answer(return_val: Sequence[Generation]) -> dict[str, Any] | None:

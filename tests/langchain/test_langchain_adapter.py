@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
 from langchain_core.messages import (
     AIMessage,
@@ -19,12 +20,40 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, Generation
 
 import modelcache_langchain
-from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Message, Request
+from modelcache import (
+    Cache,
+    CacheConfig,
+    ConfigError,
+    FakeEmbedder,
+    LangChainEmbedder,
+    Message,
+    Request,
+)
 from modelcache_langchain import ModelCache
 from modelcache_langchain._convert import model_name, parse_prompt
 
 LLM = "[('_type', 'openai-chat'), ('model_name', 'gpt-4o'), ('stop', None), ('temperature', 0)]"
 OTHER_LLM = LLM.replace("('temperature', 0)", "('temperature', 0.7)")
+MARKERS = {"cache_hit", "cache_kind", "cache_similarity", "cache_entry_id"}
+
+
+def plain(generations: list[Generation] | None) -> list[Generation] | None:
+    """Generations without the hit markers a lookup adds, to compare with what was stored."""
+    if generations is None:
+        return None
+    result = []
+    for generation in generations:
+        assert generation.generation_info is not None
+        assert generation.generation_info["cache_hit"] is True
+        info = {k: v for k, v in generation.generation_info.items() if k not in MARKERS}
+        update: dict[str, Any] = {"generation_info": info or None}
+        if isinstance(generation, ChatGeneration):
+            metadata = generation.message.response_metadata
+            assert metadata["cache_hit"] is True
+            clean = {k: v for k, v in metadata.items() if k not in MARKERS}
+            update["message"] = generation.message.model_copy(update={"response_metadata": clean})
+        result.append(generation.model_copy(update=update))
+    return result
 
 
 def test_public_api() -> None:
@@ -145,13 +174,13 @@ def test_lookup_returns_a_list_and_generations_round_trip(lc_cache: ModelCache) 
     lc_cache.update(prompt, LLM, value)
     restored = lc_cache.lookup(prompt, LLM)
     assert isinstance(restored, list)
-    assert restored == value
+    assert plain(restored) == value
 
 
 def test_partition_is_the_llm_string(lc_cache: ModelCache) -> None:
     lc_cache.update("What is WAL?", LLM, [Generation(text="a")])
     assert lc_cache.lookup("What is WAL?", OTHER_LLM) is None
-    assert lc_cache.lookup("what is  WAL?", LLM) == [Generation(text="a")]
+    assert plain(lc_cache.lookup("what is  WAL?", LLM)) == [Generation(text="a")]
 
 
 def test_clear_one_llm_string(lc_cache: ModelCache) -> None:
@@ -159,7 +188,7 @@ def test_clear_one_llm_string(lc_cache: ModelCache) -> None:
     lc_cache.update("q", OTHER_LLM, [Generation(text="b")])
     lc_cache.clear(llm_string=LLM)
     assert lc_cache.lookup("q", LLM) is None
-    assert lc_cache.lookup("q", OTHER_LLM) == [Generation(text="b")]
+    assert plain(lc_cache.lookup("q", OTHER_LLM)) == [Generation(text="b")]
 
 
 async def test_aclear_only_touches_the_adapters_tenant_and_env(engine: Cache) -> None:
@@ -172,8 +201,8 @@ async def test_aclear_only_touches_the_adapters_tenant_and_env(engine: Cache) ->
         await cache.aupdate("q", LLM, [Generation(text=cache.tenant)])
     await mine.aclear()
     assert await mine.alookup("q", LLM) is None
-    assert await theirs.alookup("q", LLM) == [Generation(text="globex")]
-    assert await staging.alookup("q", LLM) == [Generation(text="acme")]
+    assert plain(await theirs.alookup("q", LLM)) == [Generation(text="globex")]
+    assert plain(await staging.alookup("q", LLM)) == [Generation(text="acme")]
     await staging.aclear(llm_string=LLM)
     assert await staging.alookup("q", LLM) is None
 
@@ -187,7 +216,7 @@ def test_plain_string_answer_from_another_front_end(lc_cache: ModelCache) -> Non
     request = lc_cache._request("What is WAL?", LLM)
     assert request is not None
     lc_cache.engine.insert(request[0], "write-ahead logging")
-    assert lc_cache.lookup("What is WAL?", LLM) == [Generation(text="write-ahead logging")]
+    assert plain(lc_cache.lookup("What is WAL?", LLM)) == [Generation(text="write-ahead logging")]
 
 
 def test_row_that_fails_to_load_is_a_logged_miss(
@@ -251,7 +280,7 @@ def test_exact_only_prompts_do_not_hit_semantically(lc_cache: ModelCache) -> Non
         return dumps([HumanMessage(content=parts)])
 
     lc_cache.update(image("https://x/a.png"), LLM, [Generation(text="a cat")])
-    assert lc_cache.lookup(image("https://x/a.png"), LLM) == [Generation(text="a cat")]
+    assert plain(lc_cache.lookup(image("https://x/a.png"), LLM)) == [Generation(text="a cat")]
     assert lc_cache.lookup(image("https://x/b.png"), LLM) is None
 
 
@@ -263,7 +292,7 @@ def test_built_from_settings(tmp_path: Path) -> None:
     config = CacheConfig(path=str(tmp_path), embedder="fake")
     with ModelCache(config=config, tenant="acme", similarity_threshold=0.95) as cache:
         assert cache.engine.config.similarity_threshold == 0.95
-        assert cache.lookup("q", LLM) == [Generation(text="a")]
+        assert plain(cache.lookup("q", LLM)) == [Generation(text="a")]
 
 
 def test_owned_engine_is_closed_and_passed_engine_is_not(engine: Cache) -> None:
@@ -283,3 +312,52 @@ def test_invalid_construction(engine: Cache, tmp_path: Path) -> None:
         ModelCache(engine, tenant="")
     with pytest.raises(ConfigError):
         ModelCache(path=str(tmp_path), similarity_threshold=2.0)
+
+
+# ---- settings under the names langchain-redis / RedisVL / GPTCache users know -----------------
+class _WordEmbeddings(Embeddings):
+    """A LangChain ``Embeddings`` over the fake embedder, as a user's own model would be."""
+
+    def __init__(self) -> None:
+        self._inner = FakeEmbedder()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self._inner.embed(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+
+def test_redis_style_ttl_and_embeddings_are_accepted(tmp_path: Path) -> None:
+    with ModelCache(path=str(tmp_path), embeddings=_WordEmbeddings(), ttl=60) as cache:
+        assert cache.engine.config.ttl_seconds == 60
+        assert isinstance(cache.engine.embedder, LangChainEmbedder)
+        cache.update("How do I reset my password?", LLM, [Generation(text="link")])
+        hit = plain(cache.lookup("How do I reset my password please?", LLM))
+        assert hit == [Generation(text="link")]
+
+
+def test_a_langchain_embeddings_passed_as_embedder_is_wrapped(tmp_path: Path) -> None:
+    with ModelCache(path=str(tmp_path), embedder=_WordEmbeddings()) as cache:
+        assert isinstance(cache.engine.embedder, LangChainEmbedder)
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"distance_threshold": 0.2}, ("similarity_threshold", "0.8")),
+        ({"score_threshold": 0.1}, ("similarity_threshold", "0.9")),
+        ({"redis_url": "redis://localhost:6379"}, ("sql_url", "path")),
+        ({"name": "llmcache"}, ("tenant",)),
+        ({"ttl": 5, "ttl_seconds": 5}, ("ttl_seconds", "ttl")),
+        ({"embeddings": _WordEmbeddings(), "embedder": "minilm"}, ("embeddings", "embedder")),
+        ({"embeddings": object()}, ("Embeddings",)),
+    ],
+)
+def test_settings_without_an_exact_meaning_name_the_right_one(
+    tmp_path: Path, settings: dict[str, Any], names: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        ModelCache(path=str(tmp_path / "never"), **settings)
+    assert all(name in str(info.value) for name in names)
+    assert not (tmp_path / "never").exists()

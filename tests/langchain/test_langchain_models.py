@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from langchain_core.language_models.fake_chat_models import (
     GenericFakeChatModel,
 )
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration
 from langchain_core.runnables import RunnableLambda
 
 from modelcache import Cache
@@ -280,3 +282,84 @@ async def test_async_invoke_round_trip(lc_cache: ModelCache) -> None:
     assert (await model.ainvoke("How are you?")).content == "first"
     assert (await model.ainvoke("How are you?")).content == "first"
     assert model.invoke("How are you?").content == "first"  # sync and async share entries
+
+
+# ---- hit markers --------------------------------------------------------------------------------
+MARKS = ("cache_hit", "cache_kind", "cache_similarity", "cache_entry_id")
+
+
+def test_chat_hits_are_marked_in_response_metadata(lc_cache: ModelCache) -> None:
+    model = chat("Use the reset link.", "never", cache=lc_cache)
+    miss = model.invoke("How do I reset my password?")
+    assert not any(key in miss.response_metadata for key in MARKS)
+    exact = model.invoke("How do I reset my password?")
+    assert exact.response_metadata["cache_hit"] is True
+    assert exact.response_metadata["cache_kind"] == "exact"
+    assert exact.response_metadata["cache_similarity"] == 1.0
+    [entry] = entries(lc_cache.engine)
+    assert exact.response_metadata["cache_entry_id"] == entry["id"]
+    semantic = model.invoke("How do I reset my password please?")
+    assert semantic.content == "Use the reset link."
+    assert semantic.response_metadata["cache_kind"] == "semantic"
+    assert 0 < semantic.response_metadata["cache_similarity"] < 1
+    # what was stored is unchanged: the next exact hit is marked exact, not semantic
+    again = model.invoke("How do I reset my password?")
+    assert again.response_metadata["cache_kind"] == "exact"
+    assert "cache_hit" not in json.dumps(entries(lc_cache.engine)[0]["answer"])
+
+
+def test_chat_generation_info_is_marked(lc_cache: ModelCache) -> None:
+    model = chat("first", cache=lc_cache)
+    model.invoke("How are you?")
+    result = model.generate([[HumanMessage("How are you?")]])
+    info = result.generations[0][0].generation_info
+    assert info is not None and info["cache_hit"] is True and info["cache_kind"] == "exact"
+
+
+async def test_async_chat_hits_are_marked(lc_cache: ModelCache) -> None:
+    model = chat("first", cache=lc_cache)
+    await model.ainvoke("How are you?")
+    hit = await model.ainvoke("How are you?")
+    assert hit.response_metadata["cache_hit"] is True
+
+
+def test_completion_hits_are_marked_in_generation_info(lc_cache: ModelCache) -> None:
+    llm = FakeListLLM(responses=["r1", "r2"], cache=lc_cache)
+    miss = llm.generate(["Tell me a joke"]).generations[0][0]
+    assert not any(key in (miss.generation_info or {}) for key in MARKS)
+    hit = llm.generate(["Tell me a joke"]).generations[0][0]
+    assert hit.text == "r1"
+    assert hit.generation_info is not None
+    assert hit.generation_info["cache_hit"] is True
+    assert hit.generation_info["cache_kind"] == "exact"
+
+
+def test_stale_markers_are_never_stored(lc_cache: ModelCache) -> None:
+    """A generation that carries a hit's marks (re-stored by an application or another cache
+    layer) is stored without them, so a later exact hit reports its own kind."""
+    stale = {"cache_hit": True, "cache_kind": "semantic", "cache_similarity": 0.9}
+    lc_cache.update(
+        "q",
+        "llm",
+        [
+            ChatGeneration(
+                message=AIMessage("a", response_metadata={**stale, "model_name": "m"}),
+                generation_info={**stale, "finish_reason": "stop"},
+            )
+        ],
+    )
+    [generation] = lc_cache.lookup("q", "llm") or []
+    assert isinstance(generation, ChatGeneration)
+    assert generation.generation_info is not None
+    assert generation.generation_info["cache_kind"] == "exact"
+    assert generation.generation_info["finish_reason"] == "stop"
+    assert generation.message.response_metadata["cache_kind"] == "exact"
+    assert generation.message.response_metadata["model_name"] == "m"
+    stored = json.dumps(entries(lc_cache.engine)[0]["answer"])
+    assert "cache_kind" not in stored and "model_name" in stored
+
+
+def test_hit_markers_can_be_turned_off(engine: Cache) -> None:
+    model = chat("first", cache=ModelCache(engine, hit_markers=False))
+    model.invoke("How are you?")
+    assert "cache_hit" not in model.invoke("How are you?").response_metadata
