@@ -26,7 +26,8 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from modelcache import Cache, ConfigError, Hit, Scope
+from modelcache import Cache, CacheConfig, ConfigError, Hit, Scope
+from modelcache._settings_aliases import engine_settings
 
 from ._codec import CHAT, COMPLETION, Codec
 from ._keys import Plan, chat_plan, complete_plan
@@ -348,14 +349,33 @@ class CachedFunctionCallingLLM(CachedLLM, FunctionCallingLLM):
         )
 
 
-def wrap_llm(llm: LLM, cache: Cache, *, tenant: str = "default", env: str = "prod") -> CachedLLM:
+def wrap_llm(
+    llm: LLM,
+    cache: Cache | None = None,
+    *,
+    tenant: str = "default",
+    env: str = "prod",
+    config: CacheConfig | None = None,
+    **settings: Any,
+) -> CachedLLM:
     """Cache ``llm`` in ``cache``: ``Settings.llm = wrap_llm(llm, cache)``.
 
-    Function-calling models get :class:`CachedFunctionCallingLLM` so agents keep working; an
-    already wrapped model is re-wrapped around its inner model, never cached twice.
+    Without an engine, one is built from ``config`` and ``CacheConfig`` fields in ``settings``
+    (``embed_model=`` takes a LlamaIndex embedding model, ``ttl=`` is ``ttl_seconds``); close it
+    with ``wrapped.cache.close()``. Function-calling models get :class:`CachedFunctionCallingLLM`
+    so agents keep working; an already wrapped model is re-wrapped around its inner model, never
+    cached twice.
     """
+    if cache is not None and (config is not None or settings):
+        raise ConfigError("pass either an engine (`cache`) or settings to build one, not both")
     inner = llm.llm if isinstance(llm, CachedLLM) else llm
     cls = CachedFunctionCallingLLM if isinstance(inner, FunctionCallingLLM) else CachedLLM
+    if cache is None:
+        Scope(tenant=tenant, env=env)
+        config, embedder = engine_settings(config, settings)
+        if env not in config.environments:
+            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(config.environments)}")
+        cache = Cache(config, embedder=embedder)
     return cls(inner, cache, tenant=tenant, env=env)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
+from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ImageBlock,
@@ -19,7 +21,7 @@ from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import CountingFunctionLLM, RecordingLLM
 
 import modelcache_llamaindex
-from modelcache import Cache, ConfigError
+from modelcache import Cache, ConfigError, FakeEmbedder, LlamaIndexEmbedder
 from modelcache_llamaindex import CachedFunctionCallingLLM, CachedLLM, wrap_llm
 
 
@@ -269,3 +271,44 @@ def test_callbacks_trace_hits(cache: Cache) -> None:
     assert completion.additional_kwargs["cache_hit"] is True
     assert pairs[0][0].event_type == CBEventType.LLM
     assert pairs[0][0].payload[EventPayload.SERIALIZED]["cached_by"] == "CachedLLM"
+
+
+# ---- settings under the names other caches' users know ------------------------------------------
+class _WordEmbedding(BaseEmbedding):
+    """A LlamaIndex embedding model over the fake embedder, as a user's own model would be."""
+
+    def _vector(self, text: str) -> list[float]:
+        return FakeEmbedder().embed([text])[0].tolist()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return self._vector(text)
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._vector(query)
+
+
+def test_wrap_llm_builds_an_engine_from_familiar_settings(tmp_path: Path) -> None:
+    cached = wrap_llm(MockLLM(), path=str(tmp_path), embed_model=_WordEmbedding(), ttl=60)
+    try:
+        assert cached.cache.config.ttl_seconds == 60
+        assert isinstance(cached.cache.embedder, LlamaIndexEmbedder)
+        cached.complete("How do I reset my password?")
+        hit = cached.complete("How do I reset my password please?")
+        assert hit.additional_kwargs["cache_kind"] == "semantic"
+    finally:
+        cached.cache.close()
+
+
+def test_wrap_llm_refuses_distance_thresholds_and_mixed_arguments(
+    cache: Cache, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"similarity_threshold.*0\.85"):
+        wrap_llm(MockLLM(), path=str(tmp_path / "never"), distance_threshold=0.15)
+    with pytest.raises(ConfigError, match="not both"):
+        wrap_llm(MockLLM(), cache, ttl=60)
+    with pytest.raises(ConfigError):
+        wrap_llm(MockLLM(), path=str(tmp_path / "never"), env="production")
+    assert not (tmp_path / "never").exists()
