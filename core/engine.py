@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from sqlmodel import func, select
 
+from ._language import english_only, mostly_non_latin
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
 from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
@@ -287,6 +288,7 @@ class Cache:
         self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
         self._next_purge = 0.0
         self._next_retention = 0.0
+        self._language_warned = not english_only(self._embedder.name)
         self._pool_lock = threading.Lock()
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
@@ -854,6 +856,14 @@ class Cache:
             return []
         unique = list(latest.values())
         self._check_partition_cap(r.partition for r, _ in unique)
+        if not self._language_warned and any(mostly_non_latin(r.query_text) for r, _ in unique):
+            self._language_warned = True  # once per cache; the text itself is never logged
+            log.warning(
+                "text mostly outside the Latin script (e.g. Chinese) was inserted, but the "
+                "embedder %s is English-only: its paraphrases will mostly miss; use "
+                "embedder='multilingual' for Chinese or mixed traffic",
+                self._embedder.name,
+            )
         try:
             partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
             queries = self._checked(
