@@ -259,7 +259,8 @@ class Cache:
         try:
             if embedded_chroma:  # an embedded Chroma folder supports one process
                 self._lock = FolderLock(cfg.path)  # type: ignore[arg-type]
-            sql_url = cfg.sql_url or f"sqlite:///{Path(cfg.path or '.') / 'modelcache.db'}"
+            folder = Path(cfg.path or ".").resolve()
+            sql_url = cfg.sql_url or f"sqlite:///{folder / 'modelcache.db'}"
             self._sql = sql = SQLStore(
                 sql_url, timeout=cfg.sql_timeout, connect_timeout=cfg.sql_connect_timeout
             )
@@ -307,7 +308,11 @@ class Cache:
                 search_ef=cfg.milvus_search_ef,
                 timeout=cfg.milvus_timeout,
             )
-        chroma_path = str(Path(cfg.path) / "chroma") if cfg.path and not cfg.chroma_url else None
+        # Absolute: Chroma shares one client per folder name in a process, so a relative name
+        # reused after a change of directory would reach the first directory's store.
+        chroma_path = (
+            str(Path(cfg.path).resolve() / "chroma") if cfg.path and not cfg.chroma_url else None
+        )
         if chroma_path is None and not cfg.chroma_url:
             log.warning(
                 "modelcache: no path and no chroma_url: vectors live in memory and are lost "
