@@ -118,13 +118,15 @@ class ParsedPrompt:
     """A prompt split into what the engine keys on.
 
     ``exact_only`` marks prompts a paraphrase must never answer: a conversation that ends on a
-    tool result or an assistant turn, or user content with images, audio or files.
+    tool result or an assistant turn, or user content with images, audio or files. ``chat`` is
+    True for a chat model's message list, False for an LLM's prompt text.
     """
 
     query: str
     system: str | None = None
     history: tuple[Message, ...] = ()
     exact_only: bool = False
+    chat: bool = False
 
 
 def _short_hash(value: Any) -> str:
@@ -211,13 +213,13 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     history = tuple(Message(role, text) for role, text, _ in turns[:-1])
     user_media = any(other for role, _, other in turns if role == "user")
     if turns and turns[-1][0] == "user" and turns[-1][1].strip() and not user_media:
-        return ParsedPrompt(query=turns[-1][1], system=system, history=history)
+        return ParsedPrompt(query=turns[-1][1], system=system, history=history, chat=True)
     # Exact-only: lead with a digest of the whole conversation so that no two different
     # conversations embed alike (long texts are truncated by the embedder).
     digest = _short_hash([[role, text] for role, text, _ in turns])
     last_role, last_text = turns[-1][:2] if turns else ("none", "")
     query = f"[conversation {digest}] [{last_role}] {last_text}".rstrip()
-    return ParsedPrompt(query=query, system=system, history=history, exact_only=True)
+    return ParsedPrompt(query=query, system=system, history=history, exact_only=True, chat=True)
 
 
 def model_name(llm_string: str) -> str:
@@ -262,22 +264,34 @@ def _unmarked(generation: Generation) -> Generation:
 
 
 def mark_hit(
-    generations: list[Generation], kind: str, similarity: float, entry_id: str
+    generations: list[Generation], kind: str, similarity: float, entry_id: str, *, chat: bool
 ) -> list[Generation]:
     """Mark freshly revived generations as a cache hit, in ``generation_info`` and, for chat
-    generations, ``message.response_metadata`` (LangChain copies neither on a hit)."""
+    generations, ``message.response_metadata`` (LangChain copies neither on a hit).
+
+    For a chat prompt a plain ``Generation`` (a text answer stored by another front end)
+    becomes the ``ChatGeneration`` LangChain would make of it, so its message is marked too.
+    """
     marks = {
         "cache_hit": True,
         "cache_kind": kind,
         "cache_similarity": round(float(similarity), 4),
         "cache_entry_id": entry_id,
     }
+    marked: list[Generation] = []
     for generation in generations:
-        generation.generation_info = {**(generation.generation_info or {}), **marks}
+        info = {**(generation.generation_info or {}), **marks}
         if isinstance(generation, ChatGeneration):
             message = generation.message
             message.response_metadata = {**message.response_metadata, **marks}
-    return generations
+            generation.generation_info = info
+        elif chat:
+            message = AIMessage(content=generation.text, response_metadata=dict(marks))
+            generation = ChatGeneration(message=message, generation_info=info)
+        else:
+            generation.generation_info = info
+        marked.append(generation)
+    return marked
 
 
 def dump_generations(generations: Sequence[Generation]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from modelcache import Cache, CacheConfig, ConfigError, Hit, Request, Scope
 from modelcache._settings_aliases import engine_settings
 
 from ._convert import (
+    ParsedPrompt,
     dump_generations,
     llm_string_digest,
     load_generations,
@@ -82,9 +83,9 @@ class ModelCache(BaseCache):
             params={"llm_string": llm_string_digest(llm_string)},
         )
 
-    def _request(self, prompt: str, llm_string: str) -> tuple[Request, bool] | None:
-        """The engine request and whether only an exact repeat may answer it; None when the
-        prompt is not cacheable."""
+    def _request(self, prompt: str, llm_string: str) -> tuple[Request, ParsedPrompt] | None:
+        """The engine request and the parsed prompt (exact-only, chat); None when the prompt is
+        not cacheable."""
         try:
             parsed = parse_prompt(prompt)
             request = Request(
@@ -96,9 +97,9 @@ class ModelCache(BaseCache):
         except Exception as exc:
             logger.warning("modelcache: prompt not cacheable, treated as a miss: %s", exc)
             return None
-        return request, parsed.exact_only
+        return request, parsed
 
-    def _restore(self, hit: Hit | None) -> list[Generation] | None:
+    def _restore(self, hit: Hit | None, chat: bool) -> list[Generation] | None:
         """Generations of a hit, marked as one; a row that fails to load is a miss with a
         warning."""
         if hit is None:
@@ -110,7 +111,7 @@ class ModelCache(BaseCache):
             return None
         if not self._hit_markers:
             return generations
-        return mark_hit(generations, hit.kind, hit.similarity, hit.entry_id)
+        return mark_hit(generations, hit.kind, hit.similarity, hit.entry_id, chat=chat)
 
     @staticmethod
     def _answer(return_val: Sequence[Generation]) -> dict[str, Any] | None:
@@ -144,13 +145,13 @@ class ModelCache(BaseCache):
         prepared = self._request(prompt, llm_string)
         if prepared is None:
             return None
-        request, exact_only = prepared
+        request, parsed = prepared
         try:
-            hit = self.engine.lookup(request, exact_only=exact_only)
+            hit = self.engine.lookup(request, exact_only=parsed.exact_only)
         except Exception as exc:
             logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
             return None
-        return self._restore(hit)
+        return self._restore(hit, parsed.chat)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Store the generations; failures are logged and dropped, never raised."""
@@ -172,13 +173,13 @@ class ModelCache(BaseCache):
         prepared = self._request(prompt, llm_string)
         if prepared is None:
             return None
-        request, exact_only = prepared
+        request, parsed = prepared
         try:
-            hit = await self.engine.alookup(request, exact_only=exact_only)
+            hit = await self.engine.alookup(request, exact_only=parsed.exact_only)
         except Exception as exc:
             logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
             return None
-        return self._restore(hit)
+        return self._restore(hit, parsed.chat)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         """Async :meth:`update` on the engine's non-blocking twin."""

@@ -219,6 +219,22 @@ def test_plain_string_answer_from_another_front_end(lc_cache: ModelCache) -> Non
     assert plain(lc_cache.lookup("What is WAL?", LLM)) == [Generation(text="write-ahead logging")]
 
 
+def test_plain_string_answer_to_a_chat_prompt_is_a_marked_chat_generation(
+    lc_cache: ModelCache,
+) -> None:
+    """LangChain turns a plain Generation into a ChatGeneration on a chat hit, without copying
+    generation_info into the message: the adapter does it, so the message shows the hit."""
+    prompt = dumps([HumanMessage("What is WAL?")])
+    request = lc_cache._request(prompt, LLM)
+    assert request is not None
+    lc_cache.engine.insert(request[0], "write-ahead logging")
+    [generation] = lc_cache.lookup(prompt, LLM) or []
+    assert isinstance(generation, ChatGeneration)
+    assert generation.message.content == "write-ahead logging"
+    assert generation.message.response_metadata["cache_kind"] == "exact"
+    assert plain([generation]) == [ChatGeneration(message=AIMessage("write-ahead logging"))]
+
+
 def test_row_that_fails_to_load_is_a_logged_miss(
     lc_cache: ModelCache, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -280,7 +296,8 @@ def test_exact_only_prompts_do_not_hit_semantically(lc_cache: ModelCache) -> Non
         return dumps([HumanMessage(content=parts)])
 
     lc_cache.update(image("https://x/a.png"), LLM, [Generation(text="a cat")])
-    assert plain(lc_cache.lookup(image("https://x/a.png"), LLM)) == [Generation(text="a cat")]
+    expected = [ChatGeneration(message=AIMessage("a cat"))]  # a chat prompt's hit
+    assert plain(lc_cache.lookup(image("https://x/a.png"), LLM)) == expected
     assert lc_cache.lookup(image("https://x/b.png"), LLM) is None
 
 
