@@ -16,7 +16,7 @@ import typing
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -44,13 +44,11 @@ _SOURCES: ContextVar[Mapping[str, str] | None] = ContextVar(
 class _Settings(BaseModel):
     """A settings model whose every way of construction fails with :class:`ConfigError`."""
 
-    if not TYPE_CHECKING:  # type checkers keep the field-by-field signature pydantic declares
-
-        def __init__(self, **values: Any) -> None:
-            try:
-                super().__init__(**values)
-            except ValidationError as exc:
-                raise ConfigError(_explain(type(self), exc, _SOURCES.get() or {})) from exc
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(type(self), exc, _SOURCES.get() or {})) from exc
 
 
 class CacheConfig(_Settings):
