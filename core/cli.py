@@ -116,14 +116,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _friendly(func: F) -> F:
-    """Turn user-facing errors into a one-line message and exit code 1."""
+def _friendly(func: F, *, inputs: tuple[type[Exception], ...] = ()) -> F:
+    """Turn user-facing errors into a one-line message and exit code 1.
+
+    ``inputs``: more exception types that, in this command, only come from bad input files.
+    """
+    user_errors = (UserError, ModelCacheError, OSError, *inputs)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, ModelCacheError, OSError) as exc:
+        except user_errors as exc:
             raise _fail(str(exc)) from None
         except typer.Abort:
             raise _fail("aborted; nothing changed") from None

@@ -257,6 +257,7 @@ def register(app: typer.Typer) -> None:
     from .cli import _friendly
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app.command("eval")(_friendly(eval_command))
-    app.command("calibrate")(_friendly(calibrate_command))
-    app.command("finetune")(_friendly(finetune_command))
+    # their file readers report malformed rows as ValueError ("pairs.jsonl:3: ...")
+    app.command("eval")(_friendly(eval_command, inputs=(ValueError,)))
+    app.command("calibrate")(_friendly(calibrate_command, inputs=(ValueError,)))
+    app.command("finetune")(_friendly(finetune_command, inputs=(ValueError,)))

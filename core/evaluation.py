@@ -144,7 +144,15 @@ def load_rows(path: str | os.PathLike[str], limit: int | None = None) -> list[Ev
             else:
                 rows.append(_row(item))
     else:
-        rows = [_row(json.loads(line)) for line in text.splitlines() if line.strip()]
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(_row(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with a, b and same_answer ({exc!r})"
+                ) from exc
     return rows[:limit] if limit is not None else rows
 
 

@@ -168,3 +168,16 @@ def test_cli_calibrate_saves_a_missed_target_only_with_force(tmp_path: Path) -> 
     res = CliRunner().invoke(app, [*args, "--force"])
     assert res.exit_code == 0, res.output
     assert CacheConfig.from_toml(toml).similarity_threshold is not None
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate", "finetune"])
+def test_cli_accuracy_commands_report_bad_files_in_one_line(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": "x"}\n', encoding="utf-8")
+    args = ["--embedder", "fake", command, str(bad)]
+    res = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path)] if command == "finetune" else args
+    )
+    assert res.exit_code == 1, res.output
+    assert "Error:" in res.stderr and "Traceback" not in res.output
+    assert not isinstance(res.exception, ValueError)
