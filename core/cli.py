@@ -27,7 +27,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from .config import CacheConfig
@@ -372,15 +372,10 @@ def _parse_row(record: Any, state: _State) -> _Row:
 
 
 def _progress(label: str, *, disable: bool) -> Progress:
-    """A progress bar on stderr for long work (off for --json output)."""
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=disable,
-    )
+    """A progress bar on stderr for long work (off for --json output), the package's one look."""
+    from ._progress import progress
+
+    return progress(label, disable=disable)
 
 
 def _batches(rows: list[_Row], size: int) -> Iterator[list[_Row]]:

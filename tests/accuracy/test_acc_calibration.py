@@ -181,3 +181,20 @@ def test_cli_accuracy_commands_report_bad_files_in_one_line(tmp_path: Path, comm
     assert res.exit_code == 1, res.output
     assert "Error:" in res.stderr and "Traceback" not in res.output
     assert not isinstance(res.exception, ValueError)
+
+
+def test_cli_eval_progress_has_the_cli_look_and_one_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs_file = tmp_path / "pairs.jsonl"
+    rows = [{"a": p.a, "b": p.b, "same_answer": p.same_answer} for p in synthetic_pairs()]
+    pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    args = ["--embedder", "fake", "eval", str(pairs_file), "--no-guard"]
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "lookups ━" in res.stderr and f"{len(rows)}/{len(rows)}" in res.stderr  # rich, as import
+    assert "it/s" not in res.stderr  # not tqdm's
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "lookups" not in res.stderr
