@@ -34,4 +34,8 @@ def bar(label: str, total: int, *, disable: bool = False) -> Iterator[Callable[[
     display = progress(label, disable=disable)
     with display:
         task = display.add_task(label, total=total)
-        yield lambda n=1: display.advance(task, n)
+
+        def advance(steps: int = 1) -> None:
+            display.advance(task, steps)
+
+        yield advance

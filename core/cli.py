@@ -121,7 +121,7 @@ def _friendly(func: F, *, inputs: tuple[type[Exception], ...] = ()) -> F:
 
     ``inputs``: more exception types that, in this command, only come from bad input files.
     """
-    user_errors = (UserError, ModelCacheError, OSError, *inputs)
+    user_errors: tuple[type[Exception], ...] = (UserError, ModelCacheError, OSError, *inputs)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -188,7 +188,10 @@ def _global(
 
 # ---- single requests ------------------------------------------------------------------------
 def _request(state: _State, text: str, system: str | None) -> Request:
-    return Request.from_text(text, system=system, **state.scope)
+    scope = state.scope
+    return Request.from_text(
+        text, system=system, tenant=scope["tenant"], env=scope["env"], model=scope["model"]
+    )
 
 
 def _show_answer(answer: Any) -> str:
@@ -544,7 +547,7 @@ def clear(
         where = cache.config.path or cache.config.sql_url
         if not yes and not typer.confirm(f"Delete {what} in {where}?", default=False):
             raise UserError("aborted; nothing deleted")
-        deleted = cache.clear(**filters)
+        deleted = cache.clear(tenant=state.tenant, env=state.env, model=state.model)
     if as_json:
         _print_json({"deleted": deleted, **chosen})
     else:
@@ -628,7 +631,9 @@ def serve(
 
     state = _state(ctx)
     server_overrides = {"host": host, "port": port, "max_body_bytes": max_body_bytes}
-    settings = ServerSettings.load(state.config, **server_overrides)
+    settings = ServerSettings.load(
+        state.config, host=host, port=port, max_body_bytes=max_body_bytes
+    )
     settings.check_bind(settings.host)
     cache_overrides = {"path": state.path, "embedder": state.embedder}
     config = state.cache_config()
