@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
+from .errors import (
+    BackendError,
+    CacheClosedError,
+    ConfigError,
+    IncompatibleCacheError,
+    ModelCacheError,
+)
 
 if TYPE_CHECKING:
     from .config import CacheConfig
@@ -24,13 +30,16 @@ if TYPE_CHECKING:
     )
     from .engine import Cache, Hit, IntegrityReport, RepairReport
     from .request import Message, Request, Scope
+    from .stats import CacheStats, PartitionStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendError",
     "Cache",
+    "CacheClosedError",
     "CacheConfig",
+    "CacheStats",
     "ConfigError",
     "Embedder",
     "FakeEmbedder",
@@ -43,6 +52,7 @@ __all__ = [
     "Message",
     "ModelCacheError",
     "MultilingualEmbedder",
+    "PartitionStats",
     "RepairReport",
     "Request",
     "Scope",
@@ -68,6 +78,8 @@ _LAZY = {
     "Message": ".request",
     "Request": ".request",
     "Scope": ".request",
+    "CacheStats": ".stats",
+    "PartitionStats": ".stats",
 }
 
 

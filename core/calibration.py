@@ -132,18 +132,17 @@ def pick_threshold(
 
 def embed_texts(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> dict[str, Any]:
     """Unit vectors of distinct texts, in batches, with a progress bar."""
-    from tqdm.auto import tqdm
+    from ._progress import bar
 
     unique = list(dict.fromkeys(texts))
     out: dict[str, Any] = {}
-    quiet = len(unique) < 500 or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable
-    with tqdm(total=len(unique), desc="embedding", unit="text", disable=quiet) as bar:
+    with bar("embedding", len(unique), disable=len(unique) < 500) as advance:
         for i in range(0, len(unique), batch_size):
             chunk = unique[i : i + batch_size]
             vecs = np.asarray(embedder.embed(chunk), dtype=np.float32)
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-12
             out.update(zip(chunk, vecs, strict=True))
-            bar.update(len(chunk))
+            advance(len(chunk))
     return out
 
 

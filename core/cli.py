@@ -27,7 +27,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 from .config import CacheConfig
@@ -76,17 +76,22 @@ class _State:
         }
 
     def cache_config(self, **overrides: Any) -> CacheConfig:
-        """The config: TOML file or ``MODELCACHE_*`` variables, then the options."""
-        values = {"path": self.path, "embedder": self.embedder, **overrides}
-        values = {k: v for k, v in values.items() if v is not None}
-        if self.config is not None:
-            return CacheConfig.from_toml(self.config, **values)
-        return CacheConfig.from_env(**values)
+        """The config: TOML file < ``MODELCACHE_*`` variables < options."""
+        options = {"path": self.path, "embedder": self.embedder, **overrides}
+        config = CacheConfig.load(self.config, **options)
+        if self.env is not None and self.env not in config.environments:
+            raise UserError(
+                f"unknown env {self.env!r} (--env); allowed: {', '.join(config.environments)} "
+                "(the `environments` setting)"
+            )
+        return config
 
     @contextlib.contextmanager
-    def open_cache(self, **overrides: Any) -> Iterator[Cache]:
-        """Open the cache (and close it on the way out)."""
+    def open_cache(self, *, create: bool = False, **overrides: Any) -> Iterator[Cache]:
+        """Open the cache (and close it on the way out); only ``create`` makes a new one."""
         config = self.cache_config(**overrides)
+        if not create:
+            _require_existing(config)
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bar while loading a model
         cache = Cache(config)
         try:
@@ -95,19 +100,34 @@ class _State:
             cache.close()
 
 
+def _require_existing(config: CacheConfig) -> None:
+    """Refuse an embedded cache folder that holds no cache (a mistyped --path, say)."""
+    if config.sql_url is None and config.path is not None:
+        database = Path(config.path) / "modelcache.db"
+        if not database.is_file():
+            raise UserError(
+                f"no cache in {config.path} ({database.name} not found): check --path, or "
+                "create one with `modelcache insert` or `modelcache import`"
+            )
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
     err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 
-def _friendly(func: F) -> F:
-    """Turn user-facing errors into a one-line message and exit code 1."""
+def _friendly(func: F, *, inputs: tuple[type[Exception], ...] = ()) -> F:
+    """Turn user-facing errors into a one-line message and exit code 1.
+
+    ``inputs``: more exception types that, in this command, only come from bad input files.
+    """
+    user_errors: tuple[type[Exception], ...] = (UserError, ModelCacheError, OSError, *inputs)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (UserError, ModelCacheError, OSError) as exc:
+        except user_errors as exc:
             raise _fail(str(exc)) from None
         except typer.Abort:
             raise _fail("aborted; nothing changed") from None
@@ -168,7 +188,10 @@ def _global(
 
 # ---- single requests ------------------------------------------------------------------------
 def _request(state: _State, text: str, system: str | None) -> Request:
-    return Request.from_text(text, system=system, **state.scope)
+    scope = state.scope
+    return Request.from_text(
+        text, system=system, tenant=scope["tenant"], env=scope["env"], model=scope["model"]
+    )
 
 
 def _show_answer(answer: Any) -> str:
@@ -241,7 +264,7 @@ def insert(
         except ValueError as exc:
             raise UserError(f"--json-answer: ANSWER is not valid JSON: {exc}") from exc
     request = _request(state, question, system)
-    with state.open_cache() as cache:
+    with state.open_cache(create=True) as cache:
         entry_id = cache.insert(request, value, ttl=ttl)
     if as_json:
         _print_json({"id": entry_id, **state.scope})
@@ -352,15 +375,10 @@ def _parse_row(record: Any, state: _State) -> _Row:
 
 
 def _progress(label: str, *, disable: bool) -> Progress:
-    """A progress bar on stderr for long work (off for --json output)."""
-    return Progress(
-        TextColumn(f"[bold]{label}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        disable=disable,
-    )
+    """A progress bar on stderr for long work (off for --json output), the package's one look."""
+    from ._progress import progress
+
+    return progress(label, disable=disable)
 
 
 def _batches(rows: list[_Row], size: int) -> Iterator[list[_Row]]:
@@ -422,7 +440,7 @@ def import_(
         raise UserError(f"{file} holds no rows")
     stored = 0
     started = time.perf_counter()
-    with state.open_cache() as cache:
+    with state.open_cache(create=True) as cache:
         progress = _progress("importing", disable=as_json)
         with progress:
             task = progress.add_task("import", total=len(rows))
@@ -529,7 +547,7 @@ def clear(
         where = cache.config.path or cache.config.sql_url
         if not yes and not typer.confirm(f"Delete {what} in {where}?", default=False):
             raise UserError("aborted; nothing deleted")
-        deleted = cache.clear(**filters)
+        deleted = cache.clear(tenant=state.tenant, env=state.env, model=state.model)
     if as_json:
         _print_json({"deleted": deleted, **chosen})
     else:
@@ -609,14 +627,16 @@ def serve(
     import uvicorn
 
     from .server import ServerSettings, create_app
-    from .server.factory import ENV_VAR, describe_backends, load_cache_config
+    from .server.factory import ENV_VAR, describe_backends
 
     state = _state(ctx)
     server_overrides = {"host": host, "port": port, "max_body_bytes": max_body_bytes}
-    settings = ServerSettings.load(state.config, **server_overrides)
+    settings = ServerSettings.load(
+        state.config, host=host, port=port, max_body_bytes=max_body_bytes
+    )
     settings.check_bind(settings.host)
     cache_overrides = {"path": state.path, "embedder": state.embedder}
-    config = load_cache_config(str(state.config) if state.config else None, cache_overrides)
+    config = state.cache_config()
     if workers > 1 and not (config.sql_url and config.chroma_url):
         raise UserError(
             "--workers > 1 needs a shared database and Chroma server (sql_url and chroma_url): "
@@ -853,7 +873,7 @@ def demo(
     previous = get_llm_cache()
     warnings.filterwarnings("ignore", message=".*`load` is in beta.*")
     try:
-        with state.open_cache(path=state.path or scratch) as cache:
+        with state.open_cache(create=True, path=state.path or scratch) as cache:
             recorder = _HitRecorder(cache)
             tenant, env = state.scope["tenant"], state.scope["env"]
             set_llm_cache(ModelCache(recorder, tenant=tenant, env=env))  # type: ignore[arg-type]

@@ -12,16 +12,15 @@ import typer
 __all__ = ["register"]
 
 
-def _config(config: Path | None, **overrides: Any) -> Any:
-    from .config import CacheConfig
+def _config(ctx: typer.Context, **overrides: Any) -> Any:
+    """The config from the global options (--config, --embedder, …), then this command's."""
+    from .cli import _state
 
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if config is not None:
-        return CacheConfig.from_toml(config, **values)
-    return CacheConfig.create(**values)
+    return _state(ctx).cache_config(**overrides)
 
 
 def eval_command(
+    ctx: typer.Context,
     file: Annotated[
         Path,
         typer.Argument(
@@ -30,10 +29,6 @@ def eval_command(
             dir_okay=False,
         ),
     ],
-    config: Annotated[Path | None, typer.Option(help="TOML config to start from.")] = None,
-    embedder: Annotated[
-        str | None, typer.Option(help="minilm, multilingual or a model dir.")
-    ] = None,
     threshold: Annotated[
         list[float] | None,
         typer.Option(
@@ -56,8 +51,7 @@ def eval_command(
     from .evaluation import evaluate_file, markdown_table
 
     cfg = _config(
-        config,
-        embedder=embedder,
+        ctx,
         guard=guard,
         verifier=verifier,
         verifier_threshold=verifier_threshold,
@@ -71,16 +65,13 @@ def eval_command(
 
 
 def calibrate_command(
+    ctx: typer.Context,
     pairs: Annotated[
         Path, typer.Argument(help="JSONL of {a, b, same_answer}.", exists=True, dir_okay=False)
     ],
     target_precision: Annotated[
         float, typer.Option(help="Precision the thresholds must reach.")
     ] = 0.95,
-    config: Annotated[Path | None, typer.Option(help="TOML config to start from.")] = None,
-    embedder: Annotated[
-        str | None, typer.Option(help="minilm, multilingual or a model dir.")
-    ] = None,
     guard: Annotated[
         bool | None, typer.Option("--guard/--no-guard", help="Count the guard's rejections.")
     ] = None,
@@ -100,6 +91,9 @@ def calibrate_command(
     save: Annotated[
         Path | None, typer.Option(help="Write the thresholds into this TOML config.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="--save even when a target was not reached.")
+    ] = False,
 ) -> None:
     """Pick thresholds (short, long, context, follow-up, verifier) reaching a target precision."""
     from .calibration import (
@@ -111,7 +105,7 @@ def calibrate_command(
     from .embedding import build_embedder
     from .finetune import load_pairs
 
-    cfg = _config(config, embedder=embedder, guard=guard, verifier=verifier)
+    cfg = _config(ctx, guard=guard, verifier=verifier)
     rows = load_pairs(pairs, limit=limit)
     emb = build_embedder(cfg.embedder, threads=None)
     guard_obj = None
@@ -164,6 +158,14 @@ def calibrate_command(
     )
     for note in cal.notes:
         typer.echo(f"note: {note}")
+    missed = [key for attr, key in names.items() if (op := getattr(cal, attr)) and not op.reached]
+    if save is not None and missed and not force:
+        from .cli import UserError
+
+        raise UserError(
+            f"not saved: {', '.join(missed)} did not reach precision {target_precision}; "
+            "label more pairs, lower --target-precision, or pass --force to save anyway"
+        )
     if save is not None:
         save_toml(save, cal.config_values())
         typer.echo(f"saved {json.dumps(cal.config_values())} to {save}")
@@ -179,11 +181,14 @@ def finetune_command(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output folder: OUT/embedder and OUT/verifier.")],
-    verifier: Annotated[
-        bool, typer.Option("--verifier/--no-verifier", help="Also train a cross-encoder verifier.")
+    train_verifier: Annotated[
+        bool,
+        typer.Option(
+            "--train-verifier/--no-train-verifier", help="Also train a cross-encoder verifier."
+        ),
     ] = False,
-    embedder: Annotated[
-        bool, typer.Option("--embedder/--no-embedder", help="Train the bi-encoder.")
+    train_embedder: Annotated[
+        bool, typer.Option("--train-embedder/--no-train-embedder", help="Train the bi-encoder.")
     ] = True,
     base: Annotated[
         str | None, typer.Option(help="Start from this model dir (default: shipped MiniLM).")
@@ -200,23 +205,24 @@ def finetune_command(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
-    from .finetune import load_pairs, mine_hard_negatives, train_embedder, train_verifier
+    from . import finetune
+    from .cli import UserError
 
-    if not (embedder or verifier):
-        raise typer.BadParameter("nothing to train: use --embedder and/or --verifier")
-    rows = load_pairs(pairs, limit=max_pairs)
+    if not (train_embedder or train_verifier):
+        raise UserError("nothing to train: use --train-embedder and/or --train-verifier")
+    rows = finetune.load_pairs(pairs, limit=max_pairs)
     positives = sum(p.same_answer for p in rows)
     typer.echo(f"{len(rows)} pairs ({positives} same-answer) from {pairs}")
     if positives == 0:
-        raise typer.BadParameter("the pair file has no same_answer pairs")
+        raise UserError(f"{pairs} has no same_answer pairs")
     mined: dict[str, str] = {}
     if mine != "none":
-        mined = mine_hard_negatives(rows, base, method=mine)
+        mined = finetune.mine_hard_negatives(rows, base, method=mine)
         typer.echo(f"mined {len(mined)} hard negatives ({mine})")
     out.mkdir(parents=True, exist_ok=True)
     lines = []
-    if embedder:
-        rep = train_embedder(
+    if train_embedder:
+        rep = finetune.train_embedder(
             rows,
             out / "embedder",
             base=base,
@@ -228,8 +234,8 @@ def finetune_command(
         )
         typer.echo(f"embedder: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
         lines.append(f'embedder = "{(out / "embedder").resolve()}"')
-    if verifier:
-        rep = train_verifier(
+    if train_verifier:
+        rep = finetune.train_verifier(
             rows,
             out / "verifier",
             base=base,
@@ -248,7 +254,10 @@ def finetune_command(
 
 def register(app: typer.Typer) -> None:
     """Add the accuracy commands to the ``modelcache`` application."""
+    from .cli import _friendly
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    app.command("eval")(eval_command)
-    app.command("calibrate")(calibrate_command)
-    app.command("finetune")(finetune_command)
+    # their file readers report malformed rows as ValueError ("pairs.jsonl:3: ...")
+    app.command("eval")(_friendly(eval_command, inputs=(ValueError,)))
+    app.command("calibrate")(_friendly(calibrate_command, inputs=(ValueError,)))
+    app.command("finetune")(_friendly(finetune_command, inputs=(ValueError,)))

@@ -7,15 +7,22 @@ TOML files are read at the edges through :meth:`CacheConfig.from_env` and
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import sys
+import types
+import typing
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
 
 from .errors import ConfigError
+from .redact import mask_url
 from .request import NAME_LIMITS, check_name
 
 if sys.version_info >= (3, 11):
@@ -28,7 +35,23 @@ __all__ = ["CacheConfig"]
 _ENV_PREFIX = "MODELCACHE_"
 
 
-class CacheConfig(BaseModel):
+# Where each value of the model being built came from, for the error message (see _build).
+_SOURCES: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "modelcache_config_sources", default=None
+)
+
+
+class _Settings(BaseModel):
+    """A settings model whose every way of construction fails with :class:`ConfigError`."""
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(type(self), exc, _SOURCES.get() or {})) from exc
+
+
+class CacheConfig(_Settings):
     """Typed, validated, immutable settings of one cache."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -250,41 +273,186 @@ class CacheConfig(BaseModel):
     # ---- constructors at the edges ----------------------------------------------------------
     @classmethod
     def create(cls, **values: Any) -> CacheConfig:
-        """Build a config, turning validation failures into :class:`ConfigError`."""
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from exc
+        """Build a config from keyword arguments (the same as calling the class)."""
+        return _build(cls, values, {})
+
+    @classmethod
+    def load(
+        cls,
+        file: str | os.PathLike[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        **arguments: Any,
+    ) -> CacheConfig:
+        """The layered config every front end uses: file < ``MODELCACHE_*`` < arguments.
+
+        ``None`` arguments count as not given (a command-line option left out), so they never
+        hide a value from the file or the environment.
+        """
+        values, sources = _toml_values(cls, file, "modelcache") if file else ({}, {})
+        _merge(values, sources, *_env_values(cls, environ, empty_is_none=True))
+        given = {k: v for k, v in arguments.items() if v is not None}
+        _merge(values, sources, given, {})
+        return _build(cls, values, sources)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CacheConfig:
         """Read ``MODELCACHE_<FIELD>`` variables (e.g. ``MODELCACHE_SIMILARITY_THRESHOLD``)."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, info in cls.model_fields.items():
-            raw = environ.get(_ENV_PREFIX + name.upper())
-            if raw is None:
-                continue
-            if raw.lower() in ("", "none", "null") and not info.is_required():
-                values[name] = None
-            elif name == "environments":
-                values[name] = tuple(e.strip() for e in raw.split(",") if e.strip())
-            else:
-                values[name] = raw
-        values.update(overrides)
-        return cls.create(**values)
+        values, sources = _env_values(cls, environ, empty_is_none=True)
+        _merge(values, sources, overrides, {})
+        return _build(cls, values, sources)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> CacheConfig:
-        """Read a TOML file: top-level keys, or a ``[modelcache]`` table."""
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
-        data = data.get("modelcache", data)
-        data.update(overrides)
-        return cls.create(**data)
+        """Read a TOML file: a ``[modelcache]`` table, or top-level keys beside ``[server]``."""
+        values, sources = _toml_values(cls, path, "modelcache")
+        _merge(values, sources, overrides, {})
+        return _build(cls, values, sources)
 
     def with_(self, **changes: Any) -> CacheConfig:
         """A validated copy with some fields changed."""
-        return self.create(**{**self.model_dump(), **changes})
+        return _build(type(self), {**self.model_dump(), **changes}, {})
+
+
+# ---- loading helpers, shared with ServerSettings ---------------------------------------------
+_Model = TypeVar("_Model", bound=_Settings)
+_TABLES = ("modelcache", "server")
+
+
+def _build(model: type[_Model], values: dict[str, Any], sources: dict[str, str]) -> _Model:
+    """Validate ``values``; a :class:`ConfigError` names where each bad value came from."""
+    token = _SOURCES.set(sources)
+    try:
+        return model(**values)
+    finally:
+        _SOURCES.reset(token)
+
+
+def _merge(
+    values: dict[str, Any], sources: dict[str, str], more: Mapping[str, Any], where: dict[str, str]
+) -> None:
+    """Let a later layer win; keys without a recorded source came from arguments."""
+    for key, value in more.items():
+        values[key] = value
+        sources[key] = where.get(key, f"argument {key}")
+
+
+def _is_tuple(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is tuple:
+        return True
+    return any(typing.get_origin(arg) is tuple for arg in typing.get_args(annotation))
+
+
+def _env_values(
+    model: type[BaseModel], environ: Mapping[str, str] | None, *, empty_is_none: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """``MODELCACHE_<FIELD>`` values of a model's fields (lists comma-separated)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        var = _ENV_PREFIX + name.upper()
+        raw = environ.get(var)
+        if raw is None:
+            continue
+        if raw.strip().lower() in ("", "none", "null") and not info.is_required():
+            if not empty_is_none:
+                continue
+            values[name] = None
+        elif _is_tuple(info.annotation):
+            values[name] = tuple(e.strip() for e in raw.split(",") if e.strip())
+        else:
+            values[name] = raw
+        sources[name] = f"environment variable {var}"
+    return values, sources
+
+
+def _toml_values(
+    model: type[BaseModel], path: str | os.PathLike[str], table: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``[table]`` of a TOML file (or, for ``modelcache``, its top-level keys), with lines."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    if table in data:
+        values, where = data[table], table
+    elif table == "modelcache":  # top-level keys; other tables belong to other readers
+        values = {k: v for k, v in data.items() if k not in _TABLES}
+        where = None
+    else:
+        values, where = {}, table
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    lines = _key_lines(text, where)
+    sources = {
+        key: f"{path}:{lines[key]} ({key})" if key in lines else f"{path} ({key})" for key in values
+    }
+    return dict(values), sources
+
+
+def _key_lines(text: str, table: str | None) -> dict[str, int]:
+    """Line numbers of the ``key = …`` lines in one table (None: before the first table)."""
+    lines: dict[str, int] = {}
+    current: str | None = None
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\s*([^\]\s]+)\s*\]", line)
+        if header:
+            current = header.group(1).strip("\"'")
+            continue
+        key = re.match(r"\s*[\"']?([A-Za-z0-9_-]+)[\"']?\s*=", line)
+        if key and current == table:
+            lines.setdefault(key.group(1), number)
+    return lines
+
+
+def _allowed(info: FieldInfo) -> str:
+    """What a field accepts, e.g. ``an integer, >= 1, <= 100`` or ``one of 'lru', 'fifo'``."""
+    annotation = info.annotation
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] if union else []
+    optional = union and type(None) in typing.get_args(annotation)
+    args = args or [annotation]
+    if typing.get_origin(args[0]) is Literal:
+        text = "one of " + ", ".join(repr(v) for v in typing.get_args(args[0]))
+    else:
+        kind = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+        text = kind.get(args[0], "a list of names" if _is_tuple(annotation) else "a value")
+        for item in info.metadata:
+            for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                bound = getattr(item, attr, None)
+                if bound is not None:
+                    text += f", {sign} {bound}"
+    return text + (", or none" if optional else "")
+
+
+def _shown(key: str, value: Any) -> str:
+    """A value for an error message: keys hidden, URLs masked, long text cut."""
+    if "key" in key:
+        return "***"
+    if "url" in key and isinstance(value, str):
+        value = mask_url(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _explain(model: type[BaseModel], exc: ValidationError, sources: Mapping[str, str]) -> str:
+    """One line per problem: where the value came from, what is wrong, what is allowed."""
+    problems = []
+    fields = model.model_fields
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        key = str(loc[0]) if loc else ""
+        source = sources.get(key, f"argument {key}")
+        if error["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            problems.append(f"{source}: unknown setting {key!r}{hint}")
+        elif key in fields:
+            got = _shown(key, error.get("input"))
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{source} = {got}: {message} (allowed: {_allowed(fields[key])})")
+        else:  # a rule across several settings
+            problems.append(error["msg"].removeprefix("Value error, "))
+    head = f"invalid {model.__name__}"
+    return head + (": " + problems[0] if len(problems) == 1 else ":\n  " + "\n  ".join(problems))

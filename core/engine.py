@@ -25,7 +25,13 @@ from sqlmodel import func, select
 from ._language import english_only, mostly_non_latin
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
-from .errors import BackendError, ConfigError, IncompatibleCacheError, ModelCacheError
+from .errors import (
+    BackendError,
+    CacheClosedError,
+    ConfigError,
+    IncompatibleCacheError,
+    ModelCacheError,
+)
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
 from .ranking import (
@@ -39,6 +45,7 @@ from .ranking import (
 )
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
+from .stats import CacheStats, PartitionStats
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.models import PartitionRow
@@ -466,6 +473,12 @@ class Cache:
         if threshold is not None and not -1.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CacheClosedError(
+                "this Cache is closed; open a new Cache(config) to use the stores again"
+            )
+
     # ---- lookup ----------------------------------------------------------------------------
     def lookup(
         self, request: Request, *, threshold: float | None = None, exact_only: bool = False
@@ -473,8 +486,10 @@ class Cache:
         """The cached answer for a request, or None; backend faults are logged misses.
 
         ``exact_only`` skips the embedding and the semantic path (e.g. agent turns that follow
-        a tool result, whose answer depends on that result).
+        a tool result, whose answer depends on that result). A lookup after :meth:`close` is a
+        programming error, not a backend fault: it raises :class:`CacheClosedError`.
         """
+        self._check_open()
         self._validate(request)
         self._validate_threshold(threshold)
         started = time.perf_counter()
@@ -727,6 +742,7 @@ class Cache:
 
     def flush(self) -> None:
         """Write buffered hit counts and queued log rows now."""
+        self._check_open()
         self._writer.run_once()
 
     def _purge_batch(self, now: float) -> int:
@@ -738,6 +754,7 @@ class Cache:
 
     def purge_expired(self) -> int:
         """Delete every expired entry from both stores; returns how many."""
+        self._check_open()
         total = 0
         while n := self._purge_batch(self._clock()):
             total += n
@@ -798,6 +815,7 @@ class Cache:
     # ---- writes ---------------------------------------------------------------------------------
     def register(self, scope: Scope, system: str | None = None) -> str:
         """Create a partition up front (ModelCache's ``register``); returns its id."""
+        self._check_open()
         request = Request(query="register", scope=scope, system=system)
         self._validate(request)
         self._check_partition_cap([request.partition])
@@ -806,6 +824,7 @@ class Cache:
 
     def has_partition(self, scope: Scope, system: str | None = None) -> bool:
         """Whether the partition of a scope and system prompt exists in the store."""
+        self._check_open()
         partition = Request(query="register", scope=scope, system=system).partition
         try:
             rows = self._sql.find_partitions(
@@ -847,6 +866,7 @@ class Cache:
         metadata: dict[str, Any] | None = None,
     ) -> list[str]:
         """Store many answers with batched embedding and writes (bulk loads)."""
+        self._check_open()
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive seconds")
         items = list(items)
@@ -938,6 +958,7 @@ class Cache:
         With ``tenant`` / ``model``, ids of entries outside them are left alone (multi-tenant
         front ends).
         """
+        self._check_open()
         ids = [str(i) for i in ids]
         if not ids:
             return 0
@@ -961,6 +982,7 @@ class Cache:
         params: dict[str, Any] | None = None,
     ) -> int:
         """Drop every partition matching the given fields (all None: everything)."""
+        self._check_open()
         if env is not None and env not in self.config.environments:
             raise ConfigError(f"unknown env {env!r}")
         params_json = _canonical_json(params, "params") if params is not None else None
@@ -982,12 +1004,13 @@ class Cache:
         return deleted
 
     # ---- observation --------------------------------------------------------------------------
-    def stats(self) -> dict[str, Any]:
-        """Overall and per-partition statistics.
+    def stats(self) -> CacheStats:
+        """Overall and per-partition statistics (a typed result that also reads like a dict).
 
         Entries, stored hit counts and tokens saved come from the store (every process);
         lookups, misses, hit kinds, latency, evictions and expirations are this process's.
         """
+        self._check_open()
         self.flush()
         try:
             counts = self._sql.partition_counts()
@@ -1001,35 +1024,36 @@ class Cache:
         for p in stored:
             entries, hits, tokens = counts.get(p.id, (0, 0, 0))
             partitions.append(
-                {
-                    "id": p.id,
-                    "tenant": p.tenant,
-                    "env": p.env,
-                    "model": p.model,
-                    "params": json.loads(p.params_json),
-                    "entries": entries,
-                    "stored_hits": hits,
-                    "tokens_saved": tokens,
-                    "cost_saved": tokens * price,
+                PartitionStats(
+                    id=p.id,
+                    tenant=p.tenant,
+                    env=p.env,
+                    model=p.model,
+                    params=json.loads(p.params_json),
+                    entries=entries,
+                    stored_hits=hits,
+                    tokens_saved=tokens,
+                    cost_saved=tokens * price,
                     **self._stats.snapshot(p.id),
-                }
+                )
             )
         tokens = sum(t for _, _, t in counts.values())
-        return {
-            "entries": sum(n for n, _, _ in counts.values()),
-            "stored_hits": sum(h for _, h, _ in counts.values()),
-            "tokens_saved": tokens,
-            "cost_saved": tokens * price,
-            "embedder": self._embedder.name,
-            "log_written": self._writer.written,
-            "log_dropped": self._writer.dropped,
-            "log_pending": self._writer.pending(),
-            "partitions": partitions,
+        return CacheStats(
+            entries=sum(n for n, _, _ in counts.values()),
+            stored_hits=sum(h for _, h, _ in counts.values()),
+            tokens_saved=tokens,
+            cost_saved=tokens * price,
+            embedder=self._embedder.name,
+            log_written=self._writer.written,
+            log_dropped=self._writer.dropped,
+            log_pending=self._writer.pending(),
+            partitions=tuple(partitions),
             **self._stats.snapshot(),
-        }
+        )
 
     def export_log(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
         """Query-log rows (oldest first) as dicts: mine them for labelled pairs."""
+        self._check_open()
         self.flush()
         return iter_log(self._sql, since)
 
@@ -1037,6 +1061,7 @@ class Cache:
         """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
         from sqlmodel import col, select
 
+        self._check_open()
         partitions = {p.id: p for p in self._sql.find_partitions(tenant=tenant)}
         ids = list(partitions)
         with self._sql.session() as s:
@@ -1063,6 +1088,7 @@ class Cache:
 
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
+        self._check_open()
         rows_without, vectors_without = [], []
         pids = (
             {p.id for p in self._sql.find_partitions()}
@@ -1082,6 +1108,8 @@ class Cache:
         Returns ``{"ready": bool, "sql": "ok" | reason, "vectors": "ok" | reason}``; a store
         that does not answer in time is reported stuck instead of hanging the probe.
         """
+        if self._closed:
+            return {"ready": False, "sql": "closed", "vectors": "closed"}
         checks = {"sql": self._sql.ping, "vectors": self._vectors.collections}
         if self.degraded:
             checks.pop("vectors")
@@ -1109,6 +1137,7 @@ class Cache:
         a lost Chroma folder; orphan vectors from a crash between the two writes of an insert
         or a remove. ``progress(done, total)`` is called after each partition.
         """
+        self._check_open()
         if self.degraded:
             raise BackendError(f"cannot repair while {self.degraded}")
         known = {p.id for p in self._sql.find_partitions()}
@@ -1170,7 +1199,12 @@ class Cache:
         return len(good), failed
 
     def close(self) -> None:
-        """Flush pending bookkeeping and release the stores."""
+        """Flush pending bookkeeping and release the stores; closing twice is harmless.
+
+        Closing is final: every later call that reads or writes the stores raises
+        :class:`CacheClosedError` (the adapters log it and call the model, the HTTP service
+        answers 503); ``ready()`` reports the cache not ready.
+        """
         if self._closed:
             return
         self._closed = True
@@ -1241,7 +1275,7 @@ class Cache:
             self.clear, tenant=tenant, env=env, model=model, params=params
         )
 
-    async def astats(self) -> dict[str, Any]:
+    async def astats(self) -> CacheStats:
         """Async :meth:`stats`."""
         return await asyncio.to_thread(self.stats)
 

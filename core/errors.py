@@ -17,3 +17,7 @@ class IncompatibleCacheError(ModelCacheError):
 
 class BackendError(ModelCacheError):
     """A storage, vector or embedding backend failed; lookups turn it into a miss."""
+
+
+class CacheClosedError(ModelCacheError):
+    """The cache was closed; a closed cache neither looks up nor stores (a programming error)."""

@@ -144,7 +144,15 @@ def load_rows(path: str | os.PathLike[str], limit: int | None = None) -> list[Ev
             else:
                 rows.append(_row(item))
     else:
-        rows = [_row(json.loads(line)) for line in text.splitlines() if line.strip()]
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(_row(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}:{number}: expected a JSON object with a, b and same_answer ({exc!r})"
+                ) from exc
     return rows[:limit] if limit is not None else rows
 
 
@@ -422,7 +430,7 @@ def evaluate_file(
     progress: bool = True,
 ) -> list[EvalResult]:
     """Evaluate one file in a fresh temporary cache; one result per threshold."""
-    from tqdm.auto import tqdm
+    from ._progress import bar
 
     with tempfile.TemporaryDirectory(prefix="modelcache-eval-") as tmp:
         cfg = config.with_(path=tmp, sql_url=None, chroma_url=None, query_log=False)
@@ -439,9 +447,9 @@ def evaluate_file(
             insert_rows(cache, rows)
             results = []
             for t in thresholds:
-                with tqdm(total=len(rows), desc="lookups", disable=not progress) as bar:
+                with bar("lookups", len(rows), disable=not progress) as advance:
                     results.append(
-                        run_pairs(cache, rows, _label(cache, t), threshold=t, progress=bar.update)
+                        run_pairs(cache, rows, _label(cache, t), threshold=t, progress=advance)
                     )
             return results
 

@@ -29,7 +29,7 @@ from ._convert import (
 
 __all__ = ["ModelCache"]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("modelcache.langchain")  # under the "modelcache" tree
 
 
 class ModelCache(BaseCache):

@@ -22,17 +22,9 @@ from ..redact import mask_url
 from .app import create_app
 from .settings import ServerSettings
 
-__all__ = ["ENV_VAR", "app_from_env", "describe_backends", "load_cache_config"]
+__all__ = ["ENV_VAR", "app_from_env", "describe_backends"]
 
 ENV_VAR = "MODELCACHE_SERVE_SPEC"
-
-
-def load_cache_config(config_file: str | None, overrides: dict[str, Any]) -> CacheConfig:
-    """The cache config as the CLI builds it: TOML file or ``MODELCACHE_*``, then options."""
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if config_file is not None:
-        return CacheConfig.from_toml(config_file, **values)
-    return CacheConfig.from_env(**values)
 
 
 def describe_backends(config: CacheConfig) -> tuple[str, str]:
@@ -53,7 +45,7 @@ def app_from_env() -> FastAPI:
     if not raw:
         raise ConfigError(f"{ENV_VAR} is not set; start workers with `modelcache serve`")
     spec = json.loads(raw)
-    config = load_cache_config(spec.get("config_file"), spec.get("cache", {}))
+    config = CacheConfig.load(spec.get("config_file"), **spec.get("cache", {}))
     settings = ServerSettings.load(spec.get("config_file"), **spec.get("server", {}))
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cache = Cache(config)

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,6 +22,7 @@ from ..redact import log_failure
 
 if TYPE_CHECKING:
     from ..engine import Cache, Hit
+    from ..stats import CacheStats
 
 __all__ = ["CONTENT_TYPE", "ServerMetrics"]
 
@@ -51,11 +52,11 @@ class _StoreCollector(Collector):
         self._max_age = max_age
         self._clock = clock
         self._lock = threading.Lock()
-        self._stats: dict[str, Any] | None = None
+        self._stats: CacheStats | None = None
         self._read_at = float("-inf")
         self.passes = 0  # stats passes run (observability of the cache itself)
 
-    def _fresh_stats(self) -> dict[str, Any] | None:
+    def _fresh_stats(self) -> CacheStats | None:
         with self._lock:  # concurrent scrapes wait for one pass instead of running their own
             if self._stats is not None and self._clock() - self._read_at < self._max_age:
                 return self._stats
@@ -100,7 +101,7 @@ class _StoreCollector(Collector):
         )
 
     @staticmethod
-    def _per_scope(stats: dict[str, Any]) -> Metric:
+    def _per_scope(stats: CacheStats) -> Metric:
         """Entries per tenant, env and model: names who uses the cache, so opt-in."""
         per_scope: dict[tuple[str, str, str], int] = {}
         for p in stats.get("partitions", []):

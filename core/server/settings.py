@@ -8,26 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from ..config import _build, _env_values, _merge, _Settings, _toml_values
 from ..errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = ["ServerSettings", "client_address", "is_loopback", "parse_api_keys"]
 
@@ -44,9 +31,6 @@ def parse_api_keys(raw: str) -> dict[str, str]:
             raise ConfigError(f"API key entry {item!r} must look like 'key:tenant'")
         keys[key.strip()] = tenant.strip()
     return keys
-
-
-_TRUE = {"1", "true", "yes", "on"}
 
 
 def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
@@ -85,7 +69,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ServerSettings(BaseModel):
+class ServerSettings(_Settings):
     """Typed, immutable settings of the HTTP service."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -182,28 +166,8 @@ class ServerSettings(BaseModel):
     # ---- constructors at the edges ----------------------------------------------------------
     @classmethod
     def create(cls, **values: Any) -> ServerSettings:
-        """Build settings, turning validation failures into :class:`ConfigError`."""
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            raise ConfigError(str(exc)) from exc
-
-    @classmethod
-    def _toml_values(cls, path: str | os.PathLike[str]) -> dict[str, Any]:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read server config file {path}: {exc}") from exc
-        table = data.get("server", {})
-        if not isinstance(table, dict):
-            raise ConfigError(f"[server] in {path} must be a table")
-        values = dict(table)
-        keys = values.get("api_keys")
-        if isinstance(keys, str):
-            values["api_keys"] = parse_api_keys(keys)
-        elif isinstance(keys, list):
-            values["api_keys"] = parse_api_keys(",".join(str(k) for k in keys))
-        return values
+        """Build settings from keyword arguments (the same as calling the class)."""
+        return _build(cls, values, {})
 
     @classmethod
     def load(
@@ -212,43 +176,21 @@ class ServerSettings(BaseModel):
         environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> ServerSettings:
-        """TOML ``[server]`` table, then environment variables, then explicit overrides.
+        """TOML ``[server]`` table < ``MODELCACHE_*`` variables < arguments (``None``: not given).
 
         ``MODELCACHE_API_KEYS`` adds to (and overrides) keys from the file.
         """
         environ = os.environ if environ is None else environ
-        values: dict[str, Any] = cls._toml_values(toml_path) if toml_path else {}
-        raw_keys = environ.get("MODELCACHE_API_KEYS")
+        values, sources = _toml_values(cls, toml_path, "server") if toml_path else ({}, {})
+        keys = values.get("api_keys")
+        if isinstance(keys, str):
+            values["api_keys"] = parse_api_keys(keys)
+        elif isinstance(keys, list):
+            values["api_keys"] = parse_api_keys(",".join(str(k) for k in keys))
+        env_values, env_sources = _env_values(cls, environ, empty_is_none=False)
+        raw_keys = env_values.pop("api_keys", None)
         if raw_keys:
-            values["api_keys"] = {**values.get("api_keys", {}), **parse_api_keys(raw_keys)}
-        for name, var in (
-            ("host", "MODELCACHE_HOST"),
-            ("port", "MODELCACHE_PORT"),
-            ("max_body_bytes", "MODELCACHE_MAX_BODY_BYTES"),
-            ("default_tenant", "MODELCACHE_DEFAULT_TENANT"),
-            ("default_env", "MODELCACHE_DEFAULT_ENV"),
-        ):
-            if environ.get(var):
-                values[name] = environ[var]
-        for name, var in (
-            ("open_mode", "MODELCACHE_OPEN_MODE"),
-            ("metrics_tenant_labels", "MODELCACHE_METRICS_TENANT_LABELS"),
-        ):
-            if environ.get(var):
-                values[name] = environ[var].strip().lower() in _TRUE
-        for name, var in (
-            ("admin_key", "MODELCACHE_ADMIN_KEY"),
-            ("metrics_max_age", "MODELCACHE_METRICS_MAX_AGE"),
-        ):
-            if environ.get(var):
-                values[name] = environ[var]
-        for name, var in (
-            ("allowed_models", "MODELCACHE_ALLOWED_MODELS"),
-            ("blocked_models", "MODELCACHE_BLOCKED_MODELS"),
-            ("allowed_clients", "MODELCACHE_ALLOWED_CLIENTS"),
-            ("trusted_proxies", "MODELCACHE_TRUSTED_PROXIES"),
-        ):
-            if environ.get(var):
-                values[name] = tuple(m.strip() for m in environ[var].split(",") if m.strip())
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.create(**values)
+            env_values["api_keys"] = {**values.get("api_keys", {}), **parse_api_keys(raw_keys)}
+        _merge(values, sources, env_values, env_sources)
+        _merge(values, sources, {k: v for k, v in overrides.items() if v is not None}, {})
+        return _build(cls, values, sources)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from modelcache import CacheConfig, FakeEmbedder
@@ -19,7 +18,7 @@ from modelcache.calibration import (
     pick_threshold,
     save_toml,
 )
-from modelcache.cli_accuracy import register
+from modelcache.cli import app
 from modelcache.evaluation import Conversation
 from modelcache.finetune import Pair
 from modelcache.guard import Guard
@@ -126,8 +125,6 @@ def test_save_toml_merges_into_a_config(tmp_path: Path) -> None:
 
 
 def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
-    app = typer.Typer()
-    register(app)
     pairs_file = tmp_path / "pairs.jsonl"
     rows = [{"a": p.a, "b": p.b, "same_answer": p.same_answer} for p in synthetic_pairs()]
     pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
@@ -141,7 +138,7 @@ def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(
         app,
-        ["calibrate", str(pairs_file), "--target-precision", "0.95", "--embedder", "fake",
+        ["--embedder", "fake", "calibrate", str(pairs_file), "--target-precision", "0.95",
          "--no-guard", "--contexts", str(convs), "--save", str(toml)],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
@@ -150,8 +147,54 @@ def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
     cfg = CacheConfig.from_toml(toml)
     assert cfg.similarity_threshold_followup is not None and cfg.context_threshold is not None
     res = runner.invoke(
-        app, ["eval", str(pairs_file), "--config", str(toml), "--embedder", "fake", "--no-guard"]
+        app, ["--config", str(toml), "--embedder", "fake", "eval", str(pairs_file), "--no-guard"]
     )
     assert res.exit_code == 0, res.output
     assert "| precision |" in res.output.replace("precision | recall", "precision |")
     assert f"cos>={cfg.similarity_threshold:.2f}" in res.output
+
+
+def test_cli_calibrate_saves_a_missed_target_only_with_force(tmp_path: Path) -> None:
+    pairs_file = tmp_path / "pairs.jsonl"
+    rows = [
+        {"a": f"question {i}", "b": f"question {i}", "same_answer": i % 2 == 0} for i in range(40)
+    ]  # identical texts labelled both ways: no threshold reaches 95 % precision
+    pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    toml = tmp_path / "cfg.toml"
+    args = ["--embedder", "fake", "calibrate", str(pairs_file), "--no-guard", "--save", str(toml)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 1 and "not saved: similarity_threshold" in res.stderr
+    assert "Traceback" not in res.output and not toml.exists()
+    res = CliRunner().invoke(app, [*args, "--force"])
+    assert res.exit_code == 0, res.output
+    assert CacheConfig.from_toml(toml).similarity_threshold is not None
+
+
+@pytest.mark.parametrize("command", ["eval", "calibrate", "finetune"])
+def test_cli_accuracy_commands_report_bad_files_in_one_line(tmp_path: Path, command: str) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"a": "x"}\n', encoding="utf-8")
+    args = ["--embedder", "fake", command, str(bad)]
+    res = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path)] if command == "finetune" else args
+    )
+    assert res.exit_code == 1, res.output
+    assert "Error:" in res.stderr and "Traceback" not in res.output
+    assert not isinstance(res.exception, ValueError)
+
+
+def test_cli_eval_progress_has_the_cli_look_and_one_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pairs_file = tmp_path / "pairs.jsonl"
+    rows = [{"a": p.a, "b": p.b, "same_answer": p.same_answer} for p in synthetic_pairs()]
+    pairs_file.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    args = ["--embedder", "fake", "eval", str(pairs_file), "--no-guard"]
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "lookups ━" in res.stderr and f"{len(rows)}/{len(rows)}" in res.stderr  # rich, as import
+    assert "it/s" not in res.stderr  # not tqdm's
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0 and "lookups" not in res.stderr

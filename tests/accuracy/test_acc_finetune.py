@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from modelcache import Cache, CacheConfig, Request
-from modelcache.cli_accuracy import register
+from modelcache.cli import app
 from modelcache.finetune import Pair, load_pairs, mine_hard_negatives
 from modelcache.verifier import load_verifier
 
@@ -45,12 +44,10 @@ def test_load_pairs_and_tfidf_mining(tmp_path: Path) -> None:
 
 @pytest.mark.model
 def test_finetune_command_writes_usable_models(tmp_path: Path) -> None:
-    app = typer.Typer()
-    register(app)
     out = tmp_path / "ft"
     res = CliRunner().invoke(
         app,
-        ["finetune", str(write_pairs(tmp_path / "p.jsonl")), "--out", str(out), "--verifier",
+        ["finetune", str(write_pairs(tmp_path / "p.jsonl")), "--out", str(out), "--train-verifier",
          "--max-steps", "1", "--batch-size", "4", "--threads", "1"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output

@@ -120,7 +120,7 @@ def test_import_bad_rows_write_nothing(invoke: Invoke, tmp_path: Path) -> None:
     assert_user_error(result, "5 invalid row(s)")
     for line in ("bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5", "bad.jsonl:6"):
         assert line in result.stderr
-    assert as_json(invoke("stats", "--json"))["entries"] == 0
+    assert_user_error(invoke("stats", "--json"), "no cache in")  # not even created
 
 
 def test_missing_or_unreadable_inputs(invoke: Invoke, tmp_path: Path) -> None:
@@ -135,6 +135,7 @@ def test_missing_or_unreadable_inputs(invoke: Invoke, tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["--config", str(bad_toml), "stats"])
     assert_user_error(r, "cannot read config file")
     assert_user_error(invoke("--env", "qa", "query", "hi"), "unknown env")
+    assert_user_error(invoke("--env", "production", "stats"), "allowed: dev, test, staging, prod")
     assert invoke("query", "hi", "--threshold", "5").exit_code == 2
     assert invoke("frobnicate").exit_code == 2
 
@@ -278,3 +279,39 @@ def test_export_log_writes_the_query_log_as_jsonl(
         ("lookup", False),
     ]
     assert rows[1]["kind"] == "exact" and rows[1]["matched_query"] == "how do I reset my password"
+
+
+def test_reading_commands_refuse_a_missing_cache(invoke: Invoke, tmp_path: Path) -> None:
+    typo = tmp_path / "dta"
+    for args in (("query", "hi"), ("stats",), ("export",), ("clear", "--yes"), ("repair",)):
+        assert_user_error(invoke(*args, path=typo), "no cache in")
+    assert not typo.exists()
+    assert invoke("insert", "q", "a", path=typo).exit_code == 0  # writing commands create it
+    assert as_json(invoke("stats", "--json", path=typo))["entries"] == 1
+
+
+def test_unknown_env_fails_before_opening_the_cache(invoke: Invoke, tmp_path: Path) -> None:
+    for args in (("query", "hi"), ("stats",), ("insert", "q", "a"), ("export",)):
+        result = invoke("--env", "production", *args)
+        assert_user_error(result, "unknown env 'production' (--env)")
+    assert not (tmp_path / "data").exists()
+
+
+def test_environment_variables_override_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "mc.toml"
+    cfg.write_text(f'path = "{tmp_path / "data"}"\nembedder = "no-such-model"\n', "utf-8")
+    monkeypatch.setenv("MODELCACHE_EMBEDDER", "fake")
+    result = CliRunner().invoke(app, ["--config", str(cfg), "insert", "q", "a"])
+    assert result.exit_code == 0, result.output
+
+
+def test_config_errors_name_their_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "mc.toml"
+    cfg.write_text('embedder = "fake"\ntop_kk = 3\n', "utf-8")
+    result = CliRunner().invoke(app, ["--config", str(cfg), "stats"])
+    assert_user_error(result, "mc.toml:2 (top_kk): unknown setting 'top_kk'; did you mean 'top_k'?")
+    monkeypatch.setenv("MODELCACHE_TOP_K", "abc")
+    result = CliRunner().invoke(app, ["--path", str(tmp_path), "stats"])
+    assert_user_error(result, "environment variable MODELCACHE_TOP_K = 'abc'")

@@ -47,11 +47,13 @@ def test_defaults() -> None:
     ],
 )
 def test_invalid_values_are_rejected(values: dict[str, Any]) -> None:
-    with pytest.raises(ValidationError):
-        CacheConfig(**values)
-    with pytest.raises(ConfigError) as info:
-        CacheConfig.create(**values)
-    assert isinstance(info.value, ModelCacheError) and isinstance(info.value, ValueError)
+    builders = [CacheConfig, CacheConfig.create, CacheConfig.from_env]
+    if None not in values.values():  # load() reads None as "not given"
+        builders.append(CacheConfig.load)
+    for build in builders:
+        with pytest.raises(ConfigError) as info:
+            build(**values)
+        assert isinstance(info.value, ModelCacheError) and isinstance(info.value, ValueError)
 
 
 def test_boundaries_are_accepted() -> None:
@@ -113,7 +115,7 @@ def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     [("SIMILARITY_THRESHOLD", "1.7"), ("TOP_K", "many"), ("EVICTION", "random")],
 )
 def test_from_env_invalid_values_raise_config_error(name: str, raw: str) -> None:
-    with pytest.raises(ConfigError, match=name.lower()):
+    with pytest.raises(ConfigError, match=f"environment variable MODELCACHE_{name} = "):
         CacheConfig.from_env({f"MODELCACHE_{name}": raw})
 
 
@@ -152,3 +154,48 @@ def test_from_toml_errors_raise_config_error(tmp_path: Path, content: str) -> No
 def test_from_toml_missing_file_raises_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         CacheConfig.from_toml(tmp_path / "absent.toml")
+
+
+def test_errors_name_the_environment_variable_and_the_allowed_values() -> None:
+    with pytest.raises(ConfigError) as info:
+        CacheConfig.from_env({"MODELCACHE_TOP_K": "abc"})
+    message = str(info.value)
+    assert "environment variable MODELCACHE_TOP_K = 'abc'" in message
+    assert ">= 1" in message and "<= 100" in message
+    with pytest.raises(ConfigError, match="one of 'lru', 'lfu', 'fifo', 'none'"):
+        CacheConfig.load(environ={"MODELCACHE_EVICTION": "random"})
+
+
+def test_errors_name_the_file_and_line_and_suggest_a_key(tmp_path: Path) -> None:
+    f = tmp_path / "mc.toml"
+    f.write_text("[server]\nport = 1\n\n[modelcache]\n# the top k\ntop_kk = 3\n", "utf-8")
+    with pytest.raises(ConfigError, match=r"mc\.toml:6 \(top_kk\): unknown setting 'top_kk'; "
+                       r"did you mean 'top_k'\?"):  # fmt: skip
+        CacheConfig.load(f)
+    f.write_text('embedder = "fake"\ntop_k = 300\n[server]\nport = 1\n', "utf-8")
+    with pytest.raises(ConfigError, match=r"mc\.toml:2 \(top_k\) = 300"):
+        CacheConfig.from_toml(f)
+
+
+def test_errors_name_arguments_and_hide_secrets() -> None:
+    with pytest.raises(ConfigError, match="argument similarity_thresold: unknown setting"):
+        CacheConfig(similarity_thresold=0.9)  # type: ignore[call-arg]
+    with pytest.raises(ConfigError) as info:
+        CacheConfig.from_env(
+            {"MODELCACHE_SQL_URL": "mysql://u:s3cret@h/db", "MODELCACHE_TOP_K": "0"}
+        )
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        CacheConfig(sql_url=7)  # type: ignore[arg-type]
+    assert "argument sql_url" in str(info.value)
+
+
+def test_load_layers_file_then_environment_then_arguments(tmp_path: Path) -> None:
+    f = tmp_path / "mc.toml"
+    f.write_text('[modelcache]\ntop_k = 3\nembedder = "fake"\nguard = false\n', "utf-8")
+    env = {"MODELCACHE_TOP_K": "4", "MODELCACHE_GUARD": "true"}
+    assert CacheConfig.load(f).top_k == 3
+    cfg = CacheConfig.load(f, env)
+    assert (cfg.top_k, cfg.guard, cfg.embedder) == (4, True, "fake")
+    cfg = CacheConfig.load(f, env, top_k=7, guard=None)  # None: an option left out
+    assert (cfg.top_k, cfg.guard) == (7, True)

@@ -11,7 +11,9 @@ import modelcache
 EXPECTED = {
     "BackendError",
     "Cache",
+    "CacheClosedError",
     "CacheConfig",
+    "CacheStats",
     "ConfigError",
     "Embedder",
     "FakeEmbedder",
@@ -24,6 +26,7 @@ EXPECTED = {
     "Message",
     "ModelCacheError",
     "MultilingualEmbedder",
+    "PartitionStats",
     "RepairReport",
     "Request",
     "Scope",

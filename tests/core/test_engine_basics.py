@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from core_support import CountingEmbedder, collections, vector_ids
 
-from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, Hit, Message, Request, Scope
+from modelcache import (
+    Cache,
+    CacheClosedError,
+    CacheConfig,
+    CacheStats,
+    ConfigError,
+    FakeEmbedder,
+    Hit,
+    Message,
+    ModelCacheError,
+    PartitionStats,
+    Request,
+    Scope,
+)
 from modelcache.embedding import DEFAULT_THRESHOLDS, MultilingualEmbedder, Thresholds
 from modelcache.ranking import encode_vector
 
@@ -380,6 +395,38 @@ def test_stats_counts_lookups_hits_and_entries(cache: Cache) -> None:
     assert stored == 3, "hit counts reach the store once stats() flushes"
 
 
+def test_stats_is_typed_and_reads_like_its_json(cache: Cache) -> None:
+    cache.insert(rq(), "a")
+    cache.lookup(rq())
+    s = cache.stats()
+    assert isinstance(s, CacheStats) and isinstance(s.partitions[0], PartitionStats)
+    assert (s.entries, s.hits, s.partitions[0].entries, s.partitions[0].tenant) == (
+        1,
+        1,
+        1,
+        "default",
+    )
+    plain = s.to_dict()
+    assert dict(s) == plain and list(s) == list(plain) and s["hits"] == s.hits
+    assert list(plain)[:9] == [
+        "entries",
+        "stored_hits",
+        "tokens_saved",
+        "cost_saved",
+        "embedder",
+        "log_written",
+        "log_dropped",
+        "log_pending",
+        "partitions",
+    ]
+    assert plain["partitions"] == [p.to_dict() for p in s.partitions]
+    assert list(plain["partitions"][0])[:5] == ["id", "tenant", "env", "model", "params"]
+    assert json.loads(json.dumps(plain)) == plain
+    assert json.loads(json.dumps({**s, "partitions": s["partitions"]})) == plain
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.entries = 5  # type: ignore[misc]
+
+
 def test_fresh_cache_stats(cache: Cache) -> None:
     s = cache.stats()
     assert (s["entries"], s["lookups"], s["hits"], s["hit_rate"]) == (0, 0, 0, 0.0)
@@ -441,6 +488,38 @@ def test_context_manager_closes(tmp_path: Any, fake_embedder: FakeEmbedder) -> N
     cache.close()  # idempotent
     with Cache(CacheConfig(path=str(tmp_path)), embedder=fake_embedder) as again:
         assert again.lookup(rq()) is not None
+
+
+async def test_a_closed_cache_refuses_every_call(
+    tmp_path: Any, fake_embedder: FakeEmbedder
+) -> None:
+    cache = Cache(CacheConfig(path=str(tmp_path)), embedder=fake_embedder)
+    cache.insert(rq(), "a")
+    cache.close()
+    calls: list[Callable[[], Any]] = [
+        lambda: cache.lookup(rq()),
+        lambda: cache.insert(rq(), "b"),
+        lambda: cache.insert_many([(rq(), "b")]),
+        lambda: cache.remove([rq().exact_key]),
+        lambda: cache.clear(),
+        cache.stats,
+        lambda: list(cache.export()),
+        lambda: list(cache.export_log()),
+        lambda: cache.register(Scope()),
+        lambda: cache.has_partition(Scope()),
+        cache.flush,
+        cache.purge_expired,
+        cache.check,
+        cache.repair,
+    ]
+    for call in calls:
+        with pytest.raises(CacheClosedError, match="closed"):
+            call()
+    with pytest.raises(CacheClosedError):
+        await cache.alookup(rq())
+    assert issubclass(CacheClosedError, ModelCacheError)
+    assert cache.ready() == {"ready": False, "sql": "closed", "vectors": "closed"}
+    cache.close()  # still harmless
 
 
 # ---- TTL with the injected clock (no sleeping) -------------------------------------------------

@@ -243,7 +243,7 @@ def test_row_that_fails_to_load_is_a_logged_miss(
     evil = {"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}
     bad = {"format": "langchain-generations/1", "text": "", "generations": [evil]}
     lc_cache.engine.insert(request[0], bad)
-    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert lc_cache.lookup("What is WAL?", LLM) is None
     assert "failed to load" in caplog.text
 
@@ -252,7 +252,7 @@ def test_unserialisable_generations_are_not_cached(
     lc_cache: ModelCache, caplog: pytest.LogCaptureFixture
 ) -> None:
     value = [Generation(text="a", generation_info={"when": object()})]
-    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
         lc_cache.update("q", LLM, value)
     assert "not serialisable" in caplog.text
     assert list(lc_cache.engine.export()) == []
@@ -282,7 +282,7 @@ class _Broken:
 
 async def test_engine_faults_never_reach_the_llm_call(caplog: pytest.LogCaptureFixture) -> None:
     cache = ModelCache(_Broken())  # type: ignore[arg-type]
-    with caplog.at_level(logging.WARNING, logger="modelcache_langchain"):
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
         assert cache.lookup("q", LLM) is None
         cache.update("q", LLM, [Generation(text="a")])
         assert await cache.alookup("q", LLM) is None
@@ -378,3 +378,17 @@ def test_settings_without_an_exact_meaning_name_the_right_one(
         ModelCache(path=str(tmp_path / "never"), **settings)
     assert all(name in str(info.value) for name in names)
     assert not (tmp_path / "never").exists()
+
+
+def test_a_closed_engine_is_a_miss_logged_under_the_modelcache_logger(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = Cache(CacheConfig(path=str(tmp_path)), embedder=FakeEmbedder())
+    cache = ModelCache(engine)
+    cache.update("q", LLM, [Generation(text="a")])
+    engine.close()
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        assert cache.lookup("q", LLM) is None
+        cache.update("q", LLM, [Generation(text="b")])
+    assert {r.name for r in caplog.records} == {"modelcache.langchain"}
+    assert caplog.text.count("this Cache is closed") == 2

@@ -112,8 +112,18 @@ def test_settings_from_env_and_toml(tmp_path: Path) -> None:
     assert s.blocked_models == ("a", "b") and s.local_only
     with pytest.raises(ConfigError):
         ServerSettings.load(tmp_path / "missing.toml", environ={})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="environment variable MODELCACHE_PORT = 'not-a-port'"):
         ServerSettings.load(environ={"MODELCACHE_PORT": "not-a-port"})
+    with pytest.raises(ConfigError, match="MODELCACHE_OPEN_MODE = 'maybe'"):
+        ServerSettings.load(environ={"MODELCACHE_OPEN_MODE": "maybe"})  # was read as False
+    toml.write_text("[server]\nmax_body_byte = 10\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"mc\.toml:2 .*did you mean 'max_body_bytes'"):
+        ServerSettings.load(toml, environ={})
+    toml.write_text("[server]\nport = 1\n", encoding="utf-8")
+    assert ServerSettings.load(toml, environ={"MODELCACHE_PORT": "2"}, port=3).port == 3
+    assert ServerSettings.load(toml, environ={"MODELCACHE_PORT": "2"}).port == 2
+    with pytest.raises(ConfigError, match="argument admin_key = \\*\\*\\*"):
+        ServerSettings(admin_key=12345)  # type: ignore[arg-type]
 
 
 def test_bind_rules() -> None:
