@@ -615,10 +615,12 @@ def _print_report(s: LogSummary) -> None:
         soft_wrap=True,
     )
     hours = Table(title="Hit rate by hour (UTC)")
-    for column in ("hour", "lookups", "hits", "hit rate"):
+    for column in ("hour", "lookups", "hits", "hit rate", "tokens saved"):
         hours.add_column(column, justify="left" if column == "hour" else "right")
     for h in s.hours:
-        hours.add_row(_utc(h.start), str(h.lookups), str(h.hits), f"{h.hit_rate:.0%}")
+        hours.add_row(
+            _utc(h.start), str(h.lookups), str(h.hits), f"{h.hit_rate:.0%}", str(h.tokens_saved)
+        )
     out.print(hours)
     latency = Table(title="Lookup latency (ms)")
     for column in ("outcome", "count", "p50", "p95"):

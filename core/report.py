@@ -27,11 +27,12 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 @dataclass(frozen=True)
 class HourSummary:
-    """Lookups and hits in one clock hour (UTC) that had traffic."""
+    """Lookups, hits and tokens saved in one clock hour (UTC) that had traffic."""
 
     start: float
     lookups: int
     hits: int
+    tokens_saved: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -103,7 +104,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, since: float | None = None) 
     lookups = hits = exact = semantic = inserts = tokens = without_tokens = 0
     first_at: float | None = None
     last_at = None
-    hours: dict[float, list[int]] = {}
+    hours: dict[float, list[int]] = {}  # start -> [lookups, hits, tokens]
     latencies: dict[str, list[float]] = {kind: [] for kind in _KINDS}
     hit_latency_s: list[float] = []
     partitions: dict[str, list[Any]] = {}
@@ -126,7 +127,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, since: float | None = None) 
             continue
         hit = bool(row.get("hit"))
         lookups += 1
-        bucket = hours.setdefault(at - at % 3600, [0, 0])
+        bucket = hours.setdefault(at - at % 3600, [0, 0, 0])
         bucket[0] += 1
         part = partitions.setdefault(key[0], [row.get("tenant", ""), row.get("model", ""), 0, 0])
         part[2] += 1
@@ -148,6 +149,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, since: float | None = None) 
             without_tokens += 1
         else:
             tokens += int(answer_tokens)
+            bucket[2] += int(answer_tokens)
     llm_seconds = statistics.median(gaps) if gaps else None
     time_saved = (
         sum(max(llm_seconds - s, 0.0) for s in hit_latency_s) if llm_seconds is not None else None
@@ -164,7 +166,7 @@ def summarize(rows: Iterable[Mapping[str, Any]], *, since: float | None = None) 
         hits_without_tokens=without_tokens,
         llm_seconds=llm_seconds,
         time_saved_s=time_saved,
-        hours=[HourSummary(start, n, h) for start, (n, h) in sorted(hours.items())],
+        hours=[HourSummary(start, *counts) for start, counts in sorted(hours.items())],
         latency={kind: _latency(values) for kind, values in latencies.items()},
         partitions={pid: PartitionSummary(*values) for pid, values in partitions.items()},
     )

@@ -32,7 +32,8 @@ def test_summary_counts_hits_by_hour_and_kind() -> None:
     s = summarize(rows)
     assert (s.lookups, s.hits, s.exact_hits, s.semantic_hits, s.inserts) == (4, 3, 1, 2, 1)
     assert s.hit_rate == 0.75
-    assert [(h.start, h.lookups, h.hits) for h in s.hours] == [(T0, 2, 1), (T0 + 3600, 2, 2)]
+    hours = [(h.start, h.lookups, h.hits, h.tokens_saved) for h in s.hours]
+    assert hours == [(T0, 2, 1, 30), (T0 + 3600, 2, 2, 12)]
     assert [h.hit_rate for h in s.hours] == [0.5, 1.0]
     assert (s.latency["semantic"].count, s.latency["semantic"].p50_ms) == (2, 10.0)
     assert (s.latency["exact"].p50_ms, s.latency["miss"].p95_ms) == (1.0, 4.0)
