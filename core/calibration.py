@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomli_w
 
 from .finetune import Pair
 from .request import conversation_text
@@ -305,31 +306,4 @@ def save_toml(path: str | os.PathLike[str], values: dict[str, Any]) -> None:
         data = tomllib.loads(target.read_text(encoding="utf-8"))
     table = data["modelcache"] if isinstance(data.get("modelcache"), dict) else data
     table.update(values)
-    target.write_text(_dump_toml(data), encoding="utf-8")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def _dump_toml(data: dict[str, Any]) -> str:
-    """A small TOML writer for flat keys and one level of tables (all a config needs)."""
-    lines = [
-        f"{k} = {_toml_value(v)}"
-        for k, v in data.items()
-        if not isinstance(v, dict) and v is not None
-    ]
-    for name, table in data.items():
-        if isinstance(table, dict):
-            lines += ["", f"[{name}]"]
-            lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
-    return "\n".join(lines).lstrip("\n") + "\n"
+    target.write_text(tomli_w.dumps(data), encoding="utf-8")

@@ -10,23 +10,25 @@ Input is a JSONL file of question pairs, one object per line::
 entry ``a`` and accepted (by the user or an LLM judge) is a positive, a hit reported wrong is a
 negative; :func:`pairs_from_query_log` and :func:`write_pairs` do that.
 
-The embedder (a) is trained from the shipped MiniLM with two objectives alternating batch by
-batch: in-batch ranking with a *hard negative* per positive pair (a labelled non-duplicate of
-the anchor, else the nearest non-duplicate under the base model) and an online contrastive loss
-on every labelled pair, which sharpens the cosine margin the threshold relies on. Positives alone
-do not help (measured: AUC 0.869 -> 0.866). The verifier (b) is a cross-encoder initialised from
-the same MiniLM and trained with binary cross-entropy on the labelled pairs plus the mined hard
-negatives, i.e. on the kind of candidates the cache shows it. Both run on CPU; outputs are plain
-sentence-transformers directories for ``CacheConfig(embedder=..., verifier=...)``.
+The embedder (a) is trained from the shipped MiniLM with sentence-transformers' trainer on two
+objectives, batches drawn from each in proportion: in-batch ranking with a *hard negative* per
+positive pair (a labelled non-duplicate of the anchor, else the nearest non-duplicate under the
+base model) and an online contrastive loss on every labelled pair, which sharpens the cosine
+margin the threshold relies on. Positives alone do not help (measured: AUC 0.869 -> 0.866).
+The verifier (b) is a cross-encoder initialised from the same MiniLM and trained with binary
+cross-entropy on the labelled pairs plus the mined hard negatives, i.e. on the kind of
+candidates the cache shows it (``CrossEncoderTrainer``). Both run on CPU (AdamW, 10% linear
+warm-up; the ``finetune`` extra); outputs are plain sentence-transformers directories for
+``CacheConfig(embedder=..., verifier=...)``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -223,20 +225,6 @@ def _load_bi_encoder(path: str) -> Any:
     return SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
-def _lr_at(step: int, total: int, lr: float, warmup: float = 0.1) -> float:
-    warm = max(1, int(total * warmup))
-    if step < warm:
-        return lr * (step + 1) / warm
-    return lr * max(0.0, (total - step) / max(1, total - warm))
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    quiet = not enabled or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable wins
-    return tqdm(total=total, desc=desc, disable=quiet, unit="step", dynamic_ncols=True)
-
-
 def _triplets(
     pairs: Sequence[Pair], mined: dict[str, str], rng: random.Random
 ) -> list[tuple[str, str, str]]:
@@ -262,18 +250,42 @@ def _triplets(
     return out
 
 
-def _length_batches(
-    items: list[Any], size: int, key: Callable[[Any], int], rng: random.Random
-) -> list[list[Any]]:
-    """Shuffled batches of similar length: padding, not the words, is most of the CPU time."""
-    rng.shuffle(items)
-    batches: list[list[Any]] = []
-    pool = size * 50
-    for start in range(0, len(items), pool):
-        chunk = sorted(items[start : start + pool], key=key)
-        batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
-    rng.shuffle(batches)
-    return batches
+def _train_args(
+    cls: Any,
+    scratch: str,
+    *,
+    epochs: float,
+    batch_size: int,
+    lr: float,
+    max_steps: int | None,
+    seed: int,
+    progress: bool,
+    **extra: Any,
+) -> Any:
+    """The trainer settings both models share: AdamW, 10% linear warm-up then decay, CPU."""
+    return cls(
+        output_dir=scratch,
+        num_train_epochs=epochs,
+        max_steps=-1 if max_steps is None else max_steps,
+        per_device_train_batch_size=batch_size,
+        learning_rate=lr,
+        warmup_steps=0.1,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        seed=seed,
+        use_cpu=True,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=10,
+        dataloader_drop_last=False,
+        disable_tqdm=not progress or bool(os.environ.get("TQDM_DISABLE")),
+        **extra,
+    )
+
+
+def _final_loss(trainer: Any) -> float:
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return float(losses[-1]) if losses else float("nan")
 
 
 def train_embedder(
@@ -292,87 +304,60 @@ def train_embedder(
     seed: int = 0,
     threads: int | None = None,
     progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
 ) -> TrainReport:
-    """Fine-tune a sentence-transformers bi-encoder; save it to ``out_dir``."""
+    """Fine-tune a sentence-transformers bi-encoder with its trainer; save it to ``out_dir``.
+
+    Two datasets, batches drawn from each in proportion to its size: the ranking triplets
+    (``MultipleNegativesRankingLoss``) and the labelled pairs (``OnlineContrastiveLoss``).
+    """
     import torch
-    import torch.nn.functional as F
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    rng = random.Random(seed)
     base = base or default_base_model()
     model = _load_bi_encoder(base)
     serve_length = model.max_seq_length
     model.max_seq_length = max_length  # short sequences train fast; serving keeps the base's
     if mined is None:
         mined = mine_hard_negatives(pairs, base, progress=progress)
-    triplets = _triplets(pairs, mined, rng)
-    labelled = [(p.a, p.b, 1.0 if p.same_answer else 0.0) for p in pairs]
-
-    def batches() -> list[tuple[str, list[Any]]]:
-        tri = [("rank", b) for b in _length_batches(triplets, batch_size, _chars, rng)]
-        lab = [("pair", b) for b in _length_batches(labelled, batch_size, _chars, rng)]
-        mixed: list[tuple[str, list[Any]]] = []
-        ratio = len(lab) / max(1, len(tri))
-        ti = li = 0
-        while ti < len(tri) or li < len(lab):  # interleave the two tasks evenly
-            if ti < len(tri) and (li >= (ti + 1) * ratio or li >= len(lab)):
-                mixed.append(tri[ti])
-                ti += 1
-            else:
-                mixed.append(lab[li])
-                li += 1
-        return [b for b in mixed if len(b[1]) > 1]
-
-    per_epoch = len(batches())
-    total = max(1, math.ceil(per_epoch * epochs))
-    if max_steps is not None:
-        total = min(total, max_steps)
-    optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    model.train()
-
-    def embed(texts: list[str]) -> torch.Tensor:
-        feats = model.preprocess(texts)
-        return F.normalize(model(feats)["sentence_embedding"], dim=-1)
-
-    step, loss_ema, started = 0, float("nan"), time.monotonic()
-    bar = _progress(total, "embedder", progress)
-    while step < total:
-        for kind, batch in batches():
-            if step >= total:
-                break
-            if kind == "rank":
-                anchors, pos, neg = (list(x) for x in zip(*batch, strict=True))
-                ea, ep, en = embed(anchors), embed(pos), embed(neg)
-                scores = ea @ torch.cat([ep, en]).T * scale
-                loss = F.cross_entropy(scores, torch.arange(len(anchors)))
-            else:
-                a, b, y = zip(*batch, strict=True)
-                dist = 1.0 - (embed(list(a)) * embed(list(b))).sum(-1)
-                labels = torch.tensor(y)
-                neg_d, pos_d = dist[labels == 0], dist[labels == 1]
-                # online contrastive: only the positives farther than the closest negative and
-                # the negatives closer than the farthest positive contribute
-                hard_pos = pos_d[pos_d > (neg_d.min() if len(neg_d) else pos_d.mean())]
-                hard_neg = neg_d[neg_d < (pos_d.max() if len(pos_d) else neg_d.mean())]
-                loss = hard_pos.pow(2).sum() + F.relu(margin - hard_neg).pow(2).sum()
-                loss = loss / len(batch)
-            for group in optim.param_groups:
-                group["lr"] = _lr_at(step, total, lr)
-            optim.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optim.step()
-            value = float(loss.detach())
-            loss_ema = value if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * value
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.4f}")
-            if on_step is not None:
-                on_step(step, value)
-    bar.close()
+    triplets = _triplets(pairs, mined, random.Random(seed))
+    data = {
+        "pair": Dataset.from_dict(
+            {
+                "sentence1": [p.a for p in pairs],
+                "sentence2": [p.b for p in pairs],
+                "label": [int(p.same_answer) for p in pairs],
+            }
+        )
+    }
+    loss: dict[str, Any] = {"pair": losses.OnlineContrastiveLoss(model, margin=margin)}
+    if triplets:
+        anchor, positive, negative = (list(column) for column in zip(*triplets, strict=True))
+        data["rank"] = Dataset.from_dict(
+            {"anchor": anchor, "positive": positive, "negative": negative}
+        )
+        loss["rank"] = losses.MultipleNegativesRankingLoss(model, scale=scale)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="modelcache-train-") as scratch:
+        args = _train_args(
+            SentenceTransformerTrainingArguments,
+            scratch,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_steps=max_steps,
+            seed=seed,
+            progress=progress,
+            multi_dataset_batch_sampler="proportional",
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=loss)
+        trainer.train()
     model.eval()
     model.max_seq_length = serve_length
     out = Path(out_dir)
@@ -385,10 +370,10 @@ def train_embedder(
         pairs=len(pairs),
         positives=sum(p.same_answer for p in pairs),
         hard_negatives=len(triplets),
-        steps=step,
-        epochs=step / max(1, per_epoch),
+        steps=trainer.state.global_step,
+        epochs=float(trainer.state.epoch or 0.0),
         seconds=round(time.monotonic() - started, 1),
-        final_loss=loss_ema,
+        final_loss=_final_loss(trainer),
         settings={"batch_size": batch_size, "lr": lr, "max_length": max_length, "margin": margin},
     )
     _write_report(out, report)
@@ -410,18 +395,23 @@ def train_verifier(
     threads: int | None = None,
     progress: bool = True,
 ) -> TrainReport:
-    """Train a cross-encoder verifier (sigmoid output) from the bi-encoder's weights."""
+    """Train a cross-encoder verifier (sigmoid output) from the bi-encoder's weights.
+
+    Each pair is shown in a random order: the verifier must be symmetric, the cache asks
+    (request, candidate).
+    """
     import torch
-    import torch.nn.functional as F
+    from datasets import Dataset
 
     if threads:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
     rng = random.Random(seed)
     base = base or default_base_model()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
-    from sentence_transformers import CrossEncoder
+    from sentence_transformers import CrossEncoder, CrossEncoderTrainer
+    from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # "newly initialised classifier" is expected
@@ -431,55 +421,30 @@ def train_verifier(
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
-    examples = [(p.a, p.b, 1.0 if p.same_answer else 0.0) for p in pairs]
+    examples = [(p.a, p.b, float(p.same_answer)) for p in pairs]
     positives = {p.a for p in pairs if p.same_answer} | {p.b for p in pairs if p.same_answer}
     extra = [(a, n, 0.0) for a, n in (mined or {}).items() if a in positives]
     examples += extra
-    per_epoch = math.ceil(len(examples) / batch_size)
-    total = max(1, math.ceil(per_epoch * epochs))
-    if max_steps is not None:
-        total = min(total, max_steps)
-    net = ce.model
-    tok = ce.tokenizer
-    optim = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=0.01)
-    net.train()
-    step, loss_ema, started = 0, float("nan"), time.monotonic()
-    bar = _progress(total, "verifier", progress)
-    while step < total:
-        for batch in _length_batches(examples, batch_size, _chars, rng):
-            if step >= total:
-                break
-            # random order: the verifier must be symmetric, the cache asks (request, candidate)
-            firsts, seconds, labels = [], [], []
-            for a, b, y in batch:
-                if rng.random() < 0.5:
-                    a, b = b, a
-                firsts.append(a)
-                seconds.append(b)
-                labels.append(y)
-            enc = tok(
-                firsts,
-                seconds,
-                padding=True,
-                truncation=True,
-                max_length=max_length,
-                return_tensors="pt",
-            )
-            logits = net(**enc).logits.view(-1)
-            loss = F.binary_cross_entropy_with_logits(logits, torch.tensor(labels))
-            for group in optim.param_groups:
-                group["lr"] = _lr_at(step, total, lr)
-            optim.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            optim.step()
-            value = float(loss.detach())
-            loss_ema = value if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * value
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.4f}")
-    bar.close()
-    net.eval()
+    examples = [(b, a, y) if rng.random() < 0.5 else (a, b, y) for a, b, y in examples]
+    first, second, label = (list(column) for column in zip(*examples, strict=True))
+    data = Dataset.from_dict({"sentence1": first, "sentence2": second, "label": label})
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="modelcache-train-") as scratch:
+        args = _train_args(
+            CrossEncoderTrainingArguments,
+            scratch,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            max_steps=max_steps,
+            seed=seed,
+            progress=progress,
+        )
+        trainer = CrossEncoderTrainer(
+            model=ce, args=args, train_dataset=data, loss=BinaryCrossEntropyLoss(ce)
+        )
+        trainer.train()
+    ce.eval()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ce.save(str(out))
@@ -490,18 +455,14 @@ def train_verifier(
         pairs=len(pairs),
         positives=sum(p.same_answer for p in pairs),
         hard_negatives=len(extra),
-        steps=step,
-        epochs=step / max(1, per_epoch),
+        steps=trainer.state.global_step,
+        epochs=float(trainer.state.epoch or 0.0),
         seconds=round(time.monotonic() - started, 1),
-        final_loss=loss_ema,
+        final_loss=_final_loss(trainer),
         settings={"batch_size": batch_size, "lr": lr, "max_length": max_length},
     )
     _write_report(out, report)
     return report
-
-
-def _chars(item: tuple[str, ...] | Sequence[Any]) -> int:
-    return sum(len(x) for x in item if isinstance(x, str))
 
 
 def _write_report(out: Path, report: TrainReport) -> None:

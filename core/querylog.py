@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import col, delete, select
 
 from .redact import log_failure
-from .storage.models import LogRow
+from .storage.models import EntryRow, LogRow
 from .storage.sql import SQLStore
 
 __all__ = ["BackgroundWriter", "iter_log"]
@@ -121,16 +121,23 @@ def purge_log(store: SQLStore, older_than: float) -> int:
 
 
 def iter_log(store: SQLStore, since: float | None = None) -> Iterator[dict[str, Any]]:
-    """Log rows as dicts, oldest first, read in pages."""
+    """Log rows as dicts, oldest first, read in pages.
+
+    A hit's row carries ``answer_tokens`` of its entry (``None`` once the entry is gone), so
+    a report can count the tokens the hit saved without a second pass over the entries.
+    """
     last_id = 0
     while True:
-        stmt = select(LogRow).where(col(LogRow.id) > last_id)
+        stmt = select(LogRow, EntryRow.answer_tokens).outerjoin(
+            EntryRow, col(EntryRow.id) == col(LogRow.entry_id)
+        )
+        stmt = stmt.where(col(LogRow.id) > last_id)
         if since is not None:
             stmt = stmt.where(col(LogRow.at) >= since)
         with store.session() as s:
             rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_BATCH)))
         if not rows:
             return
-        for row in rows:
-            yield json.loads(row.model_dump_json())
-        last_id = int(rows[-1].id or 0)
+        for row, answer_tokens in rows:
+            yield {**json.loads(row.model_dump_json()), "answer_tokens": answer_tokens}
+        last_id = int(rows[-1][0].id or 0)

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 from modelcache import CacheConfig, FakeEmbedder
 from modelcache.calibration import (
@@ -122,6 +128,20 @@ def test_save_toml_merges_into_a_config(tmp_path: Path) -> None:
     save_toml(path, {"similarity_threshold": 0.83, "similarity_threshold_long": 0.9})
     cfg = CacheConfig.from_toml(path)
     assert cfg.similarity_threshold == 0.83 and cfg.top_k == 7 and cfg.embedder == "minilm"
+
+
+def test_save_toml_keeps_nested_tables_and_multiline_strings(tmp_path: Path) -> None:
+    path = tmp_path / "modelcache.toml"
+    original = (
+        '[modelcache]\nembedder = "minilm"\n\n[server]\nport = 8000\n\n'
+        '[server.keys.acme]\ntenant = "acme"\nnote = """two\nlines"""\n'
+    )
+    path.write_text(original, encoding="utf-8")
+    save_toml(path, {"similarity_threshold": 0.83})
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert data["modelcache"] == {"embedder": "minilm", "similarity_threshold": 0.83}
+    acme = {"tenant": "acme", "note": "two\nlines"}
+    assert data["server"] == {"port": 8000, "keys": {"acme": acme}}
 
 
 def test_cli_calibrate_and_eval(tmp_path: Path) -> None:
