@@ -444,7 +444,11 @@ def _explain(model: type[BaseModel], exc: ValidationError, sources: Mapping[str,
         loc = error.get("loc") or ()
         key = str(loc[0]) if loc else ""
         source = sources.get(key, f"argument {key}")
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "extra_forbidden" and isinstance(error.get("input"), dict):
+            close = difflib.get_close_matches(key, _TABLES, n=1, cutoff=0.6)  # a TOML [table]
+            hint = f"; did you mean [{close[0]}]?" if close else ""
+            problems.append(f"{source}: unknown table [{key}]{hint}")
+        elif error["type"] == "extra_forbidden":
             close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             problems.append(f"{source}: unknown setting {key!r}{hint}")

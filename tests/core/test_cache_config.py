@@ -175,6 +175,11 @@ def test_errors_name_the_file_and_line_and_suggest_a_key(tmp_path: Path) -> None
     f.write_text('embedder = "fake"\ntop_k = 300\n[server]\nport = 1\n', "utf-8")
     with pytest.raises(ConfigError, match=r"mc\.toml:2 \(top_k\) = 300"):
         CacheConfig.from_toml(f)
+    f.write_text("[modelcach]\ntop_k = 3\n", "utf-8")
+    with pytest.raises(
+        ConfigError, match=r"unknown table \[modelcach\]; did you mean \[modelcache\]"
+    ):
+        CacheConfig.load(f)
 
 
 def test_errors_name_arguments_and_hide_secrets() -> None:
