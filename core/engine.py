@@ -840,15 +840,18 @@ class Cache:
         ttl: float | None = None,
         metadata: dict[str, Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
+        batch_size: int = _INSERT_BATCH,
     ) -> list[str]:
         """Store many answers with batched embedding and writes (bulk loads).
 
-        Entries are embedded and written in batches, each batch's writes overlapping the next
-        batch's embedding; a batch is written when ``progress(stored, total)`` is called, so a
-        failure leaves the earlier batches stored (re-running the load finishes it).
+        Entries are embedded and written in batches of ``batch_size``, each batch's writes
+        overlapping the next batch's embedding; ``progress(stored, total)`` is called as each
+        batch is written, and a failure leaves the earlier batches stored (a re-run finishes).
         """
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive seconds")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
         items = list(items)
         now = self._clock()
         ttl = ttl if ttl is not None else self.config.ttl_seconds
@@ -861,7 +864,7 @@ class Cache:
             return []
         unique = list(latest.values())
         self._check_partition_cap(r.partition for r, _ in unique)
-        batches = [unique[s : s + _INSERT_BATCH] for s in range(0, len(unique), _INSERT_BATCH)]
+        batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
         stored = 0
 
         def write(rows: list[EntryRow], vectors: np.ndarray, partitions: list[Partition]) -> None:
@@ -894,6 +897,31 @@ class Cache:
             for r, _ in unique:
                 self._log("insert", r, 0.0)
         return [r.exact_key for r, _ in items]
+
+    def stored(
+        self,
+        items: Iterable[tuple[Request, Any]],
+        *,
+        ttl: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> set[str]:
+        """Exact keys of the items already stored, live, with the same answer, metadata and ttl.
+
+        Inserting those again would change nothing but their age and hit count, so a bulk load
+        that was interrupted skips them when it is run again.
+        """
+        ttl = ttl if ttl is not None else self.config.ttl_seconds
+        meta_json = _canonical_json(metadata or {}, "metadata")
+        wanted = {r.exact_key: _canonical_json(a, "the answer") for r, a in items}
+        try:
+            found = self._sql.stored_answers(list(wanted), self._clock())
+        except Exception as exc:
+            raise BackendError(f"stored-entry check failed: {describe_error(exc)}") from exc
+        return {
+            key
+            for key, (answer_json, stored_meta, stored_ttl) in found.items()
+            if answer_json == wanted[key] and stored_meta == meta_json and stored_ttl == ttl
+        }
 
     def _prepare_rows(
         self,
@@ -1239,9 +1267,18 @@ class Cache:
         *,
         ttl: float | None = None,
         metadata: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = _INSERT_BATCH,
     ) -> list[str]:
-        """Async :meth:`insert_many`."""
-        return await asyncio.to_thread(self.insert_many, list(items), ttl=ttl, metadata=metadata)
+        """Async :meth:`insert_many` (``progress`` is called from a worker thread)."""
+        return await asyncio.to_thread(
+            self.insert_many,
+            list(items),
+            ttl=ttl,
+            metadata=metadata,
+            progress=progress,
+            batch_size=batch_size,
+        )
 
     async def aremove(
         self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None

@@ -117,3 +117,20 @@ def test_batched_parallel_onnx_equals_one_text_at_a_time(minilm: OnnxSentenceEmb
     alone = np.stack([minilm.embed([t])[0] for t in texts])
     cosine = np.sum(together * alone, axis=1)
     assert float(cosine.min()) > 0.99999
+
+
+def test_stored_names_only_live_entries_with_the_same_answer(
+    make_cache: Callable[..., Cache], clock: Any
+) -> None:
+    cache = make_cache()
+    items = _items(4)
+    cache.insert_many(items[:2], metadata={"source": "faq"})
+    cache.insert_many(items[2:3], ttl=10)
+    keys = [r.exact_key for r, _ in items]
+    assert cache.stored(items, metadata={"source": "faq"}) == set(keys[:2])
+    assert cache.stored(items) == set(), "other metadata: not the stored entry"
+    assert cache.stored(items[2:], ttl=10) == {keys[2]}
+    changed = [(items[0][0], "another answer")]
+    assert cache.stored(changed, metadata={"source": "faq"}) == set()
+    clock.advance(11)
+    assert cache.stored(items[2:], ttl=10) == set(), "an expired entry is loaded again"
