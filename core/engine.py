@@ -939,8 +939,8 @@ class Cache:
             else iter(())
         )
         context_of = [next(context_vecs) if r.conversation_text else None for r, _ in batch]
-        rows = [
-            EntryRow(
+        rows = [  # the values are built here, so the model's per-field validation is skipped
+            EntryRow.model_construct(
                 id=r.exact_key,
                 partition_id=r.partition.id,
                 query=r.query_text,
