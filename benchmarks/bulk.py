@@ -134,6 +134,7 @@ def child(argv: list[str]) -> int:
 # ---- parent ----------------------------------------------------------------------------------
 def extract(ref: str, into: Path) -> Path:
     """A PYTHONPATH folder holding ``modelcache`` as it was at ``ref``."""
+    into.mkdir(parents=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", ref, "core"], check=True, capture_output=True
     ).stdout
@@ -178,7 +179,7 @@ def run_import(pp: Path, file: Path, folder: Path) -> dict[str, Any]:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-2000:])
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout)
     return {"wall": wall, "cpu": cpu, **result}
 
 
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 label = f"{tree} ({backend})"
                 print(f"round {r + 1}: insert_many {label}", file=sys.stderr)
                 api.setdefault(label, []).append(run_child(trees[tree], "api", str(n), backend))
+                print(f"  {api[label][-1]}", file=sys.stderr)
             for tree in ("before", "after") if r % 2 == 0 else ("after", "before"):
                 print(f"round {r + 1}: import {tree}", file=sys.stderr)
                 folder = tmp / f"import-{tree}-{r}"

@@ -2,11 +2,11 @@
 
 Method (printed with the results), on the shipped all-MiniLM-L6-v2, one thread, same process:
 
-* drift: cosine between the int8 and fp32 vector of each distinct ``qqp_dev`` question;
-* thresholds (``core/calibration.py``): for each kind (short, long, follow-up, context) the
-  int8 threshold is the one with the most recall whose pairwise precision reaches what fp32
-  reaches at its shipped default, on ``qqp_dev`` pairs (short/long) and on ``multiturn_dev``
-  conversations (follow-up/context), so int8 keeps fp32's precision;
+* drift: cosine between the int8 and fp32 vectors of 2,000 distinct ``qqp_dev`` questions;
+* thresholds (``core/calibration.py``, on ``--pairs`` sampled pairs): for each kind (short,
+  long, follow-up, context) the int8 threshold is the one with the most recall whose pairwise
+  precision reaches what fp32 reaches at its shipped default, on ``qqp_dev`` pairs
+  (short/long) and ``multiturn_dev`` conversations (follow-up/context);
 * accuracy: the cache-level protocol of ``../shared/data/README.md`` through ``Cache`` (insert
   every distinct ``a``, look up every ``b``) on the first ``--limit`` rows: fp32 at its
   defaults, int8 at fp32's defaults, int8 at its calibrated short threshold (a per-lookup
@@ -56,7 +56,9 @@ def drift(fp32: Any, int8: Any, texts: list[str]) -> dict[str, float]:
     }
 
 
-def thresholds(fp32: Any, int8: Any, pairs_path: Path, convs_path: Path) -> list[dict[str, Any]]:
+def thresholds(
+    fp32: Any, int8: Any, pairs_path: Path, convs_path: Path, limit: int | None
+) -> list[dict[str, Any]]:
     """int8 thresholds matching fp32's pairwise precision at its defaults, kind by kind."""
     from modelcache.calibration import (
         _cosines,
@@ -69,7 +71,7 @@ def thresholds(fp32: Any, int8: Any, pairs_path: Path, convs_path: Path) -> list
     from modelcache.evaluation import load_conversations
     from modelcache.finetune import load_pairs
 
-    pairs = load_pairs(pairs_path)
+    pairs = load_pairs(pairs_path, limit=limit)  # a seeded random sample
     convs = load_conversations(convs_path)
     long_tokens = 48  # CacheConfig.long_query_tokens
     is_long = np.array([fp32.count_tokens(p.b) >= long_tokens for p in pairs])
@@ -170,6 +172,7 @@ def speed(fp32: Any, int8: Any, texts: list[str]) -> dict[str, dict[str, float]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=3000, help="qqp_dev rows for accuracy")
+    parser.add_argument("--pairs", type=int, default=None, help="qqp_dev pairs to calibrate on")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8.md"))
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -181,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for line in fh]
     texts = _texts(rows)
     print("drift ...", file=sys.stderr)
-    d = drift(fp32, int8, texts[:4000])
+    d = drift(fp32, int8, texts[:2000])
     print("speed ...", file=sys.stderr)
     s = speed(fp32, int8, texts[4000:])
     print("thresholds ...", file=sys.stderr)
-    th = thresholds(fp32, int8, dev, DATA / "multiturn_dev.json")
+    th = thresholds(fp32, int8, dev, DATA / "multiturn_dev.json", args.pairs)
+    print(th, file=sys.stderr)
     calibrated = {t["kind"]: round(t["int8"].threshold, 3) for t in th}
     print("accuracy ...", file=sys.stderr)
     acc = accuracy(fp32, int8, dev, args.limit, calibrated)
@@ -207,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         f"| {d['texts']:,} | {d['min']:.4f} | {d['p1']:.4f} | {d['median']:.4f} | "
         f"{d['mean']:.4f} |",
         "",
-        "## Thresholds (pairwise; int8 matched to fp32's precision at its default)",
+        f"## Thresholds (pairwise on {args.pairs or 'all'} qqp_dev pairs and multiturn_dev; "
+        "int8 matched to fp32's precision at its default)",
         "",
         "| kind | pairs | fp32 default | precision | recall | int8 at that threshold | "
         "precision | recall | int8 calibrated | precision | recall |",
