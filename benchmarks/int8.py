@@ -220,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         *(
             f"| {t['kind']} | {t['pairs']:,} | {op(t['fp32'])} | {op(t['int8_at_fp32'])} | "
             f"{op(t['int8'])} |"
-            if t["fp32"].positives
-            else f"| {t['kind']} | {t['pairs']:,} | no pair of this kind in the sample: "
-            "int8 moves by the short threshold's offset | | | | | | | |"
+            if t["fp32"].predicted
+            else f"| {t['kind']} | {t['pairs']:,} | {op(t['fp32'])} | {op(t['int8_at_fp32'])} | "
+            f"fp32 serves none of these pairs: nothing to match; int8 moves by the short "
+            "threshold's offset | | |"
             for t in th
         ),
         "",
