@@ -383,16 +383,16 @@ def _progress(label: str, *, disable: bool) -> Progress:
     return progress(label, disable=disable)
 
 
-def _batches(rows: list[_Row], size: int) -> Iterator[list[_Row]]:
-    """Consecutive rows of equal metadata, at most ``size`` per batch."""
-    batch: list[_Row] = []
+def _groups(rows: list[_Row]) -> Iterator[list[_Row]]:
+    """Runs of consecutive rows with equal metadata (one ``insert_many`` each)."""
+    group: list[_Row] = []
     for row in rows:
-        if batch and (len(batch) >= size or row.metadata != batch[0].metadata):
-            yield batch
-            batch = []
-        batch.append(row)
-    if batch:
-        yield batch
+        if group and row.metadata != group[0].metadata:
+            yield group
+            group = []
+        group.append(row)
+    if group:
+        yield group
 
 
 @app.command("import")
@@ -416,7 +416,11 @@ def import_(
     ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Bulk-load Q/A pairs. The whole file is checked first: one bad row writes nothing."""
+    """Bulk-load Q/A pairs. The whole file is checked first: one bad row writes nothing.
+
+    Rows already stored with the same answer are skipped: an interrupted import, run again,
+    resumes where it stopped.
+    """
     if fmt not in ("auto", "jsonl", "csv"):
         raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
     state = _state(ctx)
@@ -440,23 +444,36 @@ def import_(
         raise UserError(f"{len(problems)} invalid row(s){more}; nothing was imported")
     if not rows:
         raise UserError(f"{file} holds no rows")
-    stored = 0
+    stored = skipped = 0
     started = time.perf_counter()
     with state.open_cache(create=True) as cache:
         progress = _progress("importing", disable=as_json)
         with progress:
             task = progress.add_task("import", total=len(rows))
-            for batch in _batches(rows, batch_size):
+            for group in _groups(rows):
+                pairs = [(r.request, r.answer) for r in group]
+                meta = group[0].metadata
+                known = cache.stored(pairs, ttl=ttl, metadata=meta)  # an earlier run's work
+                fresh = [p for p in pairs if p[0].exact_key not in known]
+                skipped += len(pairs) - len(fresh)
+                progress.advance(task, len(pairs) - len(fresh))
+                done = 0
+
+                def advance(count: int, _total: int) -> None:
+                    nonlocal done
+                    progress.advance(task, count - done)
+                    done = count
+
                 cache.insert_many(
-                    [(r.request, r.answer) for r in batch], ttl=ttl, metadata=batch[0].metadata
+                    fresh, ttl=ttl, metadata=meta, progress=advance, batch_size=batch_size
                 )
-                stored += len(batch)
-                progress.advance(task, len(batch))
+                stored += len(fresh)
     seconds = time.perf_counter() - started
     if as_json:
-        _print_json({"imported": stored, "seconds": round(seconds, 3)})
+        _print_json({"imported": stored, "skipped": skipped, "seconds": round(seconds, 3)})
     else:
-        out.print(f"imported [bold]{stored}[/] rows in {seconds:.1f} s")
+        note = f", skipped {skipped:,} already stored" if skipped else ""
+        out.print(f"imported [bold]{stored}[/] rows in {seconds:.1f} s{note}")
 
 
 @app.command()

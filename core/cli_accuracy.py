@@ -107,7 +107,12 @@ def calibrate_command(
 
     cfg = _config(ctx, guard=guard, verifier=verifier)
     rows = load_pairs(pairs, limit=limit)
-    emb = build_embedder(cfg.embedder, threads=None)
+    emb = build_embedder(
+        cfg.embedder,
+        threads=None,
+        backend=cfg.embedder_backend,
+        onnx_cache_dir=cfg.onnx_cache_dir,
+    )
     guard_obj = None
     if cfg.guard:
         from .guard import Guard

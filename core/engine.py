@@ -62,6 +62,7 @@ _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
+_INSERT_BATCH = 256  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
 
@@ -864,11 +865,20 @@ class Cache:
         *,
         ttl: float | None = None,
         metadata: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = _INSERT_BATCH,
     ) -> list[str]:
-        """Store many answers with batched embedding and writes (bulk loads)."""
+        """Store many answers with batched embedding and writes (bulk loads).
+
+        Entries are embedded and written in batches of ``batch_size``, each batch's writes
+        overlapping the next batch's embedding; ``progress(stored, total)`` is called as each
+        batch is written, and a failure leaves the earlier batches stored (a re-run finishes).
+        """
         self._check_open()
         if ttl is not None and ttl <= 0:
             raise ConfigError("ttl must be positive seconds")
+        if batch_size < 1:
+            raise ConfigError("batch_size must be at least 1")
         items = list(items)
         now = self._clock()
         ttl = ttl if ttl is not None else self.config.ttl_seconds
@@ -889,66 +899,125 @@ class Cache:
                 "embedder='multilingual' for Chinese or mixed traffic",
                 self._embedder.name,
             )
+        batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
+        stored = 0
+
+        def write(rows: list[EntryRow], vectors: np.ndarray, partitions: list[Partition]) -> None:
+            nonlocal stored
+            self._write_rows(rows, vectors, partitions, now)
+            stored += len(rows)
+            if progress is not None:
+                progress(stored, len(unique))
+
         try:
-            partitions = list({r.partition.id: r.partition for r, _ in unique}.values())
-            queries = self._checked(
-                self._embedder.embed([r.query_text for r, _ in unique]), len(unique)
-            )
-            contexts = [r.conversation_text for r, _ in unique if r.conversation_text]
-            context_vecs = (
-                iter(self._checked(self._embedder.embed(contexts), len(contexts)))
-                if contexts
-                else iter(())
-            )
-            context_of = [next(context_vecs) if r.conversation_text else None for r, _ in unique]
-            rows = [
-                EntryRow(
-                    id=r.exact_key,
-                    partition_id=r.partition.id,
-                    query=r.query_text,
-                    history_json=_canonical_json(
-                        [[m.role, m.content] for m in r.history], "history"
-                    ),
-                    context_text=r.context_text,
-                    context_vector=None if ctx is None else encode_vector(ctx),
-                    attachments=r.attachment_digest,
-                    answer_json=answer_json,
-                    metadata_json=meta_json,
-                    answer_tokens=_estimate_tokens(answer_json),
-                    created_at=now,
-                    last_hit_at=now,
-                    hit_count=0,
-                    ttl=ttl,
-                    expires_at=now + ttl if ttl is not None else None,
-                )
-                for (r, answer_json), ctx in zip(unique, context_of, strict=True)
-            ]
-            by_partition: dict[str, list[int]] = {}
-            for index, row in enumerate(rows):
-                by_partition.setdefault(row.partition_id, []).append(index)
-            with self._write_lock:  # a remove of the same key in this process waits
-                # Vectors first, then the rows: a crash or failure in between leaves orphan
-                # vectors (ignored by lookups, dropped by repair), never an acknowledged row
-                # without its vector. An entry's vector depends only on its id's texts, so
-                # rewriting it for an existing entry changes nothing.
-                for pid, indexes in sorted(by_partition.items()):
-                    self._vectors.upsert(
-                        pid,
-                        [rows[i].id for i in indexes],
-                        np.stack([recall_vector(queries[i], context_of[i]) for i in indexes]),
-                    )
-                self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
-            self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
+            if len(batches) == 1:
+                write(*self._prepare_rows(batches[0], now, ttl, meta_json))
+            else:  # the writer thread stores batch k while batch k + 1 is embedded
+                with concurrent.futures.ThreadPoolExecutor(
+                    1, thread_name_prefix="modelcache-insert"
+                ) as writer:
+                    pending: concurrent.futures.Future[None] | None = None
+                    for batch in batches:
+                        prepared = self._prepare_rows(batch, now, ttl, meta_json)
+                        if pending is not None:
+                            pending.result()
+                        pending = writer.submit(write, *prepared)
+                    if pending is not None:
+                        pending.result()
         except ModelCacheError:
             raise
         except Exception as exc:
             raise BackendError(f"insert failed: {describe_error(exc)}") from exc
-        for row in rows:
-            self._stats.add(row.partition_id, inserts=1)
         if self.config.query_log:
             for r, _ in unique:
                 self._log("insert", r, 0.0)
         return [r.exact_key for r, _ in items]
+
+    def stored(
+        self,
+        items: Iterable[tuple[Request, Any]],
+        *,
+        ttl: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> set[str]:
+        """Exact keys of the items already stored, live, with the same answer, metadata and ttl.
+
+        Inserting those again would change nothing but their age and hit count, so a bulk load
+        that was interrupted skips them when it is run again.
+        """
+        self._check_open()
+        ttl = ttl if ttl is not None else self.config.ttl_seconds
+        meta_json = _canonical_json(metadata or {}, "metadata")
+        wanted = {r.exact_key: _canonical_json(a, "the answer") for r, a in items}
+        try:
+            found = self._sql.stored_answers(list(wanted), self._clock())
+        except Exception as exc:
+            raise BackendError(f"stored-entry check failed: {describe_error(exc)}") from exc
+        return {
+            key
+            for key, (answer_json, stored_meta, stored_ttl) in found.items()
+            if answer_json == wanted[key] and stored_meta == meta_json and stored_ttl == ttl
+        }
+
+    def _prepare_rows(
+        self,
+        batch: Sequence[tuple[Request, str]],
+        now: float,
+        ttl: float | None,
+        meta_json: str,
+    ) -> tuple[list[EntryRow], np.ndarray, list[Partition]]:
+        """Rows, recall vectors and partitions of (request, answer JSON) pairs: the embedding."""
+        queries = self._checked(self._embedder.embed([r.query_text for r, _ in batch]), len(batch))
+        contexts = [r.conversation_text for r, _ in batch if r.conversation_text]
+        context_vecs = (
+            iter(self._checked(self._embedder.embed(contexts), len(contexts)))
+            if contexts
+            else iter(())
+        )
+        context_of = [next(context_vecs) if r.conversation_text else None for r, _ in batch]
+        rows = [  # the values are built here, so the model's per-field validation is skipped
+            EntryRow.model_construct(
+                id=r.exact_key,
+                partition_id=r.partition.id,
+                query=r.query_text,
+                history_json=_canonical_json([[m.role, m.content] for m in r.history], "history"),
+                context_text=r.context_text,
+                context_vector=None if ctx is None else encode_vector(ctx),
+                attachments=r.attachment_digest,
+                answer_json=answer_json,
+                metadata_json=meta_json,
+                answer_tokens=_estimate_tokens(answer_json),
+                created_at=now,
+                last_hit_at=now,
+                hit_count=0,
+                ttl=ttl,
+                expires_at=now + ttl if ttl is not None else None,
+            )
+            for (r, answer_json), ctx in zip(batch, context_of, strict=True)
+        ]
+        vectors = np.stack(
+            [recall_vector(q, ctx) for q, ctx in zip(queries, context_of, strict=True)]
+        )
+        return rows, vectors, list({r.partition.id: r.partition for r, _ in batch}.values())
+
+    def _write_rows(
+        self, rows: list[EntryRow], vectors: np.ndarray, partitions: list[Partition], now: float
+    ) -> None:
+        """Store one batch: its vectors first, then its rows (with their partitions)."""
+        by_partition: dict[str, list[int]] = {}
+        for index, row in enumerate(rows):
+            by_partition.setdefault(row.partition_id, []).append(index)
+        with self._write_lock:  # a remove of the same key in this process waits
+            # Vectors first, then the rows: a crash or failure in between leaves orphan
+            # vectors (ignored by lookups, dropped by repair), never an acknowledged row
+            # without its vector. An entry's vector depends only on its id's texts, so
+            # rewriting it for an existing entry changes nothing.
+            for pid, indexes in sorted(by_partition.items()):
+                self._vectors.upsert(pid, [rows[i].id for i in indexes], vectors[indexes])
+            self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
+        self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
+        for row in rows:
+            self._stats.add(row.partition_id, inserts=1)
 
     def remove(
         self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None
@@ -1248,9 +1317,18 @@ class Cache:
         *,
         ttl: float | None = None,
         metadata: dict[str, Any] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        batch_size: int = _INSERT_BATCH,
     ) -> list[str]:
-        """Async :meth:`insert_many`."""
-        return await asyncio.to_thread(self.insert_many, list(items), ttl=ttl, metadata=metadata)
+        """Async :meth:`insert_many` (``progress`` is called from a worker thread)."""
+        return await asyncio.to_thread(
+            self.insert_many,
+            list(items),
+            ttl=ttl,
+            metadata=metadata,
+            progress=progress,
+            batch_size=batch_size,
+        )
 
     async def aremove(
         self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None

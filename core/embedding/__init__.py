@@ -43,10 +43,13 @@ def build_embedder(
     """Build the embedder a config names: 'minilm', 'multilingual', 'fake', 'llm:<dir>' or a dir.
 
     Sentence-transformers models ('minilm' and folders) run under ONNX Runtime unless
-    ``backend`` is 'torch'; an export failure falls back to torch with a warning.
+    ``backend`` is 'torch'; an export failure falls back to torch with a warning. 'onnx-int8'
+    runs them quantised, under their own name and thresholds.
     """
-    if backend not in ("onnx", "torch"):
-        raise ConfigError(f"unknown embedder backend {backend!r}: use 'onnx' or 'torch'")
+    if backend not in ("onnx", "torch", "onnx-int8"):
+        raise ConfigError(
+            f"unknown embedder backend {backend!r}: use 'onnx', 'onnx-int8' or 'torch'"
+        )
     model_dir: str | None
     if spec == "minilm":
         model_dir = None
@@ -67,4 +70,9 @@ def build_embedder(
         )
     if backend == "torch":
         return SentenceTransformerEmbedder(model_dir, threads=threads)
-    return OnnxSentenceEmbedder(model_dir, threads=threads, cache_dir=onnx_cache_dir)
+    return OnnxSentenceEmbedder(
+        model_dir,
+        threads=threads,
+        cache_dir=onnx_cache_dir,
+        quantize=backend == "onnx-int8",
+    )

@@ -478,6 +478,19 @@ class SQLStore:
                 found.extend((i, p) for i, p in conn.execute(stmt))
         return found
 
+    def stored_answers(
+        self, ids: Sequence[str], now: float
+    ) -> dict[str, tuple[str, str, float | None]]:
+        """(answer JSON, metadata JSON, ttl) of the live entries among ``ids``."""
+        found: dict[str, tuple[str, str, float | None]] = {}
+        columns = (_ENTRY.c.id, _ENTRY.c.answer_json, _ENTRY.c.metadata_json, _ENTRY.c.ttl)
+        live = sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > now)
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(ids)):
+                stmt = sa.select(*columns).where(_ENTRY.c.id.in_(chunk), live)
+                found.update((i, (a, m, t)) for i, a, m, t in conn.execute(stmt))
+        return found
+
     def delete_ids(self, ids: Sequence[str]) -> int:
         """Delete entries by id, in id order (the order every writer locks rows in)."""
 

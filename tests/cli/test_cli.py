@@ -99,6 +99,22 @@ def test_import_jsonl_then_export_round_trip(invoke: Invoke, tmp_path: Path) -> 
     assert as_json(invoke("query", "question 299", "--json", path=copy))["answer"] == "answer 299"
 
 
+def test_import_run_again_skips_what_is_stored(invoke: Invoke, tmp_path: Path) -> None:
+    rows = [{"question": f"question {i}", "answer": f"answer {i}"} for i in range(40)]
+    half = write_jsonl(tmp_path / "half.jsonl", rows[:25])  # as if the first run stopped here
+    assert as_json(invoke("import", str(half), "--json"))["imported"] == 25
+    rows[3]["answer"] = "a new answer"  # changed since: written again
+    full = write_jsonl(tmp_path / "full.jsonl", rows)
+    result = as_json(invoke("import", str(full), "--batch-size", "8", "--json"))
+    assert (result["imported"], result["skipped"]) == (16, 24)
+    assert as_json(invoke("stats", "--json"))["entries"] == 40
+    assert as_json(invoke("query", "question 3", "--json"))["answer"] == "a new answer"
+    again = invoke("import", str(full))
+    assert again.exit_code == 0 and "skipped 40 already stored" in again.stdout
+    longer = as_json(invoke("import", str(full), "--ttl", "60", "--json"))  # a new ttl: rewritten
+    assert (longer["imported"], longer["skipped"]) == (40, 0)
+
+
 def test_import_csv(invoke: Invoke, tmp_path: Path) -> None:
     src = tmp_path / "qa.csv"
     src.write_text(
