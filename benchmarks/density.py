@@ -77,7 +77,7 @@ def memo_vectors(texts: Sequence[str], memo: Path, chunk: int = 2048) -> dict[st
         known.update(zip(json.loads(part.read_text(encoding="utf-8")), vecs, strict=True))
     todo = [t for t in dict.fromkeys(texts) if t not in known]
     if todo:
-        embedder = build_embedder("minilm", threads=os.cpu_count())
+        embedder = build_embedder("minilm", threads=1)  # ORT threads spin: one wins on a busy host
         start = len(list(memo.glob("part-*.json")))
         began = time.perf_counter()
         for n, i in enumerate(range(0, len(todo), chunk)):
