@@ -77,7 +77,7 @@ def memo_vectors(texts: Sequence[str], memo: Path, chunk: int = 2048) -> dict[st
         known.update(zip(json.loads(part.read_text(encoding="utf-8")), vecs, strict=True))
     todo = [t for t in dict.fromkeys(texts) if t not in known]
     if todo:
-        embedder = build_embedder("minilm", threads=os.cpu_count())
+        embedder = build_embedder("minilm", threads=1)  # ORT threads spin: one wins on a busy host
         start = len(list(memo.glob("part-*.json")))
         began = time.perf_counter()
         for n, i in enumerate(range(0, len(todo), chunk)):
@@ -155,6 +155,7 @@ class Result:
         self.recall_hits = self.recall_correct = self.unseen_hits = 0
         self.recall_n = self.unseen_n = 0
         self.latencies: list[float] = []
+        self.false_hits: list[tuple[str, str, float]] = []  # (probe, question served, cosine)
 
     def cells(self) -> list[str]:
         """Recall, precision on recall probes, false-hit rate, p50 ms."""
@@ -205,6 +206,8 @@ def run_size(
                     res.latencies.append((time.perf_counter() - started) * 1000)
                     res.unseen_n += 1
                     res.unseen_hits += hit is not None
+                    if hit is not None:
+                        res.false_hits.append((q, str(hit.answer), hit.similarity))
             results.append(res)
     return results
 
@@ -229,6 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--probes", type=int, default=1000, help="recall and false-hit probes")
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--embed-only", action="store_true", help="only fill the vector memo")
+    parser.add_argument("--defaults-only", action="store_true", help="skip the variants")
+    parser.add_argument(
+        "--false-hits", default=None, help="write each size's false hits (JSON lines) here"
+    )
     args = parser.parse_args(argv)
     recall, unseen, filler = workload(args.probes)
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -242,12 +249,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| entries | configuration | recall | precision | false-hit rate | p50 ms |",
         "|---:|---|---:|---:|---:|---:|",
     ]
+    configs = CONFIGS[:1] if args.defaults_only else CONFIGS
+    listed = []
     for size in sizes:
         for (label, _), res in zip(
-            CONFIGS, run_size(size, recall, unseen, filler, embedder, CONFIGS), strict=True
+            configs, run_size(size, recall, unseen, filler, embedder, configs), strict=True
         ):
             lines.append(f"| {size:,} | {label} | " + " | ".join(res.cells()) + " |")
             print(lines[-1], flush=True)
+            listed += [
+                {"size": size, "config": label, "probe": q, "served": a, "cosine": round(s, 3)}
+                for q, a, s in res.false_hits
+            ]
+    if args.false_hits:
+        with open(args.false_hits, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(row) + "\n" for row in listed)
     command = " ".join(sys.argv[1:] if argv is None else argv)
     header = (
         f"density benchmark: {platform.machine()}, {os.cpu_count()} CPU cores, "

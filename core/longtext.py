@@ -13,6 +13,7 @@ numbers: docs/concepts.md.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import re
 import threading
@@ -35,6 +36,7 @@ log = logging.getLogger("modelcache")
 PART_MARGIN = 0.15
 
 _MEMO_SIZE = 2048  # region vectors kept per cache
+_PARSE_MEMO = 256  # long texts whose sentences are kept split (a process-wide cache)
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
 
 
@@ -56,27 +58,34 @@ def _key(sentence: str) -> str:
     return _KEY_DROP.sub(" ", sentence.casefold()).strip()
 
 
+@functools.lru_cache(maxsize=_PARSE_MEMO)
+def _parse(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
+    """Sentences of a text, their comparison keys and word counts: one lookup diffs the same
+    prompt against several candidates, and stored prompts recur across lookups."""
+    sentences = tuple(split_sentences(text))
+    return sentences, tuple(_key(s) for s in sentences), tuple(count_words(s) for s in sentences)
+
+
 def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
     """The regions where two texts differ, widened to whole sentences, and the shared words.
 
     Sentences that appear as often elsewhere in the other text (retrieved chunks in another
     order) do not count as differences.
     """
-    a, b = split_sentences(old), split_sentences(new)
-    ka, kb = [_key(s) for s in a], [_key(s) for s in b]
+    (a, ka, words_a), (b, kb, _) = _parse(old), _parse(new)
     count_a, count_b = Counter(ka), Counter(kb)
     regions: list[Region] = []
     shared = 0
     matcher = difflib.SequenceMatcher(None, ka, kb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag == "equal":
-            shared += sum(count_words(s) for s in a[i1:i2])
+            shared += sum(words_a[i1:i2])
             continue
         moved_a = [bool(ka[i]) and count_b[ka[i]] >= count_a[ka[i]] for i in range(i1, i2)]
         moved_b = [bool(kb[j]) and count_a[kb[j]] >= count_b[kb[j]] for j in range(j1, j2)]
         old_part = [a[i] for i, m in zip(range(i1, i2), moved_a, strict=True) if ka[i] and not m]
         new_part = [b[j] for j, m in zip(range(j1, j2), moved_b, strict=True) if kb[j] and not m]
-        shared += sum(count_words(a[i]) for i, m in zip(range(i1, i2), moved_a, strict=True) if m)
+        shared += sum(words_a[i] for i, m in zip(range(i1, i2), moved_a, strict=True) if m)
         if old_part or new_part:
             regions.append(Region(" ".join(old_part), " ".join(new_part)))
     # a sentence removed in one place and another added elsewhere (the diff may align an

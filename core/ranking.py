@@ -337,9 +337,11 @@ class Acceptor:
                     continue
             if long and self._long_parts_differ(request.query_text, cand.row):
                 continue
+            if self._verifier is None:
+                return cand  # the best passing one: the rest need not be checked
             passing.append(cand)
-        if not passing or self._verifier is None:
-            return passing[0] if passing else None
+        if not passing:
+            return None
         band = threshold + self._config.verifier_band
         unsure = [c for c in passing if c.similarity < band]
         scores = dict(

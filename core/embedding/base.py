@@ -32,6 +32,8 @@ _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|(?<=[。！？；：])")
 # About one sentence in three ends a chunk, decided by its own text (see ``_windows``).
 _CHUNK_EVERY = 3
 _MEMO_INIT = threading.Lock()
+_TEXT_MEMO_CHARS = 1000  # texts this long or longer have their token count and windows memoised
+_TEXT_MEMO_SIZE = 64
 
 
 def split_sentences(text: str) -> list[str]:
@@ -148,11 +150,37 @@ class BaseEmbedder(ABC):
 
     def count_tokens(self, text: str) -> int:
         """Model tokens when a tokenizer exists, else a word count."""
+        if len(text) >= _TEXT_MEMO_CHARS:
+            return self._text_info(text)[0]
         ids = self._tokens(text)
         return len(ids) if ids is not None else count_words(text)
 
     def _windows(self, text: str) -> list[str]:
-        """The pieces a text is encoded in: itself when it fits the window, else chunks.
+        """The pieces a text is encoded in: itself when it fits the window, else chunks."""
+        return self._text_info(text)[1]
+
+    def _text_info(self, text: str) -> tuple[int, list[str]]:
+        """Token count and windows of a text, memoised for the last few long texts: one lookup
+        counts and windows the same prompt several times (threshold, long-text check, embed)."""
+        if len(text) < _TEXT_MEMO_CHARS:  # short texts: cheaper to recount than to memoise
+            ids = self._tokens(text)
+            return (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
+        self._init_memo()
+        with self._memo_lock:
+            info = self._text_memo.get(text)
+            if info is not None:
+                self._text_memo.move_to_end(text)
+                return info
+        ids = self._tokens(text)
+        info = (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
+        with self._memo_lock:
+            self._text_memo[text] = info
+            while len(self._text_memo) > _TEXT_MEMO_SIZE:
+                self._text_memo.popitem(last=False)
+        return info
+
+    def _chunks(self, text: str, ids: list[int] | None) -> list[str]:
+        """The text itself when it fits the window (``ids``: its tokens), else chunks.
 
         A chunk is whole sentences up to the window; a chunk also ends after a sentence whose
         own hash says so (content-defined boundaries), so an edit in one place (another
@@ -160,10 +188,7 @@ class BaseEmbedder(ABC):
         A sentence longer than the window is cut into overlapping token windows.
         """
         limit = self.max_tokens
-        if limit is None:
-            return [text]
-        ids = self._tokens(text)
-        if ids is None or len(ids) <= limit:
+        if limit is None or ids is None or len(ids) <= limit:
             return [text]
         pieces: list[str] = []
         current: list[str] = []
@@ -193,13 +218,7 @@ class BaseEmbedder(ABC):
 
     def _encode_memo(self, pieces: list[str]) -> np.ndarray:
         """Normalised vectors of the pieces, encoding only those not memoised."""
-        memo: OrderedDict[str, np.ndarray] | None = getattr(self, "_memo", None)
-        if memo is None:
-            with _MEMO_INIT:
-                if getattr(self, "_memo", None) is None:
-                    self._memo_lock = threading.Lock()
-                    self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
-                memo = self._memo
+        memo = self._init_memo()
         with self._memo_lock:
             known = {p: memo[p] for p in pieces if p in memo}
             for piece in known:
@@ -214,12 +233,25 @@ class BaseEmbedder(ABC):
                     memo.popitem(last=False)
         return np.stack([known[p] for p in pieces])
 
+    def _init_memo(self) -> OrderedDict[str, np.ndarray]:
+        """The chunk-vector memo (and the text memo), created on first use."""
+        memo: OrderedDict[str, np.ndarray] | None = getattr(self, "_memo", None)
+        if memo is None:
+            with _MEMO_INIT:
+                if getattr(self, "_memo", None) is None:
+                    self._memo_lock = threading.Lock()
+                    self._text_memo: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+                    self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+                memo = self._memo
+        return memo
+
     def clear_memo(self) -> None:
-        """Forget the memoised chunk vectors (benchmarks measure a cold lookup with it)."""
+        """Forget the memoised chunk vectors and windows (benchmarks measure a cold lookup)."""
         memo = getattr(self, "_memo", None)
         if memo is not None:
             with self._memo_lock:
                 memo.clear()
+                self._text_memo.clear()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch; long texts become the weighted mean of their chunk embeddings."""

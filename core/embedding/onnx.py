@@ -292,6 +292,9 @@ class _OnnxRuntime:
     def tokens(self, text: str) -> list[int]:
         return list(self._raw.encode(text, add_special_tokens=False).ids)
 
+    def token_lists(self, texts: list[str]) -> list[list[int]]:
+        return [list(e.ids) for e in self._raw.encode_batch(texts, add_special_tokens=False)]
+
     def detokenize(self, ids: list[int]) -> str:
         return str(self._raw.decode(ids, skip_special_tokens=False))
 
@@ -443,6 +446,12 @@ class OnnxSentenceEmbedder(BaseEmbedder):
     def _tokens(self, text: str) -> list[int]:
         runtime = self._loaded()
         return runtime.tokens(text) if runtime is self._runtime else runtime._tokens(text)
+
+    def _token_lists(self, texts: list[str]) -> list[list[int]]:
+        runtime = self._loaded()
+        if runtime is self._runtime:
+            return runtime.token_lists(texts)  # one call of the Rust tokenizer, not one per text
+        return runtime._token_lists(texts)
 
     def _detokenize(self, ids: list[int]) -> str:
         runtime = self._loaded()

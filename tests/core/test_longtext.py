@@ -188,3 +188,48 @@ def test_chunk_vectors_are_memoised_and_equal_to_fresh_ones(
     assert np.allclose(minilm.embed([first])[0], cold, atol=1e-5) and encoded
     minilm.embed(["How do I reset my password?"] * 2)  # short texts are not memoised
     assert encoded.count("How do I reset my password?") == 2
+
+
+def test_only_candidates_up_to_the_first_accepted_one_are_checked(
+    engine: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for question, answer in (
+        ("What is the refund window?", "30 days"),
+        ("Who pays for return shipping?", "the shop"),
+        ("How long does delivery take?", "3 days"),
+    ):
+        engine.insert(Request.from_text(rag(question)), answer)
+    check = engine._acceptor._longtext
+    checked: list[str] = []
+    real = check.reason
+
+    def counting(new: str, old: str) -> str | None:
+        checked.append(old)
+        return real(new, old)
+
+    monkeypatch.setattr(check, "reason", counting)
+    hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
+    assert hit is not None and hit.answer == "30 days"
+    assert checked == [rag("What is the refund window?")]  # not every recalled candidate
+
+
+@pytest.mark.model
+def test_a_long_text_is_tokenized_once_per_lookup(
+    minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompt = rag("What is the refund window?", " ".join(CHUNKS * 3))
+    minilm.clear_memo()
+    tokenized: list[str] = []
+    real = minilm._tokens
+
+    def counting(text: str) -> list[int]:
+        tokenized.append(text)
+        return real(text)
+
+    monkeypatch.setattr(minilm, "_tokens", counting)
+    count = minilm.count_tokens(prompt)
+    assert count > minilm.max_tokens and len(minilm._windows(prompt)) > 2
+    minilm.embed([prompt])
+    assert minilm.count_tokens(prompt) == count and tokenized == [prompt]
+    minilm.clear_memo()
+    assert minilm.count_tokens(prompt) == count and tokenized == [prompt, prompt]
