@@ -21,6 +21,9 @@ sys.stdout = sys.stderr  # libraries that print must not corrupt the protocol
 
 import numpy as np  # noqa: E402
 
+# GPTCache's data manager keeps 1,000 entries by default and evicts beyond: room for every size
+_MAX_SIZE = 10_000_000
+
 
 def _rss() -> dict[str, float]:
     values = {}
@@ -55,6 +58,7 @@ class _Driver:
             VectorBase(
                 "faiss", dimension=self.encoder.dimension, index_path=f"{folder}/faiss.index"
             ),
+            max_size=_MAX_SIZE,
         )
         cache = Cache()
         cache.init(
