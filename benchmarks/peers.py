@@ -24,7 +24,9 @@ Method (printed with the results):
   stores and serve the lookups, RSS after each stage (``/proc/self/status``).
 
 Usage: ``python benchmarks/peers.py [--sizes 1000,10000,100000] [--queries 200] [--runs 2]
-[--out benchmarks/results/peers.md]``
+[--per-set N] [--throughput 500] [--out benchmarks/results/peers.md]``. The fill vectors are
+cached under /tmp by chunk (as in latency.py); ``--workload-size 100000`` with smaller
+``--sizes`` reuses the chunks of a 100k run, so the small sizes can run beside the large one.
 """
 
 from __future__ import annotations
@@ -644,11 +646,15 @@ def render(
         "",
         *store,
         "",
-        f"Bulk insert with real embedding, {args.throughput} "
-        f"fresh entries, median of {args.runs}: ModelCache `insert_many` (ONNX) "
-        f"{np.median(mc_rates):,.0f}/s, GPTCache `import_data` (torch) "
-        f"{np.median(gc_rates):,.0f}/s (runs: {', '.join(f'{x:,.0f}' for x in mc_rates)} / "
-        f"{', '.join(f'{x:,.0f}' for x in gc_rates)}).",
+        (
+            f"Bulk insert with real embedding, {args.throughput} "
+            f"fresh entries, median of {args.runs}: ModelCache `insert_many` (ONNX) "
+            f"{np.median(mc_rates):,.0f}/s, GPTCache `import_data` (torch) "
+            f"{np.median(gc_rates):,.0f}/s (runs: {', '.join(f'{x:,.0f}' for x in mc_rates)} / "
+            f"{', '.join(f'{x:,.0f}' for x in gc_rates)})."
+            if mc_rates
+            else "Bulk insert with real embedding: not measured in this run (`--throughput 0`)."
+        ),
         "",
         f"### Serving processes at {sizes[-1]:,} entries",
         "",
