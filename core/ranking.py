@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import functools
 import json
 import logging
 import re
@@ -114,6 +115,7 @@ _CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offe
 # gas is released as a byproduct" after photosynthesis, 0.24 and up; see
 # benchmarks/results/conversations.md)
 _STANDALONE_MAX_RELATEDNESS = 0.15
+_TOKEN_COUNTS = 512  # texts whose token count is remembered (queries and stored questions)
 
 
 def _self_contained(text: str) -> bool:
@@ -194,6 +196,9 @@ class Acceptor:
     ) -> None:
         self._config = config
         self._embedder = embedder
+        # a lookup asks the query's token count up to three times (threshold, crowding, long-text
+        # check) and a candidate's once: tokenizing costs about 0.1 ms a time
+        self._count_tokens = functools.lru_cache(maxsize=_TOKEN_COUNTS)(embedder.count_tokens)
         self.thresholds = resolve_thresholds(config, embedder)
         self._guard: Any | None = None
         if config.guard:
@@ -214,7 +219,7 @@ class Acceptor:
             self._verifier = load_verifier(verifier)
         self._longtext = LongTextCheck(
             embedder.embed,
-            embedder.count_tokens,
+            self._count_tokens,
             long_tokens=config.long_query_tokens,
             threshold=part_threshold(self.thresholds.short),
             conflict=self._guard.conflict if self._guard is not None else None,
@@ -224,7 +229,7 @@ class Acceptor:
         """Per-call override, else the long, follow-up or short threshold of the query."""
         if override is not None:
             return override
-        if self._embedder.count_tokens(request.query_text) >= self._config.long_query_tokens:
+        if self._count_tokens(request.query_text) >= self._config.long_query_tokens:
             return self.thresholds.long
         if request.history:
             return self.thresholds.followup
@@ -309,7 +314,7 @@ class Acceptor:
         if (
             margin is not None
             and not request.history
-            and self._embedder.count_tokens(request.query_text) < self._config.long_query_tokens
+            and self._count_tokens(request.query_text) < self._config.long_query_tokens
         ):
             # a short standalone query must also stand out from its runner-up
             threshold = crowding_threshold(
