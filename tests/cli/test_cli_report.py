@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Invoke
 from typer.testing import Result
+
+Invoke = Callable[..., Result]
 
 
 def _json(result: Result) -> Any:
