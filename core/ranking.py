@@ -154,13 +154,12 @@ def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | 
             left = asked
         elif tag == "delete":
             right = stored
-        pairs = (
-            zip(left, right, strict=True)
-            if tag == "replace" and len(left) == len(right)
-            else [("\n".join(left), "\n".join(right))]
-        )
+        aligned = tag == "replace" and len(left) == len(right)
+        pairs = zip(left, right, strict=True) if aligned else [("\n".join(left), "\n".join(right))]
         for x, y in pairs:
-            reason = guard.conflict(x, y)
+            # against a whole conversation only details count: its many words hold antonyms
+            # and negations of any small talk ("so much faster!" after "it's very slow")
+            reason = guard.conflict(x, y, details_only=tag in ("insert", "delete"))
             if reason is not None:
                 return reason
     return None

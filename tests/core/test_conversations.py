@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelcache import Cache, Message, Request
-from modelcache.ranking import _self_contained, query_part, recall_vector
+from modelcache.guard import Guard
+from modelcache.ranking import _context_conflict, _self_contained, query_part, recall_vector
 
 TOPICS = [
     "Roman Empire",
@@ -106,3 +107,18 @@ def test_a_detail_added_in_an_extra_turn_blocks_the_hit(make_cache: Callable[...
     assert hit is not None and hit.answer == "yes"
     bigger = (*base, Message("user", "Actually it is 20 GB."), Message("assistant", "I see."))
     assert cache.lookup(Request("do I need chunks for it", history=bigger)) is None
+
+
+def test_small_talk_is_checked_for_details_only() -> None:
+    """A turn only one side has is compared with the whole other conversation, whose many words
+    hold the antonym of almost anything: only named details (numbers, names, codes) count."""
+    stored = [
+        "My team keeps losing finals, and reading the 2 GB CSV of its stats is very slow.",
+        "Sorry about the final. Read the CSV in chunks.",
+    ]
+    chatter = ["Wow, so much faster! Maybe we win next year.", "Fingers crossed!"]
+    guard = Guard()
+    assert _context_conflict(guard, [*stored, *chatter], stored) is None
+    assert _context_conflict(guard, stored, [*stored, *chatter]) is None
+    detail = ["Actually the file is 20 GB.", "Noted."]
+    assert _context_conflict(guard, [*stored, *detail], stored) is not None
