@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -193,6 +194,7 @@ class Acceptor:
     ) -> None:
         self._config = config
         self._embedder = embedder
+        self._warm_window: tuple[float, float | None] | None = None
         self.thresholds = resolve_thresholds(config, embedder)
         self._guard: Any | None = None
         if config.guard:
@@ -201,8 +203,13 @@ class Acceptor:
             self._guard = Guard()
             # word lists and jieba's dictionary take about a second: load them now, off the
             # caller's thread, instead of inside the first (Chinese) lookup
+            started = time.monotonic()
+            self._warm_window = (started, None)
             threading.Thread(
-                target=self._guard.warm, name="modelcache-guard-warm", daemon=True
+                target=self._warm,
+                args=(self._guard, started),
+                name="modelcache-guard-warm",
+                daemon=True,
             ).start()
         if verifier is None and config.verifier is not None:
             verifier = config.verifier
@@ -218,6 +225,18 @@ class Acceptor:
             threshold=part_threshold(self.thresholds.short),
             conflict=self._guard.conflict if self._guard is not None else None,
         )
+
+    def _warm(self, guard: Any, started: float) -> None:
+        """Warm the guard up, then close the window that lookup deadlines leave uncounted."""
+        try:
+            guard.warm()
+        finally:
+            self._warm_window = (started, time.monotonic())
+
+    def warm_up_window(self) -> tuple[float, float | None] | None:
+        """When the guard warmed up (monotonic start, end or None while it runs): CPU work
+        that holds the GIL for about a second, which a lookup deadline must not count."""
+        return self._warm_window
 
     def threshold_for(self, request: Request, override: float | None) -> float:
         """Per-call override, else the long, follow-up or short threshold of the query."""

@@ -233,3 +233,44 @@ def test_article_before_a_swapped_word_is_one_substitution(guard: Guard) -> None
     """Article and noun change together ("an aisle seat" / "a window seat"): one word swapped."""
     reason = guard.conflict("can I move to an aisle seat", "can I move to a window seat")
     assert reason == "substitution aisle vs window", reason
+
+
+def test_a_lookup_during_the_guard_warm_up_is_no_timeout(tmp_path: Path) -> None:
+    """The warm-up is CPU work that holds the GIL (jieba loads its dictionary in one call): a
+    lookup stalled by it in the stores is not cut at its deadline into a miss.
+
+    A real cache with the default ``lookup_timeout``, in a fresh process; the warm-up holds the
+    GIL for about 1.5 s in one call, starting while a lookup waits on its vector store.
+    """
+    code = (
+        "import sys, threading, time\n"
+        "from modelcache import Cache, CacheConfig, FakeEmbedder, Request\n"
+        "from modelcache.guard import Guard\n"
+        "go = threading.Event()\n"
+        "started = time.perf_counter()\n"
+        "sum(range(1_000_000))\n"
+        "size = int(1_000_000 * 1.5 / (time.perf_counter() - started))\n"
+        "original = Guard.warm\n"
+        "def slow_warm(self):\n"
+        "    go.wait()\n"
+        "    sum(range(size))  # one C call: the GIL is held throughout\n"
+        "    original(self)\n"
+        "Guard.warm = slow_warm\n"
+        f"config = CacheConfig(path={str(tmp_path)!r})\n"
+        "assert config.lookup_timeout == 0.5\n"
+        "cache = Cache(config, embedder=FakeEmbedder())\n"
+        "cache.insert(Request('How do I reset my router?'), 'hold the button')\n"
+        "query = cache._vectors.query_vectors\n"
+        "def stalled(*args, **kwargs):\n"
+        "    go.set()\n"
+        "    time.sleep(0.05)  # the store's I/O: the warm-up takes the GIL meanwhile\n"
+        "    return query(*args, **kwargs)\n"
+        "cache._vectors.query_vectors = stalled\n"
+        "cache.lookup(Request('How can I reset the router?'))\n"
+        "timeouts = cache.stats()['timeouts']\n"
+        "cache.close()\n"
+        "print(f'{timeouts} timeouts')\n"
+        "sys.exit(0 if timeouts == 0 else 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
