@@ -166,6 +166,57 @@ def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | 
     return None
 
 
+def _replies(turns: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The assistant's replies of a conversation, in order."""
+    return tuple(text for role, text in turns if role == "assistant")
+
+
+def _stored_replies(row: EntryRow) -> tuple[str, ...] | None:
+    """The replies of a stored follow-up's conversation; None for a standalone or corrupt row."""
+    if row.history_json in ("", "[]"):
+        return None
+    try:
+        turns = [(str(t[0]), normalize_text(str(t[1] or ""))) for t in json.loads(row.history_json)]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return _replies(turns)
+
+
+def _rank(cand: Candidate, conversation: ConversationVectors) -> float:
+    """Order of candidates: the query's similarity, plus for a follow-up its context's.
+
+    Two stored conversations on one subject both pass the context threshold; the one whose
+    earlier turns are nearest is the one the follow-up belongs to, even when the other's
+    follow-up is worded more like the request ("which molecule is given off" / "what is
+    produced" in the other photosynthesis conversation).
+    """
+    if conversation.context is None or cand.row.context_vector is None:
+        return cand.similarity
+    return cand.similarity + float(
+        np.dot(conversation.context, decode_vector(cand.row.context_vector))
+    )
+
+
+def _ranked(
+    request: Request, candidates: Sequence[Candidate], conversation: ConversationVectors
+) -> list[Candidate]:
+    """Candidates best first; for a follow-up whose earlier replies a stored conversation has
+    word for word, only that conversation's entries.
+
+    Identical replies mean the earlier turns were served from that conversation's entries: the
+    request continues it, and a conversation on the same subject with other replies is not
+    asked in its place (in ``multiturn_dev``: "when is the universe thought to have begun"
+    answered by the other Big Bang conversation's "how old is the universe").
+    """
+    ranked = sorted(candidates, key=lambda c: -_rank(c, conversation))
+    replies = _replies([(m.role, normalize_text(m.content)) for m in request.history])
+    if replies and not conversation.standalone:  # a standalone question ignores its history
+        own = [c for c in ranked if _stored_replies(c.row) == replies]
+        if own:
+            return own
+    return ranked
+
+
 @dataclass(frozen=True)
 class ConversationVectors:
     """A request's embedded query and earlier turns, for the context checks."""
@@ -337,9 +388,9 @@ class Acceptor:
                 self._config.crowding_rank,
             )
         passing: list[Candidate] = []
-        for cand in sorted(candidates, key=lambda c: -c.similarity):
+        for cand in _ranked(request, candidates, conversation):
             if cand.similarity < threshold:
-                break
+                continue
             if (
                 cand.row.attachments != request.attachment_digest
                 or not self._context_matches(request, conversation, cand, threshold)

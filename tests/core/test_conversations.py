@@ -122,3 +122,25 @@ def test_small_talk_is_checked_for_details_only() -> None:
     assert _context_conflict(guard, stored, [*stored, *chatter]) is None
     detail = ["Actually the file is 20 GB.", "Noted."]
     assert _context_conflict(guard, [*stored, *detail], stored) is not None
+
+
+def test_a_conversation_with_the_same_replies_answers_its_follow_ups(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """Two stored conversations on one subject: a follow-up after the very replies of one is
+    answered from that one, even when the other's follow-up is worded more like it."""
+    cache = make_cache(lookup_timeout=None)
+    asked = "Tell me about photosynthesis in plants."
+    replies = {
+        "x": "Plants turn light, water and carbon dioxide into sugar and release oxygen.",
+        "y": "Plants use light to turn water and carbon dioxide into sugar, giving off oxygen.",
+    }
+    history = {k: (Message("user", asked), Message("assistant", r)) for k, r in replies.items()}
+    cache.insert(Request("which gas do plants release", history=history["x"]), "x")
+    cache.insert(
+        Request("which gas do plants give off during this process", history=history["y"]), "y"
+    )
+    hit = cache.lookup(Request("which gas do plants give off", history=history["x"]))
+    assert hit is not None and hit.answer == "x"
+    hit = cache.lookup(Request("which gas do plants give off", history=history["y"]))
+    assert hit is not None and hit.answer == "y"
