@@ -183,13 +183,9 @@ def _stored_replies(row: EntryRow) -> tuple[str, ...] | None:
 
 
 def _rank(cand: Candidate, conversation: ConversationVectors) -> float:
-    """Order of candidates: the query's similarity, plus for a follow-up its context's.
-
-    Two stored conversations on one subject both pass the context threshold; the one whose
-    earlier turns are nearest is the one the follow-up belongs to, even when the other's
-    follow-up is worded more like the request ("which molecule is given off" / "what is
-    produced" in the other photosynthesis conversation).
-    """
+    """Order of candidates: the query's similarity, plus for a follow-up its context's, so
+    that of two stored conversations on one subject, whose contexts both pass the context
+    threshold, the nearer one is tried first."""
     if conversation.context is None or cand.row.context_vector is None:
         return cand.similarity
     return cand.similarity + float(
@@ -205,8 +201,9 @@ def _ranked(
 
     Identical replies mean the earlier turns were served from that conversation's entries: the
     request continues it, and a conversation on the same subject with other replies is not
-    asked in its place (in ``multiturn_dev``: "when is the universe thought to have begun"
-    answered by the other Big Bang conversation's "how old is the universe").
+    asked in its place (in ``multiturn_dev``: "which molecule is given off during this
+    process" was answered by the other photosynthesis conversation's "what is produced during
+    this process").
     """
     ranked = sorted(candidates, key=lambda c: -_rank(c, conversation))
     replies = _replies([(m.role, normalize_text(m.content)) for m in request.history])
