@@ -4,9 +4,11 @@ Embeddings score "read a JSON file in Python" and "... in Go" higher than most t
 so a cosine threshold alone cannot tell them apart. The guard compares what usually decides the
 answer: numbers and units (also written as words: thirty-five, a dozen, fortieth), programming
 languages and named technologies, named entities (places, people, products), identifiers (seat
-14A, error E42), time references (this vs next weekend, today vs Friday), scope (this folder vs
-every folder), negations (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级),
-and the kind of answer asked for (when vs where vs who). Chinese is segmented with jieba. The
+14A, error E42, e-mail addresses, URLs, domain names, file paths), time references (this vs next
+weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder), negations
+(also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
+superlatives: cheapest vs most expensive, where least expensive is cheapest), and the kind of
+answer asked for (when vs where vs who). Chinese is segmented with jieba. The
 word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without touching the
 logic.
 
