@@ -144,29 +144,48 @@ class _DeadlineExceeded(BackendError):
 
 class _Budget:
     """A lookup's deadline: ``seconds`` in the stores. CPU work (embedding, the acceptance
-    checks, a guard still loading its word lists) is not counted: the deadline is there for
+    checks, the guard warming up in the background) is not counted: the deadline is there for
     stuck backends, not for a busy machine."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(
+        self, seconds: float, busy: Callable[[], tuple[float, float | None] | None] | None = None
+    ) -> None:
         self.seconds = seconds
         self.started = time.monotonic()
-        self.free_since: float | None = None
-        self.free = 0.0
+        self._busy = busy  # a (start, end or None) window of background CPU work
+        self._pauses: list[tuple[float, float]] = []
+        self._paused_since: float | None = None
 
     def remaining(self) -> float:
         now = time.monotonic()
-        free = self.free + (now - self.free_since if self.free_since else 0.0)
-        return self.started + self.seconds + free - now
+        windows = list(self._pauses)
+        if self._paused_since is not None:
+            windows.append((self._paused_since, now))
+        busy = self._busy() if self._busy is not None else None
+        if busy is not None:
+            windows.append((max(busy[0], self.started), now if busy[1] is None else busy[1]))
+        return self.started + self.seconds + _covered(windows) - now
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Time spent inside the block does not count against the deadline."""
-        self.free_since = time.monotonic()
+        self._paused_since = time.monotonic()
         try:
             yield
         finally:
-            self.free += time.monotonic() - self.free_since
-            self.free_since = None
+            self._pauses.append((self._paused_since, time.monotonic()))
+            self._paused_since = None
+
+
+def _covered(windows: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) windows."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(windows):
+        start = max(start, reach)
+        if end > start:
+            total += end - start
+            reach = end
+    return total
 
 
 _COUNTERS = (
@@ -550,7 +569,7 @@ class Cache:
         seconds = self.config.lookup_timeout
         if seconds is None:
             return self._lookup(request, threshold, exact_only, None)
-        budget = _Budget(seconds)
+        budget = _Budget(seconds, self._acceptor.warm_up_window)
         future = self._lookup_pool().submit(self._lookup, request, threshold, exact_only, budget)
         while True:
             try:

@@ -4,9 +4,11 @@ Embeddings score "read a JSON file in Python" and "... in Go" higher than most t
 so a cosine threshold alone cannot tell them apart. The guard compares what usually decides the
 answer: numbers and units (also written as words: thirty-five, a dozen, fortieth), programming
 languages and named technologies, named entities (places, people, products), identifiers (seat
-14A, error E42), time references (this vs next weekend, today vs Friday), scope (this folder vs
-every folder), negations (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级),
-and the kind of answer asked for (when vs where vs who). Chinese is segmented with jieba. The
+14A, error E42, e-mail addresses, URLs, domain names, file paths), time references (this vs next
+weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder), negations
+(also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
+superlatives: cheapest vs most expensive, where least expensive is cheapest), and the kind of
+answer asked for (when vs where vs who). Chinese is segmented with jieba. The
 word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without touching the
 logic.
 
@@ -67,6 +69,18 @@ _SCOPE_ALL = {"all", "every", "each", "any"}
 _IDENT = re.compile(r"(?=.*\d)(?=.*[a-z])|.*-[a-z]$|^[a-z]-")  # 14a, ab-220x, usb-a, x-ray
 _QUANTITY = re.compile(r"\d+(?:st|nd|rd|th|[a-z]{2,})")  # 28th, 500rs, 100km: a number and unit
 _ALNUM = re.compile(r"[0-9a-z]+")
+# addresses that name the thing a question is about: e-mail, URL, file path (absolute, or
+# relative with two separators or a file extension); "and/or", "km/h" and "24/7" are no paths
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_URL = re.compile(r"\b(?:[a-z][a-z0-9+.-]*://|www\.)[^\s<>\"'`]+", re.IGNORECASE)
+_PATH = re.compile(
+    r"(?<![\w/.:@])(?:~|\.{1,2}|[a-z]:)?(?:[/\\][\w.@-]+)+[/\\]?"
+    r"|\b[\w.-]+(?:[/\\][\w.-]+){2,}|\b[\w.-]+(?:[/\\][\w.-]+)+\.[a-z0-9]{1,5}\b",
+    re.IGNORECASE,
+)
+_ADDRESS_END = ".,;:!?)]}'\"/\\"
+# "less"/"least" before an adjective turn it into its opposite: least expensive = cheapest
+_DIMINISHERS = {"less", "least"}
 _jieba_lock = threading.Lock()
 
 
@@ -97,6 +111,21 @@ def _inflections(word: str) -> set[str]:
     return forms
 
 
+def _degrees(word: str) -> set[str]:
+    """Comparative and superlative of an English adjective (cheap: cheaper, cheapest; big:
+    bigger; late: later; early: earlier)."""
+    if not word.isascii() or not word.isalpha() or len(word) < 3:
+        return set()
+    if word.endswith("e"):
+        return {word + "r", word + "st"}
+    if word.endswith("y") and word[-2] not in "aeiou":
+        return {word[:-1] + "ier", word[:-1] + "iest"}
+    stem = word
+    if word[-1] not in "aeiouywx" and word[-2] in "aeiou" and word[-3] not in "aeiou":
+        stem = word + word[-1]  # big: bigger, hot: hotter
+    return {stem + "er", stem + "est"}
+
+
 def _cn_number(text: str) -> float | None:
     """Value of a Chinese numeral such as 二十五 or 三千; None when it is not one."""
     total, section, digit = 0, 0, None
@@ -125,6 +154,8 @@ class GuardWords:
     places: dict[str, str] = field(default_factory=dict)
     antonyms: list[tuple[str, str]] = field(default_factory=list)
     antonym_forms: dict[str, str] = field(default_factory=dict)  # inflected form -> base
+    antonym_degrees: dict[str, str] = field(default_factory=dict)  # cheaper, cheapest -> cheap
+    antonym_partners: dict[str, set[str]] = field(default_factory=dict)  # cheap -> {expensive}
     negations: set[str] = field(default_factory=set)
     negation_idioms: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
@@ -156,9 +187,13 @@ class GuardWords:
             if len(row) != 2:
                 raise ValueError(f"guard_antonyms.txt: expected a pair, got {row!r}")
             words.antonyms.append((row[0], row[1]))
+            words.antonym_partners.setdefault(row[0], set()).add(row[1])
+            words.antonym_partners.setdefault(row[1], set()).add(row[0])
             for base in row:
                 for form in _inflections(base):
                     words.antonym_forms.setdefault(form, base)
+                for form in _degrees(base):
+                    words.antonym_degrees.setdefault(form, base)
         for row in _data_lines("guard_negations.txt"):
             if row[0].startswith("!"):
                 words.negation_idioms.append(row[0][1:].replace("_", " "))
@@ -232,21 +267,29 @@ class Guard:
         _ = self.words
         _segment("预热")
 
-    def conflict(self, a: str, b: str) -> str | None:
-        """Reason the two questions need different answers, or None when nothing conflicts."""
+    def conflict(self, a: str, b: str, *, details_only: bool = False) -> str | None:
+        """Reason the two questions need different answers, or None when nothing conflicts.
+
+        ``details_only`` keeps the rules about named details (numbers, identifiers, times,
+        scope, units, technologies, entities): for a short text against a whole conversation,
+        whose many words make antonyms, negations and question kinds meaningless.
+        """
         fa, fb = self._features(a), self._features(b)
         only_a, only_b = fa.numbers - fb.numbers, fb.numbers - fa.numbers
         if only_a and only_b:
             return f"number {_fmt(only_a)} vs {_fmt(only_b)}"
-        reason = (
-            _identifiers(fa, fb) or _times(fa, fb) or _scope(fa, fb) or _prefix_negation(fa, fb)
-        )
+        reason = _identifiers(fa, fb) or _times(fa, fb) or _scope(fa, fb)
         if reason:
             return reason
         for kind, xa, xb in (("unit", fa.units, fb.units), ("language", fa.tech, fb.tech)):
             reason = _substitution(kind, xa, xb, fa.words, fb.words)
             if reason:
                 return reason
+        if details_only:
+            return self._entity(fa, fb)
+        reason = _prefix_negation(fa, fb)
+        if reason:
+            return reason
         for x, y in self.words.antonyms:
             for p, q in ((x, y), (y, x)):
                 one_way = p in fa.antonyms and q not in fa.antonyms
@@ -257,12 +300,16 @@ class Guard:
             return f"question kind {kinds[0]} vs {kinds[1]}"
         if fa.negated != fb.negated and _closeness(fa.content, fb.content) >= _NEGATION_CLOSENESS:
             return "negation " + ("in first" if fa.negated else "in second")
+        return self._entity(fa, fb) or self._swap(fa, fb)
+
+    def _entity(self, fa: _Features, fb: _Features) -> str | None:
+        """Each side names an entity the other does not mention: Paris vs Berlin."""
         known = self.words.places
         only_a = {e for e in fa.entities - fb.entities if not _mentions(e, fa, fb, known)}
         only_b = {e for e in fb.entities - fa.entities if not _mentions(e, fb, fa, known)}
         if only_a and only_b:
             return f"entity {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
-        return self._swap(fa, fb)
+        return None
 
     def _swap(self, fa: _Features, fb: _Features) -> str | None:
         """Word for word the same question except one content word: "raw eggs" / "raw chicken".
@@ -331,7 +378,7 @@ class Guard:
             tech.add(canonical)
 
         entities = self._entities(tokens, lower, starts, grams, tech, cjk_words)
-        antonyms = {w.antonym_forms[g] for g in grams if g in w.antonym_forms}
+        antonyms = self._antonyms(lower, grams)
         for x, y in w.antonyms:  # Chinese words also inside longer words: 升级 in 升级到
             for base in (x, y):
                 if len(base) >= 2 and _CJK.search(base) and base in text:
@@ -352,7 +399,10 @@ class Guard:
             sequence = [(wd.lower(), fl[:1] == "n" or fl == "eng") for wd, fl in cjk_words]
             sequence = [(wd, c) for wd, c in sequence if wd.strip("?？,，.。!！、;；:：")]
         else:
-            sequence = [(t, t.isalpha() and t not in w.stopwords) for t in lower]
+            # "an aisle seat" / "a window seat": the article follows the noun
+            sequence = [
+                ("a" if t == "an" else t, t.isalpha() and t not in w.stopwords) for t in lower
+            ]
         return _Features(
             numbers,
             units,
@@ -366,18 +416,35 @@ class Guard:
             sequence,
             times=self._times(lower),
             scopes=_scopes(lower, w.stopwords),
-            idents={
-                t
-                for t in lower
-                if _IDENT.match(t) and not _DIGITS.fullmatch(t) and not _QUANTITY.fullmatch(t)
-            },
+            idents=_identifiers_of(text, lower, w.tech),
             joined=_joined(text),
         )
 
+    def _antonyms(self, lower: list[str], grams: set[str]) -> set[str]:
+        """Listed antonyms, also as comparatives and superlatives, where "less"/"least" before
+        one names its opposite: "least expensive" is "cheap", as "cheapest" is."""
+        w = self.words
+        found = {w.antonym_forms[g] for g in grams if g in w.antonym_forms}
+        found |= {w.antonym_degrees[low] for low in lower if low in w.antonym_degrees}
+        for prev, low in itertools.pairwise(lower):
+            base = w.antonym_degrees.get(low) or w.antonym_forms.get(low)
+            # an adjective, not a particle: "spend less on food" is no "off"
+            adjective = low not in w.stopwords and len(low) >= 3
+            if prev in _DIMINISHERS and adjective and base in w.antonym_partners:
+                found -= {base, w.antonym_forms.get(prev, prev)}
+                found |= w.antonym_partners[base]
+        return found
+
     def _times(self, lower: list[str]) -> set[str]:
-        """Time references: "next_week", "today", "friday" (a period noun only after a modifier)."""
+        """Time references: "next_week", "today", "friday" (a period noun only after a modifier),
+        and recurring periods: "monthly" and "every month" are "every_month"."""
         w = self.words
         refs = {low for low in lower if low in w.time_points}
+        for low in lower:
+            if low.endswith("ly"):
+                base = low[:-2] if low[:-2] in w.time_periods else low[:-3] + "y"
+                if base in w.time_periods:
+                    refs.add(f"every_{base}")  # weekly, monthly, daily
         for prev, low in itertools.pairwise(lower):
             base = low[:-1] if low.endswith("s") and low[:-1] in w.time_periods else low
             if prev in w.time_modifiers and base in w.time_periods:
@@ -457,7 +524,9 @@ class Guard:
                     continue
                 if low in w.tech or low in w.places or low in w.numbers or low in _ROMAN:
                     continue
-                if low in w.stopwords or low in w.antonym_forms or len(low) < 2:
+                if low in w.stopwords or low in w.antonym_forms or low in w.antonym_degrees:
+                    continue
+                if len(low) < 2:
                     continue
                 entities.add(low)
         for word, flag in cjk_words:
@@ -632,6 +701,23 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
             flush()
     flush()
     return out
+
+
+def _identifiers_of(text: str, lower: list[str], tech: dict[str, str]) -> set[str]:
+    """Codes (14a, inv-2023-a), e-mail addresses, URLs, file paths and dotted names (example.com,
+    main.py) that are no technology name."""
+    idents = {
+        t
+        for t in lower
+        if (_IDENT.match(t) or ("." in t.strip(".") and any(c.isalpha() for c in t)))
+        and not _DIGITS.fullmatch(t)
+        and not _QUANTITY.fullmatch(t)
+        and t not in tech
+    }
+    for pattern in (_EMAIL, _URL, _PATH):
+        idents |= {m.group(0).lower().rstrip(_ADDRESS_END) for m in pattern.finditer(text)}
+    idents.discard("")
+    return idents
 
 
 def _joined(text: str) -> set[str]:

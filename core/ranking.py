@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -156,16 +157,63 @@ def _context_conflict(guard: Any, asked: list[str], stored: list[str]) -> str | 
             left = asked
         elif tag == "delete":
             right = stored
-        pairs = (
-            zip(left, right, strict=True)
-            if tag == "replace" and len(left) == len(right)
-            else [("\n".join(left), "\n".join(right))]
-        )
+        aligned = tag == "replace" and len(left) == len(right)
+        pairs = zip(left, right, strict=True) if aligned else [("\n".join(left), "\n".join(right))]
         for x, y in pairs:
-            reason = guard.conflict(x, y)
+            # against a whole conversation only details count: its many words hold antonyms
+            # and negations of any small talk ("so much faster!" after "it's very slow")
+            reason = guard.conflict(x, y, details_only=tag in ("insert", "delete"))
             if reason is not None:
                 return reason
     return None
+
+
+def _replies(turns: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """The assistant's replies of a conversation, in order."""
+    return tuple(text for role, text in turns if role == "assistant")
+
+
+def _stored_replies(row: EntryRow) -> tuple[str, ...] | None:
+    """The replies of a stored follow-up's conversation; None for a standalone or corrupt row."""
+    if row.history_json in ("", "[]"):
+        return None
+    try:
+        turns = [(str(t[0]), normalize_text(str(t[1] or ""))) for t in json.loads(row.history_json)]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return _replies(turns)
+
+
+def _rank(cand: Candidate, conversation: ConversationVectors) -> float:
+    """Order of candidates: the query's similarity, plus for a follow-up its context's, so
+    that of two stored conversations on one subject, whose contexts both pass the context
+    threshold, the nearer one is tried first."""
+    if conversation.context is None or cand.row.context_vector is None:
+        return cand.similarity
+    return cand.similarity + float(
+        np.dot(conversation.context, decode_vector(cand.row.context_vector))
+    )
+
+
+def _ranked(
+    request: Request, candidates: Sequence[Candidate], conversation: ConversationVectors
+) -> list[Candidate]:
+    """Candidates best first; for a follow-up whose earlier replies a stored conversation has
+    word for word, only that conversation's entries.
+
+    Identical replies mean the earlier turns were served from that conversation's entries: the
+    request continues it, and a conversation on the same subject with other replies is not
+    asked in its place (in ``multiturn_dev``: "which molecule is given off during this
+    process" was answered by the other photosynthesis conversation's "what is produced during
+    this process").
+    """
+    ranked = sorted(candidates, key=lambda c: -_rank(c, conversation))
+    replies = _replies([(m.role, normalize_text(m.content)) for m in request.history])
+    if replies and not conversation.standalone:  # a standalone question ignores its history
+        own = [c for c in ranked if _stored_replies(c.row) == replies]
+        if own:
+            return own
+    return ranked
 
 
 @dataclass(frozen=True)
@@ -199,6 +247,7 @@ class Acceptor:
         # a lookup asks the query's token count up to three times (threshold, crowding, long-text
         # check) and a candidate's once: tokenizing costs about 0.1 ms a time
         self._count_tokens = functools.lru_cache(maxsize=_TOKEN_COUNTS)(embedder.count_tokens)
+        self._warm_window: tuple[float, float | None] | None = None
         self.thresholds = resolve_thresholds(config, embedder)
         self._guard: Any | None = None
         if config.guard:
@@ -207,8 +256,13 @@ class Acceptor:
             self._guard = Guard()
             # word lists and jieba's dictionary take about a second: load them now, off the
             # caller's thread, instead of inside the first (Chinese) lookup
+            started = time.monotonic()
+            self._warm_window = (started, None)
             threading.Thread(
-                target=self._guard.warm, name="modelcache-guard-warm", daemon=True
+                target=self._warm,
+                args=(self._guard, started),
+                name="modelcache-guard-warm",
+                daemon=True,
             ).start()
         if verifier is None and config.verifier is not None:
             verifier = config.verifier
@@ -224,6 +278,18 @@ class Acceptor:
             threshold=part_threshold(self.thresholds.short),
             conflict=self._guard.conflict if self._guard is not None else None,
         )
+
+    def _warm(self, guard: Any, started: float) -> None:
+        """Warm the guard up, then close the window that lookup deadlines leave uncounted."""
+        try:
+            guard.warm()
+        finally:
+            self._warm_window = (started, time.monotonic())
+
+    def warm_up_window(self) -> tuple[float, float | None] | None:
+        """When the guard warmed up (monotonic start, end or None while it runs): CPU work
+        that holds the GIL for about a second, which a lookup deadline must not count."""
+        return self._warm_window
 
     def threshold_for(self, request: Request, override: float | None) -> float:
         """Per-call override, else the long, follow-up or short threshold of the query."""
@@ -324,9 +390,9 @@ class Acceptor:
                 self._config.crowding_rank,
             )
         passing: list[Candidate] = []
-        for cand in sorted(candidates, key=lambda c: -c.similarity):
+        for cand in _ranked(request, candidates, conversation):
             if cand.similarity < threshold:
-                break
+                continue
             if (
                 cand.row.attachments != request.attachment_digest
                 or not self._context_matches(request, conversation, cand, threshold)

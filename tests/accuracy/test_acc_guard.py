@@ -139,3 +139,138 @@ def test_a_new_cache_warms_the_guard_in_the_background(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("My account email is maria.lopez@example.com and I can't sign in.",
+         "My account email is mario.lopez@example.com and I can't sign in."),
+        ("Is https://shop.example.com/returns down?", "Is https://shop.example.org/returns down?"),
+        ("Why does example.com redirect to www.example.com?",
+         "Why does example.net redirect to www.example.net?"),
+        ("Where is the nginx config, /etc/nginx/nginx.conf?",
+         "Where is the nginx config, /etc/nginx/sites-enabled/default?"),
+        ("Open src/app/main.py and run it", "Open src/app/views.py and run it"),
+        ("Please check order AB-7731-XQ for me", "Please check order AB-7731-XR for me"),
+        ("What is the status of ticket INC0042?", "What is the status of ticket INC0043?"),
+    ],
+)  # fmt: skip
+def test_differing_identifiers_conflict(guard: Guard, a: str, b: str) -> None:
+    """E-mail addresses, URLs, domains, paths and codes name the thing the answer is about."""
+    reason = guard.conflict(a, b)
+    assert reason is not None and reason.startswith(("identifier", "number")), reason
+    assert guard.conflict(b, a) is not None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("My e-mail is maria.lopez@example.com, is it locked?",
+         "Is the account maria.lopez@example.com locked?"),
+        ("Does https://example.com/docs load for you?", "Does https://example.com/docs/ load?"),
+        ("Is it ok to use and/or in a contract?", "Can a contract use and/or?"),
+        ("Where does the file /etc/hosts live?", "What is /etc/hosts for?"),
+    ],
+)  # fmt: skip
+def test_same_identifiers_pass(guard: Guard, a: str, b: str) -> None:
+    assert guard.conflict(a, b) is None
+    assert guard.conflict(b, a) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("which is the cheapest area to stay in Kyoto",
+         "which is the most expensive area to stay in Kyoto"),
+        ("which is the least expensive area to stay in Kyoto",
+         "which is the most expensive area to stay in Kyoto"),
+        ("what's the earliest departure to Rome", "what's the latest train to Rome"),
+        ("Is a smaller screen better for reading?", "Is a larger display better for reading?"),
+        ("Which city is hotter in July, Rome or Madrid?",
+         "Which city is colder in July, Rome or Madrid?"),
+        ("Who is the youngest player on the team?", "Who is the oldest player in the team?"),
+        ("How do I make the image less large?", "How do I make the image bigger?"),
+    ],
+)  # fmt: skip
+def test_degrees_of_antonyms_conflict(guard: Guard, a: str, b: str) -> None:
+    """Comparatives and superlatives (X-er, X-est, more/most X, less/least X) of listed antonyms."""
+    reason = guard.conflict(a, b)
+    assert reason is not None and reason.startswith("antonym"), reason
+    assert guard.conflict(b, a) is not None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("which is the cheapest area to stay in Kyoto",
+         "which is the least expensive area in Kyoto"),
+        ("Which phone is the most expensive?", "What is the most expensive phone?"),
+        ("How do I make the image less large?", "How do I make the image smaller?"),
+        ("What's the biggest animal?", "Which animal is the largest?"),
+        ("How can I save money on groceries?", "What are ways to spend less on groceries?"),
+    ],
+)  # fmt: skip
+def test_equal_degrees_pass(guard: Guard, a: str, b: str) -> None:
+    assert guard.conflict(a, b) is None
+    assert guard.conflict(b, a) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("how do I switch my subscription to monthly", "how do I switch my subscription to yearly"),
+        ("Is the report sent weekly?", "Is the report sent daily?"),
+    ],
+)  # fmt: skip
+def test_recurring_periods_conflict(guard: Guard, a: str, b: str) -> None:
+    """Monthly / yearly / daily name a period as surely as "this month" does."""
+    reason = guard.conflict(a, b)
+    assert reason is not None and reason.startswith("time"), reason
+
+
+def test_article_before_a_swapped_word_is_one_substitution(guard: Guard) -> None:
+    """Article and noun change together ("an aisle seat" / "a window seat"): one word swapped."""
+    reason = guard.conflict("can I move to an aisle seat", "can I move to a window seat")
+    assert reason == "substitution aisle vs window", reason
+
+
+def test_a_lookup_during_the_guard_warm_up_is_no_timeout(tmp_path: Path) -> None:
+    """The warm-up is CPU work that holds the GIL (jieba loads its dictionary in one call): a
+    lookup stalled by it in the stores is not cut at its deadline into a miss.
+
+    A real cache with the default ``lookup_timeout``, in a fresh process; the warm-up holds the
+    GIL for about 1.5 s in one call, starting while a lookup waits on its vector store.
+    """
+    code = (
+        "import sys, threading, time\n"
+        "from modelcache import Cache, CacheConfig, FakeEmbedder, Request\n"
+        "from modelcache.guard import Guard\n"
+        "go = threading.Event()\n"
+        "started = time.perf_counter()\n"
+        "sum(range(1_000_000))\n"
+        "size = int(1_000_000 * 1.5 / (time.perf_counter() - started))\n"
+        "original = Guard.warm\n"
+        "def slow_warm(self):\n"
+        "    go.wait()\n"
+        "    sum(range(size))  # one C call: the GIL is held throughout\n"
+        "    original(self)\n"
+        "Guard.warm = slow_warm\n"
+        f"config = CacheConfig(path={str(tmp_path)!r})\n"
+        "assert config.lookup_timeout == 0.5\n"
+        "cache = Cache(config, embedder=FakeEmbedder())\n"
+        "cache.insert(Request('How do I reset my router?'), 'hold the button')\n"
+        "query = cache._vectors.query_vectors\n"
+        "def stalled(*args, **kwargs):\n"
+        "    go.set()\n"
+        "    time.sleep(0.05)  # the store's I/O: the warm-up takes the GIL meanwhile\n"
+        "    return query(*args, **kwargs)\n"
+        "cache._vectors.query_vectors = stalled\n"
+        "cache.lookup(Request('How can I reset the router?'))\n"
+        "timeouts = cache.stats()['timeouts']\n"
+        "cache.close()\n"
+        "print(f'{timeouts} timeouts')\n"
+        "sys.exit(0 if timeouts == 0 else 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]

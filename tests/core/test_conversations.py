@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelcache import Cache, Message, Request
-from modelcache.ranking import _self_contained, query_part, recall_vector
+from modelcache.guard import Guard
+from modelcache.ranking import _context_conflict, _self_contained, query_part, recall_vector
 
 TOPICS = [
     "Roman Empire",
@@ -106,3 +107,40 @@ def test_a_detail_added_in_an_extra_turn_blocks_the_hit(make_cache: Callable[...
     assert hit is not None and hit.answer == "yes"
     bigger = (*base, Message("user", "Actually it is 20 GB."), Message("assistant", "I see."))
     assert cache.lookup(Request("do I need chunks for it", history=bigger)) is None
+
+
+def test_small_talk_is_checked_for_details_only() -> None:
+    """A turn only one side has is compared with the whole other conversation, whose many words
+    hold the antonym of almost anything: only named details (numbers, names, codes) count."""
+    stored = [
+        "My team keeps losing finals, and reading the 2 GB CSV of its stats is very slow.",
+        "Sorry about the final. Read the CSV in chunks.",
+    ]
+    chatter = ["Wow, so much faster! Maybe we win next year.", "Fingers crossed!"]
+    guard = Guard()
+    assert _context_conflict(guard, [*stored, *chatter], stored) is None
+    assert _context_conflict(guard, stored, [*stored, *chatter]) is None
+    detail = ["Actually the file is 20 GB.", "Noted."]
+    assert _context_conflict(guard, [*stored, *detail], stored) is not None
+
+
+def test_a_conversation_with_the_same_replies_answers_its_follow_ups(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """Two stored conversations on one subject: a follow-up after the very replies of one is
+    answered from that one, even when the other's follow-up is worded more like it."""
+    cache = make_cache(lookup_timeout=None)
+    asked = "Tell me about photosynthesis in plants."
+    replies = {
+        "x": "Plants turn light, water and carbon dioxide into sugar and release oxygen.",
+        "y": "Plants use light to turn water and carbon dioxide into sugar, giving off oxygen.",
+    }
+    history = {k: (Message("user", asked), Message("assistant", r)) for k, r in replies.items()}
+    cache.insert(Request("which gas do plants release", history=history["x"]), "x")
+    cache.insert(
+        Request("which gas do plants give off during this process", history=history["y"]), "y"
+    )
+    hit = cache.lookup(Request("which gas do plants give off", history=history["x"]))
+    assert hit is not None and hit.answer == "x"
+    hit = cache.lookup(Request("which gas do plants give off", history=history["y"]))
+    assert hit is not None and hit.answer == "y"
