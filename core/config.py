@@ -84,8 +84,9 @@ class CacheConfig(_Settings):
     lookup_timeout: float | None = Field(
         default=0.5,
         gt=0,
-        description="Seconds a lookup may spend in the stores, the embedding not counted; past "
-        "it the lookup is a miss with a warning. None: no deadline.",
+        description="Seconds a lookup may spend in the stores, the embedding (and the guard's "
+        "warm-up at start) not counted; past it the lookup is a miss with a warning. None: no "
+        "deadline.",
     )
     vector_url: str | None = Field(
         default=None,
