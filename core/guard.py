@@ -9,9 +9,9 @@ weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder
 (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
 superlatives: cheapest vs most expensive, where least expensive is cheapest), and the kind of
 answer asked for (when vs where vs who). Chinese is segmented with jieba, loaded at the first
-text with CJK characters (its dictionary costs about 70 MiB, which English-only traffic never
-pays). The word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without
-touching the logic.
+text with CJK characters (its dictionary and tagger cost about 120 MiB and 2 s, which
+English-only traffic never pays). The word lists live in ``modelcache/data/guard_*.txt`` so
+they can be extended without touching the logic.
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
 that the other does not mention at all (Sweden vs Switzerland, 10 vs 16), not when one merely
@@ -85,7 +85,7 @@ _ADDRESS_END = ".,;:!?)]}'\"/\\"
 _DIMINISHERS = {"less", "least"}
 _jieba_lock = threading.Lock()
 # when jieba loaded its dictionary (monotonic start, end or None while it runs): CPU work that
-# holds the GIL for about a second, which other lookups' deadlines must not count
+# holds the GIL for about two seconds, which other lookups' deadlines must not count
 _jieba_window: tuple[float, float] | tuple[float, None] | None = None
 
 
@@ -656,7 +656,7 @@ def _segment(text: str) -> list[tuple[str, str]]:
 
 
 def _load_jieba() -> None:
-    """Import jieba and load its dictionary (about a second), without its log lines."""
+    """Import jieba and load its dictionary and tagger (about 2 s), without its log lines."""
     import jieba
     import jieba.posseg  # its tagger loads its own tables on import
 
