@@ -268,7 +268,7 @@ def serve_probe(folder: Path, queries: list[str]) -> dict[str, Any]:
     marks: dict[str, dict[str, float]] = {}
 
     def mark(stage: str) -> None:
-        marks[stage] = {"s": time.perf_counter() - t0, **proc_rss()}
+        marks[stage] = {"s": time.perf_counter() - t0, "cpu_s": time.process_time(), **proc_rss()}
 
     mark("python started")
     cache = Cache(CacheConfig(path=str(folder)))
@@ -277,14 +277,24 @@ def serve_probe(folder: Path, queries: list[str]) -> dict[str, Any]:
     mark("model loaded (ONNX Runtime)")
     hit = cache.lookup(Request.from_text(queries[0]))
     mark("first semantic lookup (Chroma opened, index loaded)")
+    lookup_ms = []
     for q in queries[1:]:
+        start = time.perf_counter()
         cache.lookup(Request.from_text(q))
+        lookup_ms.append((time.perf_counter() - start) * 1000)
     mark(f"+ {len(queries) - 1} lookups")
     heavy = [
-        m for m in ("torch", "sentence_transformers", "chromadb", "onnxruntime") if m in sys.modules
+        m
+        for m in ("torch", "sentence_transformers", "chromadb", "onnxruntime", "jieba")
+        if m in sys.modules
     ]
     cache.close()
-    return {"marks": marks, "first": getattr(hit, "kind", None), "heavy": heavy}
+    return {
+        "marks": marks,
+        "first": getattr(hit, "kind", None),
+        "heavy": heavy,
+        "lookup_ms": lookup_ms,
+    }
 
 
 # ---- main ----------------------------------------------------------------------------------------

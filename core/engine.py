@@ -144,15 +144,15 @@ class _DeadlineExceeded(BackendError):
 
 class _Budget:
     """A lookup's deadline: ``seconds`` in the stores. CPU work (embedding, the acceptance
-    checks, the guard warming up in the background) is not counted: the deadline is there for
+    checks, the guard warming up or loading jieba) is not counted: the deadline is there for
     stuck backends, not for a busy machine."""
 
     def __init__(
-        self, seconds: float, busy: Callable[[], tuple[float, float | None] | None] | None = None
+        self, seconds: float, busy: Callable[[], list[tuple[float, float | None]]] | None = None
     ) -> None:
         self.seconds = seconds
         self.started = time.monotonic()
-        self._busy = busy  # a (start, end or None) window of background CPU work
+        self._busy = busy  # (start, end or None) windows of background CPU work
         self._pauses: list[tuple[float, float]] = []
         self._paused_since: float | None = None
 
@@ -161,9 +161,8 @@ class _Budget:
         windows = list(self._pauses)
         if self._paused_since is not None:
             windows.append((self._paused_since, now))
-        busy = self._busy() if self._busy is not None else None
-        if busy is not None:
-            windows.append((max(busy[0], self.started), now if busy[1] is None else busy[1]))
+        for start, end in self._busy() if self._busy is not None else []:
+            windows.append((max(start, self.started), now if end is None else end))
         return self.started + self.seconds + _covered(windows) - now
 
     @contextlib.contextmanager
@@ -569,7 +568,7 @@ class Cache:
         seconds = self.config.lookup_timeout
         if seconds is None:
             return self._lookup(request, threshold, exact_only, None)
-        budget = _Budget(seconds, self._acceptor.warm_up_window)
+        budget = _Budget(seconds, self._acceptor.warm_up_windows)
         future = self._lookup_pool().submit(self._lookup, request, threshold, exact_only, budget)
         while True:
             try:

@@ -8,9 +8,10 @@ languages and named technologies, named entities (places, people, products), ide
 weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder), negations
 (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
 superlatives: cheapest vs most expensive, where least expensive is cheapest), and the kind of
-answer asked for (when vs where vs who). Chinese is segmented with jieba. The
-word lists live in ``modelcache/data/guard_*.txt`` so they can be extended without touching the
-logic.
+answer asked for (when vs where vs who). Chinese is segmented with jieba, loaded at the first
+text with CJK characters (its dictionary and tagger cost about 120 MiB and 2 s, which
+English-only traffic never pays). The word lists live in ``modelcache/data/guard_*.txt`` so
+they can be extended without touching the logic.
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
 that the other does not mention at all (Sweden vs Switzerland, 10 vs 16), not when one merely
@@ -27,6 +28,7 @@ import itertools
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -82,6 +84,9 @@ _ADDRESS_END = ".,;:!?)]}'\"/\\"
 # "less"/"least" before an adjective turn it into its opposite: least expensive = cheapest
 _DIMINISHERS = {"less", "least"}
 _jieba_lock = threading.Lock()
+# when jieba loaded its dictionary (monotonic start, end or None while it runs): CPU work that
+# holds the GIL for about two seconds, which other lookups' deadlines must not count
+_jieba_window: tuple[float, float] | tuple[float, None] | None = None
 
 
 def _data_lines(name: str) -> list[list[str]]:
@@ -260,12 +265,17 @@ class Guard:
         return self._words
 
     def warm(self) -> None:
-        """Load the word lists and jieba now (about 1 s) instead of on the first Chinese lookup.
+        """Load the word lists now instead of on the first lookup; jieba waits for Chinese text.
 
-        Call it from a background thread at start-up to keep that second off a user's request.
+        Call it from a background thread at start-up to keep that work off a user's request.
         """
         _ = self.words
-        _segment("预热")
+
+    @staticmethod
+    def jieba_window() -> tuple[float, float | None] | None:
+        """When jieba loaded its dictionary (monotonic start, end or None while it runs), or
+        None before the first Chinese text: time a lookup deadline must not count."""
+        return _jieba_window
 
     def conflict(self, a: str, b: str, *, details_only: bool = False) -> str | None:
         """Reason the two questions need different answers, or None when nothing conflicts.
@@ -623,21 +633,36 @@ def _closeness(a: set[str], b: set[str]) -> float:
 
 
 def _segment(text: str) -> list[tuple[str, str]]:
-    """Chinese word segmentation with part-of-speech flags; jieba is initialised quietly."""
-    import jieba
+    """Chinese word segmentation with part-of-speech flags; jieba is imported and initialised
+    quietly on the first call, inside a recorded busy window."""
+    global _jieba_window
+    if _jieba_window is None or _jieba_window[1] is None:
+        with _jieba_lock:
+            if _jieba_window is None:
+                started = time.monotonic()
+                _jieba_window = (started, None)
+                try:
+                    _load_jieba()
+                finally:
+                    _jieba_window = (started, time.monotonic())
     import jieba.posseg as pseg
 
-    if not jieba.dt.initialized:
-        with _jieba_lock:
-            if not jieba.dt.initialized:
-                jieba.setLogLevel(logging.WARNING)
-                jieba.initialize()
     out = []
     for pair in pseg.lcut(text):
         word = pair.word.strip()
         if word:
             out.append((word, pair.flag))
     return out
+
+
+def _load_jieba() -> None:
+    """Import jieba and load its dictionary and tagger (about 2 s), without its log lines."""
+    import jieba
+    import jieba.posseg  # its tagger loads its own tables on import
+
+    if not jieba.dt.initialized:
+        jieba.setLogLevel(logging.WARNING)
+        jieba.initialize()
 
 
 def _cardinal(word: str, known: dict[str, float]) -> float | None:

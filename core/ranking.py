@@ -254,8 +254,8 @@ class Acceptor:
             from .guard import Guard
 
             self._guard = Guard()
-            # word lists and jieba's dictionary take about a second: load them now, off the
-            # caller's thread, instead of inside the first (Chinese) lookup
+            # the word lists take a fraction of a second: load them now, off the caller's
+            # thread, instead of inside the first lookup (jieba waits for Chinese text)
             started = time.monotonic()
             self._warm_window = (started, None)
             threading.Thread(
@@ -286,10 +286,12 @@ class Acceptor:
         finally:
             self._warm_window = (started, time.monotonic())
 
-    def warm_up_window(self) -> tuple[float, float | None] | None:
-        """When the guard warmed up (monotonic start, end or None while it runs): CPU work
-        that holds the GIL for about a second, which a lookup deadline must not count."""
-        return self._warm_window
+    def warm_up_windows(self) -> list[tuple[float, float | None]]:
+        """When the guard warmed up its word lists and loaded jieba (monotonic start, end or
+        None while it runs): CPU work that holds the GIL, which a lookup deadline must not count."""
+        windows = [self._warm_window] if self._warm_window is not None else []
+        jieba = self._guard.jieba_window() if self._guard is not None else None
+        return [*windows, jieba] if jieba is not None else windows
 
     def threshold_for(self, request: Request, override: float | None) -> float:
         """Per-call override, else the long, follow-up or short threshold of the query."""

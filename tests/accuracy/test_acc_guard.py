@@ -118,27 +118,40 @@ def test_hard_pairs_dev(guard: Guard) -> None:
     assert caught >= len(traps) - 1  # "raw eggs / raw chicken" is a plain noun swap
 
 
-def test_warm_loads_lists_and_jieba() -> None:
+def test_warm_loads_the_word_lists_and_jieba_waits_for_chinese() -> None:
     fresh = Guard()
     fresh.warm()
     assert fresh._words is not None
     assert fresh.conflict("如何开启蓝牙?", "如何关闭蓝牙?") == "antonym 开启/关闭"
+    window = Guard.jieba_window()
+    assert window is not None and window[1] is not None and window[0] <= window[1]
 
 
-def test_a_new_cache_warms_the_guard_in_the_background(tmp_path: Path) -> None:
-    """jieba's dictionary is loaded after Cache() returns, before any lookup asks for it."""
+def test_english_traffic_never_loads_jieba(tmp_path: Path) -> None:
+    """Inserts and lookups of English text leave jieba (about 70 MiB) unloaded; the first
+    Chinese text loads it and the Chinese rules work."""
     code = (
-        "import sys, time, jieba\n"
-        "from modelcache import Cache, CacheConfig, FakeEmbedder\n"
+        "import sys, time\n"
+        "from modelcache import Cache, CacheConfig, FakeEmbedder, Request\n"
         f"cache = Cache(CacheConfig(path={str(tmp_path)!r}), embedder=FakeEmbedder())\n"
+        "cache.insert(Request('How do I enable bluetooth?'), 'settings')\n"
+        "cache.insert(Request('How do I disable bluetooth?'), 'settings, off')\n"
+        "cache.lookup(Request('How can I enable bluetooth?'))\n"
+        "cache.lookup(Request('How do I turn off bluetooth?'))\n"
         "started = time.monotonic()\n"
-        "while not jieba.dt.initialized and time.monotonic() - started < 30:\n"
+        "warm = cache._acceptor.warm_up_windows\n"
+        "while warm()[0][1] is None and time.monotonic() - started < 30:\n"
         "    time.sleep(0.05)\n"
+        "english = 'jieba' in sys.modules\n"
+        "reason = cache._acceptor._guard.conflict('如何开启蓝牙?', '如何关闭蓝牙?')\n"
+        "chinese = 'jieba' in sys.modules and len(cache._acceptor.warm_up_windows()) == 2\n"
         "cache.close()\n"
-        "sys.exit(0 if jieba.dt.initialized else 1)\n"
+        "print(english, chinese, reason)\n"
+        "sys.exit(0 if not english and chinese else 1)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "开启/关闭"
 
 
 @pytest.mark.parametrize(
@@ -235,9 +248,59 @@ def test_article_before_a_swapped_word_is_one_substitution(guard: Guard) -> None
     assert reason == "substitution aisle vs window", reason
 
 
+def test_a_lookup_while_another_loads_jieba_is_no_timeout(tmp_path: Path) -> None:
+    """Loading jieba at the first Chinese text holds the GIL for about a second: an English
+    lookup waiting on its vector store meanwhile is not cut at its deadline into a miss.
+
+    A real cache with the default ``lookup_timeout``, in a fresh process; the load is made to
+    hold the GIL for about 1.5 s in one call, starting while the lookup waits on its store.
+    """
+    code = (
+        "import sys, threading, time\n"
+        "from modelcache import Cache, CacheConfig, FakeEmbedder, Request\n"
+        "from modelcache import guard\n"
+        "go = threading.Event()\n"
+        "started = time.perf_counter()\n"
+        "sum(range(1_000_000))\n"
+        "size = int(1_000_000 * 1.5 / (time.perf_counter() - started))\n"
+        "original = guard._load_jieba\n"
+        "def slow_load():\n"
+        "    sum(range(size))  # one C call: the GIL is held throughout\n"
+        "    original()\n"
+        "guard._load_jieba = slow_load\n"
+        f"config = CacheConfig(path={str(tmp_path)!r})\n"
+        "assert config.lookup_timeout == 0.5\n"
+        "cache = Cache(config, embedder=FakeEmbedder())\n"
+        "cache.insert(Request('How do I reset my router?'), 'hold the button')\n"
+        "started = time.monotonic()\n"
+        "warm = cache._acceptor.warm_up_windows\n"
+        "while warm()[0][1] is None and time.monotonic() - started < 30:\n"
+        "    time.sleep(0.05)\n"
+        "def chinese():\n"
+        "    go.wait()\n"
+        "    guard.Guard().conflict('如何开启蓝牙?', '如何关闭蓝牙?')\n"
+        "loader = threading.Thread(target=chinese)\n"
+        "loader.start()\n"
+        "query = cache._vectors.query_vectors\n"
+        "def stalled(*args, **kwargs):\n"
+        "    go.set()\n"
+        "    time.sleep(0.05)  # the store's I/O: the jieba load takes the GIL meanwhile\n"
+        "    return query(*args, **kwargs)\n"
+        "cache._vectors.query_vectors = stalled\n"
+        "cache.lookup(Request('How can I reset the router?'))\n"
+        "loader.join()\n"
+        "timeouts = cache.stats()['timeouts']\n"
+        "cache.close()\n"
+        "print(f'{timeouts} timeouts')\n"
+        "sys.exit(0 if timeouts == 0 else 1)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
 def test_a_lookup_during_the_guard_warm_up_is_no_timeout(tmp_path: Path) -> None:
-    """The warm-up is CPU work that holds the GIL (jieba loads its dictionary in one call): a
-    lookup stalled by it in the stores is not cut at its deadline into a miss.
+    """The warm-up is CPU work that holds the GIL: a lookup stalled by it in the stores is not
+    cut at its deadline into a miss.
 
     A real cache with the default ``lookup_timeout``, in a fresh process; the warm-up holds the
     GIL for about 1.5 s in one call, starting while a lookup waits on its vector store.
