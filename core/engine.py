@@ -609,7 +609,14 @@ class Cache:
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
-        conv = self._embed_request(request, budget)
+        estimate = (
+            None if request.conversation_text else self._acceptor.estimate(request.query_text)
+        )
+        conv = (
+            ConversationVectors(estimate)
+            if estimate is not None
+            else self._embed_request(request, budget)
+        )
         # a follow-up recalls by query + context, so the same short follow-up stored in many
         # conversations does not crowd this one's entry out of the top-k; a standalone
         # question after unrelated turns also recalls by its query alone
@@ -617,7 +624,9 @@ class Cache:
             with budget.paused():  # a lazily opened store (import, files) is not a stuck one
                 self._vectors.open()  # type: ignore[attr-defined]
         recalled = self._vectors.query_vectors(
-            partition.id, recall_vector(conv.query, conv.context), self.config.top_k
+            partition.id,
+            recall_vector(conv.query, conv.context),
+            self.config.top_k * (1 if estimate is None else 2),
         )
         if conv.standalone:
             seen = {i for i, _, _ in recalled}
@@ -632,6 +641,17 @@ class Cache:
         orphans = [i for i, _, _ in recalled if i not in rows]
         if orphans:
             self._drop_orphans(partition.id, orphans)
+        if estimate is not None:
+            # a long prompt recalled by its memoised chunks: one model call embeds the rest with
+            # the parts the long-text check compares, then the exact vector ranks the recall
+            with budget.paused() if budget is not None else contextlib.nullcontext():
+                conv = ConversationVectors(
+                    self._acceptor.embed_long(
+                        request.query_text, [rows[i].query for i, _, _ in recalled if i in rows]
+                    )
+                )
+            recalled = sorted(recalled, key=lambda hit: -float(np.dot(conv.query, hit[2])))
+            recalled = recalled[: self.config.top_k]
         candidates = [
             Candidate(rows[i], _query_similarity(conv.query, stored, rows[i]))
             for i, _, stored in recalled

@@ -25,7 +25,14 @@ import numpy as np
 
 from .embedding.base import count_words, split_sentences
 
-__all__ = ["PART_MARGIN", "LongTextCheck", "Region", "differing_regions", "part_threshold"]
+__all__ = [
+    "PART_MARGIN",
+    "LongTextCheck",
+    "Region",
+    "differing_regions",
+    "edit_overlap",
+    "part_threshold",
+]
 
 log = logging.getLogger("modelcache")
 
@@ -38,6 +45,7 @@ PART_MARGIN = 0.15
 _MEMO_SIZE = 2048  # region vectors kept per cache
 _PARSE_MEMO = 256  # long texts whose sentences are kept split (a process-wide cache)
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
+_ENDS = ".!?:;\n。！？；："  # characters that end a sentence (see ``split_sentences``)
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,31 @@ def _parse(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]
     prompt against several candidates, and stored prompts recur across lookups."""
     sentences = tuple(split_sentences(text))
     return sentences, tuple(_key(s) for s in sentences), tuple(count_words(s) for s in sentences)
+
+
+def edit_overlap(old: str, new: str) -> float:
+    """Words shared (Jaccard) by what lies between the common start and end of two texts,
+    times the share of the text outside it: a cheap guess, without splitting sentences, at
+    how small and how alike their differing parts are."""
+    low, high = 0, min(len(old), len(new))
+    while low < high:  # longest common prefix, by halving (each comparison runs in C)
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if old[:mid] == new[:mid] else (low, mid - 1)
+    start = low
+    low, high = 0, min(len(old), len(new)) - start
+    while low < high:  # longest common suffix of the rest
+        mid = (low + high + 1) // 2
+        low, high = (
+            (mid, high) if old[len(old) - mid :] == new[len(new) - mid :] else (low, mid - 1)
+        )
+    # widened to the sentences around the edit: "how long" vs "how many days" share "how"
+    start = max(old.rfind(c, 0, start) for c in _ENDS) + 1
+    tail = old[len(old) - low :]
+    low -= min((i for i in (tail.find(c) for c in _ENDS) if i >= 0), default=low)
+    words_old = set(_key(old[start : len(old) - low]).split())
+    words_new = set(_key(new[start : len(new) - low]).split())
+    shared = (start + low) / max(1, len(old), len(new))  # another context: little in common
+    return shared * len(words_old & words_new) / max(1, len(words_old | words_new))
 
 
 def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
@@ -130,33 +163,54 @@ class LongTextCheck:
 
     def reason(self, new: str, old: str) -> str | None:
         """Why the stored text ``old`` cannot answer ``new``; None when every part agrees."""
-        regions, shared = differing_regions(old, new)
+        decided, regions = self._read(new, old)
         if not regions:
-            return None
-        if not shared:
-            # nothing in common verbatim: a reworded text, not an edited prompt, so the whole
-            # vector decides, with the guard over the whole texts
-            conflict = self._conflict(new, old) if self._conflict is not None else None
-            return None if conflict is None else f"guard: {conflict}"
-        changed = max(
-            sum(count_words(r.old) for r in regions), sum(count_words(r.new) for r in regions)
-        )
-        if changed > self._max_changed * (shared + changed):
-            return f"{changed} of {shared + changed} words differ"
-        for region in regions:
-            if not (_has_words(region.old) and _has_words(region.new)):
-                return "text on one side only"
-        if self._conflict is not None:  # cheaper than embedding: first
-            for region in regions:
-                conflict = self._conflict(region.new, region.old)
-                if conflict is not None:
-                    return f"a differing part conflicts: {conflict}"
+            return decided
         vectors = self._vectors([t for r in regions for t in (r.old, r.new)])
         for region in regions:
             similarity = float(np.dot(vectors[region.old], vectors[region.new]))
             if similarity < self._threshold:
                 return f"a differing part scores {similarity:.3f}"
         return None
+
+    def pending(self, new: str, old: str) -> list[str]:
+        """The part texts a check of ``old`` against ``new`` would embed and has no vector of,
+        so a lookup can embed them in the model call that embeds its prompt."""
+        _, regions = self._read(new, old)
+        texts = dict.fromkeys(t for r in regions for t in (r.old, r.new))
+        with self._lock:
+            return [t for t in texts if t not in self._memo]
+
+    def remember(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Keep part vectors embedded elsewhere (see ``pending``) for the check to use."""
+        with self._lock:
+            self._store(texts, vectors)
+
+    def _read(self, new: str, old: str) -> tuple[str | None, list[Region]]:
+        """A decision the texts settle alone (a reason, or None: accepted), with no regions;
+        or the differing regions whose vectors decide."""
+        regions, shared = differing_regions(old, new)
+        if not regions:
+            return None, []
+        if not shared:
+            # nothing in common verbatim: a reworded text, not an edited prompt, so the whole
+            # vector decides, with the guard over the whole texts
+            conflict = self._conflict(new, old) if self._conflict is not None else None
+            return (None if conflict is None else f"guard: {conflict}"), []
+        changed = max(
+            sum(count_words(r.old) for r in regions), sum(count_words(r.new) for r in regions)
+        )
+        if changed > self._max_changed * (shared + changed):
+            return f"{changed} of {shared + changed} words differ", []
+        for region in regions:
+            if not (_has_words(region.old) and _has_words(region.new)):
+                return "text on one side only", []
+        if self._conflict is not None:  # cheaper than embedding: first
+            for region in regions:
+                conflict = self._conflict(region.new, region.old)
+                if conflict is not None:
+                    return f"a differing part conflicts: {conflict}", []
+        return None, regions
 
     def _vectors(self, texts: list[str]) -> dict[str, np.ndarray]:
         """Vectors of short region texts, memoised: one lookup compares the same new question
@@ -167,12 +221,17 @@ class LongTextCheck:
         if missing:
             fresh = self._embed(missing)
             with self._lock:
-                for text, vector in zip(missing, fresh, strict=True):
-                    found[text] = self._memo[text] = vector
-                    self._memo.move_to_end(text)
-                while len(self._memo) > _MEMO_SIZE:
-                    self._memo.popitem(last=False)
+                self._store(missing, fresh)
+            found.update(zip(missing, fresh, strict=True))
         return found
+
+    def _store(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Memoise part vectors (the caller holds the lock), dropping the oldest past the cap."""
+        for text, vector in zip(texts, vectors, strict=True):
+            self._memo[text] = vector
+            self._memo.move_to_end(text)
+        while len(self._memo) > _MEMO_SIZE:
+            self._memo.popitem(last=False)
 
 
 def _has_words(text: str) -> bool:

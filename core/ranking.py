@@ -25,7 +25,7 @@ import numpy as np
 from .config import CacheConfig
 from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
-from .longtext import LongTextCheck, part_threshold
+from .longtext import LongTextCheck, edit_overlap, part_threshold
 from .request import Request, normalize_text
 from .storage.models import EntryRow
 
@@ -361,6 +361,33 @@ class Acceptor:
             log.debug("guard rejected the context of %s: %s", row.id, reason)
             return False
         return True
+
+    def estimate(self, query: str) -> np.ndarray | None:
+        """A long query's vector from its memoised chunks (see ``embed_long``), or None when
+        the embedder keeps none for it or the query is short."""
+        estimate = getattr(self._embedder, "memoised_vector", None)
+        if estimate is None or self._count_tokens(query) < self._config.long_query_tokens:
+            return None
+        vector: np.ndarray | None = estimate(query)
+        return vector
+
+    def embed_long(self, query: str, stored: Sequence[str]) -> np.ndarray:
+        """The query's vector, embedded in one model call with the parts the long-text check
+        will compare against the likeliest of the first ``top_k`` stored texts: the one whose
+        edit shares the most words (the estimate cannot rank entries that differ only in the
+        chunk it lacks, such as other questions over the same context)."""
+        likely = sorted(
+            (t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)),
+            key=lambda t: -edit_overlap(t, query),
+        )
+        parts: list[str] = []
+        for text in likely:
+            parts = self._longtext.pending(query, text)
+            if parts:
+                break
+        vectors = self._embedder.embed([query, *parts])
+        self._longtext.remember(parts, vectors[1:])
+        return np.asarray(vectors[0])
 
     def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
         """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""

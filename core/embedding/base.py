@@ -7,6 +7,7 @@ import re
 import threading
 import zlib
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,23 @@ _TEXT_MEMO_SIZE = 64
 
 def split_sentences(text: str) -> list[str]:
     """Sentences of a text (stripped, empty ones dropped)."""
-    return [s for s in (p.strip() for p in _SENTENCE_END.split(text)) if s]
+    return [text[start:end] for start, end in _sentence_spans(text)]
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Start and end offsets of the sentences ``split_sentences`` returns, in order."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for end, after in [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)] + [
+        (len(text), len(text))
+    ]:
+        piece = text[start:end]
+        stripped = piece.strip()
+        if stripped:
+            first = start + len(piece) - len(piece.lstrip())
+            spans.append((first, first + len(stripped)))
+        start = after
+    return spans
 
 
 def count_words(text: str) -> int:
@@ -143,6 +160,11 @@ class BaseEmbedder(ABC):
         """Token ids of several texts (models with a fast tokenizer do it in one call)."""
         return [self._tokens(t) or [] for t in texts]
 
+    def _token_starts(self, text: str) -> tuple[list[int], list[int]] | None:
+        """Token ids of a text and the character offset where each starts, or None when the
+        tokenizer gives no offsets (sentences are then tokenized one by one)."""
+        return None
+
     @property
     def max_tokens(self) -> int | None:
         """Tokens per window (special tokens excluded); None means no limit."""
@@ -171,21 +193,29 @@ class BaseEmbedder(ABC):
             if info is not None:
                 self._text_memo.move_to_end(text)
                 return info
-        ids = self._tokens(text)
-        info = (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
+        located = self._token_starts(text)
+        if located is None:
+            ids = self._tokens(text)
+            info = (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
+        else:
+            info = len(located[0]), self._chunks(text, *located)
         with self._memo_lock:
             self._text_memo[text] = info
             while len(self._text_memo) > _TEXT_MEMO_SIZE:
                 self._text_memo.popitem(last=False)
         return info
 
-    def _chunks(self, text: str, ids: list[int] | None) -> list[str]:
+    def _chunks(
+        self, text: str, ids: list[int] | None, starts: list[int] | None = None
+    ) -> list[str]:
         """The text itself when it fits the window (``ids``: its tokens), else chunks.
 
         A chunk is whole sentences up to the window; a chunk also ends after a sentence whose
         own hash says so (content-defined boundaries), so an edit in one place (another
         question after the same context) changes only the chunk around it, wherever it is.
-        A sentence longer than the window is cut into overlapping token windows.
+        A sentence longer than the window is cut into overlapping token windows. With
+        ``starts`` (each token's character offset) a sentence's tokens are read off the text's
+        instead of tokenizing each sentence again.
         """
         limit = self.max_tokens
         if limit is None or ids is None or len(ids) <= limit:
@@ -193,8 +223,13 @@ class BaseEmbedder(ABC):
         pieces: list[str] = []
         current: list[str] = []
         size = 0
-        sentences = split_sentences(text)
-        for sentence, sentence_ids in zip(sentences, self._token_lists(sentences), strict=True):
+        spans = _sentence_spans(text)
+        sentences = [text[a:b] for a, b in spans]
+        if starts is None:
+            token_lists = self._token_lists(sentences)
+        else:
+            token_lists = [ids[bisect_left(starts, a) : bisect_left(starts, b)] for a, b in spans]
+        for sentence, sentence_ids in zip(sentences, token_lists, strict=True):
             if current and size + len(sentence_ids) > limit:
                 pieces.append(" ".join(current))
                 current, size = [], 0
@@ -215,23 +250,6 @@ class BaseEmbedder(ABC):
         stride = max(1, (limit * 3) // 4)
         starts = range(0, max(1, len(ids) - limit + stride), stride)
         return [self._detokenize(ids[s : s + limit]) for s in starts if ids[s : s + limit]]
-
-    def _encode_memo(self, pieces: list[str]) -> np.ndarray:
-        """Normalised vectors of the pieces, encoding only those not memoised."""
-        memo = self._init_memo()
-        with self._memo_lock:
-            known = {p: memo[p] for p in pieces if p in memo}
-            for piece in known:
-                memo.move_to_end(piece)
-        missing = list(dict.fromkeys(p for p in pieces if p not in known))
-        if missing:
-            fresh = l2_normalize(self._encode(missing))
-            with self._memo_lock:
-                for piece, vector in zip(missing, fresh, strict=True):
-                    known[piece] = memo[piece] = vector
-                while len(memo) > self.memo_size:
-                    memo.popitem(last=False)
-        return np.stack([known[p] for p in pieces])
 
     def _init_memo(self) -> OrderedDict[str, np.ndarray]:
         """The chunk-vector memo (and the text memo), created on first use."""
@@ -254,7 +272,11 @@ class BaseEmbedder(ABC):
                 self._text_memo.clear()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed a batch; long texts become the weighted mean of their chunk embeddings."""
+        """Embed a batch; long texts become the weighted mean of their chunk embeddings.
+
+        Every piece not memoised (short texts, new chunks) goes to the model in one call: a
+        model run has a fixed cost of several milliseconds however short its texts.
+        """
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         pieces: list[str] = []
@@ -266,16 +288,52 @@ class BaseEmbedder(ABC):
         if len(pieces) == len(texts):  # every text fits the window: no chunks to memoise
             return l2_normalize(self._encode(pieces))
         chunked = np.bincount(owners, minlength=len(texts))[owners] > 1
+        memo = self._init_memo()
+        known: dict[str, np.ndarray] = {}
+        with self._memo_lock:
+            for k in np.flatnonzero(chunked):
+                vector = memo.get(pieces[k])
+                if vector is not None:
+                    known[pieces[k]] = vector
+                    memo.move_to_end(pieces[k])
+        whole = [int(k) for k in np.flatnonzero(~chunked)]
+        parts = dict.fromkeys(pieces[k] for k in np.flatnonzero(chunked))
+        missing = [piece for piece in parts if piece not in known]
+        batch = [pieces[k] for k in whole] + missing
         raw = np.zeros((len(pieces), self.dimension), dtype=np.float32)
-        whole = np.flatnonzero(~chunked)
-        if whole.size:
-            raw[whole] = l2_normalize(self._encode([pieces[k] for k in whole]))
-        parts = np.flatnonzero(chunked)
-        raw[parts] = self._encode_memo([pieces[k] for k in parts])
+        fresh = l2_normalize(self._encode(batch)) if batch else raw[:0]
+        raw[whole] = fresh[: len(whole)]
+        if missing:
+            with self._memo_lock:
+                for piece, vector in zip(missing, fresh[len(whole) :], strict=True):
+                    known[piece] = memo[piece] = vector
+                while len(memo) > self.memo_size:
+                    memo.popitem(last=False)
+        for k in np.flatnonzero(chunked):
+            raw[k] = known[pieces[k]]
         out = np.zeros((len(texts), raw.shape[1]), dtype=np.float32)
         for row, owner, piece in zip(raw, owners, pieces, strict=True):
             out[owner] += row * max(1, len(piece))
         return l2_normalize(out)
+
+    def memoised_vector(self, text: str) -> np.ndarray | None:
+        """A long text's vector from its memoised chunks alone, or None when it fits the
+        window or when none or all of its chunks are memoised.
+
+        An estimate to recall candidates with (a new question changes one chunk of a RAG
+        prompt): the chunks left then go to the model in one call with the parts the
+        long-text check compares.
+        """
+        windows = self._windows(text)
+        if len(windows) < 2:
+            return None
+        memo = self._init_memo()
+        with self._memo_lock:
+            found = [(w, memo[w]) for w in windows if w in memo]
+        if not found or len(found) == len(windows):
+            return None
+        total = sum((vector * max(1, len(w)) for w, vector in found), np.zeros_like(found[0][1]))
+        return l2_normalize(total)[0]
 
 
 class FakeEmbedder:

@@ -292,6 +292,10 @@ class _OnnxRuntime:
     def tokens(self, text: str) -> list[int]:
         return list(self._raw.encode(text, add_special_tokens=False).ids)
 
+    def token_starts(self, text: str) -> tuple[list[int], list[int]]:
+        encoding = self._raw.encode(text, add_special_tokens=False)
+        return list(encoding.ids), [start for start, _ in encoding.offsets]
+
     def token_lists(self, texts: list[str]) -> list[list[int]]:
         return [list(e.ids) for e in self._raw.encode_batch(texts, add_special_tokens=False)]
 
@@ -452,6 +456,10 @@ class OnnxSentenceEmbedder(BaseEmbedder):
         if runtime is self._runtime:
             return runtime.token_lists(texts)  # one call of the Rust tokenizer, not one per text
         return runtime._token_lists(texts)
+
+    def _token_starts(self, text: str) -> tuple[list[int], list[int]] | None:
+        runtime = self._loaded()
+        return runtime.token_starts(text) if runtime is self._runtime else None
 
     def _detokenize(self, ids: list[int]) -> str:
         runtime = self._loaded()

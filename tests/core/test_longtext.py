@@ -226,10 +226,68 @@ def test_a_long_text_is_tokenized_once_per_lookup(
         tokenized.append(text)
         return real(text)
 
+    def counting_starts(text: str) -> tuple[list[int], list[int]] | None:
+        tokenized.append(text)
+        return real_starts(text)
+
+    real_starts = minilm._token_starts
     monkeypatch.setattr(minilm, "_tokens", counting)
+    monkeypatch.setattr(minilm, "_token_starts", counting_starts)
+    monkeypatch.setattr(minilm, "_token_lists", lambda texts: pytest.fail("sentences tokenized"))
     count = minilm.count_tokens(prompt)
     assert count > minilm.max_tokens and len(minilm._windows(prompt)) > 2
     minilm.embed([prompt])
     assert minilm.count_tokens(prompt) == count and tokenized == [prompt]
     minilm.clear_memo()
     assert minilm.count_tokens(prompt) == count and tokenized == [prompt, prompt]
+
+
+@pytest.mark.model
+def test_sentence_tokens_read_off_the_text_give_the_same_chunks(
+    minilm: SentenceTransformerEmbedder,
+) -> None:
+    texts = [
+        rag("What is the refund window?", " ".join(CHUNKS * 3)),
+        "Ünïcödé café — naïve 東京は大きい。本当に？ Yes!  Emoji 😀 here; then more.\n\n" * 120,
+        "word " * 2000,  # one sentence longer than the window
+    ]
+    for text in texts:
+        ids, starts = minilm._token_starts(text)  # type: ignore[misc]
+        assert ids == minilm._tokens(text)
+        # the same chunks as tokenizing each sentence on its own
+        assert minilm._chunks(text, ids, starts) == minilm._chunks(text, ids)
+
+
+@pytest.mark.model
+def test_a_long_lookup_with_its_context_seen_runs_the_model_once(
+    make_cache: Callable[..., Cache],
+    minilm: SentenceTransformerEmbedder,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine = make_cache(embedder=minilm)
+    context = " ".join(CHUNKS * 3)
+    for question, answer in (
+        ("How long do I have to send an item back?", "30 days"),
+        ("Which payment methods do you accept?", "cards"),
+        ("Who pays for return shipping?", "the shop"),
+    ):
+        engine.insert(Request.from_text(rag(question, context)), answer)
+    minilm.clear_memo()
+    engine._acceptor._longtext._memo.clear()
+    minilm.embed([rag("How long do I have to send an item back?", context)])  # context seen
+    runs: list[list[str]] = []
+    real = minilm._encode
+
+    def counting(texts: list[str]) -> np.ndarray:
+        runs.append(texts)
+        return real(texts)
+
+    monkeypatch.setattr(minilm, "_encode", counting)
+    hit = engine.lookup(
+        Request.from_text(rag("How many days do I have to send an item back?", context))
+    )
+    assert hit is not None and hit.answer == "30 days"
+    # the new chunk and both sides of the differing question, in one call
+    assert len(runs) == 1 and "How long do I have to send an item back?" in runs[0]
+    miss = engine.lookup(Request.from_text(rag("Who is the chief executive?", context)))
+    assert miss is None  # another question over the same context still misses
