@@ -74,9 +74,14 @@ def _key(text: str) -> str:
 
 
 def _curve(
-    rows: Sequence[EvalRow], calls: dict[str, list[tuple[str, float]]], grid: np.ndarray
+    rows: Sequence[EvalRow],
+    calls: dict[str, list[tuple[str, float]]],
+    grid: np.ndarray,
+    fixed: tuple[int, int, int] = (0, 0, 0),
 ) -> list[dict[str, float]]:
     """Precision / recall / F1 / false-hit rate at each verifier threshold of the grid.
+
+    ``fixed``: hits, correct hits and false hits served without the verifier (exact matches).
 
     A lookup serves its first candidate scoring >= t: candidate j is chosen for t in
     (max of the earlier scores, its own score], so each lookup is a few intervals of t.
@@ -96,9 +101,9 @@ def _curve(
                 best = s
     t = grid[:, None]
     chosen = (t > np.array(lo)[None, :]) & (t <= np.array(hi)[None, :])
-    hits = chosen.sum(axis=1)
-    correct = (chosen & np.array(good)[None, :]).sum(axis=1)
-    false_hits = (chosen & np.array(bad)[None, :]).sum(axis=1)
+    hits = chosen.sum(axis=1) + fixed[0]
+    correct = (chosen & np.array(good)[None, :]).sum(axis=1) + fixed[1]
+    false_hits = (chosen & np.array(bad)[None, :]).sum(axis=1) + fixed[2]
     n_ok = sum(answerable)
     out = []
     for i, thr in enumerate(grid):
@@ -112,6 +117,7 @@ def _curve(
                 "precision": float(p),
                 "recall": float(r),
                 "F1": float(2 * p * r / (p + r)) if p + r else 0.0,
+                "false_hits": int(false_hits[i]),
                 "false_hit": float(false_hits[i] / (len(rows) - n_ok)),
             }
         )
@@ -180,12 +186,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             rec = _Recorder(load_verifier(path))
             cfg = _config(bench, tmp, Setting(args.cos, True, True, 0.0))
             with Cache(cfg, embedder=bench.memo, verifier=rec) as cache:
-                run_pairs(cache, rows, name, memo=bench.memo)
+                first = run_pairs(cache, rows, name, memo=bench.memo)
             raw = Path(args.out).with_suffix(f".{name}.json")
             raw.write_text(json.dumps(rec.calls), encoding="utf-8")
-            curve = _curve(rows, rec.calls, grid)
+            base = _curve(rows, rec.calls, np.zeros(1))[0]
+            fixed = (
+                first.hits - base["hits"],
+                first.correct - base["correct"],
+                first.unanswerable_hits - base["false_hits"],
+            )
+            curve = _curve(rows, rec.calls, grid, fixed)
             every = np.unique([s for cands in rec.calls.values() for _, s in cands])
-            exact = _curve(rows, rec.calls, every)
+            exact = _curve(rows, rec.calls, every, fixed)
             cfg = _config(bench, tmp, Setting(args.cos, True, True, args.check))
             with Cache(cfg, embedder=bench.memo, verifier=rec) as cache:
                 checked = run_pairs(cache, rows, name, memo=bench.memo)
