@@ -45,3 +45,10 @@ def test_curve_matches_first_passing_candidate(sweep: Any) -> None:
         assert (point["hits"], point["correct"]) == (hits, correct), t
         unanswerable = sum(r.b_cluster not in clusters for r in rows)
         assert point["false_hit"] == pytest.approx(false_hits / unanswerable)
+
+
+def test_curve_counts_hits_served_without_the_verifier(sweep: Any) -> None:
+    rows = [EvalRow("a0", "b0", True, a_cluster=0, b_cluster=0), EvalRow("a1", "b1", False, 1, 2)]
+    point = sweep._curve(rows, {"b0": [("a0", 0.4)]}, np.array([0.5]), fixed=(2, 1, 1))[0]
+    assert (point["hits"], point["correct"], point["false_hits"]) == (2, 1, 1)
+    assert point["recall"] == 1.0 and point["false_hit"] == 1.0
