@@ -111,6 +111,7 @@ class Bench:
             "embedder": self.spec,
             "guard": s.guard,
             "query_log": False,
+            "lookup_timeout": None,  # decisions, not speed: a cut lookup would count as a miss
         }
         if s.threshold is not None:
             values["similarity_threshold"] = s.threshold

@@ -433,7 +433,11 @@ def evaluate_file(
     from ._progress import bar
 
     with tempfile.TemporaryDirectory(prefix="modelcache-eval-") as tmp:
-        cfg = config.with_(path=tmp, sql_url=None, chroma_url=None, query_log=False)
+        # decisions are measured, not speed: a lookup cut by the store deadline on a loaded
+        # machine would count as a miss
+        cfg = config.with_(
+            path=tmp, sql_url=None, chroma_url=None, query_log=False, lookup_timeout=None
+        )
         with Cache(cfg, embedder=embedder, verifier=verifier) as cache:
             if is_conversation_file(path):
                 convs = load_conversations(path)[:limit]

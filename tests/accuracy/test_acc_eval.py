@@ -43,6 +43,17 @@ def test_metrics_follow_the_protocol(tmp_path: Path) -> None:
     assert "| cos>=0.60, no guard | 4 | 3 | 2 | 0.667 | 1.000 |" in markdown_table([res])
 
 
+def test_the_store_deadline_does_not_decide_an_evaluation(tmp_path: Path) -> None:
+    """A deadline a loaded machine misses would turn hits into misses and skew the metrics."""
+    path = tmp_path / "pairs.jsonl"
+    rows = [{"a": "how to bake rye bread", "b": "how do I bake rye bread", "same_answer": True,
+             "a_cluster": 2, "b_cluster": 2}]  # fmt: skip
+    path.write_text(json.dumps(rows[0]), encoding="utf-8")
+    cfg = CacheConfig(guard=False, lookup_timeout=1e-9)
+    (res,) = evaluate_file(path, cfg, embedder=FakeEmbedder(), thresholds=[0.6], progress=False)
+    assert res.hits == 1 and res.correct == 1
+
+
 def test_empty_result_is_well_defined() -> None:
     res = EvalResult("nothing")
     assert res.precision == 1.0 and res.f1 == 0.0 and "–" in markdown_table([res])
