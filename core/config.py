@@ -85,8 +85,8 @@ class CacheConfig(_Settings):
         default=0.5,
         gt=0,
         description="Seconds a lookup may spend in the stores, the embedding (and the guard's "
-        "warm-up at start) not counted; past it the lookup is a miss with a warning. None: no "
-        "deadline.",
+        "warm-up at start or jieba's first load) not counted; past it the lookup is a miss "
+        "with a warning. None: no deadline.",
     )
     vector_url: str | None = Field(
         default=None,
