@@ -20,19 +20,10 @@ _OUT = sys.stdout
 sys.stdout = sys.stderr  # libraries that print must not corrupt the protocol
 
 import numpy as np  # noqa: E402
+from _common import proc_rss  # noqa: E402
 
 # GPTCache's data manager keeps 1,000 entries by default and evicts beyond: room for every size
 _MAX_SIZE = 10_000_000
-
-
-def _rss() -> dict[str, float]:
-    values = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, kib = line.split(":")
-                values[key] = int(kib.split()[0]) / 1024
-    return {"rss_mib": values["VmRSS"], "peak_mib": values["VmHWM"]}
 
 
 class _Driver:
@@ -44,7 +35,7 @@ class _Driver:
         self.marks: dict[str, dict[str, float]] = {}
 
     def _mark(self, stage: str, started: float) -> None:
-        self.marks[stage] = {"s": time.perf_counter() - started, **_rss()}
+        self.marks[stage] = {"s": time.perf_counter() - started, **proc_rss()}
 
     def _new_cache(self, folder: str) -> Any:
         from gptcache import Cache, Config
@@ -125,7 +116,7 @@ class _Driver:
 
     def stats(self) -> dict[str, Any]:
         self.cache.data_manager.flush()
-        return {**_rss(), "marks": self.marks}
+        return {**proc_rss(), "marks": self.marks}
 
 
 def main() -> int:

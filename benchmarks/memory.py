@@ -28,6 +28,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from _common import add_data_option
 from latency import PrecomputedEmbedder, load_workload
 from peers import vectors_upto
 from runtime import run_child
@@ -131,15 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--fill-only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-            )
-        ),
-    )
+    add_data_option(parser)
     parser.add_argument(
         "--vector-cache", type=Path, default=Path(tempfile.gettempdir()) / "modelcache-peers"
     )

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from _common import add_data_option, proc_rss
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VARIANTS = {
@@ -33,12 +35,8 @@ VARIANTS = {
 
 def _rss() -> tuple[float, float]:
     """Current and peak RSS of this process, MiB."""
-    values = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS", "VmHWM")):
-                values[line.split(":")[0]] = float(line.split()[1]) / 1024
-    return values["VmRSS"], values["VmHWM"]
+    rss = proc_rss()
+    return rss["rss_mib"], rss["peak_mib"]
 
 
 def child(name: str, texts: list[str]) -> dict[str, Any]:
@@ -83,15 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-            )
-        ),
-    )
+    add_data_option(parser)
     args = parser.parse_args(argv)
     if args.child is not None:
         print(json.dumps(child(args.child, json.loads(sys.stdin.read()))))

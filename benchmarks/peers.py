@@ -52,6 +52,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import numpy as np
+from _common import add_data_option, proc_rss
 from latency import CHUNK, PrecomputedEmbedder, fill_vectors, load_workload, machine
 from runtime import measure_cli, run_child
 
@@ -174,17 +175,6 @@ def du_mib(path: Path) -> float:
     """Bytes on disk under a folder, MiB."""
     total = sum(f.stat().st_blocks * 512 for f in path.rglob("*") if f.is_file())
     return total / 2**20
-
-
-def proc_rss() -> dict[str, float]:
-    """Current and peak RSS of this process, MiB."""
-    values = {}
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS", "VmHWM")):
-                key, kib = line.split(":")
-                values[key] = int(kib.split()[0]) / 1024
-    return {"rss_mib": values["VmRSS"], "peak_mib": values["VmHWM"]}
 
 
 Samples = dict[str, dict[str, list[float]]]  # system -> row label -> values
@@ -310,15 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="repetitions of the lookup mix")
     parser.add_argument("--throughput", type=int, default=500, help="entries for insert/s")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(
-            os.environ.get(
-                "MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
-            )
-        ),
-    )
+    add_data_option(parser)
     parser.add_argument("--venv", type=Path, default=Path.home() / ".cache/modelcache/peers-venv")
     parser.add_argument(
         "--vector-cache", type=Path, default=Path(tempfile.gettempdir()) / "modelcache-peers"
