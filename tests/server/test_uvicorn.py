@@ -7,11 +7,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
-from process_support import free_port, stop
+from process_support import free_port, stop, wait_ready
 
 
 def test_modelcache_client_against_real_server(tmp_path: Path) -> None:
@@ -22,16 +21,7 @@ def test_modelcache_client_against_real_server(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_ready(f"{url}/healthz", proc)
         # exactly what ModelCache's README does: requests.post(url, json=json.dumps(data))
         insert = {
             "type": "insert",

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from process_support import free_port, stop
+from process_support import free_port, stop, wait_ready
 
 from modelcache import Cache, CacheConfig, FakeEmbedder, Request
 
@@ -34,21 +34,6 @@ pytestmark = pytest.mark.soak
 CLIENTS = 4
 SECONDS = float(os.environ.get("MODELCACHE_SOAK_SECONDS", "8"))
 _WORDS = [f"{a}{b}" for a in "bcdfghjklmnpqrstvwz" for b in ("ax", "el", "io", "um", "ry")]
-
-
-def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 150) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None:
-            out = log.read_text(errors="replace")[-3000:]
-            raise AssertionError(f"{proc.args} exited with {proc.returncode}: {out}")
-        time.sleep(0.2)
-    raise AssertionError(f"{proc.args} did not start within {timeout} s")
 
 
 @pytest.fixture
@@ -61,7 +46,7 @@ def chroma_url(tmp_path: Path) -> Iterator[str]:
     with log.open("wb") as out:
         proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, log)
+        wait_ready(f"http://127.0.0.1:{port}/api/v2/heartbeat", proc, timeout=150, log=log)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop(proc, sig=signal.SIGINT)
@@ -232,7 +217,7 @@ def test_two_servers_share_one_cache_without_losing_writes(
     servers = [url for url, _ in procs]
     try:
         for (url, proc), log in zip(procs, logs, strict=True):
-            _wait(f"{url}/healthz", proc, log)
+            wait_ready(f"{url}/healthz", proc, timeout=150, log=log)
         phases = {"startup": time.monotonic() - started}
         tally = Tally()
         run = secrets.token_hex(3)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from process_support import free_port, stop
+from process_support import free_port, stop, wait_ready
 from vector_support import HangingProxy, drop_milvus_collections
 
 from modelcache import BackendError, Cache, CacheConfig, ConfigError, FakeEmbedder, Request
@@ -312,16 +312,7 @@ def test_serve_uses_milvus_from_the_environment(tmp_path: Path) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_ready(f"{url}/healthz", proc)
         scope = {"model": "m1"}
         turn = {"query": [{"role": "user", "content": Q}], "answer": "A"}
         insert = {"type": "insert", "scope": scope, "chat_info": [turn]}
