@@ -16,6 +16,15 @@ def add_data_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA)
 
 
+def write_report(lines: list[str], out: str | Path | None) -> None:
+    """Print a benchmark's report and, given ``out``, write it there (folders created)."""
+    report = "\n".join(lines)
+    print(report)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(report, encoding="utf-8")
+
+
 def proc_rss() -> dict[str, float]:
     """Current and peak RSS of this process, MiB (Linux ``/proc/self/status``)."""
     values = {}

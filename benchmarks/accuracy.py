@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import DATA
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modelcache import Cache, CacheConfig
@@ -48,9 +50,6 @@ from modelcache.evaluation import (
 )
 from modelcache.verifier import load_verifier
 
-DATA = Path(
-    os.environ.get("MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.md"
 
 

@@ -34,11 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import DATA, write_report
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = next(
-    (p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
-    ROOT.parent / "shared" / "data",
-)
 DEFAULT_BEFORE = "b8c3e0b"  # the engine before batched, pipelined bulk loads
 
 
@@ -290,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "embedding and row building; the row in brackets is the unsorted layout, for scale.",
         "",
     ]
-    report = "\n".join(lines)
-    print(report)
-    Path(args.out).write_text(report, encoding="utf-8")
+    write_report(lines, args.out)
     return 0
 
 

@@ -32,12 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DATA = Path(
-    os.environ.get("MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
 RESULTS = Path(__file__).resolve().parent / "results" / "density.md"
 MEMO = Path(os.environ.get("MODELCACHE_DENSITY_MEMO", "/tmp/modelcache-density-memo"))
 

@@ -24,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from _common import DATA
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modelcache import Cache, CacheConfig, Request
@@ -31,7 +33,6 @@ from modelcache.embedding import build_embedder
 from modelcache.evaluation import EvalRow, MemoEmbedder, insert_rows, load_rows
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("MODELCACHE_DATA", HERE.parents[1] / "shared" / "data"))
 ONEWORD = HERE / "data" / "hard_pairs_oneword.jsonl"
 
 

@@ -32,12 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import DATA, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = next(
-    (p / "shared" / "data" for p in ROOT.parents if (p / "shared" / "data").is_dir()),
-    ROOT.parent / "shared" / "data",
-)
 
 
 def _texts(rows: list[dict[str, Any]]) -> list[str]:
@@ -249,9 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "",
     ]
-    report = "\n".join(lines)
-    print(report)
-    Path(args.out).write_text(report, encoding="utf-8")
+    write_report(lines, args.out)
     return 0
 
 

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import write_report
+
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import numpy as np
@@ -117,10 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"{p90:.2f} | {p99:.2f} | {mx:.2f} | {recall:.2f} |"
                 )
                 print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    write_report([*lines, ""], args.out)
 
 
 if __name__ == "__main__":

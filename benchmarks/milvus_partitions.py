@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import write_report
+
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import numpy as np
@@ -106,10 +108,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['query_p50']:.2f} | {r['query_p90']:.2f} | {r['drop_p50']:.1f} |"
             )
             print(lines[-1], flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text, encoding="utf-8")
+    write_report([*lines, ""], args.out)
 
 
 if __name__ == "__main__":
