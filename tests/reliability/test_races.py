@@ -4,6 +4,7 @@ leaves both stores as they were, and a clear racing an insert leaves nothing und
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,12 +52,19 @@ def _deadlock(dialect: str) -> Exception:
 
 
 def fail_statements(cache: Cache, verb: str, times: int, error: Exception | None = None) -> None:
-    """Make the next ``times`` statements starting with ``verb`` fail (a deadlock by default)."""
+    """Make the next ``times`` statements starting with ``verb`` that this thread runs fail (a
+    deadlock by default); the cache's background pass (purge, log retention) is left alone, or
+    it could take the failure meant for the operation under test."""
     left = [times]
     error = error or _deadlock(cache._sql.dialect)
+    thread = threading.get_ident()
 
     def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if left[0] > 0 and statement.lstrip().upper().startswith(verb):
+        if (
+            left[0] > 0
+            and threading.get_ident() == thread
+            and statement.lstrip().upper().startswith(verb)
+        ):
             left[0] -= 1
             raise error
 
