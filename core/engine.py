@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +44,7 @@ from .ranking import (
 )
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
-from .stats import CacheStats, PartitionStats
+from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.models import PartitionRow
@@ -187,69 +186,6 @@ def _covered(windows: list[tuple[float, float]]) -> float:
     return total
 
 
-_COUNTERS = (
-    "lookups",
-    "hits",
-    "exact_hits",
-    "semantic_hits",
-    "misses",
-    "errors",
-    "timeouts",
-    "inserts",
-    "evictions",
-    "expirations",
-)
-
-
-class _Counters:
-    """In-process statistics of one partition or of the whole cache (no writes on lookups)."""
-
-    def __init__(self, window: int) -> None:
-        self.values: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self.latencies: deque[float] = deque(maxlen=window)
-
-    def add(self, deltas: dict[str, int], latency_ms: float | None = None) -> None:
-        for key, value in deltas.items():
-            self.values[key] += value
-        if latency_ms is not None:
-            self.latencies.append(latency_ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        values: dict[str, Any] = dict(self.values)
-        lookups = values["lookups"]
-        lat = np.fromiter(self.latencies, dtype=np.float64)
-        values["hit_rate"] = values["hits"] / lookups if lookups else 0.0
-        values["exact_hit_rate"] = values["exact_hits"] / lookups if lookups else 0.0
-        values["semantic_hit_rate"] = values["semantic_hits"] / lookups if lookups else 0.0
-        values["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat.size else None
-        values["latency_ms_p95"] = float(np.percentile(lat, 95)) if lat.size else None
-        return values
-
-
-class _Stats:
-    """Overall and per-partition counters behind one lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.total = _Counters(10_000)
-        self.partitions: dict[str, _Counters] = {}
-
-    def add(self, partition_id: str | None, latency_ms: float | None = None, **deltas: int) -> None:
-        with self.lock:
-            self.total.add(deltas, latency_ms)
-            if partition_id is not None:
-                counters = self.partitions.get(partition_id)
-                if counters is None:
-                    counters = self.partitions[partition_id] = _Counters(1_000)
-                counters.add(deltas, latency_ms)
-
-    def snapshot(self, partition_id: str | None = None) -> dict[str, Any]:
-        with self.lock:
-            if partition_id is None:
-                return self.total.snapshot()
-            return (self.partitions.get(partition_id) or _Counters(1)).snapshot()
-
-
 class Cache:
     """A semantic cache over a vector store (Chroma or Milvus) and a scalar store (SQL).
 
@@ -308,7 +244,7 @@ class Cache:
             raise
         self._closed = False
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
-        self._stats = _Stats()
+        self._stats = _Recorder()
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
@@ -1119,43 +1055,12 @@ class Cache:
         """
         self._check_open()
         self.flush()
-        try:
-            counts = self._sql.partition_counts()
-            stored = self._sql.find_partitions()
-        except ModelCacheError:
-            raise
-        except Exception as exc:  # an outage is a BackendError (503), not a raw driver error
-            raise BackendError(f"stats failed: {describe_error(exc)}") from exc
-        price = self.config.token_price_per_1k / 1000
-        partitions = []
-        for p in stored:
-            entries, hits, tokens = counts.get(p.id, (0, 0, 0))
-            partitions.append(
-                PartitionStats(
-                    id=p.id,
-                    tenant=p.tenant,
-                    env=p.env,
-                    model=p.model,
-                    params=json.loads(p.params_json),
-                    entries=entries,
-                    stored_hits=hits,
-                    tokens_saved=tokens,
-                    cost_saved=tokens * price,
-                    **self._stats.snapshot(p.id),
-                )
-            )
-        tokens = sum(t for _, _, t in counts.values())
-        return CacheStats(
-            entries=sum(n for n, _, _ in counts.values()),
-            stored_hits=sum(h for _, h, _ in counts.values()),
-            tokens_saved=tokens,
-            cost_saved=tokens * price,
+        return _collect(
+            self._sql,
+            self._stats,
+            self._writer,
             embedder=self._embedder.name,
-            log_written=self._writer.written,
-            log_dropped=self._writer.dropped,
-            log_pending=self._writer.pending(),
-            partitions=tuple(partitions),
-            **self._stats.snapshot(),
+            token_price_per_1k=self.config.token_price_per_1k,
         )
 
     def export_log(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
