@@ -28,7 +28,6 @@ from .errors import (
     BackendError,
     CacheClosedError,
     ConfigError,
-    IncompatibleCacheError,
     ModelCacheError,
 )
 from .eviction import expired, victims
@@ -48,15 +47,13 @@ from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.models import PartitionRow
+from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
-# 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
-# earlier turn and its recall vector is query + context (see ranking.recall_vector)
-_SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
@@ -235,7 +232,7 @@ class Cache:
                 backend=cfg.embedder_backend,
                 onnx_cache_dir=cfg.onnx_cache_dir,
             )
-            self._check_settings()
+            check_settings(self._sql, self._vectors, self._embedder)
         except BaseException:
             if sql is not None:
                 sql.close()
@@ -305,70 +302,6 @@ class Cache:
     def thresholds(self) -> Thresholds:
         """Thresholds in force: the config's where set, else the embedder's calibrated ones."""
         return self._acceptor.thresholds
-
-    def _check_settings(self) -> None:
-        wanted = {
-            "schema_version": _SCHEMA_VERSION,
-            "embedder": self._embedder.name,
-            "dimension": str(self._embedder.dimension),
-            "metric": "cosine",
-        }
-        stored = self._sql.get_meta()
-        if (
-            stored.get("schema_version") in ("1", "2")
-            and stored.get("embedder") == self._embedder.name
-        ):
-            self._upgrade_conversations()
-            self._sql.replace_meta("schema_version", _SCHEMA_VERSION)
-            stored["schema_version"] = _SCHEMA_VERSION
-        for key, value in wanted.items():
-            if key in stored and stored[key] != value:
-                raise IncompatibleCacheError(
-                    f"this cache was written with {key}={stored[key]!r} but is opened with "
-                    f"{value!r}; open it with the same embedder or use a new path/database"
-                )
-        self._sql.set_meta(wanted)
-
-    def _upgrade_conversations(self) -> None:
-        """Upgrade a version-1/2 store: re-embed each follow-up's context (every earlier turn,
-        not the user turns only) and store its recall vector (query + context)."""
-        by_partition: dict[str, list[str]] = {}
-        for entry_id, partition_id, _ in self._sql.histories():
-            by_partition.setdefault(partition_id, []).append(entry_id)
-        upgraded = 0
-        for partition_id, ids in by_partition.items():
-            for start in range(0, len(ids), _PURGE_BATCH):
-                rows = list(
-                    self._sql.get_many(ids[start : start + _PURGE_BATCH], partition_id).values()
-                )
-                texts: list[str] = []
-                for row in rows:
-                    try:
-                        texts.append(stored_conversation_text(row.history_json))
-                    except ValueError:
-                        texts.append("")  # a corrupt row: its lookups miss, as before
-                keep = [(row, text) for row, text in zip(rows, texts, strict=True) if text]
-                if not keep:
-                    continue
-                queries = self._embedder.embed([row.query for row, _ in keep])
-                contexts = self._embedder.embed([text for _, text in keep])
-                self._sql.upsert(
-                    [
-                        EntryRow.model_construct(
-                            **{**row.model_dump(), "context_vector": encode_vector(context)}
-                        )
-                        for (row, _), context in zip(keep, contexts, strict=True)
-                    ]
-                )
-                self._vectors.upsert(
-                    partition_id,
-                    [row.id for row, _ in keep],
-                    np.stack([recall_vector(q, c) for q, c in zip(queries, contexts, strict=True)]),
-                )
-                upgraded += len(keep)
-        log.info(
-            "modelcache: upgraded the store to schema %s (%d follow-ups)", _SCHEMA_VERSION, upgraded
-        )
 
     # ---- validation ------------------------------------------------------------------------
     def _validate(self, request: Request) -> None:
