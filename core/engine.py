@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 from sqlmodel import func, select
@@ -60,6 +61,10 @@ _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 _INSERT_BATCH = 256  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
+
+_Self = TypeVar("_Self")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,27 @@ def _covered(windows: list[tuple[float, float]]) -> float:
             total += end - start
             reach = end
     return total
+
+
+def _async_twin(
+    method: Callable[Concatenate[_Self, _P], _R], note: str = ""
+) -> Callable[Concatenate[_Self, _P], Coroutine[Any, Any, _R]]:
+    """The async twin of a sync method: the same call, run in a worker thread so the event
+    loop keeps running; type checkers and ``help()`` see the sync method's parameters."""
+    name = method.__name__
+
+    async def twin(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        # looked up on the instance, as a hand-written twin calling self.<name> would
+        return await asyncio.to_thread(getattr(self, name), *args, **kwargs)
+
+    functools.update_wrapper(twin, method)  # signature, annotations, module
+    twin.__name__ = f"a{name}"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{name}"
+    twin.__doc__ = (
+        f"Async :meth:`{name}`: the same call, run in a worker thread so the event loop "
+        f"keeps running. {note}".rstrip()
+    )
+    return twin
 
 
 class Cache:
@@ -1168,70 +1194,13 @@ class Cache:
         self.close()
 
     # ---- async twins: the same implementation, run in a worker thread -----------------------
-    async def alookup(
-        self, request: Request, *, threshold: float | None = None, exact_only: bool = False
-    ) -> Hit | None:
-        """Async :meth:`lookup`; the embedding runs in a worker thread, not on the loop."""
-        return await asyncio.to_thread(
-            self.lookup, request, threshold=threshold, exact_only=exact_only
-        )
-
-    async def ainsert(
-        self,
-        request: Request,
-        answer: Any,
-        *,
-        ttl: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> str:
-        """Async :meth:`insert`."""
-        return await asyncio.to_thread(self.insert, request, answer, ttl=ttl, metadata=metadata)
-
-    async def ainsert_many(
-        self,
-        items: Iterable[tuple[Request, Any]],
-        *,
-        ttl: float | None = None,
-        metadata: dict[str, Any] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        batch_size: int = _INSERT_BATCH,
-    ) -> list[str]:
-        """Async :meth:`insert_many` (``progress`` is called from a worker thread)."""
-        return await asyncio.to_thread(
-            self.insert_many,
-            list(items),
-            ttl=ttl,
-            metadata=metadata,
-            progress=progress,
-            batch_size=batch_size,
-        )
-
-    async def aremove(
-        self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None
-    ) -> int:
-        """Async :meth:`remove`."""
-        return await asyncio.to_thread(self.remove, list(ids), tenant=tenant, model=model)
-
-    async def aregister(self, scope: Scope, system: str | None = None) -> str:
-        """Async :meth:`register`."""
-        return await asyncio.to_thread(self.register, scope, system)
-
-    async def aclear(
-        self,
-        *,
-        tenant: str | None = None,
-        env: str | None = None,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> int:
-        """Async :meth:`clear`."""
-        return await asyncio.to_thread(
-            self.clear, tenant=tenant, env=env, model=model, params=params
-        )
-
-    async def astats(self) -> CacheStats:
-        """Async :meth:`stats`."""
-        return await asyncio.to_thread(self.stats)
+    alookup = _async_twin(lookup)
+    ainsert = _async_twin(insert)
+    ainsert_many = _async_twin(insert_many, "``progress`` is called from a worker thread.")
+    aremove = _async_twin(remove)
+    aregister = _async_twin(register)
+    aclear = _async_twin(clear)
+    astats = _async_twin(stats)
 
 
 _CORRUPT = object()

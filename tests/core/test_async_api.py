@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from core_support import SlowEmbedder
 
 from modelcache import Cache, Hit, Message, Request
@@ -119,3 +121,27 @@ async def test_concurrent_async_lookups(make_cache: Callable[..., Cache]) -> Non
     assert [h.answer if h else None for h in hits] == list(range(20))
     stats = await cache.astats()
     assert (stats["lookups"], stats["exact_hits"]) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    "name", ["lookup", "insert", "insert_many", "remove", "register", "clear", "stats"]
+)
+async def test_each_twin_shows_and_calls_its_sync_method(
+    name: str, make_cache: Callable[..., Cache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """help() and inspect see the sync method's parameters; the call reaches the instance's
+    method, so a replaced one (a test double, a subclass override) is the one run."""
+    sync, twin = getattr(Cache, name), getattr(Cache, f"a{name}")
+    assert inspect.iscoroutinefunction(twin) and twin.__name__ == f"a{name}"
+    assert inspect.signature(twin) == inspect.signature(sync)
+    assert f":meth:`{name}`" in (twin.__doc__ or "")
+    cache = make_cache()
+    calls: list[tuple[Any, ...]] = []
+
+    def double(*args: Any, **kwargs: Any) -> str:
+        calls.append((args, kwargs))
+        return "done"
+
+    monkeypatch.setattr(cache, name, double)
+    assert await getattr(cache, f"a{name}")(1, two=2) == "done"
+    assert calls == [((1,), {"two": 2})]
