@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from core_support import SlowEmbedder
+from loop_support import SlowEmbedder, ticks_during
 
 from modelcache import Cache, Hit, Message, Request
 
@@ -80,35 +79,14 @@ async def test_async_twins_match_the_sync_api(
     assert sync.check().ok and asyn.check().ok
 
 
-async def _ticks_during(work: Awaitable[Any], period: float = 0.01) -> tuple[Any, int, float]:
-    """Run ``work`` while a coroutine ticks every ``period``; return result, ticks, seconds."""
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            await asyncio.sleep(period)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    try:
-        result = await work
-    finally:
-        done.set()
-        await task
-    return result, ticks, time.perf_counter() - started
-
-
 async def test_slow_embedding_does_not_block_the_loop(make_cache: Callable[..., Cache]) -> None:
     cache = make_cache(embedder=SlowEmbedder(delay=0.3))
-    _, ticks, seconds = await _ticks_during(cache.ainsert(rq(), "pw"))
+    _, ticks, seconds = await ticks_during(cache.ainsert(rq(), "pw"))
     assert seconds >= 0.3 and ticks >= 10, f"loop blocked during ainsert: {ticks} ticks"
-    hit, ticks, seconds = await _ticks_during(cache.alookup(rq(PARAPHRASE)))
+    hit, ticks, seconds = await ticks_during(cache.alookup(rq(PARAPHRASE)))
     assert hit is not None and hit.kind == "semantic"
     assert seconds >= 0.3 and ticks >= 10, f"loop blocked during alookup: {ticks} ticks"
-    _, ticks, _ = await _ticks_during(cache.ainsert_many([(rq("a b c"), 1), (rq("d e f"), 2)]))
+    _, ticks, _ = await ticks_during(cache.ainsert_many([(rq("a b c"), 1), (rq("d e f"), 2)]))
     assert ticks >= 10, f"loop blocked during ainsert_many: {ticks} ticks"
 
 

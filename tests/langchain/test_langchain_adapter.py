@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from langchain_core.embeddings import Embeddings
 from langchain_core.load import dumps
@@ -22,6 +19,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, Generation
+from loop_support import SlowEmbedder, ticks_during
 
 import modelcache_langchain
 from modelcache import (
@@ -211,41 +209,16 @@ async def test_aclear_only_touches_the_adapters_tenant_and_env(engine: Cache) ->
     assert await staging.alookup("q", LLM) is None
 
 
-class _SlowEmbedder(FakeEmbedder):
-    """Blocks its thread for 0.3 s per call, as a CPU-bound model does."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Sleep (blocking), then embed."""
-        time.sleep(0.3)
-        return super().embed(texts)
-
-
-async def _ticks_during(work: Awaitable[Any]) -> int:
-    """How often a coroutine sleeping 10 ms got to run while ``work`` was awaited."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    try:
-        await work
-    finally:
-        task.cancel()
-    return ticks
-
-
 async def test_async_methods_keep_the_event_loop_running(
     make_cache: Callable[..., Cache],
 ) -> None:
     """BaseCache's alookup / aupdate run ours in a worker thread: a slow embedding leaves the
     loop free (a default calling the sync method on the loop would stop it)."""
-    cache = ModelCache(make_cache(embedder=_SlowEmbedder()))
-    assert await _ticks_during(cache.aupdate("q", LLM, [Generation(text="a")])) >= 10
-    assert await _ticks_during(cache.alookup("another question", LLM)) >= 10
+    cache = ModelCache(make_cache(embedder=SlowEmbedder()))
+    _, ticks, _ = await ticks_during(cache.aupdate("q", LLM, [Generation(text="a")]))
+    assert ticks >= 10, f"loop blocked during aupdate: {ticks} ticks"
+    _, ticks, _ = await ticks_during(cache.alookup("another question", LLM))
+    assert ticks >= 10, f"loop blocked during alookup: {ticks} ticks"
     assert await cache.alookup("q", LLM) is not None
 
 

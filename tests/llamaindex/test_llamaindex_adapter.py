@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pytest
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
@@ -23,6 +19,7 @@ from llama_index.core.llms import LLM, MockLLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import CountingFunctionLLM, RecordingLLM
+from loop_support import SlowEmbedder, ticks_during
 
 import modelcache_llamaindex
 from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, LlamaIndexEmbedder
@@ -242,36 +239,17 @@ async def test_async_cache_faults_fall_back_to_the_model(
     assert llm.fault_count == 2
 
 
-class _SlowEmbedder(FakeEmbedder):
-    """Blocks its thread for 0.3 s per call, as a CPU-bound model does."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Sleep (blocking), then embed."""
-        time.sleep(0.3)
-        return super().embed(texts)
-
-
 async def test_async_endpoints_keep_the_event_loop_running(tmp_path: Path) -> None:
     """The cache's lookup and store of acomplete / achat run in a worker thread: a slow
     embedding leaves the loop free."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
     config = CacheConfig(path=str(tmp_path), lookup_timeout=10.0)
-    with Cache(config, embedder=_SlowEmbedder()) as engine:
+    with Cache(config, embedder=SlowEmbedder()) as engine:
         llm = wrap_llm(RecordingLLM(), engine)
-        task = asyncio.create_task(ticker())
-        try:
-            await llm.acomplete("Is the loop free?")  # a miss: lookup and store embed
-            await llm.achat([user("Is the loop still free?")])
-        finally:
-            task.cancel()
-    assert ticks >= 40, f"the loop was blocked: {ticks} ticks"  # four embeddings, 1.2 s
+        # a miss: the lookup and the store each embed once
+        _, ticks, _ = await ticks_during(llm.acomplete("Is the loop free?"))
+        assert ticks >= 20, f"loop blocked during acomplete: {ticks} ticks"
+        _, ticks, _ = await ticks_during(llm.achat([user("Is the loop still free?")]))
+        assert ticks >= 20, f"loop blocked during achat: {ticks} ticks"
 
 
 def test_corrupt_stored_answer_is_a_miss(cache: Cache) -> None:
