@@ -123,7 +123,7 @@ class CacheStats(_Counters, _MappingView):
 
 
 # the events the engine counts; the rates and latency percentiles are derived from them
-_EVENTS = tuple(f.name for f in fields(_Counters) if f.type == "int")
+_EVENTS = tuple(f.name for f in fields(_Counters) if f.type in ("int", int))
 
 
 class _Tally:
