@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import json
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
 from sqlmodel import func, select
@@ -29,7 +29,6 @@ from .errors import (
     BackendError,
     CacheClosedError,
     ConfigError,
-    IncompatibleCacheError,
     ModelCacheError,
 )
 from .eviction import expired, victims
@@ -45,25 +44,27 @@ from .ranking import (
 )
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
-from .stats import CacheStats, PartitionStats
+from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.models import PartitionRow
+from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
-# 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
-# earlier turn and its recall vector is query + context (see ranking.recall_vector)
-_SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 _INSERT_BATCH = 256  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
+
+_Self = TypeVar("_Self")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -187,67 +188,25 @@ def _covered(windows: list[tuple[float, float]]) -> float:
     return total
 
 
-_COUNTERS = (
-    "lookups",
-    "hits",
-    "exact_hits",
-    "semantic_hits",
-    "misses",
-    "errors",
-    "timeouts",
-    "inserts",
-    "evictions",
-    "expirations",
-)
+def _async_twin(
+    method: Callable[Concatenate[_Self, _P], _R], note: str = ""
+) -> Callable[Concatenate[_Self, _P], Coroutine[Any, Any, _R]]:
+    """The async twin of a sync method: the same call, run in a worker thread so the event
+    loop keeps running; type checkers and ``help()`` see the sync method's parameters."""
+    name = method.__name__
 
+    async def twin(self: _Self, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        # looked up on the instance, as a hand-written twin calling self.<name> would
+        return await asyncio.to_thread(getattr(self, name), *args, **kwargs)
 
-class _Counters:
-    """In-process statistics of one partition or of the whole cache (no writes on lookups)."""
-
-    def __init__(self, window: int) -> None:
-        self.values: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
-        self.latencies: deque[float] = deque(maxlen=window)
-
-    def add(self, deltas: dict[str, int], latency_ms: float | None = None) -> None:
-        for key, value in deltas.items():
-            self.values[key] += value
-        if latency_ms is not None:
-            self.latencies.append(latency_ms)
-
-    def snapshot(self) -> dict[str, Any]:
-        values: dict[str, Any] = dict(self.values)
-        lookups = values["lookups"]
-        lat = np.fromiter(self.latencies, dtype=np.float64)
-        values["hit_rate"] = values["hits"] / lookups if lookups else 0.0
-        values["exact_hit_rate"] = values["exact_hits"] / lookups if lookups else 0.0
-        values["semantic_hit_rate"] = values["semantic_hits"] / lookups if lookups else 0.0
-        values["latency_ms_p50"] = float(np.percentile(lat, 50)) if lat.size else None
-        values["latency_ms_p95"] = float(np.percentile(lat, 95)) if lat.size else None
-        return values
-
-
-class _Stats:
-    """Overall and per-partition counters behind one lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.total = _Counters(10_000)
-        self.partitions: dict[str, _Counters] = {}
-
-    def add(self, partition_id: str | None, latency_ms: float | None = None, **deltas: int) -> None:
-        with self.lock:
-            self.total.add(deltas, latency_ms)
-            if partition_id is not None:
-                counters = self.partitions.get(partition_id)
-                if counters is None:
-                    counters = self.partitions[partition_id] = _Counters(1_000)
-                counters.add(deltas, latency_ms)
-
-    def snapshot(self, partition_id: str | None = None) -> dict[str, Any]:
-        with self.lock:
-            if partition_id is None:
-                return self.total.snapshot()
-            return (self.partitions.get(partition_id) or _Counters(1)).snapshot()
+    functools.update_wrapper(twin, method)  # signature, annotations, module
+    twin.__name__ = f"a{name}"
+    twin.__qualname__ = f"{method.__qualname__.rpartition('.')[0]}.a{name}"
+    twin.__doc__ = (
+        f"Async :meth:`{name}`: the same call, run in a worker thread so the event loop "
+        f"keeps running. {note}".rstrip()
+    )
+    return twin
 
 
 class Cache:
@@ -299,7 +258,7 @@ class Cache:
                 backend=cfg.embedder_backend,
                 onnx_cache_dir=cfg.onnx_cache_dir,
             )
-            self._check_settings()
+            check_settings(self._sql, self._vectors, self._embedder)
         except BaseException:
             if sql is not None:
                 sql.close()
@@ -308,7 +267,7 @@ class Cache:
             raise
         self._closed = False
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
-        self._stats = _Stats()
+        self._stats = _Recorder()
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
@@ -369,70 +328,6 @@ class Cache:
     def thresholds(self) -> Thresholds:
         """Thresholds in force: the config's where set, else the embedder's calibrated ones."""
         return self._acceptor.thresholds
-
-    def _check_settings(self) -> None:
-        wanted = {
-            "schema_version": _SCHEMA_VERSION,
-            "embedder": self._embedder.name,
-            "dimension": str(self._embedder.dimension),
-            "metric": "cosine",
-        }
-        stored = self._sql.get_meta()
-        if (
-            stored.get("schema_version") in ("1", "2")
-            and stored.get("embedder") == self._embedder.name
-        ):
-            self._upgrade_conversations()
-            self._sql.replace_meta("schema_version", _SCHEMA_VERSION)
-            stored["schema_version"] = _SCHEMA_VERSION
-        for key, value in wanted.items():
-            if key in stored and stored[key] != value:
-                raise IncompatibleCacheError(
-                    f"this cache was written with {key}={stored[key]!r} but is opened with "
-                    f"{value!r}; open it with the same embedder or use a new path/database"
-                )
-        self._sql.set_meta(wanted)
-
-    def _upgrade_conversations(self) -> None:
-        """Upgrade a version-1/2 store: re-embed each follow-up's context (every earlier turn,
-        not the user turns only) and store its recall vector (query + context)."""
-        by_partition: dict[str, list[str]] = {}
-        for entry_id, partition_id, _ in self._sql.histories():
-            by_partition.setdefault(partition_id, []).append(entry_id)
-        upgraded = 0
-        for partition_id, ids in by_partition.items():
-            for start in range(0, len(ids), _PURGE_BATCH):
-                rows = list(
-                    self._sql.get_many(ids[start : start + _PURGE_BATCH], partition_id).values()
-                )
-                texts: list[str] = []
-                for row in rows:
-                    try:
-                        texts.append(stored_conversation_text(row.history_json))
-                    except ValueError:
-                        texts.append("")  # a corrupt row: its lookups miss, as before
-                keep = [(row, text) for row, text in zip(rows, texts, strict=True) if text]
-                if not keep:
-                    continue
-                queries = self._embedder.embed([row.query for row, _ in keep])
-                contexts = self._embedder.embed([text for _, text in keep])
-                self._sql.upsert(
-                    [
-                        EntryRow.model_construct(
-                            **{**row.model_dump(), "context_vector": encode_vector(context)}
-                        )
-                        for (row, _), context in zip(keep, contexts, strict=True)
-                    ]
-                )
-                self._vectors.upsert(
-                    partition_id,
-                    [row.id for row, _ in keep],
-                    np.stack([recall_vector(q, c) for q, c in zip(queries, contexts, strict=True)]),
-                )
-                upgraded += len(keep)
-        log.info(
-            "modelcache: upgraded the store to schema %s (%d follow-ups)", _SCHEMA_VERSION, upgraded
-        )
 
     # ---- validation ------------------------------------------------------------------------
     def _validate(self, request: Request) -> None:
@@ -1119,43 +1014,12 @@ class Cache:
         """
         self._check_open()
         self.flush()
-        try:
-            counts = self._sql.partition_counts()
-            stored = self._sql.find_partitions()
-        except ModelCacheError:
-            raise
-        except Exception as exc:  # an outage is a BackendError (503), not a raw driver error
-            raise BackendError(f"stats failed: {describe_error(exc)}") from exc
-        price = self.config.token_price_per_1k / 1000
-        partitions = []
-        for p in stored:
-            entries, hits, tokens = counts.get(p.id, (0, 0, 0))
-            partitions.append(
-                PartitionStats(
-                    id=p.id,
-                    tenant=p.tenant,
-                    env=p.env,
-                    model=p.model,
-                    params=json.loads(p.params_json),
-                    entries=entries,
-                    stored_hits=hits,
-                    tokens_saved=tokens,
-                    cost_saved=tokens * price,
-                    **self._stats.snapshot(p.id),
-                )
-            )
-        tokens = sum(t for _, _, t in counts.values())
-        return CacheStats(
-            entries=sum(n for n, _, _ in counts.values()),
-            stored_hits=sum(h for _, h, _ in counts.values()),
-            tokens_saved=tokens,
-            cost_saved=tokens * price,
+        return _collect(
+            self._sql,
+            self._stats,
+            self._writer,
             embedder=self._embedder.name,
-            log_written=self._writer.written,
-            log_dropped=self._writer.dropped,
-            log_pending=self._writer.pending(),
-            partitions=tuple(partitions),
-            **self._stats.snapshot(),
+            token_price_per_1k=self.config.token_price_per_1k,
         )
 
     def export_log(self, *, since: float | None = None) -> Iterator[dict[str, Any]]:
@@ -1330,70 +1194,13 @@ class Cache:
         self.close()
 
     # ---- async twins: the same implementation, run in a worker thread -----------------------
-    async def alookup(
-        self, request: Request, *, threshold: float | None = None, exact_only: bool = False
-    ) -> Hit | None:
-        """Async :meth:`lookup`; the embedding runs in a worker thread, not on the loop."""
-        return await asyncio.to_thread(
-            self.lookup, request, threshold=threshold, exact_only=exact_only
-        )
-
-    async def ainsert(
-        self,
-        request: Request,
-        answer: Any,
-        *,
-        ttl: float | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> str:
-        """Async :meth:`insert`."""
-        return await asyncio.to_thread(self.insert, request, answer, ttl=ttl, metadata=metadata)
-
-    async def ainsert_many(
-        self,
-        items: Iterable[tuple[Request, Any]],
-        *,
-        ttl: float | None = None,
-        metadata: dict[str, Any] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-        batch_size: int = _INSERT_BATCH,
-    ) -> list[str]:
-        """Async :meth:`insert_many` (``progress`` is called from a worker thread)."""
-        return await asyncio.to_thread(
-            self.insert_many,
-            list(items),
-            ttl=ttl,
-            metadata=metadata,
-            progress=progress,
-            batch_size=batch_size,
-        )
-
-    async def aremove(
-        self, ids: Iterable[str], *, tenant: str | None = None, model: str | None = None
-    ) -> int:
-        """Async :meth:`remove`."""
-        return await asyncio.to_thread(self.remove, list(ids), tenant=tenant, model=model)
-
-    async def aregister(self, scope: Scope, system: str | None = None) -> str:
-        """Async :meth:`register`."""
-        return await asyncio.to_thread(self.register, scope, system)
-
-    async def aclear(
-        self,
-        *,
-        tenant: str | None = None,
-        env: str | None = None,
-        model: str | None = None,
-        params: dict[str, Any] | None = None,
-    ) -> int:
-        """Async :meth:`clear`."""
-        return await asyncio.to_thread(
-            self.clear, tenant=tenant, env=env, model=model, params=params
-        )
-
-    async def astats(self) -> CacheStats:
-        """Async :meth:`stats`."""
-        return await asyncio.to_thread(self.stats)
+    alookup = _async_twin(lookup)
+    ainsert = _async_twin(insert)
+    ainsert_many = _async_twin(insert_many, "``progress`` is called from a worker thread.")
+    aremove = _async_twin(remove)
+    aregister = _async_twin(register)
+    aclear = _async_twin(clear)
+    astats = _async_twin(stats)
 
 
 _CORRUPT = object()

@@ -169,33 +169,8 @@ class ModelCache(BaseCache):
         """Clear this adapter's tenant and env, or only ``llm_string=...``'s partition."""
         self.engine.clear(**self._clear_args(kwargs))
 
-    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        """Async :meth:`lookup` on the engine's non-blocking twin."""
-        prepared = self._request(prompt, llm_string)
-        if prepared is None:
-            return None
-        request, parsed = prepared
-        try:
-            hit = await self.engine.alookup(request, exact_only=parsed.exact_only)
-        except Exception as exc:
-            logger.warning("modelcache: lookup failed, treated as a miss: %s", exc)
-            return None
-        return self._restore(hit, parsed.chat)
-
-    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        """Async :meth:`update` on the engine's non-blocking twin."""
-        prepared = self._request(prompt, llm_string)
-        answer = self._answer(return_val)
-        if prepared is None or answer is None:
-            return
-        try:
-            await self.engine.ainsert(prepared[0], answer)
-        except Exception as exc:
-            logger.warning("modelcache: insert failed, dropped: %s", exc)
-
-    async def aclear(self, **kwargs: Any) -> None:
-        """Async :meth:`clear` on the engine's non-blocking twin."""
-        await self.engine.aclear(**self._clear_args(kwargs))
+    # alookup / aupdate / aclear are BaseCache's: they run the methods above in the loop's
+    # default executor (langchain_core.caches), as the engine's async twins would.
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:

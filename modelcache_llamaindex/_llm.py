@@ -112,7 +112,9 @@ class CachedLLM(LLM):
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        """Async chat, answered from the cache when possible."""
+        """Async chat, answered from the cache when possible; a miss awaits the wrapped model's
+        own ``achat``. Kept: LlamaIndex's LLM leaves its async endpoints abstract, and
+        CustomLLM's defaults would run the sync ones on the event loop."""
         plan = self._chat_plan(messages, kwargs)
         return await self._acall(plan, CHAT, lambda: self.llm.achat(messages, **kwargs))
 
@@ -120,7 +122,8 @@ class CachedLLM(LLM):
     async def astream_chat(
         self, messages: Sequence[ChatMessage], **kwargs: Any
     ) -> ChatResponseAsyncGen:
-        """Async streaming chat: a miss is passed through and stored at the end, a hit replayed."""
+        """Async streaming chat: a miss is passed through and stored at the end, a hit replayed
+        (the wrapped model's own ``astream_chat``; kept for the reason :meth:`achat` gives)."""
         plan = self._chat_plan(messages, kwargs)
         return await self._astream(plan, CHAT, lambda: self.llm.astream_chat(messages, **kwargs))
 
@@ -144,7 +147,8 @@ class CachedLLM(LLM):
     async def acomplete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponse:
-        """Async completion, answered from the cache when possible."""
+        """Async completion, answered from the cache when possible; a miss awaits the wrapped
+        model's own ``acomplete`` (kept for the reason :meth:`achat` gives)."""
         plan = self._complete_plan(prompt, formatted, kwargs)
         call = lambda: self.llm.acomplete(prompt, formatted=formatted, **kwargs)  # noqa: E731
         return await self._acall(plan, COMPLETION, call)
@@ -153,7 +157,8 @@ class CachedLLM(LLM):
     async def astream_complete(
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
-        """Async streaming completion: a miss is teed and stored at the end, a hit replayed."""
+        """Async streaming completion: a miss is teed and stored at the end, a hit replayed
+        (the wrapped model's own ``astream_complete``; kept as :meth:`achat` says)."""
         plan = self._complete_plan(prompt, formatted, kwargs)
         call = lambda: self.llm.astream_complete(prompt, formatted=formatted, **kwargs)  # noqa: E731
         return await self._astream(plan, COMPLETION, call)
@@ -257,6 +262,7 @@ class CachedLLM(LLM):
         return self._accept(plan, codec, hit)
 
     async def _alookup(self, plan: Plan | None, codec: Codec[R]) -> R | None:
+        """:meth:`_lookup` on the engine's async twin: the embedding runs off the loop."""
         if plan is None:
             return None
         try:
@@ -285,6 +291,7 @@ class CachedLLM(LLM):
             self._fault("insert", exc)
 
     async def _astore(self, plan: Plan | None, codec: Codec[R], response: R) -> None:
+        """:meth:`_store` on the engine's async twin: the embedding runs off the loop."""
         answer = self._answer(plan, codec, response)
         if plan is None or answer is None:
             return

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,19 +24,6 @@ class CountingEmbedder(FakeEmbedder):
         with self._lock:
             self.calls += 1
             self.texts.extend(texts)
-        return super().embed(texts)
-
-
-class SlowEmbedder(FakeEmbedder):
-    """FakeEmbedder that blocks its thread for ``delay`` seconds per call (a CPU-bound model)."""
-
-    def __init__(self, delay: float = 0.3) -> None:
-        super().__init__()
-        self.delay = delay
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Sleep (blocking), then embed."""
-        time.sleep(self.delay)
         return super().embed(texts)
 
 

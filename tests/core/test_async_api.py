@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core_support import SlowEmbedder
+import pytest
+from loop_support import SlowEmbedder, ticks_during
 
 from modelcache import Cache, Hit, Message, Request
 
@@ -78,35 +79,14 @@ async def test_async_twins_match_the_sync_api(
     assert sync.check().ok and asyn.check().ok
 
 
-async def _ticks_during(work: Awaitable[Any], period: float = 0.01) -> tuple[Any, int, float]:
-    """Run ``work`` while a coroutine ticks every ``period``; return result, ticks, seconds."""
-    ticks = 0
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            await asyncio.sleep(period)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    try:
-        result = await work
-    finally:
-        done.set()
-        await task
-    return result, ticks, time.perf_counter() - started
-
-
 async def test_slow_embedding_does_not_block_the_loop(make_cache: Callable[..., Cache]) -> None:
     cache = make_cache(embedder=SlowEmbedder(delay=0.3))
-    _, ticks, seconds = await _ticks_during(cache.ainsert(rq(), "pw"))
+    _, ticks, seconds = await ticks_during(cache.ainsert(rq(), "pw"))
     assert seconds >= 0.3 and ticks >= 10, f"loop blocked during ainsert: {ticks} ticks"
-    hit, ticks, seconds = await _ticks_during(cache.alookup(rq(PARAPHRASE)))
+    hit, ticks, seconds = await ticks_during(cache.alookup(rq(PARAPHRASE)))
     assert hit is not None and hit.kind == "semantic"
     assert seconds >= 0.3 and ticks >= 10, f"loop blocked during alookup: {ticks} ticks"
-    _, ticks, _ = await _ticks_during(cache.ainsert_many([(rq("a b c"), 1), (rq("d e f"), 2)]))
+    _, ticks, _ = await ticks_during(cache.ainsert_many([(rq("a b c"), 1), (rq("d e f"), 2)]))
     assert ticks >= 10, f"loop blocked during ainsert_many: {ticks} ticks"
 
 
@@ -119,3 +99,27 @@ async def test_concurrent_async_lookups(make_cache: Callable[..., Cache]) -> Non
     assert [h.answer if h else None for h in hits] == list(range(20))
     stats = await cache.astats()
     assert (stats["lookups"], stats["exact_hits"]) == (20, 20)
+
+
+@pytest.mark.parametrize(
+    "name", ["lookup", "insert", "insert_many", "remove", "register", "clear", "stats"]
+)
+async def test_each_twin_shows_and_calls_its_sync_method(
+    name: str, make_cache: Callable[..., Cache], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """help() and inspect see the sync method's parameters; the call reaches the instance's
+    method, so a replaced one (a test double, a subclass override) is the one run."""
+    sync, twin = getattr(Cache, name), getattr(Cache, f"a{name}")
+    assert inspect.iscoroutinefunction(twin) and twin.__name__ == f"a{name}"
+    assert inspect.signature(twin) == inspect.signature(sync)
+    assert f":meth:`{name}`" in (twin.__doc__ or "")
+    cache = make_cache()
+    calls: list[tuple[Any, ...]] = []
+
+    def double(*args: Any, **kwargs: Any) -> str:
+        calls.append((args, kwargs))
+        return "done"
+
+    monkeypatch.setattr(cache, name, double)
+    assert await getattr(cache, f"a{name}")(1, two=2) == "done"
+    assert calls == [((1,), {"two": 2})]

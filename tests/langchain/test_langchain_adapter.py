@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 from langchain_core.outputs import ChatGeneration, Generation
+from loop_support import SlowEmbedder, ticks_during
 
 import modelcache_langchain
 from modelcache import (
@@ -205,6 +207,19 @@ async def test_aclear_only_touches_the_adapters_tenant_and_env(engine: Cache) ->
     assert plain(await staging.alookup("q", LLM)) == [Generation(text="acme")]
     await staging.aclear(llm_string=LLM)
     assert await staging.alookup("q", LLM) is None
+
+
+async def test_async_methods_keep_the_event_loop_running(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """BaseCache's alookup / aupdate run ours in a worker thread: a slow embedding leaves the
+    loop free (a default calling the sync method on the loop would stop it)."""
+    cache = ModelCache(make_cache(embedder=SlowEmbedder()))
+    _, ticks, _ = await ticks_during(cache.aupdate("q", LLM, [Generation(text="a")]))
+    assert ticks >= 10, f"loop blocked during aupdate: {ticks} ticks"
+    _, ticks, _ = await ticks_during(cache.alookup("another question", LLM))
+    assert ticks >= 10, f"loop blocked during alookup: {ticks} ticks"
+    assert await cache.alookup("q", LLM) is not None
 
 
 def test_clear_rejects_unknown_arguments(lc_cache: ModelCache) -> None:

@@ -19,9 +19,10 @@ from llama_index.core.llms import LLM, MockLLM
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import CountingFunctionLLM, RecordingLLM
+from loop_support import SlowEmbedder, ticks_during
 
 import modelcache_llamaindex
-from modelcache import Cache, ConfigError, FakeEmbedder, LlamaIndexEmbedder
+from modelcache import Cache, CacheConfig, ConfigError, FakeEmbedder, LlamaIndexEmbedder
 from modelcache_llamaindex import CachedFunctionCallingLLM, CachedLLM, wrap_llm
 
 
@@ -236,6 +237,19 @@ async def test_async_cache_faults_fall_back_to_the_model(
     llm = wrap_llm(RecordingLLM(), cache)
     assert (await llm.acomplete("Still there?")).text.startswith("Answer 1")
     assert llm.fault_count == 2
+
+
+async def test_async_endpoints_keep_the_event_loop_running(tmp_path: Path) -> None:
+    """The cache's lookup and store of acomplete / achat run in a worker thread: a slow
+    embedding leaves the loop free."""
+    config = CacheConfig(path=str(tmp_path), lookup_timeout=10.0)
+    with Cache(config, embedder=SlowEmbedder()) as engine:
+        llm = wrap_llm(RecordingLLM(), engine)
+        # a miss: the lookup and the store each embed once
+        _, ticks, _ = await ticks_during(llm.acomplete("Is the loop free?"))
+        assert ticks >= 20, f"loop blocked during acomplete: {ticks} ticks"
+        _, ticks, _ = await ticks_during(llm.achat([user("Is the loop still free?")]))
+        assert ticks >= 20, f"loop blocked during achat: {ticks} ticks"
 
 
 def test_corrupt_stored_answer_is_a_miss(cache: Cache) -> None:

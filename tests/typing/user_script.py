@@ -65,3 +65,22 @@ def main(path: str) -> CacheStats:
         assert isinstance(exc, ValueError)
     assert CacheConfig(top_k="3").top_k == 3  # type: ignore[arg-type]  # parsed, but not typed
     return stats
+
+
+async def amain(path: str) -> CacheStats:
+    """The async twins, typed as their sync methods awaited; returns the statistics."""
+    with Cache(CacheConfig(path=path), embedder=FakeEmbedder()) as cache:
+        request = Request.from_text("How do I reset my password?", tenant="acme")
+        assert_type(await cache.ainsert(request, "Use the reset link.", ttl=60.0), str)
+        assert_type(await cache.ainsert_many([(request, "Use the link.")]), list[str])
+        hit = await cache.alookup(request, exact_only=True)
+        assert_type(hit, Hit | None)
+        assert hit is not None and hit.answer == "Use the link."
+        with contextlib.suppress(TypeError):
+            await cache.alookup(request, exactonly=True)  # type: ignore[call-arg]
+        assert_type(await cache.aregister(request.scope), str)
+        stats = await cache.astats()
+        assert_type(stats, CacheStats)
+        assert_type(await cache.aremove([hit.entry_id]), int)
+        assert_type(await cache.aclear(tenant="acme"), int)
+    return stats
