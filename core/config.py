@@ -272,6 +272,14 @@ class CacheConfig(_Settings):
             raise ValueError("embedder must name a model")
         return self
 
+    def check_env(self, env: str, source: str | None = None) -> str:
+        """``env`` if it is one of :attr:`environments`, else a :class:`ConfigError` that lists
+        them; ``source`` (e.g. ``--env``) names where the value came from in the message."""
+        if env in self.environments:
+            return env
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"unknown env {env!r}{where}; allowed: {', '.join(self.environments)}")
+
     # ---- constructors at the edges ----------------------------------------------------------
     @classmethod
     def create(cls, **values: Any) -> CacheConfig:

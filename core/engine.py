@@ -438,10 +438,7 @@ class Cache:
     def _validate(self, request: Request) -> None:
         if not isinstance(request, Request):
             raise ConfigError(f"expected a modelcache.Request, got {type(request).__name__}")
-        if request.scope.env not in self.config.environments:
-            raise ConfigError(
-                f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
-            )
+        self.config.check_env(request.scope.env)
         if len(request.scope.params_json) > self.config.max_params_chars:
             raise ConfigError(
                 f"scope params are longer than {self.config.max_params_chars} characters (JSON)"
@@ -1090,8 +1087,8 @@ class Cache:
     ) -> int:
         """Drop every partition matching the given fields (all None: everything)."""
         self._check_open()
-        if env is not None and env not in self.config.environments:
-            raise ConfigError(f"unknown env {env!r}")
+        if env is not None:
+            self.config.check_env(env)
         params_json = _canonical_json(params, "params") if params is not None else None
         everything = tenant is None and env is None and model is None and params is None
         try:

@@ -66,11 +66,9 @@ class ModelCache(BaseCache):
         embedder = None
         if cache is None:
             config, embedder = engine_settings(config, config_kwargs)
-            environments = config.environments
         else:
-            environments = cache.config.environments
-        if env not in environments:
-            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(environments)}")
+            config = cache.config
+        config.check_env(env)
         self.tenant = tenant
         self.env = env
         self._owns_engine = cache is None

@@ -72,9 +72,7 @@ class CachedLLM(LLM):
         self, llm: LLM, cache: Cache, *, tenant: str = "default", env: str = "prod", **kwargs: Any
     ) -> None:
         Scope(tenant=tenant, env=env)  # fail at configuration time, not as a miss per call
-        if env not in cache.config.environments:
-            allowed = ", ".join(cache.config.environments)
-            raise ConfigError(f"unknown env {env!r}; allowed: {allowed}")
+        cache.config.check_env(env)
         inherited = {name: getattr(llm, name) for name in _INHERITED}
         super().__init__(llm=llm, cache=cache, tenant=tenant, env=env, **{**inherited, **kwargs})
 
@@ -373,8 +371,7 @@ def wrap_llm(
     if cache is None:
         Scope(tenant=tenant, env=env)
         config, embedder = engine_settings(config, settings)
-        if env not in config.environments:
-            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(config.environments)}")
+        config.check_env(env)
         cache = Cache(config, embedder=embedder)
     return cls(inner, cache, tenant=tenant, env=env)
 

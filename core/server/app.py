@@ -257,10 +257,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     """Build the HTTP service over an open cache (the caller owns and closes the cache)."""
     settings = settings if settings is not None else ServerSettings()
     environments = cache.config.environments
-    if settings.default_env not in environments:
-        raise ConfigError(
-            f"default_env {settings.default_env!r} is not one of {', '.join(environments)}"
-        )
+    cache.config.check_env(settings.default_env, "default_env")
     if settings.local_only:
         log.warning(
             "modelcache server: no API keys configured - local-only mode, any tenant, loopback only"

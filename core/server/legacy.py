@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import CacheConfig
 from ..engine import Cache
 from ..errors import ConfigError, ModelCacheError
 from ..request import NAME_LIMITS, Request, check_name
@@ -79,7 +80,7 @@ class _Scope:
         kind: Kind,
         principal: Principal,
         settings: ServerSettings,
-        environments: tuple[str, ...],
+        config: CacheConfig,
     ) -> None:
         scope = body.get("scope")
         if not isinstance(scope, dict):
@@ -95,13 +96,10 @@ class _Scope:
         )
         self.env_given = _opt_str(scope, "env", kind)
         self.env = self.env_given if self.env_given is not None else settings.default_env
-        if self.env not in environments:
-            raise ApiError(
-                400,
-                Codes.BAD_PARAMS,
-                f"unknown env {self.env!r}; allowed: {', '.join(environments)}",
-                kind,
-            )
+        try:
+            config.check_env(self.env)
+        except ConfigError as exc:
+            raise ApiError(400, Codes.BAD_PARAMS, str(exc), kind) from exc
         params = scope.get("params", {})
         if params is None:
             params = {}
@@ -296,7 +294,7 @@ async def handle_envelope(
             "query",
         )
     kind: Kind = request_type
-    scope = _Scope(body, kind, principal, settings, cache.config.environments)
+    scope = _Scope(body, kind, principal, settings, cache.config)
     if request_type == "query":
         return await _query(cache, body, scope, metrics)
     if request_type == "insert":

@@ -204,3 +204,12 @@ def test_load_layers_file_then_environment_then_arguments(tmp_path: Path) -> Non
     assert (cfg.top_k, cfg.guard, cfg.embedder) == (4, True, "fake")
     cfg = CacheConfig.load(f, env, top_k=7, guard=None)  # None: an option left out
     assert (cfg.top_k, cfg.guard) == (7, True)
+
+
+def test_check_env_returns_an_allowed_env_and_lists_the_allowed_ones() -> None:
+    cfg = CacheConfig(environments=("blue", "green"))
+    assert cfg.check_env("green") == "green"
+    with pytest.raises(ConfigError, match=r"^unknown env 'qa'; allowed: blue, green$"):
+        cfg.check_env("qa")
+    with pytest.raises(ConfigError, match=r"^unknown env 'qa' \(--env\); allowed: blue, green$"):
+        cfg.check_env("qa", "--env")

@@ -99,6 +99,8 @@ def test_invalid_arguments_raise(cache: Cache) -> None:
         cache.lookup(rq(env="qa"))
     with pytest.raises(ConfigError, match="unknown env"):
         cache.insert(rq(env="qa"), "a")
+    with pytest.raises(ConfigError, match="unknown env 'qa'; allowed: dev, test"):
+        cache.clear(env="qa")  # clear named the env but not the allowed ones
     with pytest.raises(ConfigError):
         cache.lookup("How do I reset my password?")  # type: ignore[arg-type]
     for bad in (1.01, -1.5, 7):

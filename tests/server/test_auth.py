@@ -133,3 +133,8 @@ def test_bind_rules() -> None:
     with pytest.raises(ConfigError, match="refusing to bind"):
         ServerSettings().check_bind("0.0.0.0")
     ServerSettings(api_keys={"k": "t"}).check_bind("0.0.0.0")
+
+
+def test_default_env_must_be_one_of_the_cache_environments(cache: Cache) -> None:
+    with pytest.raises(ConfigError, match=r"unknown env 'qa' \(default_env\); allowed: dev, "):
+        create_app(cache, ServerSettings(default_env="qa"))
