@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..engine import Cache
+from ..engine import Cache, _lookup_fields
 from ..errors import ConfigError, ModelCacheError
 from ..redact import describe_error
 from ..request import Message as ChatMessage
@@ -366,13 +366,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         elapsed = time.perf_counter() - started
         metrics.lookup("rest", hit, elapsed)
         return LookupResult(
-            hit=hit is not None,
-            kind=hit.kind if hit else None,
-            similarity=max(-1.0, min(1.0, hit.similarity)) if hit else None,
-            answer=hit.answer if hit else None,
-            entry_id=hit.entry_id if hit else None,
-            matched_query=hit.matched_query if hit else None,
-            metadata=hit.metadata if hit else {},
+            **_lookup_fields(hit),
             tenant=req.scope.tenant,
             env=req.scope.env,
             model=req.scope.model,

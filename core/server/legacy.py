@@ -151,17 +151,18 @@ async def _query(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Ser
             "hit_query": "",
             "answer": "",
         }
+    fields = hit.to_dict()
     return {
         "errorCode": 0,
         "errorDesc": "",
         "cacheHit": True,
         "delta_time": _delta(started),
-        "hit_query": hit.matched_query,
-        "answer": hit.answer,
+        "hit_query": fields["matched_query"],
+        "answer": fields["answer"],
         # extensions (ModelCache clients ignore unknown fields)
-        "similarity": max(-1.0, min(1.0, hit.similarity)),
-        "hit_kind": hit.kind,
-        "id": hit.entry_id,
+        "similarity": fields["similarity"],
+        "hit_kind": fields["kind"],
+        "id": fields["entry_id"],
     }
 
 
