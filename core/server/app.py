@@ -19,13 +19,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..engine import Cache, _lookup_fields
-from ..errors import ConfigError, ModelCacheError
 from ..redact import describe_error
 from ..request import Message as ChatMessage
 from ..request import Request as CacheRequest
 from ..request import Scope as CacheScope
 from .auth import Principal, authenticate
-from .errors import ApiError, Codes, Kind, backend_failure, envelope_error_body, error_id
+from .errors import ApiError, Codes, Kind, envelope_error_body, error_id, map_errors
 from .legacy import handle_envelope
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .schemas import (
@@ -316,15 +315,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
             raise ApiError(403, code, f"model: {body.model} in blacklist", kind)
         if settings.allowed_models is not None and body.model not in settings.allowed_models:
             raise ApiError(400, code, f"model: {body.model} is not served by this cache", kind)
-        try:
+        with map_errors(kind, Codes.BAD_PARAMS):
             return CacheRequest(
                 query=body.query,
                 scope=CacheScope(tenant=tenant, env=env, model=body.model, params=body.params),
                 system=body.system,
                 history=tuple(ChatMessage(m.role, m.content) for m in body.history),
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.BAD_PARAMS, str(exc), kind) from exc
 
     # ---- ModelCache envelope -----------------------------------------------------------------
     @app.post(
@@ -357,12 +354,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Look a request up: exact first, then semantic; a miss is ``hit: false``."""
         req = build_request(body, principal, writing=False)
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.QUERY_FAILED, Codes.QUERY_ERROR):
             hit = await cache.alookup(req, threshold=body.threshold)  # type: ignore[attr-defined]
-        except ConfigError as exc:
-            raise ApiError(422, Codes.QUERY_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         elapsed = time.perf_counter() - started
         metrics.lookup("rest", hit, elapsed)
         return LookupResult(
@@ -385,17 +378,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Store an answer; storing the same request again replaces it."""
         req = build_request(body, principal, writing=True)
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.INSERT_FAILED, Codes.INSERT_ERROR):
             entry_id = await cache.ainsert(
                 req,
                 body.answer,  # type: ignore[attr-defined]
                 ttl=body.ttl,  # type: ignore[attr-defined]
                 metadata=body.metadata,  # type: ignore[attr-defined]
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.INSERT_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.INSERT_ERROR) from exc
         metrics.observe("insert", time.perf_counter() - started)
         metrics.inserts.labels("rest").inc()
         return EntryCreated(
@@ -416,10 +405,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Delete one entry (a key can only delete its own tenant's entries)."""
         ids = [entry_id]
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.REMOVE_FAILED, Codes.REMOVE_ERROR):
             count = await cache.aremove(ids, tenant=principal.tenant) if ids else 0
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("remove", time.perf_counter() - started)
         if not count:
             raise ApiError(404, Codes.REMOVE_FAILED, f"no entry {entry_id!r}")
@@ -436,17 +423,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Drop partitions by tenant/env/model/params (a key is confined to its tenant)."""
         tenant = principal.scope_tenant(body.tenant)  # type: ignore[attr-defined]
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.REMOVE_FAILED, Codes.REMOVE_ERROR):
             deleted = await cache.aclear(
                 tenant=tenant,
                 env=body.env,  # type: ignore[attr-defined]
                 model=body.model,  # type: ignore[attr-defined]
                 params=body.params,  # type: ignore[attr-defined]
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.REMOVE_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("clear", time.perf_counter() - started)
         return ClearResult(deleted=deleted)
 
@@ -463,10 +446,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     ) -> StatsResult:
         """Entries per partition (your tenant's only, with an API key)."""
         scope_tenant = principal.scope_tenant(tenant)
-        try:
+        with map_errors("rest", Codes.QUERY_FAILED, Codes.QUERY_ERROR):
             raw = await cache.astats()
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         parts = [
             p
             for p in raw.get("partitions", [])
