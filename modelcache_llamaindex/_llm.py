@@ -360,9 +360,10 @@ def wrap_llm(
 
     Without an engine, one is built from ``config`` and ``CacheConfig`` fields in ``settings``
     (``embed_model=`` takes a LlamaIndex embedding model, ``ttl=`` is ``ttl_seconds``); close it
-    with ``wrapped.cache.close()``. Function-calling models get :class:`CachedFunctionCallingLLM`
-    so agents keep working; an already wrapped model is re-wrapped around its inner model, never
-    cached twice.
+    with ``wrapped.cache.close()``. Settings are arguments only, as in ``CacheConfig(...)``:
+    ``config=CacheConfig.load(...)`` adds a file and ``MODELCACHE_*`` variables.
+    Function-calling models get :class:`CachedFunctionCallingLLM` so agents keep working; an
+    already wrapped model is re-wrapped around its inner model, never cached twice.
     """
     if cache is not None and (config is not None or settings):
         raise ConfigError("pass either an engine (`cache`) or settings to build one, not both")
