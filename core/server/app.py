@@ -69,8 +69,9 @@ _VALIDATION_CODES = {
 _SCOPE_FIELDS = {"tenant", "env", "model", "params"}
 
 
-def _kind_of(request: Request) -> Kind:
-    return "query" if request.url.path.rstrip("/").endswith("/modelcache") else "rest"
+def _kind_of(path: str) -> Kind:
+    """The body shape of a failure on ``path``: the envelope's query body, or REST's."""
+    return "query" if path.rstrip("/").endswith("/modelcache") else "rest"
 
 
 def _error_response(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -92,7 +93,7 @@ class _BodyLimit:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             self.metrics.errors.labels(str(Codes.BAD_BODY)).inc()
-            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            kind = _kind_of(scope["path"])
             desc = f"request body is larger than the limit of {self.max_bytes} bytes"
             response = JSONResponse(envelope_error_body(kind, Codes.BAD_BODY, desc), 413)
             await response(scope, receive, send)
@@ -141,7 +142,7 @@ class _Unexpected:
             eid = error_id()
             log.error("modelcache server: unexpected %s (error id %s)", describe_error(exc), eid)
             log.debug("modelcache server: error %s details", eid, exc_info=exc)
-            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            kind = _kind_of(scope["path"])
             desc = f"internal error (error id {eid})"
             response = JSONResponse(envelope_error_body(kind, Codes.QUERY_ERROR, desc), 500)
             await response(scope, receive, send)
@@ -184,7 +185,7 @@ def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
                 code = _VALIDATION_CODES.get(request.url.path, Codes.BAD_PARAMS)
             desc = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         metrics.errors.labels(str(code)).inc()
-        body = envelope_error_body(_kind_of(request), code, desc)
+        body = envelope_error_body(_kind_of(request.url.path), code, desc)
         body["detail"] = details
         return _error_response(status, body)
 
@@ -194,7 +195,7 @@ def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         desc = str(exc.detail)
         metrics.errors.labels(str(code)).inc()
         return JSONResponse(
-            envelope_error_body(_kind_of(request), code, desc),
+            envelope_error_body(_kind_of(request.url.path), code, desc),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
