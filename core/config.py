@@ -1,7 +1,8 @@
 """CacheConfig: every knob of the engine, typed, validated and immutable.
 
 The engine only ever receives a ``CacheConfig``; environment variables (``MODELCACHE_*``) and
-TOML files are read at the edges through :meth:`CacheConfig.from_env` and
+TOML files are read at the edges through :meth:`CacheConfig.load` (file < variables <
+arguments) and its one-source forms :meth:`CacheConfig.from_env` and
 :meth:`CacheConfig.from_toml`.
 """
 
@@ -13,7 +14,7 @@ import re
 import sys
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -272,6 +273,14 @@ class CacheConfig(_Settings):
             raise ValueError("embedder must name a model")
         return self
 
+    def check_env(self, env: str, source: str | None = None) -> str:
+        """``env`` if it is one of :attr:`environments`, else a :class:`ConfigError` that lists
+        them; ``source`` (e.g. ``--env``) names where the value came from in the message."""
+        if env in self.environments:
+            return env
+        where = f" ({source})" if source else ""
+        raise ConfigError(f"unknown env {env!r}{where}; allowed: {', '.join(self.environments)}")
+
     # ---- constructors at the edges ----------------------------------------------------------
     @classmethod
     def create(cls, **values: Any) -> CacheConfig:
@@ -290,25 +299,26 @@ class CacheConfig(_Settings):
         ``None`` arguments count as not given (a command-line option left out), so they never
         hide a value from the file or the environment.
         """
-        values, sources = _toml_values(cls, file, "modelcache") if file else ({}, {})
-        _merge(values, sources, *_env_values(cls, environ, empty_is_none=True))
         given = {k: v for k, v in arguments.items() if v is not None}
-        _merge(values, sources, given, {})
-        return _build(cls, values, sources)
+        return _load(cls, file, environ, given)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CacheConfig:
-        """Read ``MODELCACHE_<FIELD>`` variables (e.g. ``MODELCACHE_SIMILARITY_THRESHOLD``)."""
-        values, sources = _env_values(cls, environ, empty_is_none=True)
-        _merge(values, sources, overrides, {})
-        return _build(cls, values, sources)
+        """Read ``MODELCACHE_<FIELD>`` variables (e.g. ``MODELCACHE_SIMILARITY_THRESHOLD``).
+
+        :meth:`load` without a file, except that an override of ``None`` is a value (e.g.
+        ``lookup_timeout=None``: no deadline), as in ``CacheConfig(...)``.
+        """
+        return _load(cls, None, environ, overrides)
 
     @classmethod
     def from_toml(cls, path: str | os.PathLike[str], **overrides: Any) -> CacheConfig:
-        """Read a TOML file: a ``[modelcache]`` table, or top-level keys beside ``[server]``."""
-        values, sources = _toml_values(cls, path, "modelcache")
-        _merge(values, sources, overrides, {})
-        return _build(cls, values, sources)
+        """Read a TOML file: a ``[modelcache]`` table, or top-level keys beside ``[server]``.
+
+        :meth:`load` without the ``MODELCACHE_*`` layer (the file alone is the source); an
+        override of ``None`` is a value, as in :meth:`from_env`.
+        """
+        return _load(cls, path, {}, overrides)
 
     def with_(self, **changes: Any) -> CacheConfig:
         """A validated copy with some fields changed."""
@@ -329,13 +339,29 @@ def _build(model: type[_Model], values: dict[str, Any], sources: dict[str, str])
         _SOURCES.reset(token)
 
 
-def _merge(
-    values: dict[str, Any], sources: dict[str, str], more: Mapping[str, Any], where: dict[str, str]
-) -> None:
-    """Let a later layer win; keys without a recorded source came from arguments."""
-    for key, value in more.items():
-        values[key] = value
-        sources[key] = where.get(key, f"argument {key}")
+def _load(
+    model: type[_Model],
+    file: str | os.PathLike[str] | None,
+    environ: Mapping[str, str] | None,
+    arguments: Mapping[str, Any],
+    *,
+    table: str = "modelcache",
+    empty_is_none: bool = True,
+    combine: Callable[[str, Any, Any], Any] | None = None,
+) -> _Model:
+    """The one layering of settings: the file's ``[table]`` < ``MODELCACHE_*`` variables
+    (``environ``; None: the process's, ``{}``: none) < ``arguments``, each layer winning.
+
+    ``combine(key, earlier, later)`` is the value of a key that a later layer sets again
+    (default: the later value). Errors name the layer each bad value came from.
+    """
+    values, sources = _toml_values(model, file, table) if file else ({}, {})
+    env = _env_values(model, environ, empty_is_none=empty_is_none)
+    for more, where in (env, (arguments, {})):
+        for key, value in more.items():
+            values[key] = combine(key, values[key], value) if combine and key in values else value
+            sources[key] = where.get(key, f"argument {key}")
+    return _build(model, values, sources)
 
 
 def _is_tuple(annotation: Any) -> bool:

@@ -83,6 +83,38 @@ class Hit:
         """True when the request repeated a stored one exactly."""
         return self.kind == "exact"
 
+    def to_dict(self) -> dict[str, Any]:
+        """The hit as JSON fields (REST lookup, ModelCache envelope, query log). The similarity
+        is already in [-1, 1]: the engine clamps float32 rounding where it computes a cosine."""
+        return {
+            "hit": True,
+            "kind": self.kind,
+            "similarity": self.similarity,
+            "answer": self.answer,
+            "entry_id": self.entry_id,
+            "matched_query": self.matched_query,
+            "metadata": self.metadata,
+        }
+
+
+def _lookup_fields(hit: Hit | None) -> dict[str, Any]:
+    """:meth:`Hit.to_dict` of a lookup's outcome; a miss has the same keys, empty."""
+    if hit is not None:
+        return hit.to_dict()
+    return {
+        "hit": False,
+        "kind": None,
+        "similarity": None,
+        "answer": None,
+        "entry_id": None,
+        "matched_query": None,
+        "metadata": {},
+    }
+
+
+# The query log's columns of a lookup's outcome (LogRow): the answer is not logged.
+_LOGGED_FIELDS = ("hit", "kind", "similarity", "entry_id", "matched_query")
+
 
 @dataclass(frozen=True)
 class IntegrityReport:
@@ -333,10 +365,7 @@ class Cache:
     def _validate(self, request: Request) -> None:
         if not isinstance(request, Request):
             raise ConfigError(f"expected a modelcache.Request, got {type(request).__name__}")
-        if request.scope.env not in self.config.environments:
-            raise ConfigError(
-                f"unknown env {request.scope.env!r}; allowed: {', '.join(self.config.environments)}"
-            )
+        self.config.check_env(request.scope.env)
         if len(request.scope.params_json) > self.config.max_params_chars:
             raise ConfigError(
                 f"scope params are longer than {self.config.max_params_chars} characters (JSON)"
@@ -435,6 +464,7 @@ class Cache:
 
     def _log(self, op: str, request: Request, elapsed_ms: float, hit: Hit | None = None) -> None:
         p = request.partition
+        outcome = _lookup_fields(hit)
         self._writer.record(
             {
                 "at": self._clock(),
@@ -443,11 +473,7 @@ class Cache:
                 "tenant": p.tenant,
                 "model": p.model,
                 "query": request.query_text,
-                "hit": hit is not None,
-                "kind": hit.kind if hit else None,
-                "similarity": hit.similarity if hit else None,
-                "entry_id": hit.entry_id if hit else None,
-                "matched_query": hit.matched_query if hit else None,
+                **{key: outcome[key] for key in _LOGGED_FIELDS},
                 "latency_ms": elapsed_ms,
             }
         )
@@ -985,8 +1011,8 @@ class Cache:
     ) -> int:
         """Drop every partition matching the given fields (all None: everything)."""
         self._check_open()
-        if env is not None and env not in self.config.environments:
-            raise ConfigError(f"unknown env {env!r}")
+        if env is not None:
+            self.config.check_env(env)
         params_json = _canonical_json(params, "params") if params is not None else None
         everything = tenant is None and env is None and model is None and params is None
         try:

@@ -44,7 +44,10 @@ class ModelCache(BaseCache):
     Pass an engine, or settings to build one (``config`` and/or ``CacheConfig`` fields such as
     ``path``, ``similarity_threshold`` or ``embedder``; a non-string ``embedder``, or a LangChain
     ``Embeddings`` as ``embeddings=``, is used as the engine's embedder object; ``ttl`` is
-    ``ttl_seconds``). ``tenant`` and ``env`` scope every entry this adapter writes. Hits carry
+    ``ttl_seconds``). These settings are arguments only, as in ``CacheConfig(...)``: a library
+    call reads no ``MODELCACHE_*`` variable or file behind the caller's back; pass
+    ``config=CacheConfig.load(...)`` for those layers. ``tenant`` and ``env`` scope every entry
+    this adapter writes. Hits carry
     ``cache_hit`` / ``cache_kind`` / ``cache_similarity`` / ``cache_entry_id`` in
     ``generation_info`` (and a chat message's ``response_metadata``) unless ``hit_markers`` is
     False.
@@ -66,11 +69,9 @@ class ModelCache(BaseCache):
         embedder = None
         if cache is None:
             config, embedder = engine_settings(config, config_kwargs)
-            environments = config.environments
         else:
-            environments = cache.config.environments
-        if env not in environments:
-            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(environments)}")
+            config = cache.config
+        config.check_env(env)
         self.tenant = tenant
         self.env = env
         self._owns_engine = cache is None

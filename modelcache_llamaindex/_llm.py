@@ -72,9 +72,7 @@ class CachedLLM(LLM):
         self, llm: LLM, cache: Cache, *, tenant: str = "default", env: str = "prod", **kwargs: Any
     ) -> None:
         Scope(tenant=tenant, env=env)  # fail at configuration time, not as a miss per call
-        if env not in cache.config.environments:
-            allowed = ", ".join(cache.config.environments)
-            raise ConfigError(f"unknown env {env!r}; allowed: {allowed}")
+        cache.config.check_env(env)
         inherited = {name: getattr(llm, name) for name in _INHERITED}
         super().__init__(llm=llm, cache=cache, tenant=tenant, env=env, **{**inherited, **kwargs})
 
@@ -369,9 +367,10 @@ def wrap_llm(
 
     Without an engine, one is built from ``config`` and ``CacheConfig`` fields in ``settings``
     (``embed_model=`` takes a LlamaIndex embedding model, ``ttl=`` is ``ttl_seconds``); close it
-    with ``wrapped.cache.close()``. Function-calling models get :class:`CachedFunctionCallingLLM`
-    so agents keep working; an already wrapped model is re-wrapped around its inner model, never
-    cached twice.
+    with ``wrapped.cache.close()``. Settings are arguments only, as in ``CacheConfig(...)``:
+    ``config=CacheConfig.load(...)`` adds a file and ``MODELCACHE_*`` variables.
+    Function-calling models get :class:`CachedFunctionCallingLLM` so agents keep working; an
+    already wrapped model is re-wrapped around its inner model, never cached twice.
     """
     if cache is not None and (config is not None or settings):
         raise ConfigError("pass either an engine (`cache`) or settings to build one, not both")
@@ -380,8 +379,7 @@ def wrap_llm(
     if cache is None:
         Scope(tenant=tenant, env=env)
         config, embedder = engine_settings(config, settings)
-        if env not in config.environments:
-            raise ConfigError(f"unknown env {env!r}; allowed: {', '.join(config.environments)}")
+        config.check_env(env)
         cache = Cache(config, embedder=embedder)
     return cls(inner, cache, tenant=tenant, env=env)
 

@@ -18,14 +18,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..engine import Cache
-from ..errors import ConfigError, ModelCacheError
+from ..engine import Cache, _lookup_fields
 from ..redact import describe_error
 from ..request import Message as ChatMessage
 from ..request import Request as CacheRequest
 from ..request import Scope as CacheScope
 from .auth import Principal, authenticate
-from .errors import ApiError, Codes, Kind, backend_failure, envelope_error_body, error_id
+from .errors import ApiError, Codes, Kind, envelope_error_body, error_id, map_errors
 from .legacy import handle_envelope
 from .metrics import CONTENT_TYPE, ServerMetrics
 from .schemas import (
@@ -70,8 +69,9 @@ _VALIDATION_CODES = {
 _SCOPE_FIELDS = {"tenant", "env", "model", "params"}
 
 
-def _kind_of(request: Request) -> Kind:
-    return "query" if request.url.path.rstrip("/").endswith("/modelcache") else "rest"
+def _kind_of(path: str) -> Kind:
+    """The body shape of a failure on ``path``: the envelope's query body, or REST's."""
+    return "query" if path.rstrip("/").endswith("/modelcache") else "rest"
 
 
 def _error_response(status: int, body: dict[str, Any]) -> JSONResponse:
@@ -93,7 +93,7 @@ class _BodyLimit:
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             self.metrics.errors.labels(str(Codes.BAD_BODY)).inc()
-            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            kind = _kind_of(scope["path"])
             desc = f"request body is larger than the limit of {self.max_bytes} bytes"
             response = JSONResponse(envelope_error_body(kind, Codes.BAD_BODY, desc), 413)
             await response(scope, receive, send)
@@ -142,7 +142,7 @@ class _Unexpected:
             eid = error_id()
             log.error("modelcache server: unexpected %s (error id %s)", describe_error(exc), eid)
             log.debug("modelcache server: error %s details", eid, exc_info=exc)
-            kind: Kind = "query" if scope["path"].rstrip("/").endswith("/modelcache") else "rest"
+            kind = _kind_of(scope["path"])
             desc = f"internal error (error id {eid})"
             response = JSONResponse(envelope_error_body(kind, Codes.QUERY_ERROR, desc), 500)
             await response(scope, receive, send)
@@ -185,7 +185,7 @@ def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
                 code = _VALIDATION_CODES.get(request.url.path, Codes.BAD_PARAMS)
             desc = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
         metrics.errors.labels(str(code)).inc()
-        body = envelope_error_body(_kind_of(request), code, desc)
+        body = envelope_error_body(_kind_of(request.url.path), code, desc)
         body["detail"] = details
         return _error_response(status, body)
 
@@ -195,7 +195,7 @@ def _install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         desc = str(exc.detail)
         metrics.errors.labels(str(code)).inc()
         return JSONResponse(
-            envelope_error_body(_kind_of(request), code, desc),
+            envelope_error_body(_kind_of(request.url.path), code, desc),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
@@ -257,10 +257,7 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     """Build the HTTP service over an open cache (the caller owns and closes the cache)."""
     settings = settings if settings is not None else ServerSettings()
     environments = cache.config.environments
-    if settings.default_env not in environments:
-        raise ConfigError(
-            f"default_env {settings.default_env!r} is not one of {', '.join(environments)}"
-        )
+    cache.config.check_env(settings.default_env, "default_env")
     if settings.local_only:
         log.warning(
             "modelcache server: no API keys configured - local-only mode, any tenant, loopback only"
@@ -319,15 +316,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
             raise ApiError(403, code, f"model: {body.model} in blacklist", kind)
         if settings.allowed_models is not None and body.model not in settings.allowed_models:
             raise ApiError(400, code, f"model: {body.model} is not served by this cache", kind)
-        try:
+        with map_errors(kind, Codes.BAD_PARAMS):
             return CacheRequest(
                 query=body.query,
                 scope=CacheScope(tenant=tenant, env=env, model=body.model, params=body.params),
                 system=body.system,
                 history=tuple(ChatMessage(m.role, m.content) for m in body.history),
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.BAD_PARAMS, str(exc), kind) from exc
 
     # ---- ModelCache envelope -----------------------------------------------------------------
     @app.post(
@@ -360,22 +355,12 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Look a request up: exact first, then semantic; a miss is ``hit: false``."""
         req = build_request(body, principal, writing=False)
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.QUERY_FAILED, Codes.QUERY_ERROR):
             hit = await cache.alookup(req, threshold=body.threshold)  # type: ignore[attr-defined]
-        except ConfigError as exc:
-            raise ApiError(422, Codes.QUERY_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         elapsed = time.perf_counter() - started
         metrics.lookup("rest", hit, elapsed)
         return LookupResult(
-            hit=hit is not None,
-            kind=hit.kind if hit else None,
-            similarity=max(-1.0, min(1.0, hit.similarity)) if hit else None,
-            answer=hit.answer if hit else None,
-            entry_id=hit.entry_id if hit else None,
-            matched_query=hit.matched_query if hit else None,
-            metadata=hit.metadata if hit else {},
+            **_lookup_fields(hit),
             tenant=req.scope.tenant,
             env=req.scope.env,
             model=req.scope.model,
@@ -394,17 +379,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Store an answer; storing the same request again replaces it."""
         req = build_request(body, principal, writing=True)
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.INSERT_FAILED, Codes.INSERT_ERROR):
             entry_id = await cache.ainsert(
                 req,
                 body.answer,  # type: ignore[attr-defined]
                 ttl=body.ttl,  # type: ignore[attr-defined]
                 metadata=body.metadata,  # type: ignore[attr-defined]
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.INSERT_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.INSERT_ERROR) from exc
         metrics.observe("insert", time.perf_counter() - started)
         metrics.inserts.labels("rest").inc()
         return EntryCreated(
@@ -425,10 +406,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Delete one entry (a key can only delete its own tenant's entries)."""
         ids = [entry_id]
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.REMOVE_FAILED, Codes.REMOVE_ERROR):
             count = await cache.aremove(ids, tenant=principal.tenant) if ids else 0
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("remove", time.perf_counter() - started)
         if not count:
             raise ApiError(404, Codes.REMOVE_FAILED, f"no entry {entry_id!r}")
@@ -445,17 +424,13 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
         """Drop partitions by tenant/env/model/params (a key is confined to its tenant)."""
         tenant = principal.scope_tenant(body.tenant)  # type: ignore[attr-defined]
         started = time.perf_counter()
-        try:
+        with map_errors("rest", Codes.REMOVE_FAILED, Codes.REMOVE_ERROR):
             deleted = await cache.aclear(
                 tenant=tenant,
                 env=body.env,  # type: ignore[attr-defined]
                 model=body.model,  # type: ignore[attr-defined]
                 params=body.params,  # type: ignore[attr-defined]
             )
-        except ConfigError as exc:
-            raise ApiError(422, Codes.REMOVE_FAILED, str(exc)) from exc
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.REMOVE_ERROR) from exc
         metrics.observe("clear", time.perf_counter() - started)
         return ClearResult(deleted=deleted)
 
@@ -472,10 +447,8 @@ def create_app(cache: Cache, settings: ServerSettings | None = None) -> FastAPI:
     ) -> StatsResult:
         """Entries per partition (your tenant's only, with an API key)."""
         scope_tenant = principal.scope_tenant(tenant)
-        try:
+        with map_errors("rest", Codes.QUERY_FAILED, Codes.QUERY_ERROR):
             raw = await cache.astats()
-        except ModelCacheError as exc:
-            raise backend_failure(exc, Codes.QUERY_ERROR) from exc
         parts = [
             p
             for p in raw.get("partitions", [])

@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
+from ..errors import ConfigError, ModelCacheError
 from ..redact import describe_error
 
-__all__ = ["ApiError", "Codes", "backend_failure", "envelope_error_body", "error_id"]
+__all__ = [
+    "ApiError",
+    "Codes",
+    "backend_failure",
+    "envelope_error_body",
+    "error_id",
+    "map_errors",
+]
 
 log = logging.getLogger("modelcache.server")
 
@@ -113,3 +123,37 @@ def backend_failure(
     return ApiError(
         status, code, f"the cache backend failed (error id {eid}); try again later", kind, response
     )
+
+
+@contextmanager
+def map_errors(
+    kind: Kind,
+    invalid: int,
+    failed: int | None = None,
+    *,
+    invalid_types: tuple[type[Exception], ...] = (),
+    what: str | None = None,
+    response: Any = None,
+    failed_response: Any = None,
+) -> Iterator[None]:
+    """Answer the engine's exceptions as API errors, one rule for every route (httpcore's
+    ``map_exceptions``): a caller's mistake, a backend fault, or anything else unchanged.
+
+    A :class:`ConfigError` (or one of ``invalid_types``) is the caller's mistake: ``invalid``
+    with 422 on REST, as FastAPI answers a bad value, and 400 in the ModelCache envelope, as
+    ModelCache did; ``what`` prefixes the message. Any other :class:`ModelCacheError` (a store
+    down, a closed cache) is :func:`backend_failure` with ``failed``; without ``failed`` it
+    propagates (an unexpected 500). ``response`` and ``failed_response`` fill the envelope's
+    ``response`` field of each.
+    """
+    mistakes: tuple[type[Exception], ...] = (ConfigError, *invalid_types)
+    try:
+        yield
+    except mistakes as exc:
+        desc = f"{what}: {exc}" if what else str(exc)
+        status = 422 if kind == "rest" else 400
+        raise ApiError(status, invalid, desc, kind, response) from exc
+    except ModelCacheError as exc:
+        if failed is None:
+            raise
+        raise backend_failure(exc, failed, kind, response=failed_response) from exc

@@ -15,11 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import CacheConfig
 from ..engine import Cache
-from ..errors import ConfigError, ModelCacheError
+from ..errors import ConfigError
 from ..request import NAME_LIMITS, Request, check_name
 from .auth import Principal
-from .errors import ApiError, Codes, Kind, backend_failure
+from .errors import ApiError, Codes, Kind, map_errors
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 
@@ -64,10 +65,8 @@ def _opt_str(scope: Mapping[str, Any], name: str, kind: Kind) -> str | None:
     value = scope.get(name)
     if value is None:
         return None
-    try:
+    with map_errors(kind, Codes.BAD_PARAMS):
         return check_name(name, value, NAME_LIMITS[name])
-    except ConfigError as exc:
-        raise ApiError(400, Codes.BAD_PARAMS, str(exc), kind) from exc
 
 
 class _Scope:
@@ -79,7 +78,7 @@ class _Scope:
         kind: Kind,
         principal: Principal,
         settings: ServerSettings,
-        environments: tuple[str, ...],
+        config: CacheConfig,
     ) -> None:
         scope = body.get("scope")
         if not isinstance(scope, dict):
@@ -95,13 +94,8 @@ class _Scope:
         )
         self.env_given = _opt_str(scope, "env", kind)
         self.env = self.env_given if self.env_given is not None else settings.default_env
-        if self.env not in environments:
-            raise ApiError(
-                400,
-                Codes.BAD_PARAMS,
-                f"unknown env {self.env!r}; allowed: {', '.join(environments)}",
-                kind,
-            )
+        with map_errors(kind, Codes.BAD_PARAMS):
+            config.check_env(self.env)
         params = scope.get("params", {})
         if params is None:
             params = {}
@@ -116,7 +110,7 @@ class _Scope:
 
     def request(self, messages: Any, what: str, code: int, kind: Kind) -> Request:
         """A Request from a ModelCache message list (system + history + last user turn)."""
-        try:
+        with map_errors(kind, code, invalid_types=(TypeError, ValueError), what=what):
             if isinstance(messages, str):
                 return Request.from_text(
                     messages, tenant=self.tenant, env=self.env, model=self.model, params=self.params
@@ -126,8 +120,6 @@ class _Scope:
             return Request.from_messages(
                 messages, tenant=self.tenant, env=self.env, model=self.model, params=self.params
             )
-        except (ConfigError, TypeError, ValueError) as exc:
-            raise ApiError(400, code, f"{what}: {exc}", kind) from exc
 
 
 def _delta(started: float) -> str:
@@ -137,12 +129,8 @@ def _delta(started: float) -> str:
 async def _query(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: ServerMetrics) -> Any:
     request = scope.request(body.get("query"), "query", Codes.QUERY_FAILED, "query")
     started = time.perf_counter()
-    try:
+    with map_errors("query", Codes.QUERY_FAILED, Codes.QUERY_ERROR):
         hit = await cache.alookup(request)
-    except ConfigError as exc:
-        raise ApiError(400, Codes.QUERY_FAILED, str(exc), "query") from exc
-    except ModelCacheError as exc:
-        raise backend_failure(exc, Codes.QUERY_ERROR, "query") from exc
     metrics.lookup("modelcache", hit, time.perf_counter() - started)
     if hit is None:
         return {
@@ -153,17 +141,18 @@ async def _query(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Ser
             "hit_query": "",
             "answer": "",
         }
+    fields = hit.to_dict()
     return {
         "errorCode": 0,
         "errorDesc": "",
         "cacheHit": True,
         "delta_time": _delta(started),
-        "hit_query": hit.matched_query,
-        "answer": hit.answer,
+        "hit_query": fields["matched_query"],
+        "answer": fields["answer"],
         # extensions (ModelCache clients ignore unknown fields)
-        "similarity": max(-1.0, min(1.0, hit.similarity)),
-        "hit_kind": hit.kind,
-        "id": hit.entry_id,
+        "similarity": fields["similarity"],
+        "hit_kind": fields["kind"],
+        "id": fields["entry_id"],
     }
 
 
@@ -190,12 +179,8 @@ async def _insert(cache: Cache, body: dict[str, Any], scope: _Scope, metrics: Se
         )
         items.append((request, row["answer"]))
     started = time.perf_counter()
-    try:
+    with map_errors("insert", Codes.INSERT_FAILED, Codes.INSERT_ERROR):
         ids = await cache.ainsert_many(items)
-    except ConfigError as exc:
-        raise ApiError(400, Codes.INSERT_FAILED, str(exc), "insert") from exc
-    except ModelCacheError as exc:
-        raise backend_failure(exc, Codes.INSERT_ERROR, "insert") from exc
     metrics.observe("insert", time.perf_counter() - started)
     metrics.inserts.labels("modelcache").inc(len(ids))
     return {"errorCode": 0, "errorDesc": "", "writeStatus": "success", "id_list": ids}
@@ -225,7 +210,9 @@ async def _remove(
             "remove",
         )
     started = time.perf_counter()
-    try:
+    with map_errors(
+        "remove", Codes.REMOVE_FAILED, Codes.REMOVE_ERROR, failed_response={"status": "failed"}
+    ):
         if remove_type == "delete_by_id":
             if id_list is None:
                 raise ApiError(400, Codes.REMOVE_FAILED, "delete_by_id needs an id_list", "remove")
@@ -249,12 +236,6 @@ async def _remove(
                 "ScalarDB": f"delete_count: {count}",
                 "delete_count": count,
             }
-    except ConfigError as exc:
-        raise ApiError(400, Codes.REMOVE_FAILED, str(exc), "remove") from exc
-    except ModelCacheError as exc:
-        raise backend_failure(
-            exc, Codes.REMOVE_ERROR, "remove", response={"status": "failed"}
-        ) from exc
     metrics.observe("remove", time.perf_counter() - started)
     return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
 
@@ -264,16 +245,16 @@ async def _register(cache: Cache, scope: _Scope) -> Any:
 
     from ..request import Scope
 
-    try:
+    with map_errors(
+        "register",
+        Codes.REGISTER_ERROR,
+        Codes.REGISTER_ERROR,
+        response="create_failed",
+        failed_response="create_failed",
+    ):
         target = Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params)
         existed = await asyncio.to_thread(cache.has_partition, target)
         await asyncio.to_thread(cache.register, target)
-    except ConfigError as exc:
-        raise ApiError(400, Codes.REGISTER_ERROR, str(exc), "register", "create_failed") from exc
-    except ModelCacheError as exc:
-        raise backend_failure(
-            exc, Codes.REGISTER_ERROR, "register", response="create_failed"
-        ) from exc
     response = "already_exists" if existed else "create_success"
     return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
 
@@ -296,7 +277,7 @@ async def handle_envelope(
             "query",
         )
     kind: Kind = request_type
-    scope = _Scope(body, kind, principal, settings, cache.config.environments)
+    scope = _Scope(body, kind, principal, settings, cache.config)
     if request_type == "query":
         return await _query(cache, body, scope, metrics)
     if request_type == "insert":

@@ -13,24 +13,42 @@ from typing import Any
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from ..config import _build, _env_values, _merge, _Settings, _toml_values
+from ..config import _build, _load, _Settings
 from ..errors import ConfigError
 
 __all__ = ["ServerSettings", "client_address", "is_loopback", "parse_api_keys"]
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
-    """Parse ``"key1:tenantA,key2:tenantB"`` into ``{key: tenant}``."""
+    """Parse ``"key1:tenantA,key2:tenantB"`` into ``{key: tenant}``; a bad entry is named by
+    its position, never quoted (it holds a secret)."""
     keys: dict[str, str] = {}
-    for item in raw.split(","):
+    for number, item in enumerate(raw.split(","), 1):
         item = item.strip()
         if not item:
             continue
         key, sep, tenant = item.rpartition(":")
         if not sep or not key.strip() or not tenant.strip():
-            raise ConfigError(f"API key entry {item!r} must look like 'key:tenant'")
+            raise ConfigError(f"API key entry {number} must look like 'key:tenant'")
         keys[key.strip()] = tenant.strip()
     return keys
+
+
+def _as_keys(value: Any) -> Any:
+    """API keys as ``{key: tenant}`` from ``key:tenant,…`` text or a list of such entries."""
+    if isinstance(value, str):
+        return parse_api_keys(value)
+    if isinstance(value, list):
+        return parse_api_keys(",".join(str(k) for k in value))
+    return value
+
+
+def _add_keys(key: str, earlier: Any, later: Any) -> Any:
+    """A later layer's API keys add to (and override) the earlier ones; other settings win."""
+    if key != "api_keys":
+        return later
+    before, after = _as_keys(earlier), _as_keys(later)
+    return {**before, **after} if isinstance(before, dict) and isinstance(after, dict) else after
 
 
 def _in_networks(address: str, networks: tuple[str, ...]) -> bool:
@@ -136,6 +154,12 @@ class ServerSettings(_Settings):
             raise ValueError("allowed_clients is only used with open_mode = true")
         return self
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        """Keys may come as ``MODELCACHE_API_KEYS`` text or a TOML list of ``key:tenant``."""
+        return _as_keys(value)
+
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
@@ -176,21 +200,19 @@ class ServerSettings(_Settings):
         environ: Mapping[str, str] | None = None,
         **overrides: Any,
     ) -> ServerSettings:
-        """TOML ``[server]`` table < ``MODELCACHE_*`` variables < arguments (``None``: not given).
-
-        ``MODELCACHE_API_KEYS`` adds to (and overrides) keys from the file.
+        """TOML ``[server]`` table < ``MODELCACHE_*`` variables < arguments (``None``: not given),
+        the layering of :meth:`CacheConfig.load <modelcache.CacheConfig.load>`, with two rules
+        of its own: ``MODELCACHE_API_KEYS`` adds to (and overrides) the file's keys, and an
+        empty variable counts as unset, not None, so that an empty secret cannot switch off
+        an ``admin_key`` the file sets.
         """
-        environ = os.environ if environ is None else environ
-        values, sources = _toml_values(cls, toml_path, "server") if toml_path else ({}, {})
-        keys = values.get("api_keys")
-        if isinstance(keys, str):
-            values["api_keys"] = parse_api_keys(keys)
-        elif isinstance(keys, list):
-            values["api_keys"] = parse_api_keys(",".join(str(k) for k in keys))
-        env_values, env_sources = _env_values(cls, environ, empty_is_none=False)
-        raw_keys = env_values.pop("api_keys", None)
-        if raw_keys:
-            env_values["api_keys"] = {**values.get("api_keys", {}), **parse_api_keys(raw_keys)}
-        _merge(values, sources, env_values, env_sources)
-        _merge(values, sources, {k: v for k, v in overrides.items() if v is not None}, {})
-        return _build(cls, values, sources)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return _load(
+            cls,
+            toml_path,
+            environ,
+            given,
+            table="server",
+            empty_is_none=False,
+            combine=_add_keys,
+        )

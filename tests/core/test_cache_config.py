@@ -204,3 +204,24 @@ def test_load_layers_file_then_environment_then_arguments(tmp_path: Path) -> Non
     assert (cfg.top_k, cfg.guard, cfg.embedder) == (4, True, "fake")
     cfg = CacheConfig.load(f, env, top_k=7, guard=None)  # None: an option left out
     assert (cfg.top_k, cfg.guard) == (7, True)
+
+
+def test_check_env_returns_an_allowed_env_and_lists_the_allowed_ones() -> None:
+    cfg = CacheConfig(environments=("blue", "green"))
+    assert cfg.check_env("green") == "green"
+    with pytest.raises(ConfigError, match=r"^unknown env 'qa'; allowed: blue, green$"):
+        cfg.check_env("qa")
+    with pytest.raises(ConfigError, match=r"^unknown env 'qa' \(--env\); allowed: blue, green$"):
+        cfg.check_env("qa", "--env")
+
+
+def test_from_env_and_from_toml_are_load_with_one_source(tmp_path: Path) -> None:
+    f = tmp_path / "mc.toml"
+    f.write_text("[modelcache]\ntop_k = 3\nlookup_timeout = 2.0\n", "utf-8")
+    env = {"MODELCACHE_TOP_K": "4", "MODELCACHE_LOOKUP_TIMEOUT": "3"}
+    assert CacheConfig.from_toml(f) == CacheConfig.load(f, {})
+    assert CacheConfig.from_env(env) == CacheConfig.load(None, env)
+    # None overrides: a value for from_env / from_toml (no deadline), "not given" for load
+    assert CacheConfig.from_toml(f, lookup_timeout=None).lookup_timeout is None
+    assert CacheConfig.from_env(env, lookup_timeout=None).lookup_timeout is None
+    assert CacheConfig.load(f, env, lookup_timeout=None).lookup_timeout == 3.0

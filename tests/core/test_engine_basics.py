@@ -94,11 +94,30 @@ def test_any_json_answer_round_trips(cache: Cache, answer: Any) -> None:
     assert hit is not None and hit.answer == answer
 
 
+def test_hit_to_dict_is_the_json_of_a_lookup(cache: Cache) -> None:
+    cache.insert(rq(), {"text": "a"}, metadata={"source": "faq"})
+    hit = cache.lookup(rq())
+    assert hit is not None
+    fields = hit.to_dict()
+    assert fields == {
+        "hit": True,
+        "kind": "exact",
+        "similarity": 1.0,
+        "answer": {"text": "a"},
+        "entry_id": hit.entry_id,
+        "matched_query": Q,
+        "metadata": {"source": "faq"},
+    }
+    assert json.loads(json.dumps(fields)) == fields
+
+
 def test_invalid_arguments_raise(cache: Cache) -> None:
     with pytest.raises(ConfigError, match="unknown env"):
         cache.lookup(rq(env="qa"))
     with pytest.raises(ConfigError, match="unknown env"):
         cache.insert(rq(env="qa"), "a")
+    with pytest.raises(ConfigError, match="unknown env 'qa'; allowed: dev, test"):
+        cache.clear(env="qa")  # clear named the env but not the allowed ones
     with pytest.raises(ConfigError):
         cache.lookup("How do I reset my password?")  # type: ignore[arg-type]
     for bad in (1.01, -1.5, 7):

@@ -133,3 +133,30 @@ def test_bind_rules() -> None:
     with pytest.raises(ConfigError, match="refusing to bind"):
         ServerSettings().check_bind("0.0.0.0")
     ServerSettings(api_keys={"k": "t"}).check_bind("0.0.0.0")
+
+
+def test_default_env_must_be_one_of_the_cache_environments(cache: Cache) -> None:
+    with pytest.raises(ConfigError, match=r"unknown env 'qa' \(default_env\); allowed: dev, "):
+        create_app(cache, ServerSettings(default_env="qa"))
+
+
+def test_api_keys_layers_add_up_and_a_bad_entry_names_its_source_not_its_secret(
+    tmp_path: Path,
+) -> None:
+    toml = tmp_path / "mc.toml"
+    toml.write_text('[server]\napi_keys = ["k1:fromfile", "k3:t3"]\n', encoding="utf-8")
+    s = ServerSettings.load(toml, environ={"MODELCACHE_API_KEYS": "k1:tA"})
+    assert s.api_keys == {"k1": "tA", "k3": "t3"}
+    assert ServerSettings.create(api_keys="k:t").api_keys == {"k": "t"}
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.load(environ={"MODELCACHE_API_KEYS": "k1:tA,s3cret-no-tenant"})
+    assert "environment variable MODELCACHE_API_KEYS" in str(info.value)
+    assert "API key entry 2 must look like 'key:tenant'" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_an_empty_variable_leaves_the_files_server_setting(tmp_path: Path) -> None:
+    toml = tmp_path / "mc.toml"
+    toml.write_text('[server]\nadmin_key = "file-admin"\n', encoding="utf-8")
+    s = ServerSettings.load(toml, environ={"MODELCACHE_ADMIN_KEY": "", "MODELCACHE_API_KEYS": ""})
+    assert s.admin_key == "file-admin" and s.api_keys == {}
