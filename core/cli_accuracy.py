@@ -48,7 +48,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Precision, recall, F1, false-hit rate and lookup p50 of the cache on a labelled file."""
-    from .evaluation import evaluate_file, markdown_table
+    from .lab.evaluation import evaluate_file, markdown_table
 
     cfg = _config(
         ctx,
@@ -96,14 +96,14 @@ def calibrate_command(
     ] = False,
 ) -> None:
     """Pick thresholds (short, long, context, follow-up, verifier) reaching a target precision."""
-    from .calibration import (
+    from .embedding import build_embedder
+    from .lab.calibration import (
         calibrate,
         context_pairs_from_conversations,
         followup_pairs_from_conversations,
         save_toml,
     )
-    from .embedding import build_embedder
-    from .finetune import load_pairs
+    from .lab.finetune import load_pairs
 
     cfg = _config(ctx, guard=guard, verifier=verifier)
     rows = load_pairs(pairs, limit=limit)
@@ -125,7 +125,7 @@ def calibrate_command(
         verifier_obj = load_verifier(cfg.verifier)
     context_pairs = followup_pairs = None
     if contexts is not None:
-        from .evaluation import load_conversations
+        from .lab.evaluation import load_conversations
 
         conversations = load_conversations(contexts)
         context_pairs = context_pairs_from_conversations(conversations)
@@ -210,8 +210,8 @@ def finetune_command(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
-    from . import finetune
     from .cli import UserError
+    from .lab import finetune
 
     if not (train_embedder or train_verifier):
         raise UserError("nothing to train: use --train-embedder and/or --train-verifier")

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .config import CacheConfig
-from .embedding.base import Thresholds, thresholds_of
-from .engine import Cache
-from .request import Message, Request
+from ..config import CacheConfig
+from ..embedding.base import Thresholds, thresholds_of
+from ..engine import Cache
+from ..request import Message, Request
 
 __all__ = [
     "Conversation",
@@ -430,7 +430,7 @@ def evaluate_file(
     progress: bool = True,
 ) -> list[EvalResult]:
     """Evaluate one file in a fresh temporary cache; one result per threshold."""
-    from ._progress import bar
+    from .._progress import bar
 
     with tempfile.TemporaryDirectory(prefix="modelcache-eval-") as tmp:
         # decisions are measured, not speed: a lookup cut by the store deadline on a loaded

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from ..request import conversation_text
 from .finetune import Pair
-from .request import conversation_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,7 +133,7 @@ def pick_threshold(
 
 def embed_texts(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> dict[str, Any]:
     """Unit vectors of distinct texts, in batches, with a progress bar."""
-    from ._progress import bar
+    from .._progress import bar
 
     unique = list(dict.fromkeys(texts))
     out: dict[str, Any] = {}
