@@ -31,11 +31,11 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from .config import CacheConfig
-from .engine import Cache
-from .errors import ModelCacheError
-from .report import LogSummary, parse_since, summarize
-from .request import Message, Request
+from ..config import CacheConfig
+from ..engine import Cache
+from ..errors import ModelCacheError
+from ..report import LogSummary, parse_since, summarize
+from ..request import Message, Request
 
 __all__ = ["app", "main"]
 
@@ -378,7 +378,7 @@ def _parse_row(record: Any, state: _State) -> _Row:
 
 def _progress(label: str, *, disable: bool) -> Progress:
     """A progress bar on stderr for long work (off for --json output), the package's one look."""
-    from ._progress import progress
+    from .._progress import progress
 
     return progress(label, disable=disable)
 
@@ -772,8 +772,8 @@ def serve(
     """
     import uvicorn
 
-    from .server import ServerSettings, create_app
-    from .server.factory import ENV_VAR, describe_backends
+    from ..server import ServerSettings, create_app
+    from ..server.factory import ENV_VAR, describe_backends
 
     state = _state(ctx)
     server_overrides = {"host": host, "port": port, "max_body_bytes": max_body_bytes}
@@ -839,7 +839,7 @@ def bench(ctx: typer.Context) -> None:
     """Run the latency benchmark (benchmarks/latency.py); extra arguments are passed on."""
     candidates = [
         Path.cwd() / "benchmarks" / "latency.py",
-        Path(__file__).resolve().parent.parent / "benchmarks" / "latency.py",
+        Path(__file__).resolve().parents[2] / "benchmarks" / "latency.py",
     ]
     script = next((p for p in candidates if p.is_file()), None)
     if script is None:
@@ -1118,7 +1118,7 @@ def _print_demo_summary(s: dict[str, Any]) -> None:
 
 
 def _register_accuracy_commands() -> None:
-    from .cli_accuracy import register
+    from ._accuracy import register
 
     register(app)
 

@@ -14,7 +14,7 @@ __all__ = ["register"]
 
 def _config(ctx: typer.Context, **overrides: Any) -> Any:
     """The config from the global options (--config, --embedder, …), then this command's."""
-    from .cli import _state
+    from . import _state
 
     return _state(ctx).cache_config(**overrides)
 
@@ -48,7 +48,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Precision, recall, F1, false-hit rate and lookup p50 of the cache on a labelled file."""
-    from .lab.evaluation import evaluate_file, markdown_table
+    from ..lab.evaluation import evaluate_file, markdown_table
 
     cfg = _config(
         ctx,
@@ -96,14 +96,14 @@ def calibrate_command(
     ] = False,
 ) -> None:
     """Pick thresholds (short, long, context, follow-up, verifier) reaching a target precision."""
-    from .embedding import build_embedder
-    from .lab.calibration import (
+    from ..embedding import build_embedder
+    from ..lab.calibration import (
         calibrate,
         context_pairs_from_conversations,
         followup_pairs_from_conversations,
         save_toml,
     )
-    from .lab.finetune import load_pairs
+    from ..lab.finetune import load_pairs
 
     cfg = _config(ctx, guard=guard, verifier=verifier)
     rows = load_pairs(pairs, limit=limit)
@@ -115,17 +115,17 @@ def calibrate_command(
     )
     guard_obj = None
     if cfg.guard:
-        from .guard import Guard
+        from ..guard import Guard
 
         guard_obj = Guard()
     verifier_obj = None
     if cfg.verifier:
-        from .verifier import load_verifier
+        from ..verifier import load_verifier
 
         verifier_obj = load_verifier(cfg.verifier)
     context_pairs = followup_pairs = None
     if contexts is not None:
-        from .lab.evaluation import load_conversations
+        from ..lab.evaluation import load_conversations
 
         conversations = load_conversations(contexts)
         context_pairs = context_pairs_from_conversations(conversations)
@@ -165,7 +165,7 @@ def calibrate_command(
         typer.echo(f"note: {note}")
     missed = [key for attr, key in names.items() if (op := getattr(cal, attr)) and not op.reached]
     if save is not None and missed and not force:
-        from .cli import UserError
+        from . import UserError
 
         raise UserError(
             f"not saved: {', '.join(missed)} did not reach precision {target_precision}; "
@@ -210,8 +210,8 @@ def finetune_command(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
-    from .cli import UserError
-    from .lab import finetune
+    from ..lab import finetune
+    from . import UserError
 
     if not (train_embedder or train_verifier):
         raise UserError("nothing to train: use --train-embedder and/or --train-verifier")
@@ -259,7 +259,7 @@ def finetune_command(
 
 def register(app: typer.Typer) -> None:
     """Add the accuracy commands to the ``modelcache`` application."""
-    from .cli import _friendly
+    from . import _friendly
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # their file readers report malformed rows as ValueError ("pairs.jsonl:3: ...")
