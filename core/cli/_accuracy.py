@@ -1,24 +1,35 @@
-"""Accuracy commands of the CLI: ``eval``, ``calibrate`` and ``finetune``."""
+"""The accuracy commands ``eval``, ``calibrate`` and ``finetune``, over :mod:`modelcache.lab`.
+
+The lab (and numpy, torch, sentence-transformers behind it) is imported only when one runs.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-__all__ = ["register"]
+from ..config import CacheConfig
+from ._common import UserError, friendly, get_state
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _config(ctx: typer.Context, **overrides: Any) -> Any:
+def _reads_files(func: F) -> F:
+    """:func:`friendly`, and a ValueError is a user error: the lab's file readers report
+    malformed rows with it ("pairs.jsonl:3: ...")."""
+    return friendly(func, inputs=(ValueError,))
+
+
+def _config(ctx: typer.Context, **overrides: Any) -> CacheConfig:
     """The config from the global options (--config, --embedder, …), then this command's."""
-    from . import _state
-
-    return _state(ctx).cache_config(**overrides)
+    return get_state(ctx).cache_config(**overrides)
 
 
+@_reads_files
 def eval_command(
     ctx: typer.Context,
     file: Annotated[
@@ -64,6 +75,7 @@ def eval_command(
         output.write_text(table + "\n", encoding="utf-8")
 
 
+@_reads_files
 def calibrate_command(
     ctx: typer.Context,
     pairs: Annotated[
@@ -165,8 +177,6 @@ def calibrate_command(
         typer.echo(f"note: {note}")
     missed = [key for attr, key in names.items() if (op := getattr(cal, attr)) and not op.reached]
     if save is not None and missed and not force:
-        from . import UserError
-
         raise UserError(
             f"not saved: {', '.join(missed)} did not reach precision {target_precision}; "
             "label more pairs, lower --target-precision, or pass --force to save anyway"
@@ -176,6 +186,7 @@ def calibrate_command(
         typer.echo(f"saved {json.dumps(cal.config_values())} to {save}")
 
 
+@_reads_files
 def finetune_command(
     pairs: Annotated[
         Path,
@@ -211,7 +222,6 @@ def finetune_command(
 ) -> None:
     """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
     from ..lab import finetune
-    from . import UserError
 
     if not (train_embedder or train_verifier):
         raise UserError("nothing to train: use --train-embedder and/or --train-verifier")
@@ -255,14 +265,3 @@ def finetune_command(
     typer.echo("config (TOML) — calibrate the thresholds for the new model next:")
     for line in lines:
         typer.echo("  " + line)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the accuracy commands to the ``modelcache`` application."""
-    from . import _friendly
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # their file readers report malformed rows as ValueError ("pairs.jsonl:3: ...")
-    app.command("eval")(_friendly(eval_command, inputs=(ValueError,)))
-    app.command("calibrate")(_friendly(calibrate_command, inputs=(ValueError,)))
-    app.command("finetune")(_friendly(finetune_command, inputs=(ValueError,)))

@@ -263,13 +263,13 @@ def test_demo_script_holds_on_the_real_model(
     minilm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every paraphrase in the demo hits and every trap misses with the shipped MiniLM."""
-    import modelcache.cli as cli
     from modelcache import Cache, CacheConfig
+    from modelcache.cli import _common
 
     def with_minilm(config: CacheConfig) -> Cache:
         return Cache(config, embedder=minilm)
 
-    monkeypatch.setattr(cli, "Cache", with_minilm)
+    monkeypatch.setattr(_common, "Cache", with_minilm)
     result = CliRunner().invoke(
         app, ["--path", str(tmp_path), "demo", "--llm", "fake", "--delay", "0", "--json"]
     )
