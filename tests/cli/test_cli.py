@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -233,6 +235,18 @@ def test_bench_loads_a_script_that_defines_dataclasses(
     r = invoke("bench")
     assert r.exit_code == 0, r.output
     assert marker.read_text() == "ok"
+
+
+def test_importing_the_cli_loads_no_adapter_lab_or_server() -> None:
+    """The core package never imports its own LangChain adapter: the demo imports it when it
+    runs; the lab (eval, calibrate, finetune) and the HTTP stack load with their commands too."""
+    later = (
+        "modelcache_langchain", "langchain_core", "modelcache_llamaindex", "modelcache.lab",
+        "fastapi", "uvicorn", "torch", "sentence_transformers", "chromadb",
+    )  # fmt: skip
+    code = f"import sys, modelcache.cli\nprint(','.join(m for m in {later!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"`import modelcache.cli` loaded {done.stdout.strip()}"
 
 
 def test_demo_runs_on_fake_llm(invoke: Invoke) -> None:
