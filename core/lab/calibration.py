@@ -23,6 +23,7 @@ import numpy as np
 import tomli_w
 
 from ..request import conversation_text
+from ..verifier import Verifier
 from .finetune import Pair
 
 if sys.version_info >= (3, 11):
@@ -157,7 +158,7 @@ def calibrate(
     target_precision: float,
     *,
     guard: Any | None = None,
-    verifier: Any | None = None,
+    verifier: Verifier | None = None,
     long_query_tokens: int = 48,
     context_pairs: Sequence[tuple[str, str, bool]] | None = None,
     followup_pairs: Sequence[tuple[str, str, bool]] | None = None,
