@@ -49,7 +49,7 @@ def stats(
         print_json({**data, "partitions": parts, "since": start})
         return
     table = Table(title=f"ModelCache: {data.get('entries', 0)} entries ({data.get('embedder')})")
-    numeric = ("entries", "hits", "tokens saved")
+    numeric: tuple[str, ...] = ("entries", "hits", "tokens saved")
     if recent is not None:
         numeric = (*numeric, "lookups", "hit rate")
     for column in ("tenant", "env", "model", "params", *numeric):
