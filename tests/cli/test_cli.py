@@ -224,7 +224,8 @@ def test_importing_the_cli_loads_no_adapter_lab_or_server() -> None:
     runs; the lab (eval, calibrate, finetune) and the HTTP stack load with their commands too."""
     later = (
         "modelcache_langchain", "langchain_core", "modelcache_llamaindex", "modelcache.lab",
-        "fastapi", "uvicorn", "torch", "sentence_transformers", "chromadb",
+        "fastapi", "uvicorn", "torch", "transformers", "sentence_transformers", "chromadb",
+        "jieba",
     )  # fmt: skip
     code = f"import sys, modelcache.cli\nprint(','.join(m for m in {later!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
