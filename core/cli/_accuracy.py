@@ -236,23 +236,15 @@ def finetune_command(
         typer.echo(f"mined {len(mined)} hard negatives ({mine})")
     out.mkdir(parents=True, exist_ok=True)
     lines = []
+    trainers: dict[str, Callable[..., finetune.TrainReport]] = {}
     if train_embedder:
-        rep = finetune.train_embedder(
-            rows,
-            out / "embedder",
-            base=base,
-            epochs=epochs,
-            batch_size=batch_size,
-            mined=mined,
-            max_steps=max_steps,
-            threads=threads,
-        )
-        typer.echo(f"embedder: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
-        lines.append(f'embedder = "{(out / "embedder").resolve()}"')
+        trainers["embedder"] = finetune.train_embedder
     if train_verifier:
-        rep = finetune.train_verifier(
+        trainers["verifier"] = finetune.train_verifier
+    for kind, train in trainers.items():  # the setting and the output folder share the name
+        rep = train(
             rows,
-            out / "verifier",
+            out / kind,
             base=base,
             epochs=epochs,
             batch_size=batch_size,
@@ -260,8 +252,8 @@ def finetune_command(
             max_steps=max_steps,
             threads=threads,
         )
-        typer.echo(f"verifier: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
-        lines.append(f'verifier = "{(out / "verifier").resolve()}"')
+        typer.echo(f"{kind}: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
+        lines.append(f'{kind} = "{(out / kind).resolve()}"')
     typer.echo("config (TOML) — calibrate the thresholds for the new model next:")
     for line in lines:
         typer.echo("  " + line)
