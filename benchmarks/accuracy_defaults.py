@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import DATA, Bench, Setting
 
 from modelcache import Cache
-from modelcache.evaluation import (
+from modelcache.lab.evaluation import (
     insert_conversations,
     load_conversations,
     load_rows,

@@ -35,7 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modelcache import Cache, CacheConfig
 from modelcache.embedding import build_embedder
-from modelcache.evaluation import MemoEmbedder
+from modelcache.lab.evaluation import MemoEmbedder
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "conversations_dev.jsonl"

@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from modelcache import Cache, CacheConfig, Request
 from modelcache.embedding import build_embedder
-from modelcache.evaluation import EvalRow, MemoEmbedder, insert_rows, load_rows
+from modelcache.lab.evaluation import EvalRow, MemoEmbedder, insert_rows, load_rows
 
 HERE = Path(__file__).resolve().parent
 ONEWORD = HERE / "data" / "hard_pairs_oneword.jsonl"

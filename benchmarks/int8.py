@@ -3,7 +3,7 @@
 Method (printed with the results), on the shipped all-MiniLM-L6-v2, one thread, same process:
 
 * drift: cosine between the int8 and fp32 vectors of 2,000 distinct ``qqp_dev`` questions;
-* thresholds (``core/calibration.py``, on ``--pairs`` sampled pairs): for each kind (short,
+* thresholds (``core/lab/calibration.py``, on ``--pairs`` sampled pairs): for each kind (short,
   long, follow-up, context) the int8 threshold is the one with the most recall whose pairwise
   precision reaches what fp32 reaches at its shipped default, on ``qqp_dev`` pairs
   (short/long) and ``multiturn_dev`` conversations (follow-up/context);
@@ -57,16 +57,16 @@ def thresholds(
     fp32: Any, int8: Any, pairs_path: Path, convs_path: Path, limit: int | None
 ) -> list[dict[str, Any]]:
     """int8 thresholds matching fp32's pairwise precision at its defaults, kind by kind."""
-    from modelcache.calibration import (
+    from modelcache.embedding import DEFAULT_THRESHOLDS
+    from modelcache.lab.calibration import (
         _cosines,
         context_pairs_from_conversations,
         embed_texts,
         followup_pairs_from_conversations,
         pick_threshold,
     )
-    from modelcache.embedding import DEFAULT_THRESHOLDS
-    from modelcache.evaluation import load_conversations
-    from modelcache.finetune import load_pairs
+    from modelcache.lab.evaluation import load_conversations
+    from modelcache.lab.finetune import load_pairs
 
     pairs = load_pairs(pairs_path, limit=limit)  # a seeded random sample
     convs = load_conversations(convs_path)
@@ -118,7 +118,7 @@ def accuracy(
 ) -> list[Any]:
     """Cache-level precision / recall / false-hit on qqp_dev through Cache."""
     from modelcache import Cache, CacheConfig
-    from modelcache.evaluation import MemoEmbedder, insert_rows, load_rows, run_pairs
+    from modelcache.lab.evaluation import MemoEmbedder, insert_rows, load_rows, run_pairs
 
     rows = load_rows(rows_path, limit=limit)
     results = []

@@ -29,12 +29,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from _common import add_data_option
-from latency import PrecomputedEmbedder, load_workload
 from peers import vectors_upto
 from runtime import run_child
 
 from modelcache import Cache, CacheConfig, Request
 from modelcache.embedding import build_embedder
+from modelcache.lab.latency import PrecomputedEmbedder, load_workload
 
 PEERS = Path(__file__).with_name("peers.py")
 

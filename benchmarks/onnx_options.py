@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child is not None:
         print(json.dumps(child(args.child, json.loads(sys.stdin.read()))))
         return 0
-    from latency import load_workload
+    from modelcache.lab.latency import load_workload
 
     work = load_workload(args.data, 200, 100_000, 500)
     texts = json.dumps(work.semantic[:100] + work.miss[:100])

@@ -53,12 +53,12 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 import numpy as np
 from _common import add_data_option, proc_rss
-from latency import CHUNK, PrecomputedEmbedder, fill_vectors, load_workload, machine
 from runtime import measure_cli, run_child
 
 from modelcache import Cache, CacheConfig, Request
 from modelcache.embedding import build_embedder
 from modelcache.embedding.models import shipped_model_path
+from modelcache.lab.latency import CHUNK, PrecomputedEmbedder, fill_vectors, load_workload, machine
 
 GPTCACHE_PINS = ("gptcache==0.1.44", "faiss-cpu", "sentence-transformers", "sqlalchemy<3")
 DRIVER = Path(__file__).with_name("_peers_gptcache.py")

@@ -27,7 +27,7 @@ import numpy as np
 from accuracy import DATA, Bench, Setting
 
 from modelcache import Cache, CacheConfig, Request
-from modelcache.evaluation import EvalRow, insert_rows, load_rows, run_pairs
+from modelcache.lab.evaluation import EvalRow, insert_rows, load_rows, run_pairs
 from modelcache.verifier import load_verifier
 
 RESULTS = Path(__file__).resolve().parent / "results" / "verifier_sweep.md"

@@ -264,7 +264,7 @@ for target in (0.80, 0.85, 0.90):
     print("  ".join(line))
 
 # %% [markdown]
-# `modelcache.calibration.calibrate` does it pairwise (each labelled pair scored alone, the
+# `modelcache.lab.calibration.calibrate` does it pairwise (each labelled pair scored alone, the
 # guard's verdict included), with separate thresholds for short and long queries, and returns
 # the `CacheConfig` values to use. The command line does the same on a file and can save the
 # result into a TOML config:
@@ -274,8 +274,8 @@ for target in (0.80, 0.85, 0.90):
 import contextlib
 import io
 
-from modelcache.calibration import calibrate
-from modelcache.finetune import Pair
+from modelcache.lab.calibration import calibrate
+from modelcache.lab.finetune import Pair
 
 pairs = [Pair(r["a"], r["b"], r["same_answer"]) for r in sample]
 for target in (0.85, 0.90):

@@ -17,17 +17,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from modelcache import CacheConfig, FakeEmbedder
-from modelcache.calibration import (
+from modelcache.cli import app
+from modelcache.guard import Guard
+from modelcache.lab.calibration import (
     calibrate,
     context_pairs_from_conversations,
     followup_pairs_from_conversations,
     pick_threshold,
     save_toml,
 )
-from modelcache.cli import app
-from modelcache.evaluation import Conversation
-from modelcache.finetune import Pair
-from modelcache.guard import Guard
+from modelcache.lab.evaluation import Conversation
+from modelcache.lab.finetune import Pair
 
 TOPICS = [
     "password reset", "docker volume", "python list sort", "git rebase", "tax return",

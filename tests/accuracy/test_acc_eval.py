@@ -9,7 +9,7 @@ import pytest
 
 from modelcache import CacheConfig, FakeEmbedder, SentenceTransformerEmbedder
 from modelcache.embedding import DEFAULT_THRESHOLDS, Thresholds
-from modelcache.evaluation import (
+from modelcache.lab.evaluation import (
     EvalResult,
     MemoEmbedder,
     evaluate_file,

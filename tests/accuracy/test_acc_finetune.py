@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from modelcache import Cache, CacheConfig, Request
 from modelcache.cli import app
-from modelcache.finetune import Pair, load_pairs, mine_hard_negatives
+from modelcache.lab.finetune import Pair, load_pairs, mine_hard_negatives
 from modelcache.verifier import load_verifier
 
 PAIRS = [
@@ -69,7 +69,7 @@ def test_finetune_command_writes_usable_models(tmp_path: Path) -> None:
 
 
 def test_pairs_from_query_log(tmp_path: Path) -> None:
-    from modelcache.finetune import pairs_from_query_log, write_pairs
+    from modelcache.lab.finetune import pairs_from_query_log, write_pairs
 
     def hit(query: str, matched: str, kind: str = "semantic") -> dict[str, str]:
         return {"op": "lookup", "kind": kind, "query": query, "matched_query": matched}

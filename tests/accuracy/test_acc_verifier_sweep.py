@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelcache.evaluation import EvalRow
+from modelcache.lab.evaluation import EvalRow
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -191,48 +193,43 @@ def test_serve_refuses_public_bind_without_keys(
     assert_user_error(invoke("serve", "--host", "0.0.0.0"), "refusing to bind")
 
 
-def test_bench_runs_latency_main(
+def test_bench_runs_the_packaged_benchmark(
     invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bench_dir = tmp_path / "benchmarks"
-    bench_dir.mkdir()
-    marker = tmp_path / "ran.json"
-    (bench_dir / "latency.py").write_text(
-        "import json, pathlib\n"
-        "def main(argv):\n"
-        f"    pathlib.Path({str(marker)!r}).write_text(json.dumps(argv))\n"
-        "    return 0\n",
-        encoding="utf-8",
-    )
+    """`bench` calls modelcache.lab.latency with the extra arguments, from any folder: it never
+    looks for benchmarks/latency.py in a source checkout."""
+    from modelcache.lab import latency
+
+    calls: list[tuple[list[str], str]] = []
+
+    def fake_main(argv: list[str], *, prog: str) -> int:
+        calls.append((argv, prog))
+        return 3 if "--fail" in argv else 0
+
+    monkeypatch.setattr(latency, "main", fake_main)
     monkeypatch.chdir(tmp_path)
-    r = invoke("bench", "--entries", "1000")
+    r = invoke("bench", "--sizes", "1000", "--queries", "10")
     assert r.exit_code == 0, r.output
-    assert json.loads(marker.read_text()) == ["--entries", "1000"]
+    assert calls == [(["--sizes", "1000", "--queries", "10"], "modelcache bench")]
+    assert invoke("bench", "--fail").exit_code == 3
 
 
-def test_bench_loads_a_script_that_defines_dataclasses(
-    invoke: Invoke, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The real latency.py declares dataclasses with postponed annotations: loading it crashed."""
-    bench_dir = tmp_path / "benchmarks"
-    bench_dir.mkdir()
-    marker = tmp_path / "ran.txt"
-    (bench_dir / "latency.py").write_text(
-        "from __future__ import annotations\n"
-        "import dataclasses, pathlib\n"
-        "@dataclasses.dataclass\n"
-        "class Row:\n"
-        "    name: str\n"
-        "    values: dataclasses.InitVar[int] = 0\n"
-        "def main(argv):\n"
-        f"    pathlib.Path({str(marker)!r}).write_text(Row('ok').name)\n"
-        "    return 0\n",
-        encoding="utf-8",
-    )
-    monkeypatch.chdir(tmp_path)
-    r = invoke("bench")
-    assert r.exit_code == 0, r.output
-    assert marker.read_text() == "ok"
+def test_bench_reports_a_missing_data_folder_in_one_line(invoke: Invoke, tmp_path: Path) -> None:
+    missing = tmp_path / "no-data"
+    assert_user_error(invoke("bench", "--data", str(missing), "--sizes", "10"), "qqp_train.jsonl")
+
+
+def test_importing_the_cli_loads_no_adapter_lab_or_server() -> None:
+    """The core package never imports its own LangChain adapter: the demo imports it when it
+    runs; the lab (eval, calibrate, finetune) and the HTTP stack load with their commands too."""
+    later = (
+        "modelcache_langchain", "langchain_core", "modelcache_llamaindex", "modelcache.lab",
+        "fastapi", "uvicorn", "torch", "transformers", "sentence_transformers", "chromadb",
+        "jieba",
+    )  # fmt: skip
+    code = f"import sys, modelcache.cli\nprint(','.join(m for m in {later!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", f"`import modelcache.cli` loaded {done.stdout.strip()}"
 
 
 def test_demo_runs_on_fake_llm(invoke: Invoke) -> None:
@@ -263,13 +260,13 @@ def test_demo_script_holds_on_the_real_model(
     minilm: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every paraphrase in the demo hits and every trap misses with the shipped MiniLM."""
-    import modelcache.cli as cli
     from modelcache import Cache, CacheConfig
+    from modelcache.cli import _common
 
     def with_minilm(config: CacheConfig) -> Cache:
         return Cache(config, embedder=minilm)
 
-    monkeypatch.setattr(cli, "Cache", with_minilm)
+    monkeypatch.setattr(_common, "Cache", with_minilm)
     result = CliRunner().invoke(
         app, ["--path", str(tmp_path), "demo", "--llm", "fake", "--delay", "0", "--json"]
     )

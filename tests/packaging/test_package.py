@@ -13,6 +13,7 @@ the wheel). Offline, about half a minute.
 from __future__ import annotations
 
 import email
+import json
 import os
 import shutil
 import subprocess
@@ -97,7 +98,8 @@ def test_wheel_maps_core_to_modelcache(dist: Path) -> None:
         assert f"{package}/__init__.py" in names and f"{package}/py.typed" in names
     data = {f"modelcache/data/{p.name}" for p in (ROOT / "core" / "data").iterdir()}
     assert data <= names, sorted(data - names)
-    assert {"modelcache/embedding/__init__.py", "modelcache/server/app.py"} <= names
+    modules = ("embedding/__init__.py", "server/app.py", "cli/__init__.py", "lab/latency.py")
+    assert {f"modelcache/{m}" for m in modules} <= names
     assert "modelcache = modelcache.cli:main" in scripts
     extras = set(metadata.get_all("Provides-Extra") or [])
     assert {"langchain", "llamaindex", "server", "multilingual"} <= extras
@@ -105,19 +107,25 @@ def test_wheel_maps_core_to_modelcache(dist: Path) -> None:
     assert any(r.startswith("langchain-core") and "langchain" in r for r in requires)
 
 
-def test_wheel_installs_into_a_fresh_venv_and_imports(dist: Path, tmp_path: Path) -> None:
-    target = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def installed(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv holding the wheel (its dependencies through the .pth line): its bin/."""
+    work = tmp_path_factory.mktemp("installed")
+    target = work / "venv"
     venv.EnvBuilder(with_pip=False).create(target)
     python = target / "bin" / "python"
     purelib = _run(
-        python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=tmp_path
+        python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])", cwd=work
     )
     dependencies = sysconfig.get_paths()["purelib"]
     wheel = _one(dist, "modelcache-*.whl")
-    _run(
-        sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel, cwd=tmp_path
-    )
+    _run(sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", wheel, cwd=work)
     Path(purelib.strip(), "project-dependencies.pth").write_text(dependencies + "\n")
+    return target / "bin"
+
+
+def test_wheel_installs_into_a_fresh_venv_and_imports(installed: Path, tmp_path: Path) -> None:
+    python = installed / "python"
     probe = (
         "import importlib.resources, pathlib, sys\n"
         "import modelcache, modelcache_langchain, modelcache_llamaindex\n"
@@ -131,4 +139,38 @@ def test_wheel_installs_into_a_fresh_venv_and_imports(dist: Path, tmp_path: Path
         "print('ok', modelcache.__file__)\n"
     )
     assert _run(python, "-c", probe, cwd=tmp_path).startswith("ok")
-    assert "Usage" in _run(target / "bin" / "modelcache", "--help", cwd=tmp_path)
+    assert "Usage" in _run(installed / "modelcache", "--help", cwd=tmp_path)
+
+
+def _qqp_like(folder: Path) -> Path:
+    """A tiny file in the QQP format the latency benchmark reads: paraphrase pairs and singles."""
+    folder.mkdir()
+    things = ["bicycle", "laptop", "printer", "kettle", "lawn mower", "router", "camera", "sofa"]
+    rows = [
+        {"a": f"How do I repair a broken {thing}?", "b": f"How can I fix my broken {thing}?",
+         "same_answer": True, "a_cluster": n, "b_cluster": n}
+        for n, thing in enumerate(things)
+    ]  # fmt: skip
+    cities = ["Lima", "Oslo", "Hanoi", "Quito", "Accra", "Perth", "Minsk", "Turin", "Cork"]
+    rows += [
+        {"a": f"What is the population of {city}?", "b": f"Who was the first mayor of {city}?",
+         "same_answer": False, "a_cluster": 100 + 2 * n, "b_cluster": 101 + 2 * n}
+        for n, city in enumerate(cities)
+    ]  # fmt: skip
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    (folder / "qqp_train.jsonl").write_text(lines, encoding="utf-8")
+    (folder / "qqp_dev.jsonl").write_text("", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.model
+def test_bench_runs_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
+    """`modelcache bench` needs no source checkout: a tiny run on the shipped model."""
+    data = _qqp_like(tmp_path / "data")
+    options = ["--sizes", "8,12", "--queries", "3", "--throughput", "4", "--batch", "4"]
+    folders = ["--vector-cache", str(tmp_path / "vectors"), "--workdir", str(tmp_path / "work")]
+    args = ["bench", "--data", str(data), *options, *folders]
+    report = _run(installed / "modelcache", *args, cwd=tmp_path)
+    assert "`modelcache bench --sizes 8,12 --queries 3 --backend onnx`" in report
+    assert "| 12 | exact | 3 | 3 | 0 | 0 |" in report  # every exact repeat hit
+    assert "## Batched insert throughput (real embedding)" in report

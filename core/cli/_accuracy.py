@@ -1,24 +1,35 @@
-"""Accuracy commands of the CLI: ``eval``, ``calibrate`` and ``finetune``."""
+"""The accuracy commands ``eval``, ``calibrate`` and ``finetune``, over :mod:`modelcache.lab`.
+
+The lab (and numpy, torch, sentence-transformers behind it) is imported only when one runs.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
-__all__ = ["register"]
+from ..config import CacheConfig
+from ._common import UserError, friendly, get_state
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _config(ctx: typer.Context, **overrides: Any) -> Any:
+def _reads_files(func: F) -> F:
+    """:func:`friendly`, and a ValueError is a user error: the lab's file readers report
+    malformed rows with it ("pairs.jsonl:3: ...")."""
+    return friendly(func, inputs=(ValueError,))
+
+
+def _config(ctx: typer.Context, **overrides: Any) -> CacheConfig:
     """The config from the global options (--config, --embedder, …), then this command's."""
-    from .cli import _state
-
-    return _state(ctx).cache_config(**overrides)
+    return get_state(ctx).cache_config(**overrides)
 
 
+@_reads_files
 def eval_command(
     ctx: typer.Context,
     file: Annotated[
@@ -48,7 +59,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Precision, recall, F1, false-hit rate and lookup p50 of the cache on a labelled file."""
-    from .evaluation import evaluate_file, markdown_table
+    from ..lab.evaluation import evaluate_file, markdown_table
 
     cfg = _config(
         ctx,
@@ -64,6 +75,7 @@ def eval_command(
         output.write_text(table + "\n", encoding="utf-8")
 
 
+@_reads_files
 def calibrate_command(
     ctx: typer.Context,
     pairs: Annotated[
@@ -96,14 +108,14 @@ def calibrate_command(
     ] = False,
 ) -> None:
     """Pick thresholds (short, long, context, follow-up, verifier) reaching a target precision."""
-    from .calibration import (
+    from ..embedding import build_embedder
+    from ..lab.calibration import (
         calibrate,
         context_pairs_from_conversations,
         followup_pairs_from_conversations,
         save_toml,
     )
-    from .embedding import build_embedder
-    from .finetune import load_pairs
+    from ..lab.finetune import load_pairs
 
     cfg = _config(ctx, guard=guard, verifier=verifier)
     rows = load_pairs(pairs, limit=limit)
@@ -115,17 +127,17 @@ def calibrate_command(
     )
     guard_obj = None
     if cfg.guard:
-        from .guard import Guard
+        from ..guard import Guard
 
         guard_obj = Guard()
     verifier_obj = None
     if cfg.verifier:
-        from .verifier import load_verifier
+        from ..verifier import load_verifier
 
         verifier_obj = load_verifier(cfg.verifier)
     context_pairs = followup_pairs = None
     if contexts is not None:
-        from .evaluation import load_conversations
+        from ..lab.evaluation import load_conversations
 
         conversations = load_conversations(contexts)
         context_pairs = context_pairs_from_conversations(conversations)
@@ -165,8 +177,6 @@ def calibrate_command(
         typer.echo(f"note: {note}")
     missed = [key for attr, key in names.items() if (op := getattr(cal, attr)) and not op.reached]
     if save is not None and missed and not force:
-        from .cli import UserError
-
         raise UserError(
             f"not saved: {', '.join(missed)} did not reach precision {target_precision}; "
             "label more pairs, lower --target-precision, or pass --force to save anyway"
@@ -176,6 +186,7 @@ def calibrate_command(
         typer.echo(f"saved {json.dumps(cal.config_values())} to {save}")
 
 
+@_reads_files
 def finetune_command(
     pairs: Annotated[
         Path,
@@ -210,8 +221,7 @@ def finetune_command(
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads.")] = None,
 ) -> None:
     """Fine-tune the embedder (and optionally a verifier) on same-answer pairs, on CPU."""
-    from . import finetune
-    from .cli import UserError
+    from ..lab import finetune
 
     if not (train_embedder or train_verifier):
         raise UserError("nothing to train: use --train-embedder and/or --train-verifier")
@@ -226,23 +236,15 @@ def finetune_command(
         typer.echo(f"mined {len(mined)} hard negatives ({mine})")
     out.mkdir(parents=True, exist_ok=True)
     lines = []
+    trainers: dict[str, Callable[..., finetune.TrainReport]] = {}
     if train_embedder:
-        rep = finetune.train_embedder(
-            rows,
-            out / "embedder",
-            base=base,
-            epochs=epochs,
-            batch_size=batch_size,
-            mined=mined,
-            max_steps=max_steps,
-            threads=threads,
-        )
-        typer.echo(f"embedder: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
-        lines.append(f'embedder = "{(out / "embedder").resolve()}"')
+        trainers["embedder"] = finetune.train_embedder
     if train_verifier:
-        rep = finetune.train_verifier(
+        trainers["verifier"] = finetune.train_verifier
+    for kind, train in trainers.items():  # the setting and the output folder share the name
+        rep = train(
             rows,
-            out / "verifier",
+            out / kind,
             base=base,
             epochs=epochs,
             batch_size=batch_size,
@@ -250,19 +252,8 @@ def finetune_command(
             max_steps=max_steps,
             threads=threads,
         )
-        typer.echo(f"verifier: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
-        lines.append(f'verifier = "{(out / "verifier").resolve()}"')
+        typer.echo(f"{kind}: {rep.steps} steps in {rep.seconds:.0f}s, loss {rep.final_loss:.4f}")
+        lines.append(f'{kind} = "{(out / kind).resolve()}"')
     typer.echo("config (TOML) — calibrate the thresholds for the new model next:")
     for line in lines:
         typer.echo("  " + line)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the accuracy commands to the ``modelcache`` application."""
-    from .cli import _friendly
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    # their file readers report malformed rows as ValueError ("pairs.jsonl:3: ...")
-    app.command("eval")(_friendly(eval_command, inputs=(ValueError,)))
-    app.command("calibrate")(_friendly(calibrate_command, inputs=(ValueError,)))
-    app.command("finetune")(_friendly(finetune_command, inputs=(ValueError,)))

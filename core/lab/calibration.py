@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import tomli_w
 
+from ..request import conversation_text
+from ..verifier import Verifier
 from .finetune import Pair
-from .request import conversation_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -133,7 +134,7 @@ def pick_threshold(
 
 def embed_texts(embedder: Any, texts: Sequence[str], batch_size: int = 128) -> dict[str, Any]:
     """Unit vectors of distinct texts, in batches, with a progress bar."""
-    from ._progress import bar
+    from .._progress import bar
 
     unique = list(dict.fromkeys(texts))
     out: dict[str, Any] = {}
@@ -157,7 +158,7 @@ def calibrate(
     target_precision: float,
     *,
     guard: Any | None = None,
-    verifier: Any | None = None,
+    verifier: Verifier | None = None,
     long_query_tokens: int = 48,
     context_pairs: Sequence[tuple[str, str, bool]] | None = None,
     followup_pairs: Sequence[tuple[str, str, bool]] | None = None,

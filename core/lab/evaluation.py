@@ -25,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from .config import CacheConfig
-from .embedding.base import Thresholds, thresholds_of
-from .engine import Cache
-from .request import Message, Request
+from ..config import CacheConfig
+from ..embedding.base import Thresholds, thresholds_of
+from ..engine import Cache
+from ..request import Message, Request
+from ..verifier import Verifier
 
 __all__ = [
     "Conversation",
@@ -259,7 +260,7 @@ class MemoEmbedder:
 class MemoVerifier:
     """Wraps a verifier, remembering scores and their cost per pair."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Verifier) -> None:
         self._inner = inner
         self._scores: dict[tuple[str, str], float] = {}
         self._cost: dict[tuple[str, str], float] = {}
@@ -425,12 +426,12 @@ def evaluate_file(
     *,
     limit: int | None = None,
     embedder: Any | None = None,
-    verifier: Any | None = None,
+    verifier: Verifier | None = None,
     thresholds: Sequence[float | None] = (None,),
     progress: bool = True,
 ) -> list[EvalResult]:
     """Evaluate one file in a fresh temporary cache; one result per threshold."""
-    from ._progress import bar
+    from .._progress import bar
 
     with tempfile.TemporaryDirectory(prefix="modelcache-eval-") as tmp:
         # decisions are measured, not speed: a lookup cut by the store deadline on a loaded

@@ -360,24 +360,8 @@ def train_embedder(
         trainer.train()
     model.eval()
     model.max_seq_length = serve_length
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(str(out))
-    report = TrainReport(
-        kind="embedder",
-        base=base,
-        out=str(out),
-        pairs=len(pairs),
-        positives=sum(p.same_answer for p in pairs),
-        hard_negatives=len(triplets),
-        steps=trainer.state.global_step,
-        epochs=float(trainer.state.epoch or 0.0),
-        seconds=round(time.monotonic() - started, 1),
-        final_loss=_final_loss(trainer),
-        settings={"batch_size": batch_size, "lr": lr, "max_length": max_length, "margin": margin},
-    )
-    _write_report(out, report)
-    return report
+    settings = {"batch_size": batch_size, "lr": lr, "max_length": max_length, "margin": margin}
+    return _save(model, trainer, out_dir, "embedder", base, pairs, len(triplets), started, settings)
 
 
 def train_verifier(
@@ -445,25 +429,37 @@ def train_verifier(
         )
         trainer.train()
     ce.eval()
+    settings = {"batch_size": batch_size, "lr": lr, "max_length": max_length}
+    return _save(ce, trainer, out_dir, "verifier", base, pairs, len(extra), started, settings)
+
+
+def _save(
+    model: Any,
+    trainer: Any,
+    out_dir: str | os.PathLike[str],
+    kind: str,
+    base: str,
+    pairs: Sequence[Pair],
+    hard_negatives: int,
+    started: float,
+    settings: dict[str, Any],
+) -> TrainReport:
+    """Save a trained model to ``out_dir`` with its ``training.json`` report (both trainers)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ce.save(str(out))
+    model.save(str(out))
     report = TrainReport(
-        kind="verifier",
+        kind=kind,
         base=base,
         out=str(out),
         pairs=len(pairs),
         positives=sum(p.same_answer for p in pairs),
-        hard_negatives=len(extra),
+        hard_negatives=hard_negatives,
         steps=trainer.state.global_step,
         epochs=float(trainer.state.epoch or 0.0),
         seconds=round(time.monotonic() - started, 1),
         final_loss=_final_loss(trainer),
-        settings={"batch_size": batch_size, "lr": lr, "max_length": max_length},
+        settings=settings,
     )
-    _write_report(out, report)
-    return report
-
-
-def _write_report(out: Path, report: TrainReport) -> None:
     (out / "training.json").write_text(json.dumps(asdict(report), indent=2), encoding="utf-8")
+    return report
