@@ -18,7 +18,7 @@ from rich.progress import Progress
 
 from ..config import CacheConfig
 from ..engine import Cache
-from ..errors import ModelCacheError
+from ..errors import ConfigError, ModelCacheError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -54,11 +54,11 @@ class State:
         """The config: TOML file < ``MODELCACHE_*`` variables < options."""
         options = {"path": self.path, "embedder": self.embedder, **overrides}
         config = CacheConfig.load(self.config, **options)
-        if self.env is not None and self.env not in config.environments:
-            raise UserError(
-                f"unknown env {self.env!r} (--env); allowed: {', '.join(config.environments)} "
-                "(the `environments` setting)"
-            )
+        if self.env is not None:
+            try:
+                config.check_env(self.env, "--env")
+            except ConfigError as exc:
+                raise UserError(f"{exc} (the `environments` setting)") from None
         return config
 
     @contextlib.contextmanager

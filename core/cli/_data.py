@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..engine import _lookup_fields
 from ..errors import ModelCacheError
 from ..request import Request
 from ._common import State, UserError, err, friendly, get_state, out, print_json, progress_bar
@@ -48,17 +49,9 @@ def query(
         hit = cache.lookup(_request(state, text, system), threshold=threshold)
         ms = (time.perf_counter() - started) * 1000
     if as_json:
-        print_json(
-            {
-                "hit": hit is not None,
-                "kind": hit.kind if hit else None,
-                "similarity": hit.similarity if hit else None,
-                "answer": hit.answer if hit else None,
-                "entry_id": hit.entry_id if hit else None,
-                "matched_query": hit.matched_query if hit else None,
-                "latency_ms": round(ms, 3),
-            }
-        )
+        fields = _lookup_fields(hit)
+        del fields["metadata"]
+        print_json({**fields, "latency_ms": round(ms, 3)})
         return
     if hit is None:
         out.print(f"[yellow]miss[/] ({ms:.1f} ms)")
@@ -129,16 +122,13 @@ def import_(
     if fmt not in ("auto", "jsonl", "csv"):
         raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
     state = get_state(ctx)
-    environments = state.cache_config().environments
+    config = state.cache_config()
     rows: list[Row] = []
     problems: list[str] = []
     for number, record in read_records(file, fmt):
         try:
             row = parse_row(record, state.scope)
-            if row.request.scope.env not in environments:
-                raise UserError(
-                    f"unknown env {row.request.scope.env!r}; allowed: {', '.join(environments)}"
-                )
+            config.check_env(row.request.scope.env)
             rows.append(row)
         except (UserError, ModelCacheError, ValueError, TypeError) as exc:
             problems.append(f"{file.name}:{number}: {exc}")
