@@ -23,6 +23,15 @@ import numpy as np
 from sqlmodel import func, select
 
 from ._language import english_only, mostly_non_latin
+from .acceptance import (
+    Acceptor,
+    Candidate,
+    ConversationVectors,
+    decode_vector,
+    encode_vector,
+    query_part,
+    recall_vector,
+)
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
 from .errors import (
@@ -34,15 +43,6 @@ from .errors import (
 )
 from .eviction import expired, victims
 from .querylog import BackgroundWriter, iter_log, purge_log
-from .ranking import (
-    Acceptor,
-    Candidate,
-    ConversationVectors,
-    decode_vector,
-    encode_vector,
-    query_part,
-    recall_vector,
-)
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .stats import CacheStats, PartitionStats
@@ -56,7 +56,7 @@ __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 log = logging.getLogger("modelcache")
 
 # 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
-# earlier turn and its recall vector is query + context (see ranking.recall_vector)
+# earlier turn and its recall vector is query + context (see acceptance.recall_vector)
 _SCHEMA_VERSION = "3"
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500
