@@ -23,15 +23,7 @@ import numpy as np
 from sqlmodel import func, select
 
 from ._language import english_only, mostly_non_latin
-from .acceptance import (
-    Acceptor,
-    Candidate,
-    ConversationVectors,
-    decode_vector,
-    encode_vector,
-    query_part,
-    recall_vector,
-)
+from .acceptance import Acceptor, Candidate, ConversationVectors, query_part, recall_vector
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
 from .errors import (
@@ -49,6 +41,7 @@ from .stats import CacheStats, PartitionStats
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.models import PartitionRow
+from .storage.rows import Entry, encode_vector
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
@@ -637,10 +630,11 @@ class Cache:
             ]
         if not recalled:
             return None
-        rows = self._sql.get_many([i for i, _, _ in recalled], partition.id)
-        orphans = [i for i, _, _ in recalled if i not in rows]
+        found = self._sql.get_live_many([i for i, _, _ in recalled], partition.id, now)
+        orphans = [i for i, _, _ in recalled if i not in found]
         if orphans:
             self._drop_orphans(partition.id, orphans)
+        rows = {i: entry for i, entry in found.items() if entry is not None}
         if estimate is not None:
             # a long prompt recalled by its memoised chunks: one model call embeds the rest with
             # the parts the long-text check compares, then the exact vector ranks the recall
@@ -657,26 +651,17 @@ class Cache:
             for i, _, stored in recalled
             if i in rows
         ]
-        decoded: dict[str, Any] = {}
-
-        def usable(entry: EntryRow) -> bool:
-            if entry.expires_at is not None and entry.expires_at <= now:
-                return False
-            decoded[entry.id] = self._decode_answer(entry)
-            return decoded[entry.id] is not _CORRUPT
-
         with budget.paused() if budget is not None else contextlib.nullcontext():
             chosen = self._acceptor.choose(
-                request,
-                candidates,
-                self._acceptor.threshold_for(request, threshold),
-                conv,
-                usable,
+                request, candidates, self._acceptor.threshold_for(request, threshold), conv
             )
         if chosen is None:
             return None
+        answer = self._decode_answer(chosen.row)
+        if answer is _CORRUPT:  # a logged, counted miss, as on the exact path
+            return None
         self._note_hit(chosen.row, now)
-        return self._hit(chosen.row, decoded[chosen.row.id], chosen.similarity, "semantic")
+        return self._hit(chosen.row, answer, chosen.similarity, "semantic")
 
     def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
         """The query and, for a follow-up, every earlier turn, embedded in one batch (time
@@ -694,9 +679,7 @@ class Cache:
         )
 
     @staticmethod
-    def _hit(
-        row: EntryRow, answer: Any, similarity: float, kind: Literal["exact", "semantic"]
-    ) -> Hit:
+    def _hit(row: Entry, answer: Any, similarity: float, kind: Literal["exact", "semantic"]) -> Hit:
         try:
             metadata = json.loads(row.metadata_json) if row.metadata_json else {}
         except ValueError:
@@ -710,7 +693,7 @@ class Cache:
             metadata=metadata if isinstance(metadata, dict) else {},
         )
 
-    def _decode_answer(self, row: EntryRow) -> Any:
+    def _decode_answer(self, row: Entry) -> Any:
         try:
             return json.loads(row.answer_json)
         except (TypeError, ValueError):
@@ -747,7 +730,7 @@ class Cache:
                 log_failure(log, "modelcache could not remove orphan vectors", exc)
 
     # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
-    def _note_hit(self, row: EntryRow, now: float) -> None:
+    def _note_hit(self, row: Entry, now: float) -> None:
         if not self.config.track_hits:
             return
         expires = now + row.ttl if self.config.sliding_ttl and row.ttl is not None else None
@@ -1399,11 +1382,11 @@ class Cache:
 _CORRUPT = object()
 
 
-def _query_similarity(query: np.ndarray, stored: np.ndarray, row: EntryRow) -> float:
+def _query_similarity(query: np.ndarray, stored: np.ndarray, row: Entry) -> float:
     """Cosine of the request's query and a candidate's query (a follow-up's stored vector is
     its recall vector: the query part is derived with the row's context vector)."""
     if row.context_vector is not None:
-        stored = query_part(stored, decode_vector(row.context_vector))
+        stored = query_part(stored, row.context_vector)
     return min(1.0, max(-1.0, float(np.dot(query, stored))))
 
 

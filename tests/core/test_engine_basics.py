@@ -24,8 +24,8 @@ from modelcache import (
     Request,
     Scope,
 )
-from modelcache.acceptance import encode_vector
 from modelcache.embedding import DEFAULT_THRESHOLDS, MultilingualEmbedder, Thresholds
+from modelcache.storage.rows import encode_vector
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"  # FakeEmbedder cosine 0.90 > 0.86
