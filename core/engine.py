@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from sqlmodel import func, select
 
 from ._language import english_only, mostly_non_latin
 from .acceptance import Acceptor, Candidate, ConversationVectors, query_part, recall_vector
@@ -33,14 +32,13 @@ from .errors import (
     IncompatibleCacheError,
     ModelCacheError,
 )
-from .eviction import expired, victims
-from .querylog import BackgroundWriter, iter_log, purge_log
+from .eviction import victims
+from .querylog import BackgroundWriter
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .stats import CacheStats, PartitionStats
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .storage.models import PartitionRow
 from .storage.rows import Entry, encode_vector
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
@@ -453,18 +451,16 @@ class Cache:
         for partition in partitions:
             by_tenant.setdefault(partition.tenant, set()).add(partition.id)
         try:
-            with self._sql.session() as s:
-                for tenant, ids in by_tenant.items():
-                    new = [i for i in ids if s.get(PartitionRow, i) is None]
-                    if not new:
-                        continue
-                    stmt = select(func.count()).select_from(PartitionRow)
-                    held = int(s.exec(stmt.where(PartitionRow.tenant == tenant)).one())
-                    if held + len(new) > cap:
-                        raise ConfigError(
-                            f"this tenant already has {held} partitions, the cap is {cap} "
-                            "(max_partitions_per_tenant); clear unused ones or raise the cap"
-                        )
+            for tenant, ids in by_tenant.items():
+                new = self._sql.missing_partitions(ids)
+                if not new:
+                    continue
+                held = self._sql.partition_count(tenant)
+                if held + len(new) > cap:
+                    raise ConfigError(
+                        f"this tenant already has {held} partitions, the cap is {cap} "
+                        "(max_partitions_per_tenant); clear unused ones or raise the cap"
+                    )
         except ModelCacheError:
             raise
         except Exception as exc:
@@ -760,7 +756,7 @@ class Cache:
         retention = self.config.query_log_retention_days
         if retention is not None and now >= self._next_retention:
             self._next_retention = now + _RETENTION_EVERY
-            purge_log(self._sql, now - retention * 86400)
+            self._sql.purge_log(now - retention * 86400)
 
     def flush(self) -> None:
         """Write buffered hit counts and queued log rows now."""
@@ -769,7 +765,7 @@ class Cache:
 
     def _purge_batch(self, now: float) -> int:
         with self._write_lock:
-            gone = expired(self._sql, now, _PURGE_BATCH)
+            gone = self._sql.expired(now, _PURGE_BATCH)
             self._delete_entries(gone)
         self._stats.add(None, expirations=len(gone))
         return len(gone)
@@ -1145,36 +1141,30 @@ class Cache:
         """Query-log rows (oldest first) as dicts: mine them for labelled pairs."""
         self._check_open()
         self.flush()
-        return iter_log(self._sql, since)
+        return self._sql.iter_log(since)
 
     def export(self, *, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
-        from sqlmodel import col, select
-
         self._check_open()
         partitions = {p.id: p for p in self._sql.find_partitions(tenant=tenant)}
-        ids = list(partitions)
-        with self._sql.session() as s:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for row in s.exec(select(EntryRow).where(col(EntryRow.partition_id).in_(chunk))):
-                    p = partitions[row.partition_id]
-                    yield {
-                        "id": row.id,
-                        "tenant": p.tenant,
-                        "env": p.env,
-                        "model": p.model,
-                        "params": json.loads(p.params_json),
-                        "system": p.system or None,
-                        "query": row.query,
-                        "history": json.loads(row.history_json),
-                        "answer": json.loads(row.answer_json),
-                        "metadata": json.loads(row.metadata_json or "{}"),
-                        "created_at": row.created_at,
-                        "hit_count": row.hit_count,
-                        "ttl": row.ttl,
-                        "expires_at": row.expires_at,
-                    }
+        for row in self._sql.iter_entries(list(partitions)):
+            p = partitions[row["partition_id"]]
+            yield {
+                "id": row["id"],
+                "tenant": p.tenant,
+                "env": p.env,
+                "model": p.model,
+                "params": json.loads(p.params_json),
+                "system": p.system or None,
+                "query": row["query"],
+                "history": json.loads(row["history_json"]),
+                "answer": json.loads(row["answer_json"]),
+                "metadata": json.loads(row["metadata_json"] or "{}"),
+                "created_at": row["created_at"],
+                "hit_count": row["hit_count"],
+                "ttl": row["ttl"],
+                "expires_at": row["expires_at"],
+            }
 
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""

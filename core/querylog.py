@@ -7,26 +7,20 @@ counts, so a lookup never waits for a write.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import col, delete, select
-
 from .redact import log_failure
-from .storage.models import EntryRow, LogRow
 from .storage.sql import SQLStore
 
-__all__ = ["BackgroundWriter", "iter_log"]
+__all__ = ["BackgroundWriter"]
 
 log = logging.getLogger("modelcache")
 
 _BATCH = 500
-_LOG = LogRow.__table__  # type: ignore[attr-defined]
 
 
 class BackgroundWriter:
@@ -82,8 +76,7 @@ class BackgroundWriter:
             if not batch:
                 return
             try:
-                with self._store.engine.begin() as conn:
-                    conn.execute(sa.insert(_LOG), batch)
+                self._store.append_log(batch)
                 self.written += len(batch)
             except Exception as exc:
                 self.dropped += len(batch)
@@ -110,34 +103,3 @@ class BackgroundWriter:
         self._wake.set()
         self._thread.join(timeout=10)
         self.run_once()
-
-
-def purge_log(store: SQLStore, older_than: float) -> int:
-    """Delete log rows written before ``older_than``; returns how many."""
-    with store.session() as s:
-        result = s.exec(delete(LogRow).where(col(LogRow.at) < older_than))
-        s.commit()
-        return int(result.rowcount or 0)
-
-
-def iter_log(store: SQLStore, since: float | None = None) -> Iterator[dict[str, Any]]:
-    """Log rows as dicts, oldest first, read in pages.
-
-    A hit's row carries ``answer_tokens`` of its entry (``None`` once the entry is gone), so
-    a report can count the tokens the hit saved without a second pass over the entries.
-    """
-    last_id = 0
-    while True:
-        stmt = select(LogRow, EntryRow.answer_tokens).outerjoin(
-            EntryRow, col(EntryRow.id) == col(LogRow.entry_id)
-        )
-        stmt = stmt.where(col(LogRow.id) > last_id)
-        if since is not None:
-            stmt = stmt.where(col(LogRow.at) >= since)
-        with store.session() as s:
-            rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_BATCH)))
-        if not rows:
-            return
-        for row, answer_tokens in rows:
-            yield {**json.loads(row.model_dump_json()), "answer_tokens": answer_tokens}
-        last_id = int(rows[-1][0].id or 0)

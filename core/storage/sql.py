@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +34,7 @@ from ..request import Partition
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
 from .rows import ENTRY_COLUMNS, Entry, entry_of
 
-__all__ = ["SQLStore", "is_transient"]
+__all__ = ["EVICTION_ORDER", "SQLStore", "is_transient"]
 
 log = logging.getLogger("modelcache")
 T = TypeVar("T")
@@ -61,6 +62,18 @@ _RAW_LIVE = (
 )
 _RAW_LIVE_MANY = f"SELECT {_RAW_COLUMNS}, {_RAW_IS_LIVE} FROM {_ENTRY.name} WHERE id IN ({{}})"
 
+
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
+_LOG_PAGE = 500  # query-log rows read per query
+
+#: Eviction policies as orderings over indexed columns, victims first; ties fall back to the
+#: entry id for determinism. State (hit counts, last-hit times) lives in the store, so several
+#: processes agree on what to evict and nothing is rebuilt in memory at start-up.
+EVICTION_ORDER: dict[str, tuple[Any, ...]] = {
+    "lru": (col(EntryRow.last_hit_at).asc(), col(EntryRow.created_at).asc()),
+    "lfu": (col(EntryRow.hit_count).asc(), col(EntryRow.last_hit_at).asc()),
+    "fifo": (col(EntryRow.created_at).asc(),),
+}
 
 _TABLES = [t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)]  # type: ignore[attr-defined]
 
@@ -375,6 +388,21 @@ class SQLStore:
             row for row in rows if all(v is None or getattr(row, k) == v for k, v in wanted.items())
         ]
 
+    def missing_partitions(self, ids: Iterable[str]) -> set[str]:
+        """The ids among ``ids`` that have no partition row yet."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        with self.session() as s:
+            for chunk in _chunks(wanted):
+                found.update(s.exec(select(PartitionRow.id).where(col(PartitionRow.id).in_(chunk))))
+        return set(wanted) - found
+
+    def partition_count(self, tenant: str) -> int:
+        """How many partitions a tenant holds."""
+        stmt = select(func.count()).select_from(PartitionRow).where(PartitionRow.tenant == tenant)
+        with self.session() as s:
+            return int(s.exec(stmt).one())
+
     def delete_all(self) -> int:
         """Delete every entry and partition; returns the number of entries deleted."""
 
@@ -612,6 +640,75 @@ class SQLStore:
         ).group_by(EntryRow.partition_id)
         with self.session() as s:
             return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
+
+    def iter_entries(self, partition_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Every entry of these partitions as a dict of its columns (export)."""
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(partition_ids)):
+                stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
+                for row in conn.execute(stmt).mappings():
+                    yield dict(row)
+
+    # ---- maintenance -------------------------------------------------------------------------
+    def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` expired entries, as (id, partition), soonest expired first."""
+        stmt = (
+            select(EntryRow.id, EntryRow.partition_id)
+            .where(col(EntryRow.expires_at).is_not(None), col(EntryRow.expires_at) <= now)
+            .order_by(sa.asc(EntryRow.expires_at))
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [(i, p) for i, p in s.exec(stmt)]
+
+    def eviction_order(
+        self, policy: str, limit: int, partition_id: str | None, protect: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
+        """The first ``limit`` entries in a policy's :data:`EVICTION_ORDER`, as (id, partition):
+        of one partition, or of the whole cache with ``partition_id=None``; never ``protect``."""
+        stmt = select(EntryRow.id, EntryRow.partition_id)
+        if partition_id is not None:
+            stmt = stmt.where(EntryRow.partition_id == partition_id)
+        if protect:
+            stmt = stmt.where(col(EntryRow.id).not_in(list(protect)))
+        stmt = stmt.order_by(*EVICTION_ORDER[policy], col(EntryRow.id).asc()).limit(limit)
+        with self.session() as s:
+            return [(i, p) for i, p in s.exec(stmt)]
+
+    # ---- query log ---------------------------------------------------------------------------
+    def append_log(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert query-log rows (LogRow's columns as plain dicts) with one prepared statement."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(_LOG), list(rows))
+
+    def purge_log(self, older_than: float) -> int:
+        """Delete log rows written before ``older_than``; returns how many."""
+        with self.session() as s:
+            result = s.exec(delete(LogRow).where(col(LogRow.at) < older_than))
+            s.commit()
+            return int(result.rowcount or 0)
+
+    def iter_log(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Log rows as dicts, oldest first, read in pages.
+
+        A hit's row carries ``answer_tokens`` of its entry (``None`` once the entry is gone), so
+        a report can count the tokens the hit saved without a second pass over the entries.
+        """
+        last_id = 0
+        while True:
+            stmt = select(LogRow, EntryRow.answer_tokens).outerjoin(
+                EntryRow, col(EntryRow.id) == col(LogRow.entry_id)
+            )
+            stmt = stmt.where(col(LogRow.id) > last_id)
+            if since is not None:
+                stmt = stmt.where(col(LogRow.at) >= since)
+            with self.session() as s:
+                rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_LOG_PAGE)))
+            if not rows:
+                return
+            for row, answer_tokens in rows:
+                yield {**json.loads(row.model_dump_json()), "answer_tokens": answer_tokens}
+            last_id = int(rows[-1][0].id or 0)
 
     def close(self) -> None:
         """Dispose of the connection pool."""
