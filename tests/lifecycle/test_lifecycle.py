@@ -219,7 +219,7 @@ def test_log_retention_purges_old_rows(new_cache: Any) -> None:
     cache.flush()
     assert len(list(cache.export_log())) == 1
     clock.tick(2 * 86400)
-    cache._next_retention = 0.0
+    cache._maintenance._next_retention = 0.0
     cache.lookup(_req("bravo"))
     cache.flush()
     assert [r["query"] for r in cache.export_log()] == ["tell me about bravo"]
