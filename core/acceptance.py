@@ -27,6 +27,7 @@ from .embedding.base import Thresholds, thresholds_of
 from .longtext import LongTextCheck, edit_overlap, part_threshold
 from .request import Request, normalize_text
 from .storage.rows import Entry
+from .verifier import Verifier, VerifierSpec, load_verifier
 
 if TYPE_CHECKING:
     from .embedding.base import Embedder
@@ -225,7 +226,7 @@ class Acceptor:
         self,
         config: CacheConfig,
         embedder: Embedder,
-        verifier: Any | None = None,
+        verifier: VerifierSpec | None = None,
     ) -> None:
         self._config = config
         self._embedder = embedder
@@ -251,10 +252,8 @@ class Acceptor:
             ).start()
         if verifier is None and config.verifier is not None:
             verifier = config.verifier
-        self._verifier: Any | None = None
+        self._verifier: Verifier | None = None
         if verifier is not None:
-            from .verifier import load_verifier
-
             self._verifier = load_verifier(verifier)
         self._longtext = LongTextCheck(
             embedder.embed,
@@ -422,7 +421,7 @@ class Acceptor:
             if self._verifier is None:
                 return cand  # the best passing one: the rest need not be checked
             passing.append(cand)
-        if not passing:
+        if self._verifier is None or not passing:
             return None
         band = threshold + self._config.verifier_band
         unsure = [c for c in passing if c.similarity < band]

@@ -40,6 +40,7 @@ from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
 from .storage.rows import Entry, encode_vector
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
+from .verifier import VerifierSpec
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
@@ -251,7 +252,7 @@ class Cache:
         config: CacheConfig | None = None,
         *,
         embedder: Embedder | None = None,
-        verifier: Any | None = None,
+        verifier: VerifierSpec | None = None,
         vector_store: VectorStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
