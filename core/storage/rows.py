@@ -28,7 +28,10 @@ def decode_vector(text: str) -> np.ndarray:
 
 @dataclass(frozen=True, eq=False, slots=True)
 class Entry:
-    """A live entry as the lookup path reads it: the fields it serves and checks, decoded."""
+    """A live entry as the lookup path reads it: the fields it serves and checks, decoded.
+
+    Compared by identity: an array field has no plain equality.
+    """
 
     id: str
     partition_id: str
