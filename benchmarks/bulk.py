@@ -118,7 +118,7 @@ def child_stages(entries: int) -> dict[str, float]:
         timed("SQL upsert (one transaction, executemany)", lambda: cache._sql.upsert(
             rows, partitions, now
         ))  # fmt: skip
-        timed("eviction check", lambda: cache._evict({pid: []}, ids[:500]))
+        timed("eviction check", lambda: cache._maintenance.evict([pid], ids))
     return out
 
 

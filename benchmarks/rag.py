@@ -234,7 +234,7 @@ def latency(engine: Cache, rows: list[dict[str, Any]], repeats: int) -> str:
 def qqp_long(engine: Cache) -> str:
     """qqp_dev pairs with a side of at least ``long_query_tokens`` tokens, alone in a partition:
     the only ones the long-text check can change; decisions with and without it."""
-    from modelcache.ranking import Acceptor
+    from modelcache.acceptance import Acceptor
 
     shared = os.environ.get("MODELCACHE_DATA", HERE.parents[1] / "shared" / "data")
     path = Path(shared) / "qqp_dev.jsonl"
@@ -284,7 +284,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.before:
-        from modelcache.ranking import Acceptor
+        from modelcache.acceptance import Acceptor
 
         Acceptor._long_parts_differ = lambda self, query, row: False  # type: ignore[method-assign]
     rows = load(args.limit)

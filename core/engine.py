@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import numpy as np
-from sqlmodel import func, select
 
 from ._language import english_only, mostly_non_latin
+from .acceptance import Acceptor, Candidate, ConversationVectors, query_part, recall_vector
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
 from .errors import (
@@ -31,33 +31,21 @@ from .errors import (
     ConfigError,
     ModelCacheError,
 )
-from .eviction import expired, victims
-from .querylog import BackgroundWriter, iter_log, purge_log
-from .ranking import (
-    Acceptor,
-    Candidate,
-    ConversationVectors,
-    decode_vector,
-    encode_vector,
-    query_part,
-    recall_vector,
-)
+from .maintenance import BackgroundWriter, Maintenance
 from .redact import describe_error, log_failure
 from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
 from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .storage.models import PartitionRow
+from .storage.rows import Entry, encode_vector
 from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
+from .verifier import VerifierSpec
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
 
 log = logging.getLogger("modelcache")
 
-_PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
-_PURGE_BATCH = 500
-_RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 _INSERT_BATCH = 256  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
@@ -254,7 +242,7 @@ class Cache:
         config: CacheConfig | None = None,
         *,
         embedder: Embedder | None = None,
-        verifier: Any | None = None,
+        verifier: VerifierSpec | None = None,
         vector_store: VectorStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -300,16 +288,20 @@ class Cache:
         self._closed = False
         self._acceptor = Acceptor(cfg, self._embedder, verifier)
         self._stats = _Recorder()
-        self._hit_lock = threading.Lock()
-        self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
         self._write_lock = threading.RLock()  # one eviction/purge pass at a time
-        self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
-        self._next_purge = 0.0
-        self._next_retention = 0.0
+        self._maintenance = Maintenance(
+            self._sql,
+            self._vectors,
+            cfg,
+            self._stats,
+            write_lock=self._write_lock,
+            clock=self._clock,
+            reembed=self._reembed,
+        )
         self._language_warned = not english_only(self._embedder.name)
         self._pool_lock = threading.Lock()
         self._writer = BackgroundWriter(
-            self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
+            self._sql, queue_size=cfg.query_log_queue, periodic=self._maintenance.run
         )
 
     def _open_vectors(self) -> VectorStore:
@@ -384,18 +376,16 @@ class Cache:
         for partition in partitions:
             by_tenant.setdefault(partition.tenant, set()).add(partition.id)
         try:
-            with self._sql.session() as s:
-                for tenant, ids in by_tenant.items():
-                    new = [i for i in ids if s.get(PartitionRow, i) is None]
-                    if not new:
-                        continue
-                    stmt = select(func.count()).select_from(PartitionRow)
-                    held = int(s.exec(stmt.where(PartitionRow.tenant == tenant)).one())
-                    if held + len(new) > cap:
-                        raise ConfigError(
-                            f"this tenant already has {held} partitions, the cap is {cap} "
-                            "(max_partitions_per_tenant); clear unused ones or raise the cap"
-                        )
+            for tenant, ids in by_tenant.items():
+                new = self._sql.missing_partitions(ids)
+                if not new:
+                    continue
+                held = self._sql.partition_count(tenant)
+                if held + len(new) > cap:
+                    raise ConfigError(
+                        f"this tenant already has {held} partitions, the cap is {cap} "
+                        "(max_partitions_per_tenant); clear unused ones or raise the cap"
+                    )
         except ModelCacheError:
             raise
         except Exception as exc:
@@ -526,7 +516,7 @@ class Cache:
         if row is not None:
             answer = self._decode_answer(row)
             if answer is not _CORRUPT:
-                self._note_hit(row, now)
+                self._maintenance.note_hit(row, now)
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
@@ -558,10 +548,11 @@ class Cache:
             ]
         if not recalled:
             return None
-        rows = self._sql.get_many([i for i, _, _ in recalled], partition.id)
-        orphans = [i for i, _, _ in recalled if i not in rows]
+        found = self._sql.get_live_many([i for i, _, _ in recalled], partition.id, now)
+        orphans = [i for i, _, _ in recalled if i not in found]
         if orphans:
-            self._drop_orphans(partition.id, orphans)
+            self._maintenance.drop_orphans(partition.id, orphans)
+        rows = {i: entry for i, entry in found.items() if entry is not None}
         if estimate is not None:
             # a long prompt recalled by its memoised chunks: one model call embeds the rest with
             # the parts the long-text check compares, then the exact vector ranks the recall
@@ -578,26 +569,17 @@ class Cache:
             for i, _, stored in recalled
             if i in rows
         ]
-        decoded: dict[str, Any] = {}
-
-        def usable(entry: EntryRow) -> bool:
-            if entry.expires_at is not None and entry.expires_at <= now:
-                return False
-            decoded[entry.id] = self._decode_answer(entry)
-            return decoded[entry.id] is not _CORRUPT
-
         with budget.paused() if budget is not None else contextlib.nullcontext():
             chosen = self._acceptor.choose(
-                request,
-                candidates,
-                self._acceptor.threshold_for(request, threshold),
-                conv,
-                usable,
+                request, candidates, self._acceptor.threshold_for(request, threshold), conv
             )
         if chosen is None:
             return None
-        self._note_hit(chosen.row, now)
-        return self._hit(chosen.row, decoded[chosen.row.id], chosen.similarity, "semantic")
+        answer = self._decode_answer(chosen.row)
+        if answer is _CORRUPT:  # a logged, counted miss, as on the exact path
+            return None
+        self._maintenance.note_hit(chosen.row, now)
+        return self._hit(chosen.row, answer, chosen.similarity, "semantic")
 
     def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
         """The query and, for a follow-up, every earlier turn, embedded in one batch (time
@@ -615,9 +597,7 @@ class Cache:
         )
 
     @staticmethod
-    def _hit(
-        row: EntryRow, answer: Any, similarity: float, kind: Literal["exact", "semantic"]
-    ) -> Hit:
+    def _hit(row: Entry, answer: Any, similarity: float, kind: Literal["exact", "semantic"]) -> Hit:
         try:
             metadata = json.loads(row.metadata_json) if row.metadata_json else {}
         except ValueError:
@@ -631,7 +611,7 @@ class Cache:
             metadata=metadata if isinstance(metadata, dict) else {},
         )
 
-    def _decode_answer(self, row: EntryRow) -> Any:
+    def _decode_answer(self, row: Entry) -> Any:
         try:
             return json.loads(row.answer_json)
         except (TypeError, ValueError):
@@ -639,138 +619,16 @@ class Cache:
             self._stats.add(row.partition_id, errors=1)
             return _CORRUPT
 
-    def _drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
-        """Vectors whose row is gone (a crash between the two writes): ignore and delete.
-
-        An insert writes its vector just before its row: under the write lock, inserts of
-        this process have finished, and a row that exists by then is no orphan. A lookup never
-        waits for that lock: while a write holds it, the ids are left to the background pass.
-        """
-        with self._hit_lock:
-            self._orphans.setdefault(partition_id, set()).update(ids)
-        if self._write_lock.acquire(blocking=False):
-            try:
-                self._clean_orphans()
-            finally:
-                self._write_lock.release()
-
-    def _clean_orphans(self) -> None:
-        """Delete the noted orphan vectors whose row still does not exist (write lock held)."""
-        with self._hit_lock:
-            noted, self._orphans = self._orphans, {}
-        for partition_id, ids in sorted(noted.items()):
-            try:
-                gone = sorted(ids - {i for i, _ in self._sql.locate(sorted(ids))})
-                if gone:
-                    log.info("modelcache removing %d orphan vectors of %s", len(gone), partition_id)
-                    self._vectors.delete(partition_id, gone)
-            except Exception as exc:
-                log_failure(log, "modelcache could not remove orphan vectors", exc)
-
-    # ---- deferred bookkeeping: a lookup only touches memory -----------------------------------
-    def _note_hit(self, row: EntryRow, now: float) -> None:
-        if not self.config.track_hits:
-            return
-        expires = now + row.ttl if self.config.sliding_ttl and row.ttl is not None else None
-        with self._hit_lock:
-            count, _, _ = self._pending_hits.get(row.id, (0, 0.0, None))
-            self._pending_hits[row.id] = (count + 1, now, expires)
-
-    def _write_hits(self) -> None:
-        with self._hit_lock:
-            pending, self._pending_hits = self._pending_hits, {}
-        try:
-            self._sql.record_hits(pending)
-        except Exception as exc:
-            log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
-
-    def _maintain(self) -> None:
-        """Background pass: hit counts, orphan vectors, lazy purge of expired entries, log
-        retention."""
-        self._write_hits()
-        if self._orphans:
-            with self._write_lock:
-                self._clean_orphans()
-        now = self._clock()
-        if now >= self._next_purge:
-            self._next_purge = now + _PURGE_EVERY
-            self._purge_batch(now)
-        retention = self.config.query_log_retention_days
-        if retention is not None and now >= self._next_retention:
-            self._next_retention = now + _RETENTION_EVERY
-            purge_log(self._sql, now - retention * 86400)
-
+    # ---- maintenance ---------------------------------------------------------------------------
     def flush(self) -> None:
         """Write buffered hit counts and queued log rows now."""
         self._check_open()
         self._writer.run_once()
 
-    def _purge_batch(self, now: float) -> int:
-        with self._write_lock:
-            gone = expired(self._sql, now, _PURGE_BATCH)
-            self._delete_entries(gone)
-        self._stats.add(None, expirations=len(gone))
-        return len(gone)
-
     def purge_expired(self) -> int:
         """Delete every expired entry from both stores; returns how many."""
         self._check_open()
-        total = 0
-        while n := self._purge_batch(self._clock()):
-            total += n
-        return total
-
-    def _delete_entries(self, entries: Sequence[tuple[str, str]]) -> None:
-        """Delete (id, partition) entries: rows first, then vectors.
-
-        The row is the entry: once it is gone nothing serves it, and a vector delete that
-        fails after it leaves orphan vectors, which lookups ignore and delete (and ``repair``
-        drops). The other order could leave a row served by exact lookups after a failure.
-        An insert of the same key by another process may land between the two deletes; its
-        row is then found again afterwards and its vector written back.
-        """
-        if not entries:
-            return
-        self._sql.delete_ids([entry_id for entry_id, _ in entries])
-        by_partition: dict[str, list[str]] = {}
-        for entry_id, pid in entries:
-            by_partition.setdefault(pid, []).append(entry_id)
-        deleted: list[str] = []
-        for pid, ids in sorted(by_partition.items()):
-            try:
-                self._vectors.delete(pid, ids)
-                deleted += ids
-            except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
-                log_failure(log, f"modelcache: {len(ids)} orphan vectors left in {pid}", exc)
-        try:
-            reinserted: dict[str, list[str]] = {}
-            for entry_id, pid in self._sql.locate(deleted):
-                reinserted.setdefault(pid, []).append(entry_id)
-            for pid, ids in sorted(reinserted.items()):
-                self._reembed(pid, ids)
-        except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
-            log_failure(log, "modelcache: could not restore vectors of re-inserted entries", exc)
-
-    def _evict(self, partition_ids: Iterable[str], protect: Sequence[str]) -> None:
-        cfg = self.config
-        if cfg.eviction == "none" or (
-            cfg.max_entries_per_partition is None and not cfg.max_entries
-        ):
-            return
-        self._write_hits()  # LRU/LFU order must see the latest hits
-        scopes: list[tuple[int, str | None]] = []
-        if cfg.max_entries_per_partition is not None:
-            scopes += [(cfg.max_entries_per_partition, pid) for pid in partition_ids]
-        if cfg.max_entries is not None:
-            scopes.append((cfg.max_entries, None))
-        gone: list[tuple[str, str]] = []
-        with self._write_lock:
-            for capacity, pid in scopes:  # each pass sees the deletions of the one before
-                batch = victims(self._sql, cfg.eviction, capacity, cfg.low_water, pid, protect)
-                self._delete_entries(batch)
-                gone += batch
-        for _, pid in gone:
-            self._stats.add(pid, evictions=1)
+        return self._maintenance.purge_expired()
 
     # ---- writes ---------------------------------------------------------------------------------
     def register(self, scope: Scope, system: str | None = None) -> str:
@@ -974,7 +832,7 @@ class Cache:
             for pid, indexes in sorted(by_partition.items()):
                 self._vectors.upsert(pid, [rows[i].id for i in indexes], vectors[indexes])
             self._sql.upsert(rows, partitions, now)  # with the partition rows, one transaction
-        self._evict(by_partition, [row.id for row in rows][:_PURGE_BATCH])
+        self._maintenance.evict(by_partition, [row.id for row in rows])
         for row in rows:
             self._stats.add(row.partition_id, inserts=1)
 
@@ -996,7 +854,7 @@ class Cache:
                 if tenant is not None or model is not None:
                     owned = {p.id for p in self._sql.find_partitions(tenant=tenant, model=model)}
                     found = [(i, pid) for i, pid in found if pid in owned]
-                self._delete_entries(found)
+                self._maintenance.delete_entries(found)
         except Exception as exc:
             raise BackendError(f"remove failed: {describe_error(exc)}") from exc
         return len(found)
@@ -1052,36 +910,30 @@ class Cache:
         """Query-log rows (oldest first) as dicts: mine them for labelled pairs."""
         self._check_open()
         self.flush()
-        return iter_log(self._sql, since)
+        return self._sql.iter_log(since)
 
     def export(self, *, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
-        from sqlmodel import col, select
-
         self._check_open()
         partitions = {p.id: p for p in self._sql.find_partitions(tenant=tenant)}
-        ids = list(partitions)
-        with self._sql.session() as s:
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                for row in s.exec(select(EntryRow).where(col(EntryRow.partition_id).in_(chunk))):
-                    p = partitions[row.partition_id]
-                    yield {
-                        "id": row.id,
-                        "tenant": p.tenant,
-                        "env": p.env,
-                        "model": p.model,
-                        "params": json.loads(p.params_json),
-                        "system": p.system or None,
-                        "query": row.query,
-                        "history": json.loads(row.history_json),
-                        "answer": json.loads(row.answer_json),
-                        "metadata": json.loads(row.metadata_json or "{}"),
-                        "created_at": row.created_at,
-                        "hit_count": row.hit_count,
-                        "ttl": row.ttl,
-                        "expires_at": row.expires_at,
-                    }
+        for row in self._sql.iter_entries(list(partitions)):
+            p = partitions[row["partition_id"]]
+            yield {
+                "id": row["id"],
+                "tenant": p.tenant,
+                "env": p.env,
+                "model": p.model,
+                "params": json.loads(p.params_json),
+                "system": p.system or None,
+                "query": row["query"],
+                "history": json.loads(row["history_json"]),
+                "answer": json.loads(row["answer_json"]),
+                "metadata": json.loads(row["metadata_json"] or "{}"),
+                "created_at": row["created_at"],
+                "hit_count": row["hit_count"],
+                "ttl": row["ttl"],
+                "expires_at": row["expires_at"],
+            }
 
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
@@ -1232,11 +1084,11 @@ class Cache:
 _CORRUPT = object()
 
 
-def _query_similarity(query: np.ndarray, stored: np.ndarray, row: EntryRow) -> float:
+def _query_similarity(query: np.ndarray, stored: np.ndarray, row: Entry) -> float:
     """Cosine of the request's query and a candidate's query (a follow-up's stored vector is
     its recall vector: the query part is derived with the row's context vector)."""
     if row.context_vector is not None:
-        stored = query_part(stored, decode_vector(row.context_vector))
+        stored = query_part(stored, row.context_vector)
     return min(1.0, max(-1.0, float(np.dot(query, stored))))
 
 

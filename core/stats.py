@@ -22,7 +22,7 @@ from .errors import BackendError, ModelCacheError
 from .redact import describe_error
 
 if TYPE_CHECKING:
-    from .querylog import BackgroundWriter
+    from .maintenance import BackgroundWriter
     from .storage import SQLStore
 
 __all__ = ["CacheStats", "PartitionStats"]

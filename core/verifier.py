@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import ConfigError
 
-__all__ = ["CallableVerifier", "CrossEncoderVerifier", "Verifier", "load_verifier"]
+__all__ = ["CallableVerifier", "CrossEncoderVerifier", "Verifier", "VerifierSpec", "load_verifier"]
 
 ScoreFn = Callable[[Sequence[tuple[str, str]]], Sequence[float]]
 
@@ -83,7 +83,12 @@ class CrossEncoderVerifier:
         return [float(x) for x in out.reshape(len(pairs), -1)[:, -1]]
 
 
-def load_verifier(spec: str | os.PathLike[str] | ScoreFn | Verifier) -> Verifier:
+#: What a cache accepts as its verifier: a local CrossEncoder directory, a function
+#: ``pairs -> scores``, or a :class:`Verifier`.
+VerifierSpec = str | os.PathLike[str] | ScoreFn | Verifier
+
+
+def load_verifier(spec: VerifierSpec) -> Verifier:
     """A verifier from a local CrossEncoder directory, a ``Verifier``, or any callable."""
     if not isinstance(spec, (str, os.PathLike)) and callable(getattr(spec, "score", None)):
         return spec  # type: ignore[return-value]

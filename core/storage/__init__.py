@@ -1,4 +1,4 @@
-"""The scalar store: SQLModel tables and the SQL store behind them."""
+"""The scalar store: SQLModel tables, the row format of an entry, and the SQL store behind them."""
 
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
 from .sql import SQLStore

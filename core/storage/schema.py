@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..acceptance import recall_vector
 from ..errors import IncompatibleCacheError
-from ..ranking import encode_vector, recall_vector
 from ..request import stored_conversation_text
 from .models import EntryRow
+from .rows import encode_vector
 
 if TYPE_CHECKING:
     from ..embedding import Embedder
@@ -23,7 +24,7 @@ __all__ = ["SCHEMA_VERSION", "check_settings"]
 log = logging.getLogger("modelcache")
 
 # 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
-# earlier turn and its recall vector is query + context (see ranking.recall_vector)
+# earlier turn and its recall vector is query + context (see acceptance.recall_vector)
 SCHEMA_VERSION = "3"
 _UPGRADE_BATCH = 500  # rows re-embedded together by an upgrade
 

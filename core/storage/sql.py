@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import random
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,37 +32,48 @@ from ..errors import BackendError, ConfigError
 from ..redact import mask_url
 from ..request import Partition
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
+from .rows import ENTRY_COLUMNS, Entry, entry_of
 
-__all__ = ["SQLStore", "is_transient"]
+__all__ = ["EVICTION_ORDER", "SQLStore", "is_transient"]
 
 log = logging.getLogger("modelcache")
 T = TypeVar("T")
 
 _CHUNK = 500  # rows per IN (...) list: well under every dialect's parameter limit
 _ENTRY = EntryRow.__table__  # type: ignore[attr-defined]
-_LIVE = sa.select(_ENTRY).where(
-    _ENTRY.c.id == sa.bindparam("id"),
-    _ENTRY.c.partition_id == sa.bindparam("pid"),
-    sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > sa.bindparam("now")),
+_COLUMNS = [_ENTRY.c[name] for name in ENTRY_COLUMNS]
+_IS_LIVE = sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > sa.bindparam("now"))
+_LIVE = sa.select(*_COLUMNS).where(
+    _ENTRY.c.id == sa.bindparam("id"), _ENTRY.c.partition_id == sa.bindparam("pid"), _IS_LIVE
 )
 # By primary key only: with a partition filter beside it, SQLite's planner picks the partition
-# index and scans the whole partition (12 ms at 30k entries instead of 0.1 ms).
-_MANY = sa.select(_ENTRY).where(_ENTRY.c.id.in_(sa.bindparam("ids", expanding=True)))
+# index and scans the whole partition (12 ms at 30k entries instead of 0.1 ms). Expired rows
+# are read with a flag, not left out: their vectors are no orphans.
+_LIVE_MANY = sa.select(*_COLUMNS, _IS_LIVE.label("live")).where(
+    _ENTRY.c.id.in_(sa.bindparam("ids", expanding=True))
+)
 # The same two reads as plain SQLite statements on the pooled DBAPI connection: SQLAlchemy's
 # per-call execution (compiled-cache lookup, result processing) costs about 50 us, three times
 # the primary-key read itself, and the exact probe is the whole of an exact hit.
-_NAMES = [c.name for c in _ENTRY.columns]
-_SELECT = "SELECT " + ", ".join(f'"{n}"' for n in _NAMES) + f" FROM {_ENTRY.name}"
+_RAW_COLUMNS = ", ".join(f'"{n}"' for n in ENTRY_COLUMNS)
+_RAW_IS_LIVE = "(expires_at IS NULL OR expires_at > ?)"
 _RAW_LIVE = (
-    _SELECT + " WHERE id = ? AND partition_id = ? AND (expires_at IS NULL OR expires_at > ?)"
+    f"SELECT {_RAW_COLUMNS} FROM {_ENTRY.name} WHERE id = ? AND partition_id = ? AND {_RAW_IS_LIVE}"
 )
-_RAW_MANY = _SELECT + " WHERE id IN ({})"
+_RAW_LIVE_MANY = f"SELECT {_RAW_COLUMNS}, {_RAW_IS_LIVE} FROM {_ENTRY.name} WHERE id IN ({{}})"
 
 
-def _entry(values: Sequence[Any]) -> EntryRow:
-    """An unvalidated row object from one raw SQLite row."""
-    return EntryRow.model_construct(**dict(zip(_NAMES, values, strict=True)))
+_LOG = LogRow.__table__  # type: ignore[attr-defined]
+_LOG_PAGE = 500  # query-log rows read per query
 
+#: Eviction policies as orderings over indexed columns, victims first; ties fall back to the
+#: entry id for determinism. State (hit counts, last-hit times) lives in the store, so several
+#: processes agree on what to evict and nothing is rebuilt in memory at start-up.
+EVICTION_ORDER: dict[str, tuple[Any, ...]] = {
+    "lru": (col(EntryRow.last_hit_at).asc(), col(EntryRow.created_at).asc()),
+    "lfu": (col(EntryRow.hit_count).asc(), col(EntryRow.last_hit_at).asc()),
+    "fifo": (col(EntryRow.created_at).asc(),),
+}
 
 _TABLES = [t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)]  # type: ignore[attr-defined]
 
@@ -376,6 +388,21 @@ class SQLStore:
             row for row in rows if all(v is None or getattr(row, k) == v for k, v in wanted.items())
         ]
 
+    def missing_partitions(self, ids: Iterable[str]) -> set[str]:
+        """The ids among ``ids`` that have no partition row yet."""
+        wanted = sorted(set(ids))
+        found: set[str] = set()
+        with self.session() as s:
+            for chunk in _chunks(wanted):
+                found.update(s.exec(select(PartitionRow.id).where(col(PartitionRow.id).in_(chunk))))
+        return set(wanted) - found
+
+    def partition_count(self, tenant: str) -> int:
+        """How many partitions a tenant holds."""
+        stmt = select(func.count()).select_from(PartitionRow).where(PartitionRow.tenant == tenant)
+        with self.session() as s:
+            return int(s.exec(stmt).one())
+
     def delete_all(self) -> int:
         """Delete every entry and partition; returns the number of entries deleted."""
 
@@ -423,40 +450,58 @@ class SQLStore:
             return [(str(i), str(p), str(h)) for i, p, h in rows]
 
     # ---- entries -----------------------------------------------------------------------------
-    def get_live(self, entry_id: str, partition_id: str, now: float) -> EntryRow | None:
+    def get_live(self, entry_id: str, partition_id: str, now: float) -> Entry | None:
         """The entry with this id in this partition, unless expired (the exact path).
 
-        A prebuilt statement (plain SQLite, else Core SQL) and unvalidated row objects: this is
-        the sub-millisecond path, and the ORM's per-call work costs more than the query itself.
+        A prebuilt statement (plain SQLite, else Core SQL) and plain entries: this is the
+        sub-millisecond path, and the ORM's per-call work costs more than the query itself.
         """
         if self._raw_reads:
             rows = self._raw_read(_RAW_LIVE, (entry_id, partition_id, now))
-            return _entry(rows[0]) if rows else None
+            return entry_of(rows[0]) if rows else None
         with self.engine.connect() as conn:
             found = conn.execute(_LIVE, {"id": entry_id, "pid": partition_id, "now": now}).first()
-        return EntryRow.model_construct(**found._mapping) if found is not None else None
+        return entry_of(found) if found is not None else None
 
-    def get_many(self, ids: Sequence[str], partition_id: str) -> dict[str, EntryRow]:
-        """Rows of these ids restricted to one partition (isolation is enforced here too)."""
+    def get_live_many(
+        self, ids: Sequence[str], partition_id: str, now: float
+    ) -> dict[str, Entry | None]:
+        """The entries among ``ids`` in one partition (isolation is enforced here too): each
+        live one, and None for an expired one (its vector is no orphan; the purge removes both).
+
+        An id missing from the result has no row in this partition.
+        """
         if not ids:
             return {}
         if self._raw_reads:
             found = [
-                _entry(row)
+                row
                 for chunk in _chunks(ids)
-                for row in self._raw_read(_RAW_MANY.format(",".join("?" * len(chunk))), chunk)
+                for row in self._raw_read(
+                    _RAW_LIVE_MANY.format(",".join("?" * len(chunk))), (now, *chunk)
+                )
             ]
         else:
             with self.engine.connect() as conn:
                 found = [
-                    EntryRow.model_construct(**row._mapping)
-                    for row in conn.execute(_MANY, {"ids": list(ids)}).all()
+                    tuple(row)
+                    for chunk in _chunks(ids)
+                    for row in conn.execute(_LIVE_MANY, {"ids": list(chunk), "now": now})
                 ]
         return {
-            row.id: row
+            row[0]: entry_of(row[:-1]) if row[-1] else None
             for row in found
-            if row.partition_id == partition_id  # isolation: never another partition's row
+            if row[1] == partition_id  # isolation: never another partition's row
         }
+
+    def get_many(self, ids: Sequence[str], partition_id: str) -> dict[str, EntryRow]:
+        """Whole rows of these ids in one partition, expired ones included (re-embedding)."""
+        found: dict[str, EntryRow] = {}
+        with self.session() as s:
+            for chunk in _chunks(ids):  # by primary key only, as in get_live_many
+                rows = s.exec(select(EntryRow).where(col(EntryRow.id).in_(chunk)))
+                found.update((row.id, row) for row in rows if row.partition_id == partition_id)
+        return found
 
     def _raw_read(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of one SQLite read on a pooled connection (pragmas and timeouts as set)."""
@@ -595,6 +640,75 @@ class SQLStore:
         ).group_by(EntryRow.partition_id)
         with self.session() as s:
             return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
+
+    def iter_entries(self, partition_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
+        """Every entry of these partitions as a dict of its columns (export)."""
+        with self.engine.connect() as conn:
+            for chunk in _chunks(list(partition_ids)):
+                stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
+                for row in conn.execute(stmt).mappings():
+                    yield dict(row)
+
+    # ---- maintenance -------------------------------------------------------------------------
+    def expired(self, now: float, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` expired entries, as (id, partition), soonest expired first."""
+        stmt = (
+            select(EntryRow.id, EntryRow.partition_id)
+            .where(col(EntryRow.expires_at).is_not(None), col(EntryRow.expires_at) <= now)
+            .order_by(sa.asc(EntryRow.expires_at))
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [(i, p) for i, p in s.exec(stmt)]
+
+    def eviction_order(
+        self, policy: str, limit: int, partition_id: str | None, protect: Sequence[str] = ()
+    ) -> list[tuple[str, str]]:
+        """The first ``limit`` entries in a policy's :data:`EVICTION_ORDER`, as (id, partition):
+        of one partition, or of the whole cache with ``partition_id=None``; never ``protect``."""
+        stmt = select(EntryRow.id, EntryRow.partition_id)
+        if partition_id is not None:
+            stmt = stmt.where(EntryRow.partition_id == partition_id)
+        if protect:
+            stmt = stmt.where(col(EntryRow.id).not_in(list(protect)))
+        stmt = stmt.order_by(*EVICTION_ORDER[policy], col(EntryRow.id).asc()).limit(limit)
+        with self.session() as s:
+            return [(i, p) for i, p in s.exec(stmt)]
+
+    # ---- query log ---------------------------------------------------------------------------
+    def append_log(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert query-log rows (LogRow's columns as plain dicts) with one prepared statement."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(_LOG), list(rows))
+
+    def purge_log(self, older_than: float) -> int:
+        """Delete log rows written before ``older_than``; returns how many."""
+        with self.session() as s:
+            result = s.exec(delete(LogRow).where(col(LogRow.at) < older_than))
+            s.commit()
+            return int(result.rowcount or 0)
+
+    def iter_log(self, since: float | None = None) -> Iterator[dict[str, Any]]:
+        """Log rows as dicts, oldest first, read in pages.
+
+        A hit's row carries ``answer_tokens`` of its entry (``None`` once the entry is gone), so
+        a report can count the tokens the hit saved without a second pass over the entries.
+        """
+        last_id = 0
+        while True:
+            stmt = select(LogRow, EntryRow.answer_tokens).outerjoin(
+                EntryRow, col(EntryRow.id) == col(LogRow.entry_id)
+            )
+            stmt = stmt.where(col(LogRow.id) > last_id)
+            if since is not None:
+                stmt = stmt.where(col(LogRow.at) >= since)
+            with self.session() as s:
+                rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_LOG_PAGE)))
+            if not rows:
+                return
+            for row, answer_tokens in rows:
+                yield {**json.loads(row.model_dump_json()), "answer_tokens": answer_tokens}
+            last_id = int(rows[-1][0].id or 0)
 
     def close(self) -> None:
         """Dispose of the connection pool."""

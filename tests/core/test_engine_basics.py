@@ -25,7 +25,7 @@ from modelcache import (
     Scope,
 )
 from modelcache.embedding import DEFAULT_THRESHOLDS, MultilingualEmbedder, Thresholds
-from modelcache.ranking import encode_vector
+from modelcache.storage.rows import encode_vector
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"  # FakeEmbedder cosine 0.90 > 0.86
@@ -551,6 +551,23 @@ def test_ttl_expires_entries_on_the_injected_clock(cache: Cache, clock: Any) -> 
     assert cache.lookup(rq()) is None, "expired: no exact hit"
     assert cache.lookup(rq(PARAPHRASE)) is None, "expired: no semantic hit"
     assert cache.lookup(rq(UNRELATED)) is not None
+
+
+def test_a_recalled_expired_entry_is_no_orphan(
+    cache: Cache, clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An expired entry is a miss; its vector goes with its row at the purge, so the lookup
+    does not take it for an orphan vector (no existence check, no vector delete)."""
+    cache.insert(rq(), "short-lived", ttl=10)
+    cache.flush()  # the background pass has run: its next purge is 30 s away
+    clock.advance(11)
+    located: list[list[str]] = []
+    monkeypatch.setattr(cache._sql, "locate", lambda ids: located.append(list(ids)) or [])
+    assert cache.lookup(rq(PARAPHRASE)) is None
+    assert located == []
+    monkeypatch.undo()
+    assert cache.purge_expired() == 1
+    assert cache.check().ok
 
 
 def test_default_ttl_from_config(make_cache: Callable[..., Cache], clock: Any) -> None:

@@ -4,9 +4,13 @@ remembered token counts vs counting again."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
-from modelcache import Cache, FakeEmbedder, Request
+import numpy as np
+
+from modelcache import Cache, FakeEmbedder, Message, Request
+from modelcache.storage.rows import Entry
 
 
 def _rows(store: Any, raw: bool, call: Callable[[], Any]) -> Any:
@@ -15,6 +19,14 @@ def _rows(store: Any, raw: bool, call: Callable[[], Any]) -> Any:
         return call()
     finally:
         store._raw_reads = True
+
+
+def _plain(entry: Entry | None) -> Any:
+    """An entry's fields, comparable (its context vector as a list)."""
+    if entry is None:
+        return None
+    values = [getattr(entry, f.name) for f in fields(entry)]
+    return [v.tolist() if isinstance(v, np.ndarray) else v for v in values]
 
 
 def test_raw_sqlite_reads_equal_the_core_reads(
@@ -29,24 +41,31 @@ def test_raw_sqlite_reads_equal_the_core_reads(
     cache.insert(other, "another tenant's answer", metadata={"k": [1, 2]})
     short = Request.from_text("an answer that expires soon?")
     cache.insert(short, "soon gone", ttl=10)
+    follow = Request(query="and about alpha?", history=[Message(role="user", content="hi")])
+    cache.insert(follow, "a follow-up")
     pid = alpha[0].partition.id
-    ids = [r.exact_key for r in alpha] + [other.exact_key, short.exact_key, "f" * 32]
+    ids = [r.exact_key for r in alpha] + [other.exact_key, short.exact_key, follow.exact_key]
+    ids.append("f" * 32)
 
     for now in (clock(), clock() + 60):  # before and after the short entry expired
-        for key in (alpha[5].exact_key, short.exact_key, other.exact_key, "f" * 32):
+        keys = (alpha[5].exact_key, short.exact_key, follow.exact_key, other.exact_key, "f" * 32)
+        for key in keys:
             raw = _rows(store, True, lambda k=key, t=now: store.get_live(k, pid, t))
             core = _rows(store, False, lambda k=key, t=now: store.get_live(k, pid, t))
-            assert (raw and raw.model_dump()) == (core and core.model_dump())
+            assert _plain(raw) == _plain(core)
+        raw_many = _rows(store, True, lambda t=now: store.get_live_many(ids, pid, t))
+        core_many = _rows(store, False, lambda t=now: store.get_live_many(ids, pid, t))
+        # more than one IN (...) chunk; never the other tenant's row, nor a missing one
+        assert set(raw_many) == {r.exact_key for r in [*alpha, short, follow]}
+        assert {k: _plain(v) for k, v in raw_many.items()} == {
+            k: _plain(v) for k, v in core_many.items()
+        }
+        assert (raw_many[short.exact_key] is None) == (now > clock())  # expired: None
     assert store.get_live(short.exact_key, pid, clock() + 60) is None
     assert store.get_live(alpha[5].exact_key, pid, clock()) is not None
-
-    raw_many = _rows(store, True, lambda: store.get_many(ids, pid))
-    core_many = _rows(store, False, lambda: store.get_many(ids, pid))
-    assert len(raw_many) == len(alpha) + 1  # more than one IN (...) chunk; never the other tenant
-    assert other.exact_key not in raw_many
-    assert {k: v.model_dump() for k, v in raw_many.items()} == {
-        k: v.model_dump() for k, v in core_many.items()
-    }
+    entry = store.get_live(follow.exact_key, pid, clock())
+    assert entry is not None and entry.context_vector is not None  # decoded for acceptance
+    assert entry.context_vector.shape == (cache.embedder.dimension,)
 
 
 class _CountingEmbedder(FakeEmbedder):

@@ -15,7 +15,15 @@ from typing import Any
 
 import pytest
 
-from modelcache import Cache, FakeEmbedder, IncompatibleCacheError, Message, Request
+from modelcache import (
+    Cache,
+    ConfigError,
+    FakeEmbedder,
+    IncompatibleCacheError,
+    Message,
+    Request,
+    Scope,
+)
 
 Q = "How do I reset my password?"
 PARAPHRASE = "How do I reset my password please?"
@@ -200,3 +208,30 @@ def test_concurrent_inserts_of_the_same_key(db_cache: Callable[..., Cache]) -> N
         hit = cache.lookup(rq(f"shared question {i}"))
         assert hit is not None and hit.answer["i"] == i
     assert cache.check().ok
+
+
+def test_maintenance_statements_on_the_backend(db_cache: Callable[..., Cache], clock: Any) -> None:
+    """Eviction order, expiry, the query log, export and the partition cap: each a statement
+    of the store, run here on every backend."""
+    cache = db_cache(
+        query_log=True, eviction="fifo", max_entries_per_partition=3, max_partitions_per_tenant=2
+    )
+    for i in range(4):
+        cache.insert(rq(f"question number {i} about billing?"), f"answer {i}")
+        clock.advance(1)
+    exported = list(cache.export())
+    assert sorted(e["answer"] for e in exported) == ["answer 2", "answer 3"], "FIFO: oldest gone"
+    assert cache.stats()["evictions"] == 2
+    cache.insert(rq("a short-lived question?"), "soon gone", ttl=5)
+    clock.advance(6)
+    assert cache.purge_expired() == 1
+    assert cache.lookup(rq("question number 3 about billing?")) is not None
+    cache.flush()
+    log = list(cache.export_log())
+    assert [r["op"] for r in log] == ["insert"] * 5 + ["lookup"]
+    assert log[-1]["hit"] and log[-1]["answer_tokens"] == len('"answer 3"') // 4
+    assert cache._sql.purge_log(clock() + 1) == 6
+    assert list(cache.export_log()) == []
+    cache.register(Scope(model="second"))
+    with pytest.raises(ConfigError, match="max_partitions_per_tenant"):
+        cache.register(Scope(model="third"))

@@ -93,6 +93,14 @@ def test_lfu_evicts_the_least_hit(new_cache: Any) -> None:
     assert cache.check().ok
 
 
+def test_a_bulk_load_larger_than_the_target_is_not_shielded(new_cache: Any) -> None:
+    cache = new_cache(_Clock(), eviction="lfu", max_entries_per_partition=4)
+    cache.insert_many([(_req(word), word) for word in _WORDS])
+    # 6 > 4: shrink to 3; the 6 entries just written cannot all be spared, or none could go
+    assert len(_alive(cache)) == 3
+    assert cache.check().ok
+
+
 def test_fifo_evicts_the_oldest_despite_reads(new_cache: Any) -> None:
     clock = _Clock()
     cache = new_cache(clock, eviction="fifo", max_entries_per_partition=4)
@@ -219,7 +227,7 @@ def test_log_retention_purges_old_rows(new_cache: Any) -> None:
     cache.flush()
     assert len(list(cache.export_log())) == 1
     clock.tick(2 * 86400)
-    cache._next_retention = 0.0
+    cache._maintenance._next_retention = 0.0
     cache.lookup(_req("bravo"))
     cache.flush()
     assert [r["query"] for r in cache.export_log()] == ["tell me about bravo"]

@@ -8,7 +8,6 @@ words is the same conversation and one detail changed in an earlier turn is anot
 
 from __future__ import annotations
 
-import base64
 import difflib
 import functools
 import json
@@ -16,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,8 @@ from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
 from .longtext import LongTextCheck, edit_overlap, part_threshold
 from .request import Request, normalize_text
-from .storage.models import EntryRow
+from .storage.rows import Entry
+from .verifier import Verifier, VerifierSpec, load_verifier
 
 if TYPE_CHECKING:
     from .embedding.base import Embedder
@@ -36,24 +36,12 @@ __all__ = [
     "Acceptor",
     "Candidate",
     "ConversationVectors",
-    "decode_vector",
-    "encode_vector",
     "query_part",
     "recall_vector",
     "resolve_thresholds",
 ]
 
 log = logging.getLogger("modelcache")
-
-
-def encode_vector(vector: np.ndarray) -> str:
-    """Base64 of a float32 vector: compact, JSON-safe, never pickled."""
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-
-
-def decode_vector(text: str) -> np.ndarray:
-    """Inverse of :func:`encode_vector`."""
-    return np.frombuffer(base64.b64decode(text), dtype="<f4")
 
 
 def resolve_thresholds(config: CacheConfig, embedder: Embedder) -> Thresholds:
@@ -173,7 +161,7 @@ def _replies(turns: Sequence[tuple[str, str]]) -> tuple[str, ...]:
     return tuple(text for role, text in turns if role == "assistant")
 
 
-def _stored_replies(row: EntryRow) -> tuple[str, ...] | None:
+def _stored_replies(row: Entry) -> tuple[str, ...] | None:
     """The replies of a stored follow-up's conversation; None for a standalone or corrupt row."""
     if row.history_json in ("", "[]"):
         return None
@@ -190,9 +178,7 @@ def _rank(cand: Candidate, conversation: ConversationVectors) -> float:
     threshold, the nearer one is tried first."""
     if conversation.context is None or cand.row.context_vector is None:
         return cand.similarity
-    return cand.similarity + float(
-        np.dot(conversation.context, decode_vector(cand.row.context_vector))
-    )
+    return cand.similarity + float(np.dot(conversation.context, cand.row.context_vector))
 
 
 def _ranked(
@@ -227,9 +213,9 @@ class ConversationVectors:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A recalled row with its cosine similarity to the request's query."""
+    """A recalled live entry with its cosine similarity to the request's query."""
 
-    row: EntryRow
+    row: Entry
     similarity: float
 
 
@@ -240,7 +226,7 @@ class Acceptor:
         self,
         config: CacheConfig,
         embedder: Embedder,
-        verifier: Any | None = None,
+        verifier: VerifierSpec | None = None,
     ) -> None:
         self._config = config
         self._embedder = embedder
@@ -266,10 +252,8 @@ class Acceptor:
             ).start()
         if verifier is None and config.verifier is not None:
             verifier = config.verifier
-        self._verifier: Any | None = None
+        self._verifier: Verifier | None = None
         if verifier is not None:
-            from .verifier import load_verifier
-
             self._verifier = load_verifier(verifier)
         self._longtext = LongTextCheck(
             embedder.embed,
@@ -327,20 +311,20 @@ class Acceptor:
             return False
         return cand.similarity >= max(threshold, self.thresholds.short)
 
-    def _row_standalone(self, row: EntryRow, query: np.ndarray) -> bool:
+    def _row_standalone(self, row: Entry, query: np.ndarray) -> bool:
         """The stored question is self-contained and off its own conversation's topic (the
         request's query vector stands in for the stored one: they passed the threshold)."""
         if row.context_vector is None or not _self_contained(row.query):
             return False
-        relatedness = float(np.dot(query, decode_vector(row.context_vector)))
+        relatedness = float(np.dot(query, row.context_vector))
         return relatedness < _STANDALONE_MAX_RELATEDNESS
 
-    def _same_context(self, request: Request, conv: ConversationVectors, row: EntryRow) -> bool:
+    def _same_context(self, request: Request, conv: ConversationVectors, row: Entry) -> bool:
         """Earlier turns that mean the same (cosine) and differ in no answer-determining detail
         (the guard over both conversations)."""
         if conv.context is None or row.context_vector is None:
             return conv.context is None and row.context_vector is None
-        similarity = float(np.dot(conv.context, decode_vector(row.context_vector)))
+        similarity = float(np.dot(conv.context, row.context_vector))
         if similarity < self.thresholds.context:
             return False
         try:
@@ -389,7 +373,7 @@ class Acceptor:
         self._longtext.remember(parts, vectors[1:])
         return np.asarray(vectors[0])
 
-    def _long_parts_differ(self, query: str, row: EntryRow) -> bool:
+    def _long_parts_differ(self, query: str, row: Entry) -> bool:
         """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""
         reason = self._longtext.reason(query, row.query)
         if reason is not None:
@@ -402,7 +386,6 @@ class Acceptor:
         candidates: Sequence[Candidate],
         threshold: float,
         conversation: ConversationVectors,
-        is_usable: Callable[[EntryRow], bool],
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
         margin = self._config.crowding_margin
@@ -422,10 +405,8 @@ class Acceptor:
         for cand in _ranked(request, candidates, conversation):
             if cand.similarity < threshold:
                 continue
-            if (
-                cand.row.attachments != request.attachment_digest
-                or not self._context_matches(request, conversation, cand, threshold)
-                or not is_usable(cand.row)
+            if cand.row.attachments != request.attachment_digest or not self._context_matches(
+                request, conversation, cand, threshold
             ):
                 continue
             # long texts get the guard over the parts that differ, in the long-text check
@@ -440,7 +421,7 @@ class Acceptor:
             if self._verifier is None:
                 return cand  # the best passing one: the rest need not be checked
             passing.append(cand)
-        if not passing:
+        if self._verifier is None or not passing:
             return None
         band = threshold + self._config.verifier_band
         unsure = [c for c in passing if c.similarity < band]

@@ -1,0 +1,310 @@
+"""The cache's maintenance: deferred hit counts, expiry, eviction, orphan vectors, the query log.
+
+Lookups only touch memory here (a hit noted, a log row queued, an orphan id noted); one daemon
+thread, the :class:`BackgroundWriter`, writes log rows in batches and runs the
+:class:`Maintenance` pass. A full log queue drops and counts, so a lookup never waits for a
+write. Deletions take the engine's write lock and remove rows before vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from .config import CacheConfig
+from .redact import log_failure
+from .storage.rows import Entry
+from .storage.sql import SQLStore
+from .vectors import VectorStore
+
+__all__ = ["BackgroundWriter", "Maintenance", "target_size"]
+
+log = logging.getLogger("modelcache")
+
+_LOG_BATCH = 500  # log rows written per statement; a queue this long wakes the writer early
+_PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
+_PURGE_BATCH = 500  # expired entries deleted per pass
+_PROTECT = 500  # entries just written that eviction spares, at most
+_RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
+
+
+class _Counters(Protocol):
+    """The engine's statistics, as maintenance adds to them."""
+
+    def add(self, partition_id: str | None, latency_ms: float | None = None, **deltas: int) -> None:
+        """Add ``deltas`` to the counters of the whole cache and of ``partition_id``."""
+        ...
+
+
+def target_size(capacity: int, low_water: float) -> int:
+    """Size a full store is shrunk to, so that eviction is not paid on every insert."""
+    return max(0, min(capacity - 1, math.floor(capacity * low_water)))
+
+
+class Maintenance:
+    """Deferred bookkeeping and deletions of one cache, shared by its lookups and writes.
+
+    ``write_lock`` is the engine's: one eviction, purge or orphan pass at a time, and none
+    beside an insert or remove of this process. ``reembed(partition, ids)`` writes the vectors
+    of rows that have none (an entry inserted again while it was being deleted).
+    """
+
+    def __init__(
+        self,
+        sql: SQLStore,
+        vectors: VectorStore,
+        config: CacheConfig,
+        stats: _Counters,
+        *,
+        write_lock: threading.RLock,
+        clock: Callable[[], float],
+        reembed: Callable[[str, Sequence[str]], object],
+    ) -> None:
+        self._sql = sql
+        self._vectors = vectors
+        self._config = config
+        self._stats = stats
+        self._write_lock = write_lock
+        self._clock = clock
+        self._reembed = reembed
+        self._hit_lock = threading.Lock()
+        self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
+        self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
+        self._next_purge = 0.0
+        self._next_retention = 0.0
+
+    # ---- a lookup only touches memory ----------------------------------------------------------
+    def note_hit(self, entry: Entry, now: float) -> None:
+        """Count a hit (and renew a sliding TTL) in memory; the next pass writes it."""
+        if not self._config.track_hits:
+            return
+        expires = now + entry.ttl if self._config.sliding_ttl and entry.ttl is not None else None
+        with self._hit_lock:
+            count, _, _ = self._pending_hits.get(entry.id, (0, 0.0, None))
+            self._pending_hits[entry.id] = (count + 1, now, expires)
+
+    def drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
+        """Vectors whose row is gone (a crash between the two writes): ignore and delete.
+
+        An insert writes its vector just before its row: under the write lock, inserts of
+        this process have finished, and a row that exists by then is no orphan. A lookup never
+        waits for that lock: while a write holds it, the ids are left to the background pass.
+        """
+        with self._hit_lock:
+            self._orphans.setdefault(partition_id, set()).update(ids)
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._clean_orphans()
+            finally:
+                self._write_lock.release()
+
+    # ---- the background pass ---------------------------------------------------------------------
+    def run(self) -> None:
+        """Background pass: hit counts, orphan vectors, lazy purge of expired entries, log
+        retention."""
+        self.write_hits()
+        if self._orphans:
+            with self._write_lock:
+                self._clean_orphans()
+        now = self._clock()
+        if now >= self._next_purge:
+            self._next_purge = now + _PURGE_EVERY
+            self._purge_batch(now)
+        retention = self._config.query_log_retention_days
+        if retention is not None and now >= self._next_retention:
+            self._next_retention = now + _RETENTION_EVERY
+            self._sql.purge_log(now - retention * 86400)
+
+    def write_hits(self) -> None:
+        """Write the hits noted since the last pass; a failure loses them, with a warning."""
+        with self._hit_lock:
+            pending, self._pending_hits = self._pending_hits, {}
+        try:
+            self._sql.record_hits(pending)
+        except Exception as exc:
+            log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
+
+    def _clean_orphans(self) -> None:
+        """Delete the noted orphan vectors whose row still does not exist (write lock held)."""
+        with self._hit_lock:
+            noted, self._orphans = self._orphans, {}
+        for partition_id, ids in sorted(noted.items()):
+            try:
+                gone = sorted(ids - {i for i, _ in self._sql.locate(sorted(ids))})
+                if gone:
+                    log.info("modelcache removing %d orphan vectors of %s", len(gone), partition_id)
+                    self._vectors.delete(partition_id, gone)
+            except Exception as exc:
+                log_failure(log, "modelcache could not remove orphan vectors", exc)
+
+    # ---- deletions -------------------------------------------------------------------------------
+    def purge_expired(self) -> int:
+        """Delete every expired entry from both stores; returns how many."""
+        total = 0
+        while n := self._purge_batch(self._clock()):
+            total += n
+        return total
+
+    def _purge_batch(self, now: float) -> int:
+        with self._write_lock:
+            gone = self._sql.expired(now, _PURGE_BATCH)
+            self.delete_entries(gone)
+        self._stats.add(None, expirations=len(gone))
+        return len(gone)
+
+    def evict(self, partition_ids: Iterable[str], written: Sequence[str]) -> None:
+        """Shrink the partitions just written to, and the whole cache, when over capacity;
+        the entries just ``written`` are spared (under LFU a new entry has no hits yet and
+        would otherwise be its own first victim)."""
+        cfg = self._config
+        if cfg.eviction == "none" or (
+            cfg.max_entries_per_partition is None and not cfg.max_entries
+        ):
+            return
+        self.write_hits()  # LRU/LFU order must see the latest hits
+        scopes: list[tuple[int, str | None]] = []
+        if cfg.max_entries_per_partition is not None:
+            scopes += [(cfg.max_entries_per_partition, pid) for pid in partition_ids]
+        if cfg.max_entries is not None:
+            scopes.append((cfg.max_entries, None))
+        protect = written[:_PROTECT]
+        gone: list[tuple[str, str]] = []
+        with self._write_lock:
+            for capacity, pid in scopes:  # each pass sees the deletions of the one before
+                batch = self._victims(capacity, pid, protect)
+                self.delete_entries(batch)
+                gone += batch
+        for _, pid in gone:
+            self._stats.add(pid, evictions=1)
+
+    def _victims(
+        self, capacity: int, partition_id: str | None, protect: Sequence[str]
+    ) -> list[tuple[str, str]]:
+        """The policy's victims, as (id, partition), when a scope is over capacity
+        (``partition_id=None``: the whole cache); selection only."""
+        count = self._sql.count(partition_id)
+        if count <= capacity:
+            return []
+        target = target_size(capacity, self._config.low_water)
+        shielded = protect if len(protect) <= target else ()  # a bulk load larger than the target
+        return self._sql.eviction_order(
+            self._config.eviction, count - target, partition_id, shielded
+        )
+
+    def delete_entries(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Delete (id, partition) entries: rows first, then vectors (write lock held).
+
+        The row is the entry: once it is gone nothing serves it, and a vector delete that
+        fails after it leaves orphan vectors, which lookups ignore and delete (and ``repair``
+        drops). The other order could leave a row served by exact lookups after a failure.
+        An insert of the same key by another process may land between the two deletes; its
+        row is then found again afterwards and its vector written back.
+        """
+        if not entries:
+            return
+        self._sql.delete_ids([entry_id for entry_id, _ in entries])
+        by_partition: dict[str, list[str]] = {}
+        for entry_id, pid in entries:
+            by_partition.setdefault(pid, []).append(entry_id)
+        deleted: list[str] = []
+        for pid, ids in sorted(by_partition.items()):
+            try:
+                self._vectors.delete(pid, ids)
+                deleted += ids
+            except Exception as exc:  # orphans are harmless: ignored by lookups, repaired
+                log_failure(log, f"modelcache: {len(ids)} orphan vectors left in {pid}", exc)
+        try:
+            reinserted: dict[str, list[str]] = {}
+            for entry_id, pid in self._sql.locate(deleted):
+                reinserted.setdefault(pid, []).append(entry_id)
+            for pid, ids in sorted(reinserted.items()):
+                self._reembed(pid, ids)
+        except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
+            log_failure(log, "modelcache: could not restore vectors of re-inserted entries", exc)
+
+
+class BackgroundWriter:
+    """One daemon thread that writes queued log rows and runs ``periodic`` every ``interval``
+    seconds (the cache's maintenance pass)."""
+
+    def __init__(
+        self,
+        store: SQLStore,
+        *,
+        queue_size: int,
+        periodic: Callable[[], None],
+        interval: float = 0.5,
+    ) -> None:
+        self._store = store
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=queue_size)
+        self._periodic = periodic
+        self._interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._io_lock = threading.Lock()
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="modelcache-writer", daemon=True)
+        self._thread.start()
+
+    def record(self, row: dict[str, Any]) -> bool:
+        """Queue a log row (LogRow's columns) without blocking; False and counted when full.
+
+        Plain dicts, written with one prepared statement: building validated model objects
+        on the lookup path would cost more than the lookup itself on an exact hit.
+        """
+        try:
+            self._queue.put_nowait(row)
+        except queue.Full:
+            self.dropped += 1
+            return False
+        if self._queue.qsize() >= _LOG_BATCH:
+            self._wake.set()
+        return True
+
+    def pending(self) -> int:
+        """Rows waiting in the queue."""
+        return self._queue.qsize()
+
+    def _write_log(self) -> None:
+        while True:
+            batch: list[dict[str, Any]] = []
+            while len(batch) < _LOG_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            if not batch:
+                return
+            try:
+                self._store.append_log(batch)
+                self.written += len(batch)
+            except Exception as exc:
+                self.dropped += len(batch)
+                log_failure(log, f"modelcache query log lost {len(batch)} rows", exc)
+
+    def run_once(self) -> None:
+        """Write everything pending now (also called by ``flush`` and ``close``)."""
+        with self._io_lock:
+            self._write_log()
+            try:
+                self._periodic()
+            except Exception as exc:
+                log_failure(log, "modelcache background maintenance failed", exc)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.run_once()
+
+    def close(self) -> None:
+        """Stop the thread after a last flush."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.run_once()
