@@ -161,6 +161,7 @@ class GuardWords:
     antonym_forms: dict[str, str] = field(default_factory=dict)  # inflected form -> base
     antonym_degrees: dict[str, str] = field(default_factory=dict)  # cheaper, cheapest -> cheap
     antonym_partners: dict[str, set[str]] = field(default_factory=dict)  # cheap -> {expensive}
+    antonyms_cjk: list[str] = field(default_factory=list)  # Chinese antonyms, found inside words
     negations: set[str] = field(default_factory=set)
     negation_idioms: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
@@ -195,6 +196,8 @@ class GuardWords:
             words.antonym_partners.setdefault(row[0], set()).add(row[1])
             words.antonym_partners.setdefault(row[1], set()).add(row[0])
             for base in row:
+                if len(base) >= 2 and _CJK.search(base):
+                    words.antonyms_cjk.append(base)
                 for form in _inflections(base):
                     words.antonym_forms.setdefault(form, base)
                 for form in _degrees(base):
@@ -300,7 +303,7 @@ class Guard:
         reason = _prefix_negation(fa, fb)
         if reason:
             return reason
-        for x, y in self.words.antonyms:
+        for x, y in self.words.antonyms if fa.antonyms and fb.antonyms else ():
             for p, q in ((x, y), (y, x)):
                 one_way = p in fa.antonyms and q not in fa.antonyms
                 if one_way and q in fb.antonyms and p not in fb.antonyms:
@@ -389,10 +392,8 @@ class Guard:
 
         entities = self._entities(tokens, lower, starts, grams, tech, cjk_words)
         antonyms = self._antonyms(lower, grams)
-        for x, y in w.antonyms:  # Chinese words also inside longer words: 升级 in 升级到
-            for base in (x, y):
-                if len(base) >= 2 and _CJK.search(base) and base in text:
-                    antonyms.add(base)
+        if has_cjk:  # Chinese words also inside longer words: 升级 in 升级到
+            antonyms |= {base for base in w.antonyms_cjk if base in text}
         negated = self._negated(text)
         answer_types = {w.answer_types[g] for g in grams if g in w.answer_types}
         answer_types |= {
