@@ -694,11 +694,15 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
 
     for i, token in enumerate(lower):
         parts = token.split("-")
-        numeric = [p for p in parts if _cardinal(p, known) is not None or p in (*_SCALES, _ONE)]
+        values = [_cardinal(p, known) for p in parts]
+        numeric = [
+            p
+            for p, v in zip(parts, values, strict=True)
+            if v is not None or p in _SCALES or p == _ONE
+        ]
         compound = len(parts) > 1 and bool(numeric) and parts[0] == numeric[0]
         next_word = lower[i + 1] if i + 1 < len(lower) else ""
-        for part in parts:
-            value = _cardinal(part, known)
+        for part, value in zip(parts, values, strict=True):
             if part == _ONE and (compound or next_word in _SCALES):
                 value = 1.0
             elif compound and part in _ORDINAL_WORDS:
