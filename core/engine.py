@@ -317,7 +317,7 @@ class Cache:
         self._next_retention = 0.0
         self._language_warned = not english_only(self._embedder.name)
         self._pool_lock = threading.Lock()
-        self._loading: list[threading.Thread] | None = None  # see _start_loading
+        self._loading: dict[str, threading.Thread] | None = None  # see _start_loading
         self._load_windows: list[tuple[float, float | None]] = []
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintain
@@ -593,7 +593,7 @@ class Cache:
         with self._pool_lock:
             if self._loading is not None:
                 return
-            self._loading = []
+            self._loading = {}
             tasks: list[tuple[str, Callable[[], None]]] = []
             preload = getattr(self._embedder, "_preload", None)
             if callable(preload):
@@ -609,7 +609,7 @@ class Cache:
                     name=f"modelcache-load-{name}",
                     daemon=True,
                 )
-                self._loading.append(thread)
+                self._loading[name] = thread
                 thread.start()
 
     def _load_in_background(self, task: Callable[[], None], slot: int) -> None:
@@ -1361,8 +1361,9 @@ class Cache:
         if self._closed:
             return
         self._closed = True
-        for thread in self._loading or ():  # no store opens behind a released folder lock
-            thread.join(timeout=30.0)
+        opening = (self._loading or {}).get("vectors")
+        if opening is not None:  # no Chroma client opens behind a released folder lock
+            opening.join(timeout=30.0)
         self._writer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
