@@ -18,6 +18,18 @@ the same run with the two alternating, on distinct Quora questions from the shar
 
 Usage: ``python benchmarks/runtime.py [--entries 2000] [--queries 200] [--repeat 3]
 [--out benchmarks/results/runtime.md]``
+
+``--compare BEFORE`` measures only the cold start and the lookup stages, of this checkout and of
+an earlier one (``BEFORE`` is a folder holding its ``modelcache`` package, put first on the
+children's ``PYTHONPATH``), in fresh processes that alternate between the two:
+
+* cold start: seconds (wall and the process's CPU) from the child's first line to ``Cache()``
+  and to the end of its first semantic lookup, with the default config (``lookup_timeout``
+  0.5 s), and what that lookup returned;
+* lookup stages: each stage of ``--queries`` semantic lookups timed inside the process by
+  wrapping the engine's calls (exact probe, query embedding, vector query, candidate rows,
+  threshold choice, acceptor and its guard), on the caller's thread (``lookup_timeout=None``)
+  so that the stages add up, then the same lookups with the default deadline; p50 of CPU time.
 """
 
 from __future__ import annotations
@@ -258,6 +270,166 @@ _PROBE = textwrap.dedent(
 )
 
 
+_COLD_AB = textwrap.dedent(
+    """
+    import json, sys, time
+    t0, c0 = time.perf_counter(), time.process_time()
+    marks = {}
+    def mark(stage):
+        marks[stage] = (time.perf_counter() - t0, time.process_time() - c0)
+    from modelcache import Cache, CacheConfig, Request
+    mark("import")
+    limit = {} if sys.argv[3] == "default" else {"lookup_timeout": None}
+    cache = Cache(CacheConfig(path=sys.argv[1], **limit))
+    mark("Cache()")
+    hit = cache.lookup(Request.from_text(sys.argv[2]))
+    mark("first lookup")
+    timeouts = cache.stats()["timeouts"]
+    cache.close()
+    print(json.dumps({"marks": marks, "hit": getattr(hit, "kind", None), "timeouts": timeouts}))
+    """
+)
+
+_STAGES_AB = textwrap.dedent(
+    """
+    import json, sys, time
+    from modelcache import Cache, CacheConfig, Request
+    probes = json.loads(sys.argv[2])
+    cache = Cache(CacheConfig(path=sys.argv[1], lookup_timeout=None))
+    spent = {}
+    def wrap(obj, name, label):
+        inner = getattr(obj, name)
+        def timed(*args, **kwargs):
+            t0, c0 = time.perf_counter(), time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.process_time() - c0
+                wall = label + ": wall"
+                spent[wall] = spent.get(wall, 0.0) + time.perf_counter() - t0
+        setattr(obj, name, timed)
+    wrap(cache._sql, "get_live", "exact probe (SQL)")
+    wrap(cache._embedder, "embed", "query embedding")
+    wrap(cache._vectors, "query_vectors", "vector query (Chroma)")
+    wrap(cache._sql, "get_many", "candidate rows (SQL)")
+    wrap(cache._acceptor, "threshold_for", "threshold choice")
+    wrap(cache._acceptor, "choose", "acceptor (crowding, guard, decoding)")
+    if cache._acceptor._guard is not None:
+        wrap(cache._acceptor._guard, "conflict", "of which the guard")
+    requests = [Request.from_text(p) for p in probes]
+    for r in requests[:20]:  # warm-up texts, not measured (the guard memoises features)
+        cache.lookup(r)
+    caller, deadline = cache.config, cache.config.model_copy(update={"lookup_timeout": 0.5})
+    out, kinds = {}, {}
+    def add(label, value):
+        out.setdefault(label, []).append(value * 1000)
+    for i, r in enumerate(requests[20:]):
+        on_caller = i % 2 == 0
+        cache.config = caller if on_caller else deadline
+        spent.clear()
+        t0, c0 = time.perf_counter(), time.process_time()
+        hit = cache.lookup(r)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        stages = dict(spent)
+        kind = getattr(hit, "kind", None) or "miss"
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind != "semantic":
+            continue
+        t0, c0 = time.perf_counter(), time.process_time()
+        cache.embedder.embed([r.query_text])
+        bare_wall, bare_cpu = time.perf_counter() - t0, time.process_time() - c0
+        if on_caller:
+            for label, value in stages.items():
+                add(label, value)
+            add("whole lookup, caller's thread", cpu)
+            add("bare embedding of the same texts", bare_cpu)
+            add("whole lookup, caller's thread: wall", wall)
+        else:
+            add("whole lookup, default deadline (worker thread)", cpu)
+            add("bare embedding of the same texts ", bare_cpu)
+            add("whole lookup, default deadline (worker thread): wall", wall)
+            add("bare embedding of the same texts: wall", bare_wall)
+    cache.close()
+    print(json.dumps({"ms": out, "kinds": kinds}))
+    """
+)
+
+
+CALLER = "whole lookup, caller's thread"
+DEADLINE = "whole lookup, default deadline (worker thread)"
+BARE = "bare embedding of the same texts"
+
+
+def measure_compare(
+    folder: Path, before: Path, probes: list[str], repeat: int
+) -> tuple[list[str], list[str]]:
+    """Cold start and lookup stages of this checkout vs ``before``, fresh processes alternating."""
+    sides = {"before": str(before.resolve()), "after": ""}
+
+    def child(side: str, code: str, *args: str) -> dict[str, Any]:
+        path = [p for p in (sides[side], os.environ.get("PYTHONPATH", "")) if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            check=True,
+        )
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+    limits = {"default": "0.5 s (default)", "none": "none"}
+    cold: dict[tuple[str, str], list[dict[str, Any]]] = {(s, x): [] for x in limits for s in sides}
+    stages: dict[str, list[dict[str, Any]]] = {s: [] for s in sides}
+    for r in range(repeat):
+        for limit in limits:
+            for side in sides if r % 2 == 0 else list(sides)[::-1]:
+                probe = probes[r % len(probes)]
+                cold[side, limit].append(child(side, _COLD_AB, str(folder), probe, limit))
+        for side in sides if r % 2 == 1 else list(sides)[::-1]:
+            stages[side].append(child(side, _STAGES_AB, str(folder), json.dumps(probes)))
+    cold_rows = []
+    for (side, limit), runs in cold.items():
+        med = {
+            stage: [float(np.median([run["marks"][stage][i] for run in runs])) for i in (0, 1)]
+            for stage in runs[0]["marks"]
+        }
+        outcomes = [run["hit"] or "miss" for run in runs]
+        counts = ", ".join(f"{k} {outcomes.count(k)}" for k in sorted(set(outcomes)))
+        cold_rows.append(
+            f"| {side} | {limits[limit]} | {len(runs)} | "
+            f"{med['import'][0]:.2f} / {med['import'][1]:.2f} | "
+            f"{med['Cache()'][0]:.2f} / {med['Cache()'][1]:.2f} | "
+            f"{med['first lookup'][0]:.2f} / {med['first lookup'][1]:.2f} | {counts} | "
+            f"{sum(run['timeouts'] for run in runs)} |"
+        )
+    stage_rows = []
+    labels = list(stages["after"][0]["ms"])
+    p50 = {
+        side: {
+            label: float(np.median([v for run in runs for v in run["ms"].get(label, [])]))
+            for label in labels
+        }
+        for side, runs in stages.items()
+    }
+    for label in labels:
+        b, a = p50["before"][label], p50["after"][label]
+        unit = " (ms wall)" if label.endswith(": wall") else ""
+        stage_rows.append(f"| {label.strip()}{unit} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    for side in sides:
+        q = p50[side]
+        stage_rows.append(
+            f"| {side}: CPU beyond the embedding (caller's thread); lookup / bare embedding, "
+            f"default deadline, CPU and wall | "
+            f"{q[CALLER] - q[BARE]:.3f} | {q[DEADLINE] / q[BARE + ' ']:.2f}x CPU, "
+            f"{q[DEADLINE + ': wall'] / q[BARE + ': wall']:.2f}x wall | |"
+        )
+    kinds = {s: [run["kinds"] for run in runs] for s, runs in stages.items()}
+    stage_rows.append(f"| lookup outcomes per run | {kinds['before']} | {kinds['after']} | |")
+    return cold_rows, stage_rows
+
+
 def run_child(args: list[str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS MiB and stdout of a fresh process, as ``/usr/bin/time`` sees it.
 
@@ -405,6 +577,56 @@ def measure_serve(folder: Path, backend: str, queries: list[str]) -> str:
 
 
 # ---- report --------------------------------------------------------------------------------------
+def compare_report(
+    args: argparse.Namespace,
+    stored: list[str],
+    queries: list[str],
+    root: Path,
+    load_start: tuple[float, float, float],
+    started_at: dt.datetime,
+) -> int:
+    """The ``--compare`` run: fill one folder (ONNX), then cold start and stages, both sides."""
+    from modelcache.embedding import build_embedder
+
+    print("filling ...", file=sys.stderr)
+    filled = root / "filled"
+    fill(filled, stored, build_embedder("minilm", threads=1))
+    probes = [q.lower().rstrip("?") + " ?" for q in stored[: args.queries]]
+    print("cold start and stages, both sides ...", file=sys.stderr)
+    cold_rows, stage_rows = measure_compare(filled, args.compare, probes, args.repeat)
+    load_end = os.getloadavg()
+    lines = [
+        "## Cold start and lookup stages, before vs after",
+        "",
+        f"Run {started_at:%Y-%m-%d %H:%M} UTC, `python benchmarks/runtime.py --compare BEFORE "
+        f"--entries {args.entries} --queries {args.queries} --repeat {args.repeat}` "
+        f"({os.cpu_count()} CPUs; load average {load_start[0]:.2f}/{load_start[1]:.2f}/"
+        f"{load_start[2]:.2f} at start, {load_end[0]:.2f}/{load_end[1]:.2f}/{load_end[2]:.2f} at "
+        "end). Fresh processes alternate between the two checkouts; ONNX Runtime, one thread; "
+        "probes are stored questions with case and punctuation changed.",
+        "",
+        "Cold start, seconds since the child's first line (wall / CPU of the process), medians; "
+        "default config, and without a lookup deadline (the time to a first answer):",
+        "",
+        "| code | lookup_timeout | runs | import | Cache() | first lookup done | "
+        "first lookup returned | timeouts |",
+        "|---|---|---:|---:|---:|---:|---|---:|",
+        *cold_rows,
+        "",
+        "Lookup stages, CPU ms per semantic hit unless marked wall (p50 over every run's "
+        "lookups; the stages on the caller's thread, `lookup_timeout=None`, so that they add "
+        "up; every other probe through the default deadline's worker thread instead, each "
+        "followed by a bare embedding of the same text):",
+        "",
+        "| stage | before | after | change |",
+        "|---|---:|---:|---:|",
+        *stage_rows,
+        "",
+    ]
+    write_report(lines, args.out)
+    return 0
+
+
 def versions() -> str:
     """Library versions, read without importing torch into this process twice."""
     from importlib.metadata import version
@@ -421,6 +643,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="insert_many batch size")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per measurement")
     parser.add_argument("--out", type=Path, default=None, help="also write the report here")
+    parser.add_argument(
+        "--compare", type=Path, default=None, help="cold start and lookup stages vs this checkout"
+    )
     parser.add_argument("--data", type=Path, default=Path(os.environ.get(
         "MODELCACHE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")))  # fmt: skip
     args = parser.parse_args(argv)
@@ -431,6 +656,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     stored, bulk = texts[: args.entries], texts[args.entries : 2 * args.entries]
     queries = texts[2 * args.entries : 2 * args.entries + args.queries]
     root = Path(tempfile.mkdtemp(prefix="modelcache-runtime-"))
+    if args.compare is not None:
+        try:
+            return compare_report(args, stored, queries, root, load_start, started_at)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
     try:
         print("loading both runtimes ...", file=sys.stderr)
         models = embedders()

@@ -300,6 +300,8 @@ class Cache:
         )
         self._language_warned = not english_only(self._embedder.name)
         self._pool_lock = threading.Lock()
+        self._loading: dict[str, threading.Thread] | None = None  # see _start_loading
+        self._load_windows: list[tuple[float, float | None]] = []
         self._writer = BackgroundWriter(
             self._sql, queue_size=cfg.query_log_queue, periodic=self._maintenance.run
         )
@@ -476,10 +478,12 @@ class Cache:
         The abandoned worker ends when the SQL call's own timeout fires; the caller goes on
         to its LLM at once.
         """
+        if not exact_only and self._loading is None:
+            self._start_loading()
         seconds = self.config.lookup_timeout
         if seconds is None:
             return self._lookup(request, threshold, exact_only, None)
-        budget = _Budget(seconds, self._acceptor.warm_up_windows)
+        budget = _Budget(seconds, self._busy_windows)
         future = self._lookup_pool().submit(self._lookup, request, threshold, exact_only, budget)
         while True:
             try:
@@ -491,6 +495,48 @@ class Cache:
                 raise _DeadlineExceeded(
                     f"lookup exceeded lookup_timeout={seconds}s in the stores"
                 ) from None
+
+    def _start_loading(self) -> None:
+        """Load the embedding model and open the vector store on two background threads, once,
+        at the first lookup that may need them: ONNX Runtime builds its session without the GIL
+        while chromadb imports, and an exact hit waits for neither. Opening a cache for `stats`
+        or `export` still loads nothing."""
+        with self._pool_lock:
+            if self._loading is not None:
+                return
+            self._loading = {}
+            tasks: list[tuple[str, Callable[[], None]]] = []
+            preload = getattr(self._embedder, "_preload", None)
+            if callable(preload):
+                tasks.append(("model", preload))
+            if not getattr(self._vectors, "is_open", True):
+                tasks.append(("vectors", self._vectors.open))  # type: ignore[attr-defined]
+            for name, task in tasks:
+                slot = len(self._load_windows)
+                self._load_windows.append((time.monotonic(), None))
+                thread = threading.Thread(
+                    target=self._load_in_background,
+                    args=(task, slot),
+                    name=f"modelcache-load-{name}",
+                    daemon=True,
+                )
+                self._loading[name] = thread
+                thread.start()
+
+    def _load_in_background(self, task: Callable[[], None], slot: int) -> None:
+        """Run one start-up load; a failure is left to the lookup that needs it (it loads again
+        and fails open with a warning)."""
+        try:
+            task()
+        except Exception as exc:
+            log.debug("modelcache: background load failed: %s", describe_error(exc))
+        finally:
+            self._load_windows[slot] = (self._load_windows[slot][0], time.monotonic())
+
+    def _busy_windows(self) -> list[tuple[float, float | None]]:
+        """Start-up work a lookup deadline does not count: the guard's warm-up, jieba's load,
+        the model load and the vector store's opening (a cold start is no stuck store)."""
+        return [*self._acceptor.warm_up_windows(), *self._load_windows]
 
     def _lookup_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -1057,6 +1103,9 @@ class Cache:
         if self._closed:
             return
         self._closed = True
+        opening = (self._loading or {}).get("vectors")
+        if opening is not None:  # no Chroma client opens behind a released folder lock
+            opening.join(timeout=30.0)
         self._writer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)

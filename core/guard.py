@@ -161,6 +161,7 @@ class GuardWords:
     antonym_forms: dict[str, str] = field(default_factory=dict)  # inflected form -> base
     antonym_degrees: dict[str, str] = field(default_factory=dict)  # cheaper, cheapest -> cheap
     antonym_partners: dict[str, set[str]] = field(default_factory=dict)  # cheap -> {expensive}
+    antonyms_cjk: list[str] = field(default_factory=list)  # Chinese antonyms, found inside words
     negations: set[str] = field(default_factory=set)
     negation_idioms: list[str] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
@@ -195,6 +196,8 @@ class GuardWords:
             words.antonym_partners.setdefault(row[0], set()).add(row[1])
             words.antonym_partners.setdefault(row[1], set()).add(row[0])
             for base in row:
+                if len(base) >= 2 and _CJK.search(base):
+                    words.antonyms_cjk.append(base)
                 for form in _inflections(base):
                     words.antonym_forms.setdefault(form, base)
                 for form in _degrees(base):
@@ -300,7 +303,7 @@ class Guard:
         reason = _prefix_negation(fa, fb)
         if reason:
             return reason
-        for x, y in self.words.antonyms:
+        for x, y in self.words.antonyms if fa.antonyms and fb.antonyms else ():
             for p, q in ((x, y), (y, x)):
                 one_way = p in fa.antonyms and q not in fa.antonyms
                 if one_way and q in fb.antonyms and p not in fb.antonyms:
@@ -389,10 +392,8 @@ class Guard:
 
         entities = self._entities(tokens, lower, starts, grams, tech, cjk_words)
         antonyms = self._antonyms(lower, grams)
-        for x, y in w.antonyms:  # Chinese words also inside longer words: 升级 in 升级到
-            for base in (x, y):
-                if len(base) >= 2 and _CJK.search(base) and base in text:
-                    antonyms.add(base)
+        if has_cjk:  # Chinese words also inside longer words: 升级 in 升级到
+            antonyms |= {base for base in w.antonyms_cjk if base in text}
         negated = self._negated(text)
         answer_types = {w.answer_types[g] for g in grams if g in w.answer_types}
         answer_types |= {
@@ -693,11 +694,15 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
 
     for i, token in enumerate(lower):
         parts = token.split("-")
-        numeric = [p for p in parts if _cardinal(p, known) is not None or p in (*_SCALES, _ONE)]
+        values = [_cardinal(p, known) for p in parts]
+        numeric = [
+            p
+            for p, v in zip(parts, values, strict=True)
+            if v is not None or p in _SCALES or p == _ONE
+        ]
         compound = len(parts) > 1 and bool(numeric) and parts[0] == numeric[0]
         next_word = lower[i + 1] if i + 1 < len(lower) else ""
-        for part in parts:
-            value = _cardinal(part, known)
+        for part, value in zip(parts, values, strict=True):
             if part == _ONE and (compound or next_word in _SCALES):
                 value = 1.0
             elif compound and part in _ORDINAL_WORDS:

@@ -408,6 +408,12 @@ class OnnxSentenceEmbedder(BaseEmbedder):
                 self._load()
             return self._runtime or self._torch
 
+    def _preload(self) -> None:
+        """Load the model now (idempotent). The engine calls it on a background thread at the
+        first lookup: ONNX Runtime builds its session without the GIL while the vector store
+        opens, and the first embedding waits for it on the load lock."""
+        self._loaded()
+
     def _load(self) -> None:
         try:
             if self._layout.problem:

@@ -234,3 +234,46 @@ def test_import_modelcache_loads_no_backend(tmp_path: Path) -> None:
         print("loaded:" + ",".join(before))
     """
     assert _run(code, tmp_path) == "loaded:"
+
+
+def test_a_slow_model_load_at_the_first_lookup_is_not_cut_by_the_deadline(
+    tmp_path: Path, minilm: OnnxSentenceEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model loads on first use (0.2-1 s on a busy machine): that one-time cost is no stuck
+    store, so the first semantic lookup of a fresh embedder still hits under a short deadline."""
+    import time
+
+    folder = str(tmp_path / "c")
+    with Cache(CacheConfig(path=folder), embedder=minilm) as cache:
+        cache.insert(Request.from_text("How do I reset my password?"), "Use the link.")
+    fresh = OnnxSentenceEmbedder()
+    opened = fresh._open_onnx
+
+    def slow_open() -> object:
+        time.sleep(0.6)  # longer than the deadline below
+        return opened()
+
+    monkeypatch.setattr(fresh, "_open_onnx", slow_open)
+    with Cache(CacheConfig(path=folder, lookup_timeout=0.2), embedder=fresh) as cache:
+        hit = cache.lookup(Request.from_text("How can I reset my password?"))
+        assert hit is not None and hit.kind == "semantic", hit
+        assert cache.stats()["timeouts"] == 0
+
+
+def test_a_model_that_cannot_load_makes_the_first_lookups_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first lookup's background load fails quietly; the lookup that needs the model loads
+    again, fails, and is a logged miss, as every later one is."""
+    broken = OnnxSentenceEmbedder(fallback=False)
+
+    def fail() -> object:
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(broken, "_open_onnx", fail)
+    with Cache(CacheConfig(path=str(tmp_path / "c")), embedder=broken) as cache:
+        with caplog.at_level(logging.WARNING, logger="modelcache"):
+            assert cache.lookup(Request.from_text("How do I reset my password?")) is None
+            assert cache.lookup(Request.from_text("How do I change my password?")) is None
+        assert cache.stats()["errors"] == 2
+    assert sum("lookup failed" in r.getMessage() for r in caplog.records) == 2
