@@ -311,7 +311,8 @@ _STAGES_AB = textwrap.dedent(
     wrap(cache._sql, "get_live", "exact probe (SQL)")
     wrap(cache._embedder, "embed", "query embedding")
     wrap(cache._vectors, "query_vectors", "vector query (Chroma)")
-    wrap(cache._sql, "get_many", "candidate rows (SQL)")
+    rows = "get_live_many" if hasattr(cache._sql, "get_live_many") else "get_many"  # older builds
+    wrap(cache._sql, rows, "candidate rows (SQL)")
     wrap(cache._acceptor, "threshold_for", "threshold choice")
     wrap(cache._acceptor, "choose", "acceptor (crowding, guard, decoding)")
     if cache._acceptor._guard is not None:
