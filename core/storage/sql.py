@@ -206,17 +206,17 @@ class SQLStore:
                 }
                 self._watchdog = _Watchdog(timeout)
         try:
-            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+            self._engine: Engine = sa.create_engine(self.url, **kwargs)
             if backend == "sqlite":
-                event.listen(self.engine, "connect", functools.partial(_sqlite_pragmas, timeout))
+                event.listen(self._engine, "connect", functools.partial(_sqlite_pragmas, timeout))
             elif backend == "mysql":
-                event.listen(self.engine, "connect", functools.partial(_mysql_session, timeout))
+                event.listen(self._engine, "connect", functools.partial(_mysql_session, timeout))
             if self._watchdog is not None:
                 self._watch(self._watchdog)
             self._create_schema()
         except sa.exc.SQLAlchemyError as exc:
             if hasattr(self, "engine"):
-                self.engine.dispose()
+                self._engine.dispose()
             if self._watchdog is not None:
                 self._watchdog.stop()
             if backend == "sqlite" and _is_corrupt(exc):
@@ -240,10 +240,10 @@ class SQLStore:
                 watchdog.disarm(dbapi_conn)
                 raise sa.exc.DisconnectionError(f"stale connection: {exc}") from exc
 
-        event.listen(self.engine, "checkout", checkout)
-        event.listen(self.engine, "checkin", watchdog.disarm)
-        event.listen(self.engine, "close", watchdog.disarm)
-        event.listen(self.engine, "invalidate", watchdog.disarm)
+        event.listen(self._engine, "checkout", checkout)
+        event.listen(self._engine, "checkin", watchdog.disarm)
+        event.listen(self._engine, "close", watchdog.disarm)
+        event.listen(self._engine, "invalidate", watchdog.disarm)
 
     def _create_schema(self) -> None:
         """Create missing tables; several processes may do it at once on an empty database.
@@ -254,7 +254,7 @@ class SQLStore:
         """
         for attempt in range(8):
             try:
-                SQLModel.metadata.create_all(self.engine, tables=_TABLES)
+                SQLModel.metadata.create_all(self._engine, tables=_TABLES)
                 return
             except (sa.exc.ProgrammingError, sa.exc.IntegrityError, sa.exc.OperationalError) as e:
                 if attempt == 7 or (self.dialect == "sqlite" and not is_transient(e)):
@@ -275,7 +275,7 @@ class SQLStore:
 
     def ping(self) -> None:
         """One round trip to the database (readiness probes); raises when it is unreachable."""
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
     @property
@@ -283,14 +283,14 @@ class SQLStore:
         """Backend name: sqlite, mysql, postgresql."""
         return self.url.get_backend_name()
 
-    def session(self) -> Session:
+    def _session(self) -> Session:
         """A new session; callers use it as a context manager."""
-        return Session(self.engine, expire_on_commit=False)
+        return Session(self._engine, expire_on_commit=False)
 
     # ---- settings ----------------------------------------------------------------------------
     def get_meta(self) -> dict[str, str]:
         """All stored settings."""
-        with self.session() as s:
+        with self._session() as s:
             return {row.key: row.value for row in s.exec(select(MetaRow))}
 
     def set_meta(self, values: dict[str, str]) -> None:
@@ -299,7 +299,7 @@ class SQLStore:
 
     def _set_meta(self, values: dict[str, str]) -> None:
         for key, value in sorted(values.items()):
-            with self.session() as s:
+            with self._session() as s:
                 if s.get(MetaRow, key) is not None:
                     continue
                 s.add(MetaRow(key=key, value=value))
@@ -312,7 +312,7 @@ class SQLStore:
         """Overwrite one stored setting (a schema upgrade)."""
 
         def write() -> None:
-            with self.session() as s:
+            with self._session() as s:
                 s.merge(MetaRow(key=key, value=value))
                 s.commit()
 
@@ -323,7 +323,7 @@ class SQLStore:
         """Create the partition row if missing (idempotent, race-tolerant)."""
 
         def write() -> None:
-            with self.engine.begin() as conn:
+            with self._engine.begin() as conn:
                 self._touch_partitions(conn, [partition], now)
 
         self._retrying(write)
@@ -382,7 +382,7 @@ class SQLStore:
         for name, value in wanted.items():
             if value is not None:
                 stmt = stmt.where(getattr(PartitionRow, name) == value)
-        with self.session() as s:
+        with self._session() as s:
             rows = list(s.exec(stmt))
         return [
             row for row in rows if all(v is None or getattr(row, k) == v for k, v in wanted.items())
@@ -392,7 +392,7 @@ class SQLStore:
         """The ids among ``ids`` that have no partition row yet."""
         wanted = sorted(set(ids))
         found: set[str] = set()
-        with self.session() as s:
+        with self._session() as s:
             for chunk in _chunks(wanted):
                 found.update(s.exec(select(PartitionRow.id).where(col(PartitionRow.id).in_(chunk))))
         return set(wanted) - found
@@ -400,14 +400,14 @@ class SQLStore:
     def partition_count(self, tenant: str) -> int:
         """How many partitions a tenant holds."""
         stmt = select(func.count()).select_from(PartitionRow).where(PartitionRow.tenant == tenant)
-        with self.session() as s:
+        with self._session() as s:
             return int(s.exec(stmt).one())
 
     def delete_all(self) -> int:
         """Delete every entry and partition; returns the number of entries deleted."""
 
         def write() -> int:
-            with self.session() as s:
+            with self._session() as s:
                 s.exec(delete(PartitionRow))  # partition rows first, as inserts lock them
                 deleted = int(s.exec(delete(EntryRow)).rowcount or 0)
                 s.commit()
@@ -417,7 +417,7 @@ class SQLStore:
 
     def entry_partitions(self) -> list[str]:
         """Partition ids that have entries (including rows whose partition row is gone)."""
-        with self.session() as s:
+        with self._session() as s:
             return list(s.exec(select(EntryRow.partition_id).distinct()))
 
     def delete_partitions(self, partition_ids: Sequence[str]) -> int:
@@ -429,7 +429,7 @@ class SQLStore:
 
         def write() -> int:
             deleted = 0
-            with self.session() as s:
+            with self._session() as s:
                 for chunk in _chunks(sorted(partition_ids)):
                     s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
                     result = s.exec(delete(EntryRow).where(col(EntryRow.partition_id).in_(chunk)))
@@ -441,7 +441,7 @@ class SQLStore:
 
     def histories(self) -> list[tuple[str, str, str]]:
         """(id, partition id, history JSON) of every entry that has earlier turns."""
-        with self.session() as s:
+        with self._session() as s:
             rows = s.exec(
                 select(EntryRow.id, EntryRow.partition_id, EntryRow.history_json).where(
                     EntryRow.history_json != "[]"
@@ -459,7 +459,7 @@ class SQLStore:
         if self._raw_reads:
             rows = self._raw_read(_RAW_LIVE, (entry_id, partition_id, now))
             return entry_of(rows[0]) if rows else None
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             found = conn.execute(_LIVE, {"id": entry_id, "pid": partition_id, "now": now}).first()
         return entry_of(found) if found is not None else None
 
@@ -482,7 +482,7 @@ class SQLStore:
                 )
             ]
         else:
-            with self.engine.connect() as conn:
+            with self._engine.connect() as conn:
                 found = [
                     tuple(row)
                     for chunk in _chunks(ids)
@@ -497,7 +497,7 @@ class SQLStore:
     def get_many(self, ids: Sequence[str], partition_id: str) -> dict[str, EntryRow]:
         """Whole rows of these ids in one partition, expired ones included (re-embedding)."""
         found: dict[str, EntryRow] = {}
-        with self.session() as s:
+        with self._session() as s:
             for chunk in _chunks(ids):  # by primary key only, as in get_live_many
                 rows = s.exec(select(EntryRow).where(col(EntryRow.id).in_(chunk)))
                 found.update((row.id, row) for row in rows if row.partition_id == partition_id)
@@ -505,7 +505,7 @@ class SQLStore:
 
     def _raw_read(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         """Rows of one SQLite read on a pooled connection (pragmas and timeouts as set)."""
-        conn = self.engine.raw_connection()
+        conn = self._engine.raw_connection()
         try:
             cursor = conn.cursor()
             try:
@@ -533,7 +533,7 @@ class SQLStore:
         values = [r.model_dump() for r in sorted(rows, key=lambda r: r.id)]
 
         def write() -> None:
-            with self.engine.begin() as conn:
+            with self._engine.begin() as conn:
                 if partitions:
                     self._touch_partitions(conn, partitions, now)
                 conn.execute(self._upsert, values)  # one prepared statement, executemany
@@ -562,7 +562,7 @@ class SQLStore:
     def locate(self, ids: Sequence[str]) -> list[tuple[str, str]]:
         """(id, partition_id) of the entries that exist among ``ids``."""
         found: list[tuple[str, str]] = []
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             for chunk in _chunks(list(ids)):
                 stmt = sa.select(_ENTRY.c.id, _ENTRY.c.partition_id).where(_ENTRY.c.id.in_(chunk))
                 found.extend((i, p) for i, p in conn.execute(stmt))
@@ -575,7 +575,7 @@ class SQLStore:
         found: dict[str, tuple[str, str, float | None]] = {}
         columns = (_ENTRY.c.id, _ENTRY.c.answer_json, _ENTRY.c.metadata_json, _ENTRY.c.ttl)
         live = sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > now)
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             for chunk in _chunks(list(ids)):
                 stmt = sa.select(*columns).where(_ENTRY.c.id.in_(chunk), live)
                 found.update((i, (a, m, t)) for i, a, m, t in conn.execute(stmt))
@@ -586,7 +586,7 @@ class SQLStore:
 
         def write() -> int:
             deleted = 0
-            with self.engine.begin() as conn:
+            with self._engine.begin() as conn:
                 for chunk in _chunks(sorted(set(ids))):
                     stmt = sa.delete(_ENTRY).where(_ENTRY.c.id.in_(chunk))
                     deleted += conn.execute(stmt).rowcount
@@ -604,7 +604,7 @@ class SQLStore:
             return
 
         def write() -> None:
-            with self.session() as s:
+            with self._session() as s:
                 for entry_id, (count, last, expires) in sorted(hits.items()):
                     values: dict[str, Any] = {
                         "hit_count": EntryRow.hit_count + count,
@@ -622,12 +622,12 @@ class SQLStore:
         stmt = select(func.count()).select_from(EntryRow)
         if partition_id is not None:
             stmt = stmt.where(EntryRow.partition_id == partition_id)
-        with self.session() as s:
+        with self._session() as s:
             return int(s.exec(stmt).one())
 
     def ids_of(self, partition_id: str) -> list[str]:
         """Every entry id of a partition (integrity checks)."""
-        with self.session() as s:
+        with self._session() as s:
             return list(s.exec(select(EntryRow.id).where(EntryRow.partition_id == partition_id)))
 
     def partition_counts(self) -> dict[str, tuple[int, int, int]]:
@@ -638,12 +638,12 @@ class SQLStore:
             func.coalesce(func.sum(EntryRow.hit_count), 0),
             func.coalesce(func.sum(EntryRow.hit_count * EntryRow.answer_tokens), 0),
         ).group_by(EntryRow.partition_id)
-        with self.session() as s:
+        with self._session() as s:
             return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
 
     def iter_entries(self, partition_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
         """Every entry of these partitions as a dict of its columns (export)."""
-        with self.engine.connect() as conn:
+        with self._engine.connect() as conn:
             for chunk in _chunks(list(partition_ids)):
                 stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
                 for row in conn.execute(stmt).mappings():
@@ -658,7 +658,7 @@ class SQLStore:
             .order_by(sa.asc(EntryRow.expires_at))
             .limit(limit)
         )
-        with self.session() as s:
+        with self._session() as s:
             return [(i, p) for i, p in s.exec(stmt)]
 
     def eviction_order(
@@ -672,18 +672,18 @@ class SQLStore:
         if protect:
             stmt = stmt.where(col(EntryRow.id).not_in(list(protect)))
         stmt = stmt.order_by(*EVICTION_ORDER[policy], col(EntryRow.id).asc()).limit(limit)
-        with self.session() as s:
+        with self._session() as s:
             return [(i, p) for i, p in s.exec(stmt)]
 
     # ---- query log ---------------------------------------------------------------------------
     def append_log(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert query-log rows (LogRow's columns as plain dicts) with one prepared statement."""
-        with self.engine.begin() as conn:
+        with self._engine.begin() as conn:
             conn.execute(sa.insert(_LOG), list(rows))
 
     def purge_log(self, older_than: float) -> int:
         """Delete log rows written before ``older_than``; returns how many."""
-        with self.session() as s:
+        with self._session() as s:
             result = s.exec(delete(LogRow).where(col(LogRow.at) < older_than))
             s.commit()
             return int(result.rowcount or 0)
@@ -702,7 +702,7 @@ class SQLStore:
             stmt = stmt.where(col(LogRow.id) > last_id)
             if since is not None:
                 stmt = stmt.where(col(LogRow.at) >= since)
-            with self.session() as s:
+            with self._session() as s:
                 rows = list(s.exec(stmt.order_by(col(LogRow.id)).limit(_LOG_PAGE)))
             if not rows:
                 return
@@ -714,7 +714,7 @@ class SQLStore:
         """Dispose of the connection pool."""
         if self._watchdog is not None:
             self._watchdog.stop()
-        self.engine.dispose()
+        self._engine.dispose()
 
 
 def _sqlite_pragmas(timeout: float, dbapi_conn: Any, _record: Any) -> None:

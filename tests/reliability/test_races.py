@@ -68,7 +68,7 @@ def fail_statements(cache: Cache, verb: str, times: int, error: Exception | None
             left[0] -= 1
             raise error
 
-    event.listen(cache._sql.engine, "before_cursor_execute", before)
+    event.listen(cache._sql._engine, "before_cursor_execute", before)
 
 
 @pytest.mark.parametrize("verb", ["INSERT", "DELETE", "UPDATE"])
