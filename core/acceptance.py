@@ -36,8 +36,6 @@ __all__ = [
     "Acceptor",
     "Candidate",
     "ConversationVectors",
-    "query_part",
-    "recall_vector",
     "resolve_thresholds",
 ]
 
@@ -57,31 +55,6 @@ def resolve_thresholds(config: CacheConfig, embedder: Embedder) -> Thresholds:
 
 def _pick(value: float | None, default: float) -> float:
     return default if value is None else value
-
-
-def recall_vector(query: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-    """The vector an entry is stored and recalled by: its query plus its context, normalised.
-
-    A generic follow-up ("when did it begin") stored in many conversations then recalls the
-    conversations nearest to the request's first, instead of an arbitrary top-k of identical
-    queries. A standalone entry keeps its query vector.
-    """
-    if context is None:
-        return query
-    summed = np.asarray(query, dtype=np.float32) + np.asarray(context, dtype=np.float32)
-    norm = float(np.linalg.norm(summed))
-    return summed / norm if norm > 1e-6 else query
-
-
-def query_part(recall: np.ndarray, context: np.ndarray | None) -> np.ndarray:
-    """Inverse of :func:`recall_vector` given the context: the stored query vector.
-
-    With unit vectors, recall = (q + c) / |q + c| and |q + c| = 2 (recall . c), so the query
-    vector needs no storage of its own.
-    """
-    if context is None:
-        return recall
-    return (2.0 * float(np.dot(recall, context))) * recall - context
 
 
 # words that point back into the conversation: a question holding one is never standalone

@@ -22,7 +22,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
 import numpy as np
 
 from ._language import english_only, mostly_non_latin
-from .acceptance import Acceptor, Candidate, ConversationVectors, query_part, recall_vector
+from .acceptance import Acceptor, Candidate, ConversationVectors
 from .config import CacheConfig
 from .embedding import Embedder, Thresholds, build_embedder
 from .errors import (
@@ -37,9 +37,10 @@ from .request import Partition, Request, Scope, _canonical_json, stored_conversa
 from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .storage.rows import Entry, encode_vector
+from .storage.rows import Entry, new_row
 from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
+from .vectors.recall import embed_entries, query_part, recall_vector
 from .verifier import VerifierSpec
 
 __all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
@@ -392,16 +393,6 @@ class Cache:
             raise
         except Exception as exc:
             raise BackendError(f"partition cap check failed: {describe_error(exc)}") from exc
-
-    def _checked(self, vectors: Any, count: int) -> np.ndarray:
-        """Embeddings as a (count, dimension) finite matrix, or BackendError before any write."""
-        array = np.asarray(vectors, dtype=np.float32)
-        expected = (count, self._embedder.dimension)
-        if array.shape != expected:
-            raise BackendError(f"the embedder returned shape {array.shape}, expected {expected}")
-        if not np.isfinite(array).all():
-            raise BackendError("the embedder returned non-finite values (NaN or infinity)")
-        return array
 
     @staticmethod
     def _validate_threshold(threshold: float | None) -> None:
@@ -830,37 +821,27 @@ class Cache:
         meta_json: str,
     ) -> tuple[list[EntryRow], np.ndarray, list[Partition]]:
         """Rows, recall vectors and partitions of (request, answer JSON) pairs: the embedding."""
-        queries = self._checked(self._embedder.embed([r.query_text for r, _ in batch]), len(batch))
-        contexts = [r.conversation_text for r, _ in batch if r.conversation_text]
-        context_vecs = (
-            iter(self._checked(self._embedder.embed(contexts), len(contexts)))
-            if contexts
-            else iter(())
+        contexts, vectors = embed_entries(
+            self._embedder,
+            [r.query_text for r, _ in batch],
+            [r.conversation_text for r, _ in batch],
         )
-        context_of = [next(context_vecs) if r.conversation_text else None for r, _ in batch]
-        rows = [  # the values are built here, so the model's per-field validation is skipped
-            EntryRow.model_construct(
-                id=r.exact_key,
+        rows = [
+            new_row(
+                entry_id=r.exact_key,
                 partition_id=r.partition.id,
                 query=r.query_text,
                 history_json=_canonical_json([[m.role, m.content] for m in r.history], "history"),
                 context_text=r.context_text,
-                context_vector=None if ctx is None else encode_vector(ctx),
+                context_vector=context,
                 attachments=r.attachment_digest,
                 answer_json=answer_json,
                 metadata_json=meta_json,
-                answer_tokens=_estimate_tokens(answer_json),
-                created_at=now,
-                last_hit_at=now,
-                hit_count=0,
+                now=now,
                 ttl=ttl,
-                expires_at=now + ttl if ttl is not None else None,
             )
-            for (r, answer_json), ctx in zip(batch, context_of, strict=True)
+            for (r, answer_json), context in zip(batch, contexts, strict=True)
         ]
-        vectors = np.stack(
-            [recall_vector(q, ctx) for q, ctx in zip(queries, context_of, strict=True)]
-        )
         return rows, vectors, list({r.partition.id: r.partition for r, _ in batch}.values())
 
     def _write_rows(
@@ -961,25 +942,7 @@ class Cache:
     def export(self, *, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
         self._check_open()
-        partitions = {p.id: p for p in self._sql.find_partitions(tenant=tenant)}
-        for row in self._sql.iter_entries(list(partitions)):
-            p = partitions[row["partition_id"]]
-            yield {
-                "id": row["id"],
-                "tenant": p.tenant,
-                "env": p.env,
-                "model": p.model,
-                "params": json.loads(p.params_json),
-                "system": p.system or None,
-                "query": row["query"],
-                "history": json.loads(row["history_json"]),
-                "answer": json.loads(row["answer_json"]),
-                "metadata": json.loads(row["metadata_json"] or "{}"),
-                "created_at": row["created_at"],
-                "hit_count": row["hit_count"],
-                "ttl": row["ttl"],
-                "expires_at": row["expires_at"],
-            }
+        yield from self._sql.export(tenant)
 
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
@@ -1083,14 +1046,8 @@ class Cache:
             good.append((entry_id, row.query, context))
         if not good:
             return 0, failed
-        queries = self._checked(self._embedder.embed([q for _, q, _ in good]), len(good))
-        texts = [c for *_, c in good if c]
-        embedded = iter(self._checked(self._embedder.embed(texts), len(texts)) if texts else ())
-        vectors = [
-            recall_vector(q, next(embedded) if c else None)
-            for q, (*_, c) in zip(queries, good, strict=True)
-        ]
-        self._vectors.upsert(partition_id, [i for i, _, _ in good], np.stack(vectors))
+        _, recall = embed_entries(self._embedder, [q for _, q, _ in good], [c for *_, c in good])
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], recall)
         return len(good), failed
 
     def close(self) -> None:
@@ -1139,8 +1096,3 @@ def _query_similarity(query: np.ndarray, stored: np.ndarray, row: Entry) -> floa
     if row.context_vector is not None:
         stored = query_part(stored, row.context_vector)
     return min(1.0, max(-1.0, float(np.dot(query, stored))))
-
-
-def _estimate_tokens(answer_json: str) -> int:
-    """About four characters per token: enough for a savings estimate."""
-    return max(1, len(answer_json) // 4)

@@ -1,4 +1,5 @@
-"""The row format of an entry: vectors as base64 text, and the plain entry a lookup reads.
+"""The row format of an entry: vectors as base64 text, the row a write stores, the plain entry
+a lookup reads and the JSON record an export yields.
 
 Lookups never see ORM objects: building a validated model per row costs more than the read
 itself, and the acceptance checks need only a few decoded fields.
@@ -7,13 +8,24 @@ itself, and the acceptance checks need only a few decoded fields.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ENTRY_COLUMNS", "Entry", "decode_vector", "encode_vector", "entry_of"]
+from .models import EntryRow, PartitionRow
+
+__all__ = [
+    "ENTRY_COLUMNS",
+    "Entry",
+    "decode_vector",
+    "encode_vector",
+    "entry_of",
+    "export_record",
+    "new_row",
+]
 
 
 def encode_vector(vector: np.ndarray) -> str:
@@ -72,3 +84,63 @@ def entry_of(values: Sequence[Any]) -> Entry:
         metadata,
         ttl,
     )
+
+
+def new_row(
+    *,
+    entry_id: str,
+    partition_id: str,
+    query: str,
+    history_json: str,
+    context_text: str,
+    context_vector: np.ndarray | None,
+    attachments: str,
+    answer_json: str,
+    metadata_json: str,
+    now: float,
+    ttl: float | None,
+) -> EntryRow:
+    """The row an insert stores: no hits yet, expiry and token estimate derived here."""
+    # the values are built here, so the model's per-field validation is skipped
+    return EntryRow.model_construct(
+        id=entry_id,
+        partition_id=partition_id,
+        query=query,
+        history_json=history_json,
+        context_text=context_text,
+        context_vector=None if context_vector is None else encode_vector(context_vector),
+        attachments=attachments,
+        answer_json=answer_json,
+        metadata_json=metadata_json,
+        answer_tokens=_estimate_tokens(answer_json),
+        created_at=now,
+        last_hit_at=now,
+        hit_count=0,
+        ttl=ttl,
+        expires_at=now + ttl if ttl is not None else None,
+    )
+
+
+def _estimate_tokens(answer_json: str) -> int:
+    """About four characters per token: enough for a savings estimate."""
+    return max(1, len(answer_json) // 4)
+
+
+def export_record(partition: PartitionRow, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored entry as a JSON-able dict: its partition's fields, query, history, answer."""
+    return {
+        "id": row["id"],
+        "tenant": partition.tenant,
+        "env": partition.env,
+        "model": partition.model,
+        "params": json.loads(partition.params_json),
+        "system": partition.system or None,
+        "query": row["query"],
+        "history": json.loads(row["history_json"]),
+        "answer": json.loads(row["answer_json"]),
+        "metadata": json.loads(row["metadata_json"] or "{}"),
+        "created_at": row["created_at"],
+        "hit_count": row["hit_count"],
+        "ttl": row["ttl"],
+        "expires_at": row["expires_at"],
+    }

@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from ..acceptance import recall_vector
 from ..errors import IncompatibleCacheError
 from ..request import stored_conversation_text
+from ..vectors.recall import embed_entries
 from .models import EntryRow
 from .rows import encode_vector
 
@@ -24,7 +22,7 @@ __all__ = ["SCHEMA_VERSION", "check_settings"]
 log = logging.getLogger("modelcache")
 
 # 2: follow-up vectors carried their replies digest; 3: a follow-up's context vector embeds every
-# earlier turn and its recall vector is query + context (see acceptance.recall_vector)
+# earlier turn and its recall vector is query + context (see vectors.recall)
 SCHEMA_VERSION = "3"
 _UPGRADE_BATCH = 500  # rows re-embedded together by an upgrade
 
@@ -71,21 +69,19 @@ def _upgrade_conversations(store: SQLStore, vectors: VectorStore, embedder: Embe
             keep = [(row, text) for row, text in zip(rows, texts, strict=True) if text]
             if not keep:
                 continue
-            queries = embedder.embed([row.query for row, _ in keep])
-            contexts = embedder.embed([text for _, text in keep])
+            contexts, recall = embed_entries(
+                embedder, [row.query for row, _ in keep], [text for _, text in keep]
+            )
             store.upsert(
                 [
                     EntryRow.model_construct(
                         **{**row.model_dump(), "context_vector": encode_vector(context)}
                     )
                     for (row, _), context in zip(keep, contexts, strict=True)
+                    if context is not None  # every kept row has a context
                 ]
             )
-            vectors.upsert(
-                partition_id,
-                [row.id for row, _ in keep],
-                np.stack([recall_vector(q, c) for q, c in zip(queries, contexts, strict=True)]),
-            )
+            vectors.upsert(partition_id, [row.id for row, _ in keep], recall)
             upgraded += len(keep)
     log.info(
         "modelcache: upgraded the store to schema %s (%d follow-ups)", SCHEMA_VERSION, upgraded

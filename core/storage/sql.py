@@ -32,7 +32,7 @@ from ..errors import BackendError, ConfigError
 from ..redact import mask_url
 from ..request import Partition
 from .models import EntryRow, LogRow, MetaRow, PartitionRow
-from .rows import ENTRY_COLUMNS, Entry, entry_of
+from .rows import ENTRY_COLUMNS, Entry, entry_of, export_record
 
 __all__ = ["EVICTION_ORDER", "SQLStore", "is_transient"]
 
@@ -641,13 +641,15 @@ class SQLStore:
         with self._session() as s:
             return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
 
-    def iter_entries(self, partition_ids: Sequence[str]) -> Iterator[dict[str, Any]]:
-        """Every entry of these partitions as a dict of its columns (export)."""
+    def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry (of one tenant, or all) as a JSON-able record with its partition's
+        fields (:func:`~.rows.export_record`)."""
+        partitions = {p.id: p for p in self.find_partitions(tenant=tenant)}
         with self._engine.connect() as conn:
-            for chunk in _chunks(list(partition_ids)):
+            for chunk in _chunks(list(partitions)):
                 stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
                 for row in conn.execute(stmt).mappings():
-                    yield dict(row)
+                    yield export_record(partitions[row["partition_id"]], dict(row))
 
     # ---- maintenance -------------------------------------------------------------------------
     def expired(self, now: float, limit: int) -> list[tuple[str, str]]:

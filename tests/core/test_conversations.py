@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from modelcache import Cache, Message, Request
-from modelcache.acceptance import _context_conflict, _self_contained, query_part, recall_vector
+from modelcache.acceptance import _context_conflict, _self_contained
 from modelcache.guard import Guard
+from modelcache.vectors.recall import query_part, recall_vector
 
 TOPICS = [
     "Roman Empire",
