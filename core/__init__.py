@@ -28,7 +28,8 @@ if TYPE_CHECKING:
         MultilingualEmbedder,
         SentenceTransformerEmbedder,
     )
-    from .engine import Cache, Hit, IntegrityReport, RepairReport
+    from .engine import Cache, Hit
+    from .maintenance import IntegrityReport, RepairReport
     from .request import Message, Request, Scope
     from .stats import CacheStats, PartitionStats
 
@@ -73,8 +74,8 @@ _LAZY = {
     "SentenceTransformerEmbedder": ".embedding",
     "Cache": ".engine",
     "Hit": ".engine",
-    "IntegrityReport": ".engine",
-    "RepairReport": ".engine",
+    "IntegrityReport": ".maintenance",
+    "RepairReport": ".maintenance",
     "Message": ".request",
     "Request": ".request",
     "Scope": ".request",

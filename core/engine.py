@@ -1,7 +1,9 @@
-"""The cache engine: lookup / insert / remove / clear / register / stats, and async twins.
+"""The cache engine: lookup / insert / remove / clear / register, and async twins.
 
 Like Redis, it never calls an LLM: the caller looks up, and on a miss calls its model and
-inserts the answer. Lookups fail open (a backend or embedding fault is a logged miss).
+inserts the answer. Lookups fail open (a backend or embedding fault is a logged miss). The
+engine opens the stores and runs lookups and writes; statistics (stats), maintenance and
+repair (maintenance), the schema and the row format (storage) live in their own modules.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from .errors import (
     ConfigError,
     ModelCacheError,
 )
-from .maintenance import BackgroundWriter, Maintenance
+from .maintenance import BackgroundWriter, IntegrityReport, Maintenance, RepairReport
 from .redact import describe_error, log_failure
-from .request import Partition, Request, Scope, _canonical_json, stored_conversation_text
+from .request import Partition, Request, Scope, _canonical_json
 from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
@@ -43,11 +45,10 @@ from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 from .vectors.recall import embed_entries, query_part, recall_vector
 from .verifier import VerifierSpec
 
-__all__ = ["Cache", "Hit", "IntegrityReport", "RepairReport"]
+__all__ = ["Cache", "Hit"]
 
 log = logging.getLogger("modelcache")
 
-_REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 _INSERT_BATCH = 256  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
@@ -103,30 +104,6 @@ def _lookup_fields(hit: Hit | None) -> dict[str, Any]:
 
 # The query log's columns of a lookup's outcome (LogRow): the answer is not logged.
 _LOGGED_FIELDS = ("hit", "kind", "similarity", "entry_id", "matched_query")
-
-
-@dataclass(frozen=True)
-class IntegrityReport:
-    """Differences between the two stores; both lists empty means consistent."""
-
-    rows_without_vector: list[str]
-    vectors_without_row: list[str]
-
-    @property
-    def ok(self) -> bool:
-        """True when SQL rows and vectors match one to one."""
-        return not self.rows_without_vector and not self.vectors_without_row
-
-
-@dataclass(frozen=True)
-class RepairReport:
-    """What :meth:`Cache.repair` did: vectors re-embedded, orphan vectors and collections
-    dropped, and rows it could not repair (a corrupt history)."""
-
-    reembedded: int
-    orphans_dropped: int
-    collections_dropped: int
-    failed: list[str]
 
 
 class _NoVectors:
@@ -293,11 +270,11 @@ class Cache:
         self._maintenance = Maintenance(
             self._sql,
             self._vectors,
+            self._embedder,
             cfg,
             self._stats,
             write_lock=self._write_lock,
             clock=self._clock,
-            reembed=self._reembed,
         )
         self._language_warned = not english_only(self._embedder.name)
         self._pool_lock = threading.Lock()
@@ -947,18 +924,7 @@ class Cache:
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
         self._check_open()
-        rows_without, vectors_without = [], []
-        pids = (
-            {p.id for p in self._sql.find_partitions()}
-            | set(self._sql.entry_partitions())
-            | set(self._vectors.collections())
-        )
-        for pid in sorted(pids):
-            rows = set(self._sql.ids_of(pid))
-            vecs = set(self._vectors.ids(pid))
-            rows_without += sorted(rows - vecs)
-            vectors_without += sorted(vecs - rows)
-        return IntegrityReport(rows_without, vectors_without)
+        return self._maintenance.check()
 
     def ready(self, timeout: float = 1.0) -> dict[str, Any]:
         """Probe both stores within ``timeout`` seconds (readiness checks of a server).
@@ -998,57 +964,7 @@ class Cache:
         self._check_open()
         if self.degraded:
             raise BackendError(f"cannot repair while {self.degraded}")
-        known = {p.id for p in self._sql.find_partitions()}
-        pids = sorted(known | set(self._sql.entry_partitions()) | set(self._vectors.collections()))
-        reembedded = orphans = dropped = 0
-        failed: list[str] = []
-        for done, pid in enumerate(pids, start=1):
-            with self._write_lock:  # inserts of this process write vector then row: wait
-                rows = set(self._sql.ids_of(pid))
-                if not rows and pid not in known:
-                    self._vectors.drop(pid)  # a collection whose partition was cleared
-                    dropped += 1
-                else:
-                    vecs = set(self._vectors.ids(pid))
-                    extra = sorted(vecs - rows)
-                    if extra:
-                        self._vectors.delete(pid, extra)
-                        orphans += len(extra)
-                    missing = sorted(rows - vecs)
-                    for start in range(0, len(missing), _REPAIR_BATCH):
-                        n, bad = self._reembed(pid, missing[start : start + _REPAIR_BATCH])
-                        reembedded += n
-                        failed += bad
-            if progress is not None:
-                progress(done, len(pids))
-        if reembedded or orphans or dropped or failed:
-            log.warning(
-                "modelcache repair: %d vectors re-embedded, %d orphan vectors and %d collections "
-                "dropped, %d rows could not be repaired",
-                reembedded,
-                orphans,
-                dropped,
-                len(failed),
-            )
-        return RepairReport(reembedded, orphans, dropped, failed)
-
-    def _reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
-        """Write the recall vectors of rows that have none, as an insert would."""
-        rows = self._sql.get_many(ids, partition_id)
-        good: list[tuple[str, str, str]] = []
-        failed: list[str] = []
-        for entry_id, row in sorted(rows.items()):
-            try:
-                context = stored_conversation_text(row.history_json) if row.history_json else ""
-            except ValueError:
-                failed.append(entry_id)
-                continue
-            good.append((entry_id, row.query, context))
-        if not good:
-            return 0, failed
-        _, recall = embed_entries(self._embedder, [q for _, q, _ in good], [c for *_, c in good])
-        self._vectors.upsert(partition_id, [i for i, _, _ in good], recall)
-        return len(good), failed
+        return self._maintenance.repair(progress)
 
     def close(self) -> None:
         """Flush pending bookkeeping and release the stores; closing twice is harmless.

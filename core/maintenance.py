@@ -1,4 +1,5 @@
-"""The cache's maintenance: deferred hit counts, expiry, eviction, orphan vectors, the query log.
+"""The cache's maintenance: deferred hit counts, expiry, eviction, orphan vectors, the query
+log, and the integrity check and repair of the two stores.
 
 Lookups only touch memory here (a hit noted, a log row queued, an orphan id noted); one daemon
 thread, the :class:`BackgroundWriter`, writes log rows in batches and runs the
@@ -13,15 +14,19 @@ import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .config import CacheConfig
+from .embedding import Embedder
 from .redact import log_failure
+from .request import stored_conversation_text
 from .storage.rows import Entry
 from .storage.sql import SQLStore
 from .vectors import VectorStore
+from .vectors.recall import embed_entries
 
-__all__ = ["BackgroundWriter", "Maintenance", "target_size"]
+__all__ = ["BackgroundWriter", "IntegrityReport", "Maintenance", "RepairReport", "target_size"]
 
 log = logging.getLogger("modelcache")
 
@@ -30,6 +35,31 @@ _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500  # expired entries deleted per pass
 _PROTECT = 500  # entries just written that eviction spares, at most
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
+_REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
+
+
+@dataclass(frozen=True)
+class IntegrityReport:
+    """Differences between the two stores; both lists empty means consistent."""
+
+    rows_without_vector: list[str]
+    vectors_without_row: list[str]
+
+    @property
+    def ok(self) -> bool:
+        """True when SQL rows and vectors match one to one."""
+        return not self.rows_without_vector and not self.vectors_without_row
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :meth:`Cache.repair` did: vectors re-embedded, orphan vectors and collections
+    dropped, and rows it could not repair (a corrupt history)."""
+
+    reembedded: int
+    orphans_dropped: int
+    collections_dropped: int
+    failed: list[str]
 
 
 class _Counters(Protocol):
@@ -48,29 +78,29 @@ def target_size(capacity: int, low_water: float) -> int:
 class Maintenance:
     """Deferred bookkeeping and deletions of one cache, shared by its lookups and writes.
 
-    ``write_lock`` is the engine's: one eviction, purge or orphan pass at a time, and none
-    beside an insert or remove of this process. ``reembed(partition, ids)`` writes the vectors
-    of rows that have none (an entry inserted again while it was being deleted).
+    ``write_lock`` is the engine's: one eviction, purge, orphan or repair pass at a time, and
+    none beside an insert or remove of this process. The ``embedder`` writes the vectors of
+    rows that have none (``repair``, an entry inserted again while it was being deleted).
     """
 
     def __init__(
         self,
         sql: SQLStore,
         vectors: VectorStore,
+        embedder: Embedder,
         config: CacheConfig,
         stats: _Counters,
         *,
         write_lock: threading.RLock,
         clock: Callable[[], float],
-        reembed: Callable[[str, Sequence[str]], object],
     ) -> None:
         self._sql = sql
         self._vectors = vectors
+        self._embedder = embedder
         self._config = config
         self._stats = stats
         self._write_lock = write_lock
         self._clock = clock
-        self._reembed = reembed
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
         self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
@@ -222,9 +252,80 @@ class Maintenance:
             for entry_id, pid in self._sql.locate(deleted):
                 reinserted.setdefault(pid, []).append(entry_id)
             for pid, ids in sorted(reinserted.items()):
-                self._reembed(pid, ids)
+                self.reembed(pid, ids)
         except Exception as exc:  # the remove itself succeeded; `repair` finishes the job
             log_failure(log, "modelcache: could not restore vectors of re-inserted entries", exc)
+
+    # ---- integrity -------------------------------------------------------------------------------
+    def _partition_ids(self, known: set[str]) -> list[str]:
+        """Every partition either store knows of: partition rows, entries' and collections."""
+        return sorted(known | set(self._sql.entry_partitions()) | set(self._vectors.collections()))
+
+    def check(self) -> IntegrityReport:
+        """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
+        rows_without, vectors_without = [], []
+        for pid in self._partition_ids({p.id for p in self._sql.find_partitions()}):
+            rows = set(self._sql.ids_of(pid))
+            vecs = set(self._vectors.ids(pid))
+            rows_without += sorted(rows - vecs)
+            vectors_without += sorted(vecs - rows)
+        return IntegrityReport(rows_without, vectors_without)
+
+    def repair(self, progress: Callable[[int, int], None] | None = None) -> RepairReport:
+        """Make the two stores agree: re-embed rows that lack a vector, drop orphan vectors
+        and the collections of cleared partitions; ``progress(done, total)`` per partition."""
+        known = {p.id for p in self._sql.find_partitions()}
+        pids = self._partition_ids(known)
+        reembedded = orphans = dropped = 0
+        failed: list[str] = []
+        for done, pid in enumerate(pids, start=1):
+            with self._write_lock:  # inserts of this process write vector then row: wait
+                rows = set(self._sql.ids_of(pid))
+                if not rows and pid not in known:
+                    self._vectors.drop(pid)  # a collection whose partition was cleared
+                    dropped += 1
+                else:
+                    vecs = set(self._vectors.ids(pid))
+                    extra = sorted(vecs - rows)
+                    if extra:
+                        self._vectors.delete(pid, extra)
+                        orphans += len(extra)
+                    missing = sorted(rows - vecs)
+                    for start in range(0, len(missing), _REPAIR_BATCH):
+                        n, bad = self.reembed(pid, missing[start : start + _REPAIR_BATCH])
+                        reembedded += n
+                        failed += bad
+            if progress is not None:
+                progress(done, len(pids))
+        if reembedded or orphans or dropped or failed:
+            log.warning(
+                "modelcache repair: %d vectors re-embedded, %d orphan vectors and %d collections "
+                "dropped, %d rows could not be repaired",
+                reembedded,
+                orphans,
+                dropped,
+                len(failed),
+            )
+        return RepairReport(reembedded, orphans, dropped, failed)
+
+    def reembed(self, partition_id: str, ids: Sequence[str]) -> tuple[int, list[str]]:
+        """Write the recall vectors of rows that have none, as an insert would; returns how
+        many were written and the ids whose stored history is corrupt."""
+        rows = self._sql.get_many(ids, partition_id)
+        good: list[tuple[str, str, str]] = []
+        failed: list[str] = []
+        for entry_id, row in sorted(rows.items()):
+            try:
+                context = stored_conversation_text(row.history_json) if row.history_json else ""
+            except ValueError:
+                failed.append(entry_id)
+                continue
+            good.append((entry_id, row.query, context))
+        if not good:
+            return 0, failed
+        _, recall = embed_entries(self._embedder, [q for _, q, _ in good], [c for *_, c in good])
+        self._vectors.upsert(partition_id, [i for i, _, _ in good], recall)
+        return len(good), failed
 
 
 class BackgroundWriter:
