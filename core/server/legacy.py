@@ -254,7 +254,7 @@ async def _register(cache: Cache, scope: _Scope) -> Any:
     ):
         target = Scope(tenant=scope.tenant, env=scope.env, model=scope.model, params=scope.params)
         existed = await asyncio.to_thread(cache.has_partition, target)
-        await asyncio.to_thread(cache.register, target)
+        await cache.aregister(target)
     response = "already_exists" if existed else "create_success"
     return {"errorCode": 0, "errorDesc": "", "response": response, "writeStatus": "success"}
 
