@@ -42,6 +42,7 @@ from .storage.folder_lock import FolderLock
 from .storage.rows import Entry, new_row
 from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
+from .vectors.base import NoVectors
 from .vectors.recall import embed_entries, query_part, recall_vector
 from .verifier import VerifierSpec
 
@@ -104,37 +105,6 @@ def _lookup_fields(hit: Hit | None) -> dict[str, Any]:
 
 # The query log's columns of a lookup's outcome (LogRow): the answer is not logged.
 _LOGGED_FIELDS = ("hit", "kind", "similarity", "entry_id", "matched_query")
-
-
-class _NoVectors:
-    """Stand-in vector store of a cache whose Chroma could not be opened: exact-only."""
-
-    def create(self, collection: str) -> None:
-        return None
-
-    def upsert(self, collection: str, ids: Sequence[str], vectors: Any) -> None:
-        return None
-
-    def query(self, collection: str, vector: Any, k: int) -> list[Any]:
-        return []
-
-    def query_vectors(self, collection: str, vector: Any, k: int) -> list[Any]:
-        return []
-
-    def delete(self, collection: str, ids: Sequence[str]) -> None:
-        return None
-
-    def drop(self, collection: str) -> None:
-        return None
-
-    def ids(self, collection: str) -> list[str]:
-        return []
-
-    def collections(self) -> list[str]:
-        return []
-
-    def close(self) -> None:
-        return None
 
 
 class _DeadlineExceeded(BackendError):
@@ -320,7 +290,7 @@ class Cache:
                 chroma_path,
                 exc,
             )
-            return _NoVectors()
+            return NoVectors()
 
     # ---- settings ------------------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["VectorStore"]
+__all__ = ["NoVectors", "VectorStore"]
 
 
 class VectorStore(Protocol):
@@ -77,3 +77,37 @@ class VectorStore(Protocol):
     def close(self) -> None:
         """Release resources."""
         ...
+
+
+class NoVectors:
+    """Stand-in vector store that holds nothing: a cache whose Chroma could not be opened runs
+    exact-only on it."""
+
+    def create(self, collection: str) -> None:
+        return None
+
+    def upsert(self, collection: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        return None
+
+    def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+        return []
+
+    def query_vectors(
+        self, collection: str, vector: np.ndarray, k: int
+    ) -> list[tuple[str, float, np.ndarray]]:
+        return []
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        return None
+
+    def drop(self, collection: str) -> None:
+        return None
+
+    def ids(self, collection: str) -> list[str]:
+        return []
+
+    def collections(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        return None

@@ -9,9 +9,9 @@ import pytest
 from core_support import CountingEmbedder
 
 from modelcache import Cache, FakeEmbedder, IncompatibleCacheError, Message, Request
-from modelcache.engine import _NoVectors
 from modelcache.storage import SQLStore
 from modelcache.storage.schema import SCHEMA_VERSION, check_settings
+from modelcache.vectors.base import NoVectors
 
 
 @pytest.fixture
@@ -23,22 +23,22 @@ def store(tmp_path: Path) -> Iterator[SQLStore]:
 
 
 def test_a_new_store_records_its_settings(store: SQLStore) -> None:
-    check_settings(store, _NoVectors(), FakeEmbedder(64))
+    check_settings(store, NoVectors(), FakeEmbedder(64))
     assert store.get_meta() == {
         "schema_version": SCHEMA_VERSION,
         "embedder": "fake-hash-64",
         "dimension": "64",
         "metric": "cosine",
     }
-    check_settings(store, _NoVectors(), FakeEmbedder(64))  # opening again changes nothing
+    check_settings(store, NoVectors(), FakeEmbedder(64))  # opening again changes nothing
 
 
 def test_a_store_of_a_newer_schema_is_refused_and_left_alone(store: SQLStore) -> None:
-    check_settings(store, _NoVectors(), FakeEmbedder())
+    check_settings(store, NoVectors(), FakeEmbedder())
     store.replace_meta("schema_version", "99")
     before = store.get_meta()
     with pytest.raises(IncompatibleCacheError, match="schema_version='99'"):
-        check_settings(store, _NoVectors(), FakeEmbedder())
+        check_settings(store, NoVectors(), FakeEmbedder())
     assert store.get_meta() == before
 
 
@@ -55,7 +55,7 @@ def test_an_old_store_of_another_embedder_is_refused_not_upgraded(
     other = CountingEmbedder(dimension=128)
     try:
         with pytest.raises(IncompatibleCacheError, match="embedder"):
-            check_settings(store, _NoVectors(), other)
+            check_settings(store, NoVectors(), other)
         assert other.calls == 0
         assert store.get_meta()["schema_version"] == "2"
     finally:

@@ -21,7 +21,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     from modelcache import Cache, CacheConfig, FakeEmbedder
-    from modelcache.engine import _NoVectors  # the race is in SQL: skip Chroma's start-up
+    from modelcache.vectors.base import NoVectors  # the race is in SQL: skip Chroma's start-up
 
     for url in sys.argv[1:]:
         print("ready", flush=True)
@@ -30,7 +30,7 @@ CHILD = textwrap.dedent(
             cache = Cache(
                 CacheConfig(path=None, sql_url=url),
                 embedder=FakeEmbedder(),
-                vector_store=_NoVectors(),
+                vector_store=NoVectors(),
             )
             cache.close()
             print("opened", flush=True)
