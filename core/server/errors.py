@@ -53,21 +53,14 @@ def envelope_error_body(kind: Kind, code: int, desc: str, response: Any = None) 
     """The ModelCache-shaped body of a failed request of the given kind."""
     if kind == "insert":
         return {"errorCode": code, "errorDesc": desc, "writeStatus": "exception"}
-    if kind == "remove":
-        if code == Codes.REMOVE_FAILED:
-            return {
-                "errorCode": code,
-                "errorDesc": desc,
-                "response": response if response is not None else "adapt_remove_exception",
-                "removeStatus": "exception",
-            }
+    if kind == "remove" and code == Codes.REMOVE_FAILED:  # a bad remove request, as ModelCache
         return {
             "errorCode": code,
             "errorDesc": desc,
-            "response": response,
-            "writeStatus": "exception",
+            "response": response if response is not None else "adapt_remove_exception",
+            "removeStatus": "exception",
         }
-    if kind == "register":
+    if kind in ("remove", "register"):  # a store that failed the write
         return {
             "errorCode": code,
             "errorDesc": desc,
