@@ -29,7 +29,8 @@ test: $(STAMP) typecheck
 # mypy cannot follow the import hook of an editable install that maps core/ to `modelcache`,
 # so the check sees the package through a symlink instead: the same from a clean clone.
 TYPED := $(addprefix build/typing/modelcache/,__init__.py config.py errors.py stats.py \
-	request.py engine.py storage/schema.py maintenance.py acceptance.py) tests/typing/user_script.py
+	request.py engine.py storage/schema.py storage/rows.py maintenance.py acceptance.py \
+	vectors/base.py vectors/recall.py) tests/typing/user_script.py
 typecheck: $(STAMP)
 	@mkdir -p build/typing && ln -sfn ../../core build/typing/modelcache
 	$(BIN)/mypy $(TYPED)
