@@ -15,16 +15,18 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .config import CacheConfig
-from .embedding import Embedder
 from .redact import log_failure
 from .request import stored_conversation_text
 from .storage.rows import Entry
 from .storage.sql import SQLStore
 from .vectors import VectorStore
 from .vectors.recall import embed_entries
+
+if TYPE_CHECKING:
+    from .embedding import Embedder
 
 __all__ = ["BackgroundWriter", "IntegrityReport", "Maintenance", "RepairReport", "target_size"]
 
