@@ -25,7 +25,7 @@ import numpy as np
 from .config import CacheConfig
 from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
-from .longtext import LongTextCheck, edit_overlap, part_threshold
+from .longtext import LongTextCheck, by_edit_overlap, part_threshold
 from .request import Request, normalize_text
 from .storage.models import EntryRow
 
@@ -376,12 +376,9 @@ class Acceptor:
         will compare against the likeliest of the first ``top_k`` stored texts: the one whose
         edit shares the most words (the estimate cannot rank entries that differ only in the
         chunk it lacks, such as other questions over the same context)."""
-        likely = sorted(
-            (t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)),
-            key=lambda t: -edit_overlap(t, query),
-        )
+        likely = [t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)]
         parts: list[str] = []
-        for text in likely:
+        for text in by_edit_overlap(query, likely):
             parts = self._longtext.pending(query, text)
             if parts:
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import threading
 import zlib
@@ -58,9 +59,12 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def count_words(text: str) -> int:
-    """Rough token count for models without a tokenizer: words, and one per CJK character."""
-    return len(_WORD.findall(text))
+def count_words(text: str, limit: int | None = None) -> int:
+    """Rough token count for models without a tokenizer: words, and one per CJK character;
+    with ``limit``, counting stops there (is a long text at least that long?)."""
+    if limit is None:
+        return len(_WORD.findall(text))
+    return sum(1 for _ in itertools.islice(_WORD.finditer(text), limit))
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:

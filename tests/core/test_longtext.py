@@ -7,9 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder
+from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder, longtext
+from modelcache.embedding.base import count_words
 from modelcache.guard import Guard
-from modelcache.longtext import LongTextCheck, differing_regions
+from modelcache.longtext import LongTextCheck, by_edit_overlap, differing_regions, edit_overlap
 
 CHUNKS = [
     f"Policy clause {word}: orders shipped to region {word} follow the standard terms for "
@@ -103,6 +104,62 @@ def test_texts_with_nothing_in_common_are_left_to_the_whole_vector_and_guard(
     assert reason is not None and reason.startswith("guard:")
     assert not c.applies("short question?", "another short question?")
     assert c.applies(rag("short?"), "short question?")
+
+
+def test_candidates_come_best_edit_overlap_first_and_another_context_is_not_scored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    other = " ".join(f"Unrelated clause number {i} about cabin bags and seats." for i in range(30))
+    new = rag("How many days is the refund window?")
+    olds = [
+        rag("What is the refund window?", other),
+        rag("Who pays for return shipping?"),
+        rag("What is the refund window?"),
+        rag("What is the refund window?"),  # a tie keeps the given order
+        rag("How many days is the refund window?", other),
+        "How many days is the refund window?",
+    ]
+    expected = sorted(range(len(olds)), key=lambda i: -edit_overlap(olds[i], new))
+    scored: list[str] = []
+    real = longtext._middle_jaccard
+
+    def counting(old: str, new: str, start: int, low: int) -> float:
+        scored.append(old)
+        return real(old, new, start, low)
+
+    monkeypatch.setattr(longtext, "_middle_jaccard", counting)
+    order = by_edit_overlap(new, olds)
+    assert next(order) is olds[expected[0]] is olds[2]
+    # the first came out before the prompts over another context were scored
+    assert all(CONTEXT in old for old in scored)
+    assert list(order) == [olds[i] for i in expected[1:]]
+
+
+def test_words_are_counted_only_up_to_a_limit() -> None:
+    assert count_words("one two three four", 2) == 2
+    assert count_words("one two", 5) == count_words("one two") == 2
+    assert count_words("東京 is big", 10) == 4
+
+
+def test_a_check_diffs_each_pair_once(
+    fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    real = longtext.differing_regions
+
+    def counting(old: str, new: str) -> tuple[list[longtext.Region], int]:
+        calls.append((old, new))
+        return real(old, new)
+
+    monkeypatch.setattr(longtext, "differing_regions", counting)
+    c = check(fake_embedder)
+    old, new = rag("What is the refund window?"), rag("What is the refund window, please?")
+    assert c.pending(new, old) == [
+        "What is the refund window?",
+        "What is the refund window, please?",
+    ]
+    assert c.reason(new, old) is None
+    assert calls == [(old, new)]  # ``pending`` and ``reason`` read the pair once
 
 
 @pytest.fixture
