@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder, longtext
-from modelcache.embedding.base import count_words
+from modelcache.embedding.base import _sentence_spans, count_words
 from modelcache.guard import Guard
 from modelcache.longtext import LongTextCheck, by_edit_overlap, differing_regions, edit_overlap
 
@@ -309,10 +309,42 @@ def test_sentence_tokens_read_off_the_text_give_the_same_chunks(
         "word " * 2000,  # one sentence longer than the window
     ]
     for text in texts:
-        ids, starts = minilm._token_starts(text)  # type: ignore[misc]
-        assert ids == minilm._tokens(text)
-        # the same chunks as tokenizing each sentence on its own
-        assert minilm._chunks(text, ids, starts) == minilm._chunks(text, ids)
+        minilm.clear_memo()
+        cold = minilm._text_info(text)  # the text tokenized once, sentences read off it
+        assert cold[0] == len(minilm._tokens(text))
+        spans = _sentence_spans(text)
+        alone = [len(minilm._tokens(text[a:b])) for a, b in spans]
+        # the same chunks as tokenizing each sentence on its own ...
+        assert cold[1] == minilm._chunks(text, spans, alone)
+        minilm._text_memo.clear()
+        # ... and as the sentences' memoised token counts give
+        assert minilm._text_info(text) == cold
+
+
+@pytest.mark.model
+def test_only_the_new_sentences_of_a_prompt_over_a_seen_context_are_tokenized(
+    minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = " ".join(CHUNKS * 3)
+    minilm.clear_memo()
+    minilm.embed([rag("What is the refund window?", context)])
+    tokenized: list[str] = []
+    real = minilm._token_lists
+
+    def counting(texts: list[str]) -> list[list[int]]:
+        tokenized.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(minilm, "_token_starts", lambda text: pytest.fail("whole text tokenized"))
+    monkeypatch.setattr(minilm, "_token_lists", counting)
+    prompt = rag("Who pays for return shipping?", context)
+    count, windows = minilm._text_info(prompt)
+    assert tokenized == ["Who pays for return shipping?"]
+    assert count == len(minilm._tokens(prompt))
+    spans = _sentence_spans(prompt)
+    assert windows == minilm._chunks(
+        prompt, spans, [len(minilm._tokens(prompt[a:b])) for a, b in spans]
+    )
 
 
 @pytest.mark.model
