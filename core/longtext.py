@@ -47,6 +47,8 @@ PART_MARGIN = 0.15
 _MEMO_SIZE = 2048  # region vectors kept per cache
 _PARSE_MEMO = 256  # long texts whose sentences are kept split (a process-wide cache)
 _SENTENCE_MEMO = 16384  # sentences whose key and word count are kept (process-wide)
+_STORED_PARTS = 3  # last sentences of a stored long text embedded at insert ("Query:", the
+# question, "Answer:" in the LangChain and LlamaIndex templates)
 _READ_MEMO = 64  # text pairs whose diff a check keeps (a lookup reads each pair twice)
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
 _ENDS = ".!?:;\n。！？；："  # characters that end a sentence (see ``split_sentences``)
@@ -223,6 +225,14 @@ class LongTextCheck:
         texts = dict.fromkeys(t for r in regions for t in (r.old, r.new))
         with self._lock:
             return [t for t in texts if t not in self._memo]
+
+    def stored_parts(self, text: str) -> list[str]:
+        """Parts of a long text being stored that a later check likely compares: its last
+        sentences, where prompt templates put the question. Splits the text now, so the first
+        lookup over the same context diffs against a parsed prompt."""
+        sentences = _parse(text)[0]
+        with self._lock:
+            return [s for s in sentences[-_STORED_PARTS:] if _has_words(s) and s not in self._memo]
 
     def remember(self, texts: list[str], vectors: np.ndarray) -> None:
         """Keep part vectors embedded elsewhere (see ``pending``) for the check to use."""

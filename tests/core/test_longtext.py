@@ -186,6 +186,45 @@ def test_engine_exact_tier_and_short_queries_are_unchanged(engine: Cache) -> Non
     assert hit is not None and hit.answer == "reset link"
 
 
+def test_an_inserted_prompt_s_question_is_embedded_once_at_insert(
+    engine: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
+    check = engine._acceptor._longtext
+    embedded: list[str] = []
+    real = check._embed
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(check, "_embed", counting)
+    hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
+    assert hit is not None and hit.answer == "30 days"
+    # the stored side of the differing question was embedded when the prompt was stored
+    assert embedded == ["What is the refund window, please?"]
+
+
+def test_a_bulk_load_embeds_only_its_prompts(
+    engine: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded: list[int] = []
+    real = engine.embedder.embed
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed", counting)
+    prompts = [rag(f"What is the refund window of shop {i}?") for i in range(65)]
+    engine.insert_many([(Request.from_text(p), "30 days") for p in prompts], batch_size=65)
+    assert embedded == [65]
+    embedded.clear()
+    engine.insert_many([(Request.from_text(p), "30 days") for p in prompts[:2]])
+    # two prompts and their last three sentences: "Question:" and "Answer:" once, two questions
+    assert embedded == [2 + 4]
+
+
 def test_a_failing_part_embedding_is_a_logged_miss(engine: Cache) -> None:
     engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
 
