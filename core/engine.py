@@ -830,7 +830,9 @@ class Cache:
         meta_json: str,
     ) -> tuple[list[EntryRow], np.ndarray, list[Partition]]:
         """Rows, recall vectors and partitions of (request, answer JSON) pairs: the embedding."""
-        queries = self._checked(self._embedder.embed([r.query_text for r, _ in batch]), len(batch))
+        queries = self._checked(
+            self._acceptor.embed_stored([r.query_text for r, _ in batch]), len(batch)
+        )
         contexts = [r.conversation_text for r, _ in batch if r.conversation_text]
         context_vecs = (
             iter(self._checked(self._embedder.embed(contexts), len(contexts)))
