@@ -12,16 +12,19 @@ A rule helps only if it beats raising the threshold, which also trades recall fo
 each row also gives the false-hit rate of the threshold that reaches the same recall
 (interpolated over thresholds 0.850-0.950), so "vs threshold" below zero means the rule is the
 better trade. Fit on ``--probes-from qqp_train`` (probes from the training split; the pool is
-the same), then check on the protocol's ``qqp_dev`` probes.
+the same), then check on the protocol's ``qqp_dev`` probes. ``--accuracy`` scores the same
+rules on ``qqp_dev`` as ``benchmarks/accuracy.py`` runs it, whose negatives are labelled.
 
     python benchmarks/density.py --embed-only            # the vector memo, once
     python benchmarks/density_rules.py --probes-from qqp_train --sizes 10000,30000,100000
     python benchmarks/density_rules.py --sizes 1000,10000,30000,100000
+    python benchmarks/density_rules.py --accuracy
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from _common import write_report
+from _common import DATA, write_report
 from density import MEMO, memo_vectors, workload
 
 if TYPE_CHECKING:
@@ -73,15 +76,17 @@ def _content(guard: Guard, text: str) -> set[str]:
     return {_SUFFIX.sub("", w) if len(w) > 4 else w for w in words if w.isalpha()}
 
 
-def probes_for(size: int, probe_file: str, vectors: dict[str, np.ndarray]) -> list[Probe]:
-    """The density workload at one size: every probe with its guard-passing candidates."""
+def _probes(
+    entries: Sequence[tuple[str, int]],
+    asked: Sequence[tuple[str, int, bool]],
+    vectors: dict[str, np.ndarray],
+) -> list[Probe]:
+    """Every lookup (text, cluster, has a right entry) against a partition of entries (text,
+    cluster), with its top-k candidates that pass the threshold and the default guard."""
     from modelcache.guard import Guard
 
     guard = Guard()
-    recall, unseen, filler = workload(1000, probe_file=probe_file)
-    entries = [(a, c) for a, _, c in recall] + list(filler[: size - len(recall)])
     matrix = np.stack([vectors[q] for q, _ in entries]).astype(np.float32)
-    asked = [(b, c, True) for _, b, c in recall] + [(q, c, False) for q, c in unseen]
     out = []
     for start in range(0, len(asked), 256):
         batch = asked[start : start + 256]
@@ -112,6 +117,34 @@ def probes_for(size: int, probe_file: str, vectors: dict[str, np.ndarray]) -> li
                 )
             out.append(Probe(cluster, is_recall, served))
     return out
+
+
+def probes_for(size: int, probe_file: str, vectors: dict[str, np.ndarray]) -> list[Probe]:
+    """The density workload at one size: every probe with its guard-passing candidates."""
+    recall, unseen, filler = workload(1000, probe_file=probe_file)
+    entries = [(a, c) for a, _, c in recall] + list(filler[: size - len(recall)])
+    asked = [(b, c, True) for _, b, c in recall] + [(q, c, False) for q, c in unseen]
+    return _probes(entries, asked, vectors)
+
+
+def accuracy_probes() -> list[Probe]:
+    """``qqp_dev`` as ``benchmarks/accuracy.py`` runs it: every distinct ``a`` cached, every
+    ``b`` looked up; a lookup without an entry of its cluster has only labelled non-duplicates
+    (real errors, not unlabelled duplicates) to be served."""
+    from modelcache.request import normalize_text
+
+    rows = []
+    with open(DATA / "qqp_dev.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            row = json.loads(line)
+            a, b = normalize_text(row["a"]), normalize_text(row["b"])
+            if a and b:
+                rows.append((a, b, int(row["a_cluster"]), int(row["b_cluster"])))
+    entries = list(dict.fromkeys((a, c) for a, _, c, _ in rows))
+    cached = {c for _, c in entries}
+    asked = [(b, c, c in cached) for _, b, _, c in rows]
+    vectors = memo_vectors([q for q, _ in entries] + [q for q, _, _ in asked], MEMO)
+    return _probes(entries, asked, vectors)
 
 
 def score(probes: Sequence[Probe], rule: Rule) -> tuple[float, float, float]:
@@ -176,6 +209,19 @@ def threshold_at_recall(probes: Sequence[Probe], recall: float) -> float:
     return float(np.interp(recall, recalls, rates))
 
 
+def _table(entries: str, probes: Sequence[Probe]) -> list[str]:
+    """One table row per rule: its counts and the threshold's false hits at its recall."""
+    lines = []
+    for label, rule in rules():
+        rec, prec, fh = score(probes, rule)
+        ref = threshold_at_recall(probes, rec)
+        lines.append(
+            f"| {entries} | {label} | {rec:.3f} | {prec:.3f} | {fh:.1%} | {ref:.1%} "
+            f"| {100 * (fh - ref):+.1f} |"
+        )
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -183,7 +229,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,30000,100000")
     parser.add_argument("--probes-from", default="qqp_dev", choices=("qqp_dev", "qqp_train"))
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--accuracy",
+        action="store_true",
+        help="score the rules on qqp_dev's accuracy protocol (labelled negatives) instead",
+    )
     args = parser.parse_args(argv)
+    header = [
+        "| entries | rule | recall | precision | false-hit rate | threshold at that recall "
+        "| vs threshold |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    if args.accuracy:
+        lines = [
+            f"density rules on qqp_dev's accuracy protocol, top-{TOP_K} exact cosine, guard on; "
+            f"{time.strftime('%Y-%m-%d %H:%M')}",
+            "",
+            *header,
+            *_table("qqp_dev", accuracy_probes()),
+        ]
+        write_report(lines, args.out)
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     recall, unseen, filler = workload(1000, probe_file=args.probes_from)
     texts = [t for a, b, _ in recall for t in (a, b)] + [q for q, _ in unseen]
@@ -192,19 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"density rules: probes from {args.probes_from}, top-{TOP_K} exact cosine over the "
         f"memo ({MEMO}), guard on; {time.strftime('%Y-%m-%d %H:%M')}",
         "",
-        "| entries | rule | recall | precision | false-hit rate | threshold at that recall "
-        "| vs threshold |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        *header,
     ]
     for size in sizes:
-        probes = probes_for(size, args.probes_from, vectors)
-        for label, rule in rules():
-            rec, prec, fh = score(probes, rule)
-            ref = threshold_at_recall(probes, rec)
-            lines.append(
-                f"| {size:,} | {label} | {rec:.3f} | {prec:.3f} | {fh:.1%} | {ref:.1%} "
-                f"| {100 * (fh - ref):+.1f} |"
-            )
+        lines += _table(f"{size:,}", probes_for(size, args.probes_from, vectors))
     write_report(lines, args.out)
     return 0
 
