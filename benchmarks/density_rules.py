@@ -162,6 +162,23 @@ def score(probes: Sequence[Probe], rule: Rule) -> tuple[float, float, float]:
     return correct / n_recall, correct / hits if hits else 1.0, false_hits / n_unseen
 
 
+def _at(threshold: float) -> Rule:
+    """A plain threshold."""
+    return lambda s: s.similarity >= threshold
+
+
+def _raised(b: float, m: float) -> Rule:
+    """The threshold raised by ``b`` times the top-k mean's excess over ``m``."""
+    return lambda s: s.similarity >= THRESHOLD + b * max(0.0, s.mean_top - m)
+
+
+def _margin(d: float, *, swapped_only: bool) -> Rule:
+    """A margin ``d`` over the runner-up, only where content words differ (or are swapped)."""
+    return lambda s: (
+        not ((s.swapped if swapped_only else s.lexical) and s.similarity - s.runner_up < d)
+    )
+
+
 def rules() -> list[tuple[str, Rule]]:
     """The candidate rules: density-aware thresholds, margins, a stricter guard when crowded."""
     out: list[tuple[str, Rule]] = [
@@ -174,16 +191,16 @@ def rules() -> list[tuple[str, Rule]]:
     for b, m in ((0.25, 0.70), (0.5, 0.70), (0.25, 0.75), (0.5, 0.75), (0.75, 0.75)):
         out.append((
             f"threshold + {b} x (mean of top-5 - {m})",
-            lambda s, b=b, m=m: s.similarity >= THRESHOLD + b * max(0.0, s.mean_top - m),
+            _raised(b, m),
         ))  # fmt: skip
     for d in (0.05, 0.08):
         out.append((
             f"margin {d} over the runner-up when a content word differs",
-            lambda s, d=d: not (s.lexical and s.similarity - s.runner_up < d),
+            _margin(d, swapped_only=False),
         ))  # fmt: skip
         out.append((
             f"margin {d} when content words are swapped",
-            lambda s, d=d: not (s.swapped and s.similarity - s.runner_up < d),
+            _margin(d, swapped_only=True),
         ))  # fmt: skip
     out += [
         ("crowded (2+ pass): no swapped content word", lambda s: s.passing < 2 or not s.swapped),
@@ -202,7 +219,7 @@ def threshold_at_recall(probes: Sequence[Probe], recall: float) -> float:
     thresholds that reach at least it, interpolated between thresholds (0.850-0.950)."""
     best: dict[float, float] = {}
     for t in np.arange(THRESHOLD, 0.9501, 0.005):
-        r, _, f = score(probes, lambda s, t=t: s.similarity >= t)
+        r, _, f = score(probes, _at(float(t)))
         best[r] = min(f, best.get(r, f))
     recalls = sorted(best)
     rates = np.minimum.accumulate([best[r] for r in reversed(recalls)])[::-1]
