@@ -40,8 +40,10 @@ RESULTS = Path(__file__).resolve().parent / "results" / "density.md"
 MEMO = Path(os.environ.get("MODELCACHE_DENSITY_MEMO", "/tmp/modelcache-density-memo"))
 
 
-def load_questions() -> tuple[dict[str, int], list[tuple[str, str, int]], list[tuple[str, int]]]:
-    """Cluster of every distinct question; qqp_dev duplicate pairs; qqp_dev questions."""
+def load_questions(
+    probe_file: str = "qqp_dev",
+) -> tuple[dict[str, int], list[tuple[str, str, int]], list[tuple[str, int]]]:
+    """Cluster of every distinct question; the probe file's duplicate pairs and questions."""
     from modelcache.request import normalize_text
 
     cluster: dict[str, int] = {}
@@ -56,7 +58,7 @@ def load_questions() -> tuple[dict[str, int], list[tuple[str, str, int]], list[t
                     continue
                 cluster.setdefault(a, int(row["a_cluster"]))
                 cluster.setdefault(b, int(row["b_cluster"]))
-                if name == "qqp_dev":
+                if name == probe_file:
                     dev_questions.setdefault(a, int(row["a_cluster"]))
                     dev_questions.setdefault(b, int(row["b_cluster"]))
                     if row["same_answer"] and a != b:
@@ -92,10 +94,13 @@ def memo_vectors(texts: Sequence[str], memo: Path, chunk: int = 2048) -> dict[st
 
 
 def workload(
-    probes: int, seed: int = 12
+    probes: int, seed: int = 12, probe_file: str = "qqp_dev"
 ) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
-    """Recall pairs (a, b, b's cluster), false-hit probes (text, cluster), filler in order."""
-    cluster, dev_pairs, dev_questions = load_questions()
+    """Recall pairs (a, b, b's cluster), false-hit probes (text, cluster), filler in order.
+
+    ``probe_file`` "qqp_train" draws the probes from the training split, to fit a rule on.
+    """
+    cluster, dev_pairs, dev_questions = load_questions(probe_file)
     rng = random.Random(seed)
     rng.shuffle(dev_pairs)
     recall: list[tuple[str, str, int]] = []

@@ -24,7 +24,7 @@ import numpy as np
 from .config import CacheConfig
 from .crowding import crowding_threshold
 from .embedding.base import Thresholds, thresholds_of
-from .longtext import LongTextCheck, edit_overlap, part_threshold
+from .longtext import LongTextCheck, by_edit_overlap, part_threshold
 from .request import Request, normalize_text
 from .storage.rows import Entry
 from .verifier import Verifier, VerifierSpec, load_verifier
@@ -78,6 +78,8 @@ _CLARIFYING_MAX_WORDS = 20  # longer replies that end in "?" answered, then offe
 # benchmarks/results/conversations.md)
 _STANDALONE_MAX_RELATEDNESS = 0.15
 _TOKEN_COUNTS = 512  # texts whose token count is remembered (queries and stored questions)
+_STORED_BATCH = 64  # insert batches up to this size have their long texts' last sentences
+# embedded too (the long-text check keeps 2,048 part vectors)
 
 
 def _self_contained(text: str) -> bool:
@@ -328,17 +330,29 @@ class Acceptor:
         vector: np.ndarray | None = estimate(query)
         return vector
 
+    def embed_stored(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of queries being stored. A long one's last sentences (where a prompt over
+        the same context will differ: its question) go to the model in the same call and are
+        kept for the long-text check, so a later lookup embeds only its own side. A bulk load
+        is embedded alone: the check keeps too few part vectors for it."""
+        parts: list[str] = []
+        if len(texts) <= _STORED_BATCH:
+            long = (t for t in texts if self._count_tokens(t) >= self._config.long_query_tokens)
+            parts = list(dict.fromkeys(p for t in long for p in self._longtext.stored_parts(t)))
+        vectors = self._embedder.embed([*texts, *parts])
+        if not parts or len(vectors) != len(texts) + len(parts):
+            return vectors  # the engine checks the shape of what the embedder returned
+        self._longtext.remember(parts, np.asarray(vectors[len(texts) :]))
+        return np.asarray(vectors[: len(texts)])
+
     def embed_long(self, query: str, stored: Sequence[str]) -> np.ndarray:
         """The query's vector, embedded in one model call with the parts the long-text check
         will compare against the likeliest of the first ``top_k`` stored texts: the one whose
         edit shares the most words (the estimate cannot rank entries that differ only in the
         chunk it lacks, such as other questions over the same context)."""
-        likely = sorted(
-            (t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)),
-            key=lambda t: -edit_overlap(t, query),
-        )
+        likely = [t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)]
         parts: list[str] = []
-        for text in likely:
+        for text in by_edit_overlap(query, likely):
             parts = self._longtext.pending(query, text)
             if parts:
                 break

@@ -5,7 +5,11 @@ partition. This rule raises the threshold of one lookup to the ``rank``-th recal
 similarity plus a margin, so a candidate is served only when it beats its runner-up clearly.
 Measured on Quora questions (``benchmarks/density.py``, ``benchmarks/results/density.md``) it
 trades recall for precision; most "false hits" of that protocol are unlabelled duplicates, so
-it is off by default (``CacheConfig.crowding_margin``).
+it is off by default (``CacheConfig.crowding_margin``). Other density-aware rules (a threshold
+raised by the mean of the top-k similarities, a stricter guard where several candidates pass)
+were fitted on ``qqp_train`` and none beat a plain higher threshold on the protocol's probes
+(``benchmarks/density_rules.py``), so none ships; at equal recall this margin itself does no
+better than raising ``similarity_threshold``.
 """
 
 from __future__ import annotations

@@ -772,6 +772,7 @@ class Cache:
             self._embedder,
             [r.query_text for r, _ in batch],
             [r.conversation_text for r, _ in batch],
+            embed_queries=self._acceptor.embed_stored,
         )
         rows = [
             new_row(

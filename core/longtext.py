@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import difflib
 import functools
+import heapq
 import logging
 import re
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ __all__ = [
     "PART_MARGIN",
     "LongTextCheck",
     "Region",
+    "by_edit_overlap",
     "differing_regions",
     "edit_overlap",
     "part_threshold",
@@ -44,6 +46,10 @@ PART_MARGIN = 0.15
 
 _MEMO_SIZE = 2048  # region vectors kept per cache
 _PARSE_MEMO = 256  # long texts whose sentences are kept split (a process-wide cache)
+_SENTENCE_MEMO = 16384  # sentences whose key and word count are kept (process-wide)
+_STORED_PARTS = 3  # last sentences of a stored long text embedded at insert ("Query:", the
+# question, "Answer:" in the LangChain and LlamaIndex templates)
+_READ_MEMO = 64  # text pairs whose diff a check keeps (a lookup reads each pair twice)
 _KEY_DROP = re.compile(r"[^\w]+", re.UNICODE)
 _ENDS = ".!?:;\n。！？；："  # characters that end a sentence (see ``split_sentences``)
 
@@ -66,18 +72,50 @@ def _key(sentence: str) -> str:
     return _KEY_DROP.sub(" ", sentence.casefold()).strip()
 
 
+@functools.lru_cache(maxsize=_SENTENCE_MEMO)
+def _sentence_facts(sentence: str) -> tuple[str, int]:
+    """Comparison key and word count of one sentence, memoised: a new prompt repeats the
+    sentences of the context that earlier prompts held."""
+    return _key(sentence), count_words(sentence)
+
+
 @functools.lru_cache(maxsize=_PARSE_MEMO)
 def _parse(text: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[int, ...]]:
     """Sentences of a text, their comparison keys and word counts: one lookup diffs the same
     prompt against several candidates, and stored prompts recur across lookups."""
     sentences = tuple(split_sentences(text))
-    return sentences, tuple(_key(s) for s in sentences), tuple(count_words(s) for s in sentences)
+    facts = [_sentence_facts(s) for s in sentences]
+    return sentences, tuple(k for k, _ in facts), tuple(n for _, n in facts)
 
 
 def edit_overlap(old: str, new: str) -> float:
     """Words shared (Jaccard) by what lies between the common start and end of two texts,
     times the share of the text outside it: a cheap guess, without splitting sentences, at
     how small and how alike their differing parts are."""
+    shared, start, low = _edit_span(old, new)
+    return shared * _middle_jaccard(old, new, start, low)
+
+
+def by_edit_overlap(new: str, olds: Sequence[str]) -> Iterator[str]:
+    """``olds`` by ``edit_overlap`` with ``new``, highest first (ties in their given order).
+
+    The share outside the edit bounds the score, so a text is scored only when it can still
+    come next: stored prompts over another context (little in common) are seldom scored.
+    """
+    bounds = sorted((-span[0], i, span) for i, span in enumerate(_edit_span(o, new) for o in olds))
+    scored: list[tuple[float, int]] = []
+    for bound, i, (shared, start, low) in bounds:
+        while scored and scored[0] < (bound, i):  # the best scored one beats every bound left
+            yield olds[heapq.heappop(scored)[1]]
+        score = shared * _middle_jaccard(olds[i], new, start, low)
+        heapq.heappush(scored, (-score, i))
+    while scored:
+        yield olds[heapq.heappop(scored)[1]]
+
+
+def _edit_span(old: str, new: str) -> tuple[float, int, int]:
+    """The share of the longer text outside the edit, and where the edit starts in both texts
+    and how far before their ends it stops, both widened to whole sentences."""
     low, high = 0, min(len(old), len(new))
     while low < high:  # longest common prefix, by halving (each comparison runs in C)
         mid = (low + high + 1) // 2
@@ -93,10 +131,15 @@ def edit_overlap(old: str, new: str) -> float:
     start = max(old.rfind(c, 0, start) for c in _ENDS) + 1
     tail = old[len(old) - low :]
     low -= min((i for i in (tail.find(c) for c in _ENDS) if i >= 0), default=low)
+    shared = (start + low) / max(1, len(old), len(new))  # another context: little in common
+    return shared, start, low
+
+
+def _middle_jaccard(old: str, new: str, start: int, low: int) -> float:
+    """Jaccard similarity of the word sets of the two texts' edits (see ``_edit_span``)."""
     words_old = set(_key(old[start : len(old) - low]).split())
     words_new = set(_key(new[start : len(new) - low]).split())
-    shared = (start + low) / max(1, len(old), len(new))  # another context: little in common
-    return shared * len(words_old & words_new) / max(1, len(words_old | words_new))
+    return len(words_old & words_new) / max(1, len(words_old | words_new))
 
 
 def differing_regions(old: str, new: str) -> tuple[list[Region], int]:
@@ -151,13 +194,15 @@ class LongTextCheck:
         self._conflict = conflict
         self._max_changed = max_changed
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._reads: OrderedDict[tuple[str, str], tuple[str | None, list[Region]]] = OrderedDict()
         self._lock = threading.Lock()
 
     def applies(self, new: str, old: str) -> bool:
         """True when either text is long enough for its vector to hide a short difference."""
         return any(
-            # a word is at least one token: counting words first spares tokenizing long texts
-            count_words(text) >= self._long or self._count(text) >= self._long
+            # a word is at least one token: counting words first (and only as far as the
+            # limit) spares tokenizing long texts
+            count_words(text, self._long) >= self._long or self._count(text) >= self._long
             for text in (new, old)
         )
 
@@ -181,12 +226,35 @@ class LongTextCheck:
         with self._lock:
             return [t for t in texts if t not in self._memo]
 
+    def stored_parts(self, text: str) -> list[str]:
+        """Parts of a long text being stored that a later check likely compares: its last
+        sentences, where prompt templates put the question. Splits the text now, so the first
+        lookup over the same context diffs against a parsed prompt."""
+        sentences = _parse(text)[0]
+        with self._lock:
+            return [s for s in sentences[-_STORED_PARTS:] if _has_words(s) and s not in self._memo]
+
     def remember(self, texts: list[str], vectors: np.ndarray) -> None:
         """Keep part vectors embedded elsewhere (see ``pending``) for the check to use."""
         with self._lock:
             self._store(texts, vectors)
 
     def _read(self, new: str, old: str) -> tuple[str | None, list[Region]]:
+        """``_settle``, memoised for the last few pairs: a lookup reads the pair it embeds
+        parts for (``pending``) again when it checks the candidate (``reason``)."""
+        with self._lock:
+            found = self._reads.get((new, old))
+            if found is not None:
+                self._reads.move_to_end((new, old))
+                return found
+        found = self._settle(new, old)
+        with self._lock:
+            self._reads[(new, old)] = found
+            while len(self._reads) > _READ_MEMO:
+                self._reads.popitem(last=False)
+        return found
+
+    def _settle(self, new: str, old: str) -> tuple[str | None, list[Region]]:
         """A decision the texts settle alone (a reason, or None: accepted), with no regions;
         or the differing regions whose vectors decide."""
         regions, shared = differing_regions(old, new)

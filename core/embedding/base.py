@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import re
 import threading
 import zlib
@@ -35,6 +37,9 @@ _CHUNK_EVERY = 3
 _MEMO_INIT = threading.Lock()
 _TEXT_MEMO_CHARS = 1000  # texts this long or longer have their token count and windows memoised
 _TEXT_MEMO_SIZE = 64
+_SENTENCE_MEMO_SIZE = 16384  # sentences whose token count is kept (long texts' only)
+_SPLIT_MEMO = 64  # texts whose sentence split is kept (process-wide)
+_MOSTLY_KNOWN = 4  # a long text with under a quarter new sentences tokenizes only those
 
 
 def split_sentences(text: str) -> list[str]:
@@ -42,8 +47,11 @@ def split_sentences(text: str) -> list[str]:
     return [text[start:end] for start, end in _sentence_spans(text)]
 
 
-def _sentence_spans(text: str) -> list[tuple[int, int]]:
-    """Start and end offsets of the sentences ``split_sentences`` returns, in order."""
+@functools.lru_cache(maxsize=_SPLIT_MEMO)
+def _sentence_spans(text: str) -> tuple[tuple[int, int], ...]:
+    """Start and end offsets of the sentences ``split_sentences`` returns, in order; memoised
+    for the last few texts, so a prompt chunked for its vector is not split again for its
+    diff against a stored one."""
     spans: list[tuple[int, int]] = []
     start = 0
     for end, after in [(m.start(), m.end()) for m in _SENTENCE_END.finditer(text)] + [
@@ -55,12 +63,15 @@ def _sentence_spans(text: str) -> list[tuple[int, int]]:
             first = start + len(piece) - len(piece.lstrip())
             spans.append((first, first + len(stripped)))
         start = after
-    return spans
+    return tuple(spans)
 
 
-def count_words(text: str) -> int:
-    """Rough token count for models without a tokenizer: words, and one per CJK character."""
-    return len(_WORD.findall(text))
+def count_words(text: str, limit: int | None = None) -> int:
+    """Rough token count for models without a tokenizer: words, and one per CJK character;
+    with ``limit``, counting stops there (is a long text at least that long?)."""
+    if limit is None:
+        return len(_WORD.findall(text))
+    return sum(1 for _ in itertools.islice(_WORD.finditer(text), limit))
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -186,58 +197,87 @@ class BaseEmbedder(ABC):
         counts and windows the same prompt several times (threshold, long-text check, embed)."""
         if len(text) < _TEXT_MEMO_CHARS:  # short texts: cheaper to recount than to memoise
             ids = self._tokens(text)
-            return (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
+            count = len(ids) if ids is not None else count_words(text)
+            limit = self.max_tokens
+            if ids is None or limit is None or len(ids) <= limit:
+                return count, [text]
+            spans = _sentence_spans(text)
+            lists = self._token_lists([text[a:b] for a, b in spans])
+            return count, self._chunks(text, spans, [len(t) for t in lists])
         self._init_memo()
         with self._memo_lock:
             info = self._text_memo.get(text)
             if info is not None:
                 self._text_memo.move_to_end(text)
                 return info
-        located = self._token_starts(text)
-        if located is None:
-            ids = self._tokens(text)
-            info = (len(ids) if ids is not None else count_words(text)), self._chunks(text, ids)
-        else:
-            info = len(located[0]), self._chunks(text, *located)
+        info = self._long_text_info(text)
         with self._memo_lock:
             self._text_memo[text] = info
             while len(self._text_memo) > _TEXT_MEMO_SIZE:
                 self._text_memo.popitem(last=False)
         return info
 
-    def _chunks(
-        self, text: str, ids: list[int] | None, starts: list[int] | None = None
-    ) -> list[str]:
-        """The text itself when it fits the window (``ids``: its tokens), else chunks.
+    def _long_text_info(self, text: str) -> tuple[int, list[str]]:
+        """Token count and windows of a long text. Sentences whose token count is memoised
+        (the context of an earlier prompt) are not tokenized again: a prompt mostly made of
+        known sentences has only its new ones tokenized, else the whole text is, in one call."""
+        spans = _sentence_spans(text)
+        sentences = [text[a:b] for a, b in spans]
+        with self._memo_lock:
+            known = [self._sentence_tokens.get(s) for s in sentences]
+        unknown = [i for i, n in enumerate(known) if n is None]
+        if self.max_tokens is not None and len(unknown) * _MOSTLY_KNOWN < len(sentences):
+            fresh = self._token_lists([sentences[i] for i in unknown]) if unknown else []
+            counts = [n or 0 for n in known]
+            for i, ids in zip(unknown, fresh, strict=True):
+                counts[i] = len(ids)
+            total = sum(counts)  # sentences meet at spaces or CJK stops: no token spans two
+        else:
+            located = self._token_starts(text)
+            if located is not None:
+                ids, starts = located
+                counts = [bisect_left(starts, b) - bisect_left(starts, a) for a, b in spans]
+            else:
+                whole = self._tokens(text)
+                if whole is None or self.max_tokens is None:  # no tokenizer or no window
+                    return (count_words(text) if whole is None else len(whole)), [text]
+                ids = whole
+                counts = [len(t) for t in self._token_lists(sentences)]
+            total = len(ids)
+        with self._memo_lock:
+            for sentence, n in zip(sentences, counts, strict=True):
+                self._sentence_tokens[sentence] = n
+                self._sentence_tokens.move_to_end(sentence)
+            while len(self._sentence_tokens) > _SENTENCE_MEMO_SIZE:
+                self._sentence_tokens.popitem(last=False)
+        if self.max_tokens is None or total <= self.max_tokens:
+            return total, [text]
+        return total, self._chunks(text, spans, counts)
+
+    def _chunks(self, text: str, spans: Sequence[tuple[int, int]], counts: list[int]) -> list[str]:
+        """Chunks of a text longer than the window (``spans``: its sentences, ``counts``: their
+        token counts).
 
         A chunk is whole sentences up to the window; a chunk also ends after a sentence whose
         own hash says so (content-defined boundaries), so an edit in one place (another
         question after the same context) changes only the chunk around it, wherever it is.
-        A sentence longer than the window is cut into overlapping token windows. With
-        ``starts`` (each token's character offset) a sentence's tokens are read off the text's
-        instead of tokenizing each sentence again.
+        A sentence longer than the window is cut into overlapping token windows.
         """
         limit = self.max_tokens
-        if limit is None or ids is None or len(ids) <= limit:
-            return [text]
+        assert limit is not None  # callers return the text itself when there is no window
         pieces: list[str] = []
         current: list[str] = []
         size = 0
-        spans = _sentence_spans(text)
-        sentences = [text[a:b] for a, b in spans]
-        if starts is None:
-            token_lists = self._token_lists(sentences)
-        else:
-            token_lists = [ids[bisect_left(starts, a) : bisect_left(starts, b)] for a, b in spans]
-        for sentence, sentence_ids in zip(sentences, token_lists, strict=True):
-            if current and size + len(sentence_ids) > limit:
+        for (a, b), count in zip(spans, counts, strict=True):
+            sentence = text[a:b]
+            if current and size + count > limit:
                 pieces.append(" ".join(current))
                 current, size = [], 0
-            if len(sentence_ids) > limit:
-                pieces.extend(self._token_windows(sentence_ids, limit))
+            if count > limit:
+                pieces.extend(self._token_windows(self._tokens(sentence) or [], limit))
                 continue
             current.append(sentence)
-            size += len(sentence_ids)
+            size += count
             if zlib.crc32(sentence.encode("utf-8")) % _CHUNK_EVERY == 0:
                 pieces.append(" ".join(current))
                 current, size = [], 0
@@ -259,17 +299,20 @@ class BaseEmbedder(ABC):
                 if getattr(self, "_memo", None) is None:
                     self._memo_lock = threading.Lock()
                     self._text_memo: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+                    self._sentence_tokens: OrderedDict[str, int] = OrderedDict()
                     self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
                 memo = self._memo
         return memo
 
     def clear_memo(self) -> None:
-        """Forget the memoised chunk vectors and windows (benchmarks measure a cold lookup)."""
+        """Forget the memoised chunk vectors, windows and sentence token counts (benchmarks
+        measure a cold lookup)."""
         memo = getattr(self, "_memo", None)
         if memo is not None:
             with self._memo_lock:
                 memo.clear()
                 self._text_memo.clear()
+                self._sentence_tokens.clear()
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch; long texts become the weighted mean of their chunk embeddings.

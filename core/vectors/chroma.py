@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,10 @@ _NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not
 _PREFIX = "mc-"
 _LOADED_INDEXES = 64  # HNSW indexes an embedded Chroma keeps in memory
 _GONE_RETRIES = 4  # writes into a collection that a concurrent clear keeps dropping
+# An embedded Chroma can answer a query just after a write with "Error creating hnsw segment
+# reader: Nothing found on disk" while its index files are being written (chroma-core/chroma#4212);
+# the same query a moment later succeeds, so it is asked again after these pauses (seconds).
+_UNFLUSHED_PAUSES = (0.02, 0.1, 0.3)
 
 
 def _probe_folder(path: Path) -> None:
@@ -214,16 +219,21 @@ class ChromaVectorStore:
         coll = self._get(collection, create=False)
         if coll is None:
             return []
-        try:
-            res = coll.query(
-                query_embeddings=np.asarray(vector, dtype=np.float32).reshape(1, -1),
-                n_results=k,
-                include=["distances", "embeddings"] if with_vectors else ["distances"],
-            )
-        except Exception as exc:
-            if self._forget_if_gone(collection, exc):
-                raise BackendError(f"the collection of partition {collection} is gone") from exc
-            raise
+        args: dict[str, Any] = {
+            "query_embeddings": np.asarray(vector, dtype=np.float32).reshape(1, -1),
+            "n_results": k,
+            "include": ["distances", "embeddings"] if with_vectors else ["distances"],
+        }
+        for pause in (*_UNFLUSHED_PAUSES, None):
+            try:
+                res = coll.query(**args)
+                break
+            except Exception as exc:
+                if self._forget_if_gone(collection, exc):
+                    raise BackendError(f"the collection of partition {collection} is gone") from exc
+                if pause is None or "nothing found on disk" not in str(exc).lower():
+                    raise
+                time.sleep(pause)
         ids = res["ids"][0] if res["ids"] else []
         dists = res["distances"][0] if res.get("distances") else []
         embeddings = res.get("embeddings")

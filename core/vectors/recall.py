@@ -7,7 +7,7 @@ entry under its query. Inserts, lookups, ``repair`` and the schema upgrade all e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,12 +57,19 @@ def _checked(vectors: Any, count: int, dimension: int) -> np.ndarray:
 
 
 def embed_entries(
-    embedder: Embedder, queries: Sequence[str], contexts: Sequence[str]
+    embedder: Embedder,
+    queries: Sequence[str],
+    contexts: Sequence[str],
+    *,
+    embed_queries: Callable[[list[str]], np.ndarray] | None = None,
 ) -> tuple[list[np.ndarray | None], np.ndarray]:
     """Context vectors (None where the context is empty) and recall vectors of entries, from
-    two model calls (queries, then the non-empty contexts); checked before any write."""
+    two model calls (queries, then the non-empty contexts); checked before any write.
+    ``embed_queries`` replaces the embedder for the queries (an insert keeps its long prompts'
+    question parts for the long-text check)."""
     dimension = embedder.dimension
-    query_vectors = _checked(embedder.embed(list(queries)), len(queries), dimension)
+    embed = embed_queries or embedder.embed
+    query_vectors = _checked(embed(list(queries)), len(queries), dimension)
     texts = [text for text in contexts if text]
     embedded = iter(_checked(embedder.embed(texts), len(texts), dimension) if texts else ())
     context_vectors = [next(embedded) if text else None for text in contexts]

@@ -7,9 +7,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder
+from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder, longtext
+from modelcache.embedding.base import _sentence_spans, count_words
 from modelcache.guard import Guard
-from modelcache.longtext import LongTextCheck, differing_regions
+from modelcache.longtext import LongTextCheck, by_edit_overlap, differing_regions, edit_overlap
 
 CHUNKS = [
     f"Policy clause {word}: orders shipped to region {word} follow the standard terms for "
@@ -105,6 +106,62 @@ def test_texts_with_nothing_in_common_are_left_to_the_whole_vector_and_guard(
     assert c.applies(rag("short?"), "short question?")
 
 
+def test_candidates_come_best_edit_overlap_first_and_another_context_is_not_scored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    other = " ".join(f"Unrelated clause number {i} about cabin bags and seats." for i in range(30))
+    new = rag("How many days is the refund window?")
+    olds = [
+        rag("What is the refund window?", other),
+        rag("Who pays for return shipping?"),
+        rag("What is the refund window?"),
+        rag("What is the refund window?"),  # a tie keeps the given order
+        rag("How many days is the refund window?", other),
+        "How many days is the refund window?",
+    ]
+    expected = sorted(range(len(olds)), key=lambda i: -edit_overlap(olds[i], new))
+    scored: list[str] = []
+    real = longtext._middle_jaccard
+
+    def counting(old: str, new: str, start: int, low: int) -> float:
+        scored.append(old)
+        return real(old, new, start, low)
+
+    monkeypatch.setattr(longtext, "_middle_jaccard", counting)
+    order = by_edit_overlap(new, olds)
+    assert next(order) is olds[expected[0]] is olds[2]
+    # the first came out before the prompts over another context were scored
+    assert all(CONTEXT in old for old in scored)
+    assert list(order) == [olds[i] for i in expected[1:]]
+
+
+def test_words_are_counted_only_up_to_a_limit() -> None:
+    assert count_words("one two three four", 2) == 2
+    assert count_words("one two", 5) == count_words("one two") == 2
+    assert count_words("東京 is big", 10) == 4
+
+
+def test_a_check_diffs_each_pair_once(
+    fake_embedder: FakeEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    real = longtext.differing_regions
+
+    def counting(old: str, new: str) -> tuple[list[longtext.Region], int]:
+        calls.append((old, new))
+        return real(old, new)
+
+    monkeypatch.setattr(longtext, "differing_regions", counting)
+    c = check(fake_embedder)
+    old, new = rag("What is the refund window?"), rag("What is the refund window, please?")
+    assert c.pending(new, old) == [
+        "What is the refund window?",
+        "What is the refund window, please?",
+    ]
+    assert c.reason(new, old) is None
+    assert calls == [(old, new)]  # ``pending`` and ``reason`` read the pair once
+
+
 @pytest.fixture
 def engine(make_cache: Callable[..., Cache]) -> Cache:
     """A fake-embedder cache with the default configuration."""
@@ -127,6 +184,45 @@ def test_engine_exact_tier_and_short_queries_are_unchanged(engine: Cache) -> Non
     engine.insert(Request.from_text("How do I reset my password?"), "reset link")
     hit = engine.lookup(Request.from_text("how do I reset my password please"))
     assert hit is not None and hit.answer == "reset link"
+
+
+def test_an_inserted_prompt_s_question_is_embedded_once_at_insert(
+    engine: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
+    check = engine._acceptor._longtext
+    embedded: list[str] = []
+    real = check._embed
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(check, "_embed", counting)
+    hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
+    assert hit is not None and hit.answer == "30 days"
+    # the stored side of the differing question was embedded when the prompt was stored
+    assert embedded == ["What is the refund window, please?"]
+
+
+def test_a_bulk_load_embeds_only_its_prompts(
+    engine: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    embedded: list[int] = []
+    real = engine.embedder.embed
+
+    def counting(texts: list[str]) -> np.ndarray:
+        embedded.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed", counting)
+    prompts = [rag(f"What is the refund window of shop {i}?") for i in range(65)]
+    engine.insert_many([(Request.from_text(p), "30 days") for p in prompts], batch_size=65)
+    assert embedded == [65]
+    embedded.clear()
+    engine.insert_many([(Request.from_text(p), "30 days") for p in prompts[:2]])
+    # two prompts and their last three sentences: "Question:" and "Answer:" once, two questions
+    assert embedded == [2 + 4]
 
 
 def test_a_failing_part_embedding_is_a_logged_miss(engine: Cache) -> None:
@@ -252,10 +348,42 @@ def test_sentence_tokens_read_off_the_text_give_the_same_chunks(
         "word " * 2000,  # one sentence longer than the window
     ]
     for text in texts:
-        ids, starts = minilm._token_starts(text)  # type: ignore[misc]
-        assert ids == minilm._tokens(text)
-        # the same chunks as tokenizing each sentence on its own
-        assert minilm._chunks(text, ids, starts) == minilm._chunks(text, ids)
+        minilm.clear_memo()
+        cold = minilm._text_info(text)  # the text tokenized once, sentences read off it
+        assert cold[0] == len(minilm._tokens(text))
+        spans = _sentence_spans(text)
+        alone = [len(minilm._tokens(text[a:b])) for a, b in spans]
+        # the same chunks as tokenizing each sentence on its own ...
+        assert cold[1] == minilm._chunks(text, spans, alone)
+        minilm._text_memo.clear()
+        # ... and as the sentences' memoised token counts give
+        assert minilm._text_info(text) == cold
+
+
+@pytest.mark.model
+def test_only_the_new_sentences_of_a_prompt_over_a_seen_context_are_tokenized(
+    minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = " ".join(CHUNKS * 3)
+    minilm.clear_memo()
+    minilm.embed([rag("What is the refund window?", context)])
+    tokenized: list[str] = []
+    real = minilm._token_lists
+
+    def counting(texts: list[str]) -> list[list[int]]:
+        tokenized.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(minilm, "_token_starts", lambda text: pytest.fail("whole text tokenized"))
+    monkeypatch.setattr(minilm, "_token_lists", counting)
+    prompt = rag("Who pays for return shipping?", context)
+    count, windows = minilm._text_info(prompt)
+    assert tokenized == ["Who pays for return shipping?"]
+    assert count == len(minilm._tokens(prompt))
+    spans = _sentence_spans(prompt)
+    assert windows == minilm._chunks(
+        prompt, spans, [len(minilm._tokens(prompt[a:b])) for a, b in spans]
+    )
 
 
 @pytest.mark.model

@@ -47,3 +47,42 @@ def test_other_write_errors_are_not_retried(tmp_path: Any, monkeypatch: pytest.M
     monkeypatch.setattr(store, "_get", lambda collection, create: handle)
     with pytest.raises(RuntimeError, match="disk I/O"):
         store.upsert("p1", ["a"], np.ones((1, 4), dtype=np.float32))
+
+
+class _Unflushed:
+    """A collection handle whose first queries fail as an embedded Chroma answers a query while
+    the index files of a write it just took are not on disk yet."""
+
+    def __init__(self, failures: int, message: str = "Nothing found on disk") -> None:
+        self.failures, self.message, self.queries = failures, message, 0
+
+    def query(self, **args: Any) -> dict[str, Any]:
+        self.queries += 1
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError(
+                f"Error executing plan: Internal error: Error creating hnsw segment reader: "
+                f"{self.message}"
+            )
+        return {"ids": [["a"]], "distances": [[0.0]]}
+
+
+def test_a_query_racing_the_index_flush_is_asked_again(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ChromaVectorStore(path=str(tmp_path / "chroma"))
+    handle = _Unflushed(failures=2)
+    monkeypatch.setattr(store, "_get", lambda collection, create: handle)
+    assert [i for i, _ in store.query("p1", np.ones(4, dtype=np.float32), k=1)] == ["a"]
+    assert handle.queries == 3
+
+
+def test_an_index_that_stays_missing_or_other_query_errors_are_raised(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ChromaVectorStore(path=str(tmp_path / "chroma"))
+    for handle in (_Unflushed(failures=10), _Unflushed(failures=1, message="Error loading index")):
+        monkeypatch.setattr(store, "_get", lambda collection, create, h=handle: h)
+        with pytest.raises(RuntimeError, match="hnsw segment reader"):
+            store.query("p1", np.ones(4, dtype=np.float32), k=1)
+    assert handle.queries == 1
