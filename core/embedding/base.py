@@ -34,6 +34,7 @@ _WORD = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[^\W_]+", re.UNICODE)
 _SENTENCE_END = re.compile(r"(?<=[.!?:;])\s+|(?<=[。！？；：])")
 # About one sentence in three ends a chunk, decided by its own text (see ``_windows``).
 _CHUNK_EVERY = 3
+_QUESTION_ENDS = ("?", "？")  # a sentence ending so is a chunk of its own (see ``_chunks``)
 _MEMO_INIT = threading.Lock()
 _TEXT_MEMO_CHARS = 1000  # texts this long or longer have their token count and windows memoised
 _TEXT_MEMO_SIZE = 64
@@ -261,7 +262,9 @@ class BaseEmbedder(ABC):
         A chunk is whole sentences up to the window; a chunk also ends after a sentence whose
         own hash says so (content-defined boundaries), so an edit in one place (another
         question after the same context) changes only the chunk around it, wherever it is.
-        A sentence longer than the window is cut into overlapping token windows.
+        A question is a chunk of its own: it is what differs between prompts over the same
+        context, and the long-text check compares it alone, so a lookup embeds it once for
+        both. A sentence longer than the window is cut into overlapping token windows.
         """
         limit = self.max_tokens
         assert limit is not None  # callers return the text itself when there is no window
@@ -270,7 +273,8 @@ class BaseEmbedder(ABC):
         size = 0
         for (a, b), count in zip(spans, counts, strict=True):
             sentence = text[a:b]
-            if current and size + count > limit:
+            question = sentence.endswith(_QUESTION_ENDS)
+            if current and (question or size + count > limit):
                 pieces.append(" ".join(current))
                 current, size = [], 0
             if count > limit:
@@ -278,7 +282,7 @@ class BaseEmbedder(ABC):
                 continue
             current.append(sentence)
             size += count
-            if zlib.crc32(sentence.encode("utf-8")) % _CHUNK_EVERY == 0:
+            if question or zlib.crc32(sentence.encode("utf-8")) % _CHUNK_EVERY == 0:
                 pieces.append(" ".join(current))
                 current, size = [], 0
         if current:
@@ -342,14 +346,16 @@ class BaseEmbedder(ABC):
         whole = [int(k) for k in np.flatnonzero(~chunked)]
         parts = dict.fromkeys(pieces[k] for k in np.flatnonzero(chunked))
         missing = [piece for piece in parts if piece not in known]
-        batch = [pieces[k] for k in whole] + missing
+        # a text that is also a new chunk (a lookup's question beside its prompt) runs once
+        batch = list(dict.fromkeys([pieces[k] for k in whole] + missing))
         raw = np.zeros((len(pieces), self.dimension), dtype=np.float32)
-        fresh = l2_normalize(self._encode(batch)) if batch else raw[:0]
-        raw[whole] = fresh[: len(whole)]
+        fresh = dict(zip(batch, l2_normalize(self._encode(batch)), strict=True)) if batch else {}
+        for k in whole:
+            raw[k] = fresh[pieces[k]]
         if missing:
             with self._memo_lock:
-                for piece, vector in zip(missing, fresh[len(whole) :], strict=True):
-                    known[piece] = memo[piece] = vector
+                for piece in missing:
+                    known[piece] = memo[piece] = fresh[piece]
                 while len(memo) > self.memo_size:
                     memo.popitem(last=False)
         for k in np.flatnonzero(chunked):

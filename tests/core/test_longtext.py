@@ -257,6 +257,19 @@ def test_long_prompts_share_their_context_chunks(minilm: SentenceTransformerEmbe
 
 
 @pytest.mark.model
+def test_a_question_is_a_chunk_of_its_own(minilm: SentenceTransformerEmbedder) -> None:
+    context = " ".join(CHUNKS * 3)
+    windows = minilm._windows(
+        rag("Who pays for return shipping? And how long does it take?", context)
+    )
+    # each question alone, so the new chunk is the very text the long-text check compares
+    assert "Who pays for return shipping?" in windows
+    assert "And how long does it take?" in windows
+    chinese = minilm._windows(context + " 退货运费由谁承担？ 回答：")
+    assert "退货运费由谁承担？" in chinese
+
+
+@pytest.mark.model
 def test_chunk_vectors_are_memoised_and_equal_to_fresh_ones(
     minilm: SentenceTransformerEmbedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -415,7 +428,10 @@ def test_a_long_lookup_with_its_context_seen_runs_the_model_once(
         Request.from_text(rag("How many days do I have to send an item back?", context))
     )
     assert hit is not None and hit.answer == "30 days"
-    # the new chunk and both sides of the differing question, in one call
+    # the new chunk and both sides of the differing question, in one call; the new question
+    # is both the new chunk and the check's part, so it runs once
     assert len(runs) == 1 and "How long do I have to send an item back?" in runs[0]
+    assert runs[0].count("How many days do I have to send an item back?") == 1
+    assert len(runs[0]) == 2
     miss = engine.lookup(Request.from_text(rag("Who is the chief executive?", context)))
     assert miss is None  # another question over the same context still misses
