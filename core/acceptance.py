@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -321,14 +321,45 @@ class Acceptor:
             return False
         return True
 
+    def is_long(self, text: str) -> bool:
+        """Whether a text is long enough for the long-text rules (``long_query_tokens``)."""
+        return self._count_tokens(text) >= self._config.long_query_tokens
+
     def estimate(self, query: str) -> np.ndarray | None:
         """A long query's vector from its memoised chunks (see ``embed_long``), or None when
         the embedder keeps none for it or the query is short."""
         estimate = getattr(self._embedder, "memoised_vector", None)
-        if estimate is None or self._count_tokens(query) < self._config.long_query_tokens:
+        if estimate is None or not self.is_long(query):
             return None
         vector: np.ndarray | None = estimate(query)
         return vector
+
+    def unknown_chunks(self, texts: Sequence[str]) -> list[str]:
+        """Chunks of the long texts among ``texts`` that this process holds no vector of: a
+        store may have them (see ``stored_vectors``)."""
+        unknown = getattr(self._embedder, "unknown_chunks", None)
+        if unknown is None:
+            return []
+        return list(dict.fromkeys(c for t in texts if self.is_long(t) for c in unknown(t)))
+
+    def remember_chunks(self, vectors: dict[str, np.ndarray]) -> None:
+        """Hand chunk vectors read from a store to the embedder (see ``unknown_chunks``)."""
+        remember = getattr(self._embedder, "remember_chunks", None)
+        if remember is not None and vectors:
+            remember(vectors)
+
+    def stored_vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors a store keeps for long texts just embedded for storing: their chunks and
+        the parts the long-text check compares, so a process that embedded neither (another
+        worker, a restart) looks up a prompt over the same context as cheaply as this one."""
+        chunks = getattr(self._embedder, "chunk_vectors", None)
+        found: dict[str, np.ndarray] = {}
+        for text in texts:
+            if text and self.is_long(text):
+                if chunks is not None:
+                    found.update(chunks(text))
+                found.update(self._longtext.part_vectors(text))
+        return found
 
     def embed_stored(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of queries being stored. A long one's last sentences (where a prompt over
@@ -337,7 +368,7 @@ class Acceptor:
         is embedded alone: the check keeps too few part vectors for it."""
         parts: list[str] = []
         if len(texts) <= _STORED_BATCH:
-            long = (t for t in texts if self._count_tokens(t) >= self._config.long_query_tokens)
+            long = (t for t in texts if self.is_long(t))
             parts = list(dict.fromkeys(p for t in long for p in self._longtext.stored_parts(t)))
         vectors = self._embedder.embed([*texts, *parts])
         if not parts or len(vectors) != len(texts) + len(parts):
@@ -345,15 +376,26 @@ class Acceptor:
         self._longtext.remember(parts, np.asarray(vectors[len(texts) :]))
         return np.asarray(vectors[: len(texts)])
 
-    def embed_long(self, query: str, stored: Sequence[str]) -> np.ndarray:
+    def embed_long(
+        self,
+        query: str,
+        stored: Sequence[str],
+        load: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
+    ) -> np.ndarray:
         """The query's vector, embedded in one model call with the parts the long-text check
         will compare against the likeliest of the first ``top_k`` stored texts: the one whose
         edit shares the most words (the estimate cannot rank entries that differ only in the
-        chunk it lacks, such as other questions over the same context)."""
+        chunk it lacks, such as other questions over the same context). ``load`` reads part
+        vectors a store keeps (the stored side's question) before any is embedded."""
         likely = [t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)]
         parts: list[str] = []
         for text in by_edit_overlap(query, likely):
             parts = self._longtext.pending(query, text)
+            if parts and load is not None:
+                found = load(parts)
+                if found:
+                    self._longtext.remember(list(found), np.stack(list(found.values())))
+                    parts = [p for p in parts if p not in found]
             if parts:
                 break
         vectors = self._embedder.embed([query, *parts])

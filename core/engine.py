@@ -39,7 +39,7 @@ from .request import Partition, Request, Scope, _canonical_json
 from .stats import CacheStats, _collect, _Recorder
 from .storage import EntryRow, SQLStore
 from .storage.folder_lock import FolderLock
-from .storage.rows import Entry, new_row
+from .storage.rows import Entry, chunk_digest, decode_vector, encode_vector, new_row
 from .storage.schema import check_settings
 from .vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 from .vectors.base import NoVectors
@@ -504,6 +504,7 @@ class Cache:
                 return self._hit(row, answer, 1.0, "exact")
         if exact_only:
             return None
+        self._load_chunks(partition.id, [request.query_text, request.conversation_text])
         estimate = (
             None if request.conversation_text else self._acceptor.estimate(request.query_text)
         )
@@ -543,7 +544,9 @@ class Cache:
             with budget.paused() if budget is not None else contextlib.nullcontext():
                 conv = ConversationVectors(
                     self._acceptor.embed_long(
-                        request.query_text, [rows[i].query for i, _, _ in recalled if i in rows]
+                        request.query_text,
+                        [rows[i].query for i, _, _ in recalled if i in rows],
+                        functools.partial(self._stored_chunks, partition.id),
                     )
                 )
             recalled = sorted(recalled, key=lambda hit: -float(np.dot(conv.query, hit[2])))
@@ -564,6 +567,33 @@ class Cache:
             return None
         self._maintenance.note_hit(chosen.row, now)
         return self._hit(chosen.row, answer, chosen.similarity, "semantic")
+
+    def _load_chunks(self, partition_id: str, texts: Sequence[str]) -> None:
+        """Hand the embedder the stored vectors of the chunks of long texts that this process
+        has not embedded: a RAG prompt over a context that another process (or this one before
+        a restart) stored then embeds only its new chunk."""
+        unknown = self._acceptor.unknown_chunks([t for t in texts if t])
+        if unknown:
+            self._acceptor.remember_chunks(self._stored_chunks(partition_id, unknown))
+
+    def _stored_chunks(self, partition_id: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Stored vectors of chunk texts in a partition; a failed read or a corrupt vector is
+        left out (the text is embedded instead)."""
+        digests = {chunk_digest(t): t for t in texts}
+        try:
+            found = self._sql.chunk_vectors(partition_id, list(digests))
+        except Exception as exc:
+            log_failure(log, "modelcache could not read stored chunk vectors", exc)
+            return {}
+        vectors: dict[str, np.ndarray] = {}
+        for digest, encoded in found.items():
+            try:
+                vector = decode_vector(encoded)
+            except (TypeError, ValueError):  # binascii.Error is a ValueError
+                continue
+            if vector.shape == (self._embedder.dimension,) and np.isfinite(vector).all():
+                vectors[digests[digest]] = vector
+        return vectors
 
     def _embed_request(self, request: Request, budget: _Budget | None) -> ConversationVectors:
         """The query and, for a follow-up, every earlier turn, embedded in one batch (time
@@ -703,9 +733,15 @@ class Cache:
         batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
         stored = 0
 
-        def write(rows: list[EntryRow], vectors: np.ndarray, partitions: list[Partition]) -> None:
+        def write(
+            rows: list[EntryRow],
+            vectors: np.ndarray,
+            partitions: list[Partition],
+            chunks: dict[str, dict[str, str]],
+        ) -> None:
             nonlocal stored
             self._write_rows(rows, vectors, partitions, now)
+            self._store_chunks(chunks, now)
             stored += len(rows)
             if progress is not None:
                 progress(stored, len(unique))
@@ -766,14 +802,22 @@ class Cache:
         now: float,
         ttl: float | None,
         meta_json: str,
-    ) -> tuple[list[EntryRow], np.ndarray, list[Partition]]:
-        """Rows, recall vectors and partitions of (request, answer JSON) pairs: the embedding."""
+    ) -> tuple[list[EntryRow], np.ndarray, list[Partition], dict[str, dict[str, str]]]:
+        """Rows, recall vectors and partitions of (request, answer JSON) pairs, and the chunk
+        vectors of their long texts by partition (digest -> encoded): the embedding."""
         contexts, vectors = embed_entries(
             self._embedder,
             [r.query_text for r, _ in batch],
             [r.conversation_text for r, _ in batch],
             embed_queries=self._acceptor.embed_stored,
         )
+        chunks: dict[str, dict[str, str]] = {}
+        for r, _ in batch:
+            kept = self._acceptor.stored_vectors([r.query_text, r.conversation_text])
+            if kept:
+                chunks.setdefault(r.partition.id, {}).update(
+                    (chunk_digest(text), encode_vector(vector)) for text, vector in kept.items()
+                )
         rows = [
             new_row(
                 entry_id=r.exact_key,
@@ -790,7 +834,17 @@ class Cache:
             )
             for (r, answer_json), context in zip(batch, contexts, strict=True)
         ]
-        return rows, vectors, list({r.partition.id: r.partition for r, _ in batch}.values())
+        partitions = list({r.partition.id: r.partition for r, _ in batch}.values())
+        return rows, vectors, partitions, chunks
+
+    def _store_chunks(self, chunks: dict[str, dict[str, str]], now: float) -> None:
+        """Keep the chunk vectors of stored long texts for other processes; a failure only costs
+        them an embedding, so it is logged, not raised (the entries are stored)."""
+        for partition_id, vectors in sorted(chunks.items()):
+            try:
+                self._sql.put_chunk_vectors(partition_id, vectors, now)
+            except Exception as exc:
+                log_failure(log, "modelcache could not store chunk vectors", exc)
 
     def _write_rows(
         self, rows: list[EntryRow], vectors: np.ndarray, partitions: list[Partition], now: float

@@ -234,6 +234,13 @@ class LongTextCheck:
         with self._lock:
             return [s for s in sentences[-_STORED_PARTS:] if _has_words(s) and s not in self._memo]
 
+    def part_vectors(self, text: str) -> dict[str, np.ndarray]:
+        """The memoised vectors of a long text's last sentences (see ``stored_parts``), for a
+        store to keep beside its chunks."""
+        sentences = _parse(text)[0]
+        with self._lock:
+            return {s: self._memo[s] for s in sentences[-_STORED_PARTS:] if s in self._memo}
+
     def remember(self, texts: list[str], vectors: np.ndarray) -> None:
         """Keep part vectors embedded elsewhere (see ``pending``) for the check to use."""
         with self._lock:

@@ -37,6 +37,8 @@ _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500  # expired entries deleted per pass
 _PROTECT = 500  # entries just written that eviction spares, at most
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
+_CHUNK_TRIM_EVERY = 600.0  # seconds between trims of the stored chunk vectors
+_CHUNK_ROWS = 200_000  # chunk vectors kept (about 2 KB each as stored), least recently stored go
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 
 
@@ -108,6 +110,7 @@ class Maintenance:
         self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
         self._next_purge = 0.0
         self._next_retention = 0.0
+        self._next_chunk_trim = 0.0
 
     # ---- a lookup only touches memory ----------------------------------------------------------
     def note_hit(self, entry: Entry, now: float) -> None:
@@ -137,7 +140,7 @@ class Maintenance:
     # ---- the background pass ---------------------------------------------------------------------
     def run(self) -> None:
         """Background pass: hit counts, orphan vectors, lazy purge of expired entries, log
-        retention."""
+        retention, the cap on stored chunk vectors."""
         self.write_hits()
         if self._orphans:
             with self._write_lock:
@@ -150,6 +153,9 @@ class Maintenance:
         if retention is not None and now >= self._next_retention:
             self._next_retention = now + _RETENTION_EVERY
             self._sql.purge_log(now - retention * 86400)
+        if now >= self._next_chunk_trim:
+            self._next_chunk_trim = now + _CHUNK_TRIM_EVERY
+            self._sql.trim_chunk_vectors(_CHUNK_ROWS)
 
     def write_hits(self) -> None:
         """Write the hits noted since the last pass; a failure loses them, with a warning."""

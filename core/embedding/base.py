@@ -338,20 +338,21 @@ class BaseEmbedder(ABC):
         memo = self._init_memo()
         known: dict[str, np.ndarray] = {}
         with self._memo_lock:
-            for k in np.flatnonzero(chunked):
-                vector = memo.get(pieces[k])
+            # a short text beside a long one may be a memoised chunk (a stored question)
+            for piece in pieces:
+                vector = memo.get(piece)
                 if vector is not None:
-                    known[pieces[k]] = vector
-                    memo.move_to_end(pieces[k])
+                    known[piece] = vector
+                    memo.move_to_end(piece)
         whole = [int(k) for k in np.flatnonzero(~chunked)]
         parts = dict.fromkeys(pieces[k] for k in np.flatnonzero(chunked))
         missing = [piece for piece in parts if piece not in known]
         # a text that is also a new chunk (a lookup's question beside its prompt) runs once
-        batch = list(dict.fromkeys([pieces[k] for k in whole] + missing))
+        batch = list(dict.fromkeys([pieces[k] for k in whole if pieces[k] not in known] + missing))
         raw = np.zeros((len(pieces), self.dimension), dtype=np.float32)
         fresh = dict(zip(batch, l2_normalize(self._encode(batch)), strict=True)) if batch else {}
         for k in whole:
-            raw[k] = fresh[pieces[k]]
+            raw[k] = known[pieces[k]] if pieces[k] in known else fresh[pieces[k]]
         if missing:
             with self._memo_lock:
                 for piece in missing:
@@ -364,6 +365,35 @@ class BaseEmbedder(ABC):
         for row, owner, piece in zip(raw, owners, pieces, strict=True):
             out[owner] += row * max(1, len(piece))
         return l2_normalize(out)
+
+    def unknown_chunks(self, text: str) -> list[str]:
+        """Chunks of a text longer than the window that this process holds no vector of."""
+        windows = self._windows(text)
+        if len(windows) < 2:
+            return []
+        memo = self._init_memo()
+        with self._memo_lock:
+            return [w for w in dict.fromkeys(windows) if w not in memo]
+
+    def chunk_vectors(self, text: str) -> dict[str, np.ndarray]:
+        """The memoised vectors of a long text's chunks (none for a text that fits the window),
+        for a store to keep: another process then embeds only a prompt's new chunks."""
+        windows = self._windows(text)
+        if len(windows) < 2:
+            return {}
+        memo = self._init_memo()
+        with self._memo_lock:
+            return {w: memo[w] for w in windows if w in memo}
+
+    def remember_chunks(self, vectors: dict[str, np.ndarray]) -> None:
+        """Memoise chunk vectors embedded elsewhere (a store's copy of another process's)."""
+        memo = self._init_memo()
+        with self._memo_lock:
+            for piece, vector in vectors.items():
+                memo[piece] = vector
+                memo.move_to_end(piece)
+            while len(memo) > self.memo_size:
+                memo.popitem(last=False)
 
     def memoised_vector(self, text: str) -> np.ndarray | None:
         """A long text's vector from its memoised chunks alone, or None when it fits the

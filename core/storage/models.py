@@ -1,4 +1,4 @@
-"""SQLModel tables of the scalar store: settings, partitions, entries, query log."""
+"""SQLModel tables of the scalar store: settings, partitions, entries, chunk vectors, query log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlmodel import Field, SQLModel
 
-__all__ = ["EntryRow", "LogRow", "MetaRow", "PartitionRow"]
+__all__ = ["ChunkRow", "EntryRow", "LogRow", "MetaRow", "PartitionRow"]
 
 # MySQL's TEXT holds 64 KiB; answers and conversations can be longer.
 _LongText = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
@@ -69,6 +69,18 @@ class EntryRow(SQLModel, table=True):
     hit_count: int = Field(default=0)
     ttl: float | None = Field(default=None, sa_column=_time(nullable=True))
     expires_at: float | None = Field(default=None, sa_column=_time(nullable=True, index=True))
+
+
+class ChunkRow(SQLModel, table=True):
+    """The vector of one chunk of a long text stored in a partition, keyed by a digest of the
+    chunk: a process that did not embed it (another worker, a restart) reads it instead."""
+
+    __tablename__ = "modelcache_chunk"
+
+    partition_id: str = Field(primary_key=True, max_length=32)
+    digest: str = Field(primary_key=True, max_length=32)
+    vector: str = Field(sa_column=_text())
+    stored_at: float = Field(sa_column=_time(index=True))
 
 
 class LogRow(SQLModel, table=True):

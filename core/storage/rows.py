@@ -8,6 +8,7 @@ itself, and the acceptance checks need only a few decoded fields.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from .models import EntryRow, PartitionRow
 __all__ = [
     "ENTRY_COLUMNS",
     "Entry",
+    "chunk_digest",
     "decode_vector",
     "encode_vector",
     "entry_of",
@@ -36,6 +38,11 @@ def encode_vector(vector: np.ndarray) -> str:
 def decode_vector(text: str) -> np.ndarray:
     """Inverse of :func:`encode_vector`."""
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
+
+
+def chunk_digest(text: str) -> str:
+    """Key of a stored chunk vector: a digest of the chunk's text (the text is not stored)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, eq=False, slots=True)

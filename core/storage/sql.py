@@ -31,7 +31,7 @@ from tenacity import (
 from ..errors import BackendError, ConfigError
 from ..redact import mask_url
 from ..request import Partition
-from .models import EntryRow, LogRow, MetaRow, PartitionRow
+from .models import ChunkRow, EntryRow, LogRow, MetaRow, PartitionRow
 from .rows import ENTRY_COLUMNS, Entry, entry_of, export_record
 
 __all__ = ["EVICTION_ORDER", "SQLStore", "is_transient"]
@@ -62,6 +62,14 @@ _RAW_LIVE = (
 )
 _RAW_LIVE_MANY = f"SELECT {_RAW_COLUMNS}, {_RAW_IS_LIVE} FROM {_ENTRY.name} WHERE id IN ({{}})"
 
+_CHUNK_TABLE = ChunkRow.__table__  # type: ignore[attr-defined]
+_RAW_CHUNKS = (
+    f"SELECT digest, vector FROM {_CHUNK_TABLE.name} WHERE partition_id = ? AND digest IN ({{}})"
+)
+_CHUNKS = sa.select(_CHUNK_TABLE.c.digest, _CHUNK_TABLE.c.vector).where(
+    _CHUNK_TABLE.c.partition_id == sa.bindparam("pid"),
+    _CHUNK_TABLE.c.digest.in_(sa.bindparam("digests", expanding=True)),
+)
 
 _LOG = LogRow.__table__  # type: ignore[attr-defined]
 _LOG_PAGE = 500  # query-log rows read per query
@@ -75,7 +83,7 @@ EVICTION_ORDER: dict[str, tuple[Any, ...]] = {
     "fifo": (col(EntryRow.created_at).asc(),),
 }
 
-_TABLES = [t.__table__ for t in (MetaRow, PartitionRow, EntryRow, LogRow)]  # type: ignore[attr-defined]
+_TABLES = [t.__table__ for t in (MetaRow, PartitionRow, EntryRow, ChunkRow, LogRow)]  # type: ignore[attr-defined]
 
 # Errors after which the same transaction succeeds when simply run again: MySQL/MariaDB
 # deadlock (1213), lock wait timeout (1205), "record has changed" (1020); PostgreSQL
@@ -404,12 +412,14 @@ class SQLStore:
             return int(s.exec(stmt).one())
 
     def delete_all(self) -> int:
-        """Delete every entry and partition; returns the number of entries deleted."""
+        """Delete every entry, partition and chunk vector; returns the number of entries
+        deleted."""
 
         def write() -> int:
             with self._session() as s:
                 s.exec(delete(PartitionRow))  # partition rows first, as inserts lock them
                 deleted = int(s.exec(delete(EntryRow)).rowcount or 0)
+                s.exec(delete(ChunkRow))
                 s.commit()
             return deleted
 
@@ -421,7 +431,8 @@ class SQLStore:
             return list(s.exec(select(EntryRow.partition_id).distinct()))
 
     def delete_partitions(self, partition_ids: Sequence[str]) -> int:
-        """Delete partitions with all their entries; returns the number of entries deleted.
+        """Delete partitions with all their entries and chunk vectors; returns the number of
+        entries deleted.
 
         Partition rows go first, in id order, as inserts lock them: a clear and an insert of
         the same partition serialise instead of deadlocking or leaving entries behind.
@@ -434,6 +445,7 @@ class SQLStore:
                     s.exec(delete(PartitionRow).where(col(PartitionRow.id).in_(chunk)))
                     result = s.exec(delete(EntryRow).where(col(EntryRow.partition_id).in_(chunk)))
                     deleted += result.rowcount or 0
+                    s.exec(delete(ChunkRow).where(col(ChunkRow.partition_id).in_(chunk)))
                 s.commit()
             return deleted
 
@@ -650,6 +662,83 @@ class SQLStore:
                 stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
                 for row in conn.execute(stmt).mappings():
                     yield export_record(partitions[row["partition_id"]], dict(row))
+
+    # ---- chunk vectors -----------------------------------------------------------------------
+    def chunk_vectors(self, partition_id: str, digests: Sequence[str]) -> dict[str, str]:
+        """Stored chunk vectors (encoded) of one partition, by digest; unknown digests absent."""
+        if not digests:
+            return {}
+        if self._raw_reads:
+            return {
+                digest: vector
+                for chunk in _chunks(digests)
+                for digest, vector in self._raw_read(
+                    _RAW_CHUNKS.format(",".join("?" * len(chunk))), (partition_id, *chunk)
+                )
+            }
+        with self._engine.connect() as conn:
+            return {
+                digest: vector
+                for chunk in _chunks(digests)
+                for digest, vector in conn.execute(
+                    _CHUNKS, {"pid": partition_id, "digests": list(chunk)}
+                )
+            }
+
+    def put_chunk_vectors(self, partition_id: str, vectors: dict[str, str], now: float) -> None:
+        """Store chunk vectors (digest -> encoded vector) of a partition, replacing any with
+        the same digest; in digest order, like every other writer."""
+        if not vectors:
+            return
+        values = [
+            {"partition_id": partition_id, "digest": d, "vector": v, "stored_at": now}
+            for d, v in sorted(vectors.items())
+        ]
+        self._retrying(lambda: self._write_chunks(values))
+
+    def _write_chunks(self, values: list[dict[str, Any]]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(self._upsert_chunks, values)
+
+    @functools.cached_property
+    def _upsert_chunks(self) -> Any:
+        updated = {"vector", "stored_at"}
+        if self.dialect == "mysql":
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            stmt = mysql_insert(_CHUNK_TABLE)
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+        elif self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as pg_insert
+        else:  # pragma: no cover - guarded by the supported URLs
+            raise ConfigError(f"unsupported SQL dialect {self.dialect!r}")
+        stmt = pg_insert(_CHUNK_TABLE)
+        return stmt.on_conflict_do_update(
+            index_elements=["partition_id", "digest"], set_={c: stmt.excluded[c] for c in updated}
+        )
+
+    def trim_chunk_vectors(self, keep: int) -> int:
+        """Delete the least recently stored chunk vectors beyond the newest ``keep``; returns
+        how many."""
+        newest = (
+            select(ChunkRow.stored_at)
+            .order_by(col(ChunkRow.stored_at).desc())
+            .offset(keep)
+            .limit(1)
+        )
+
+        def write() -> int:
+            with self._session() as s:
+                cutoff = s.exec(newest).first()
+                if cutoff is None:
+                    return 0
+                result = s.exec(delete(ChunkRow).where(col(ChunkRow.stored_at) <= cutoff))
+                s.commit()
+                return int(result.rowcount or 0)
+
+        return self._retrying(write)
 
     # ---- maintenance -------------------------------------------------------------------------
     def expired(self, now: float, limit: int) -> list[tuple[str, str]]:

@@ -428,10 +428,8 @@ def test_a_long_lookup_with_its_context_seen_runs_the_model_once(
         Request.from_text(rag("How many days do I have to send an item back?", context))
     )
     assert hit is not None and hit.answer == "30 days"
-    # the new chunk and both sides of the differing question, in one call; the new question
-    # is both the new chunk and the check's part, so it runs once
-    assert len(runs) == 1 and "How long do I have to send an item back?" in runs[0]
-    assert runs[0].count("How many days do I have to send an item back?") == 1
-    assert len(runs[0]) == 2
+    # one call of one text: the new question is both the new chunk and the check's part, and
+    # the stored side's question is a chunk of the seen prompt (memoised, and in the store)
+    assert runs == [["How many days do I have to send an item back?"]]
     miss = engine.lookup(Request.from_text(rag("Who is the chief executive?", context)))
     assert miss is None  # another question over the same context still misses

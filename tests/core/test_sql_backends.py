@@ -235,3 +235,24 @@ def test_maintenance_statements_on_the_backend(db_cache: Callable[..., Cache], c
     cache.register(Scope(model="second"))
     with pytest.raises(ConfigError, match="max_partitions_per_tenant"):
         cache.register(Scope(model="third"))
+
+
+def test_chunk_vector_statements_on_the_backend(db_cache: Callable[..., Cache]) -> None:
+    """Stored chunk vectors: read by partition and digest, replaced on a second write, trimmed
+    to the newest, and dropped with their partition."""
+    cache = db_cache()
+    store = cache._sql
+    a = {f"{i:032x}": f"vector-a-{i}" for i in range(5)}
+    store.put_chunk_vectors("p" * 32, a, now=1.0)
+    store.put_chunk_vectors("q" * 32, {"0" * 32: "vector-q"}, now=2.0)
+    assert store.chunk_vectors("p" * 32, [*a, "f" * 32]) == a
+    assert store.chunk_vectors("q" * 32, list(a)) == {"0" * 32: "vector-q"}  # its own only
+    store.put_chunk_vectors("p" * 32, {"0" * 32: "replaced"}, now=3.0)
+    assert store.chunk_vectors("p" * 32, ["0" * 32]) == {"0" * 32: "replaced"}
+    assert store.trim_chunk_vectors(2) == 4  # the four written at 1.0 go
+    assert store.chunk_vectors("p" * 32, list(a)) == {"0" * 32: "replaced"}
+    store.delete_partitions(["p" * 32])
+    assert store.chunk_vectors("p" * 32, list(a)) == {}
+    assert store.chunk_vectors("q" * 32, ["0" * 32]) == {"0" * 32: "vector-q"}
+    store.delete_all()
+    assert store.chunk_vectors("q" * 32, ["0" * 32]) == {}

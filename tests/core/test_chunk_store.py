@@ -1,0 +1,148 @@
+"""Chunk vectors of stored long texts are kept in the SQL store, per partition: a process that
+did not embed a context (another worker, a restart) looks up a prompt over it running the model
+on the new question only, instead of on the whole prompt."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from rag_context import CONTEXT, OTHER_QUESTION, QUESTION, REWORDED
+
+from modelcache import Cache, Request
+from modelcache.embedding import build_embedder
+from modelcache.embedding.base import BaseEmbedder
+from modelcache.storage.rows import chunk_digest
+
+pytestmark = pytest.mark.model
+
+TEMPLATE = "Answer from the context only.\n\nContext:\n{context}\n\nQuestion: {question}\nAnswer:"
+
+
+def rag(question: str) -> str:
+    """A RAG prompt over the shared context (about 450 MiniLM tokens: several chunks)."""
+    return TEMPLATE.format(context=CONTEXT, question=question)
+
+
+@pytest.fixture
+def fresh_embedder() -> Callable[[], BaseEmbedder]:
+    """A new MiniLM instance each call: its chunk memo is empty, as in a new process."""
+
+    def factory() -> BaseEmbedder:
+        embedder = build_embedder("minilm")
+        assert isinstance(embedder, BaseEmbedder)
+        return embedder
+
+    return factory
+
+
+def counting(embedder: BaseEmbedder, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text the model runs on, from now on."""
+    encoded: list[str] = []
+    real = embedder._encode
+
+    def run(texts: list[str]) -> np.ndarray:
+        encoded.extend(texts)
+        return real(texts)
+
+    monkeypatch.setattr(embedder, "_encode", run)
+    return encoded
+
+
+@pytest.fixture
+def stored(
+    make_cache: Callable[..., Cache], fresh_embedder: Callable[[], BaseEmbedder], tmp_path: Path
+) -> Iterator[Path]:
+    """A cache folder holding one RAG prompt in tenant "a", written by a closed cache."""
+    folder = tmp_path / "shared"
+    writer = make_cache(folder, embedder=fresh_embedder())
+    writer.insert(Request.from_text(rag(QUESTION), tenant="a"), "30 days")
+    writer.close()
+    yield folder
+
+
+def test_a_restarted_cache_runs_the_model_on_the_new_question_only(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = fresh_embedder()
+    cache = make_cache(stored, embedder=embedder)
+    encoded = counting(embedder, monkeypatch)
+    hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
+    assert hit is not None and hit.answer == "30 days" and hit.kind == "semantic"
+    # the context's chunks and the stored question came from the store: one short text ran
+    assert encoded == [REWORDED]
+    encoded.clear()
+    assert cache.lookup(Request.from_text(rag(OTHER_QUESTION), tenant="a")) is None
+    assert encoded == [OTHER_QUESTION]
+
+
+def test_chunk_vectors_are_read_only_in_their_own_partition(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = fresh_embedder()
+    cache = make_cache(stored, embedder=embedder)
+    encoded = counting(embedder, monkeypatch)
+    assert cache.lookup(Request.from_text(rag(REWORDED), tenant="b")) is None
+    # tenant b stored nothing: every chunk of the prompt was embedded here
+    assert len(encoded) == len(embedder._windows(rag(REWORDED))) > 2
+
+
+def _chunk_rows(cache: Cache) -> int:
+    with cache._sql._engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM modelcache_chunk")).scalar_one())
+
+
+def test_clear_drops_the_chunk_vectors(
+    stored: Path, make_cache: Callable[..., Cache], fresh_embedder: Callable[[], BaseEmbedder]
+) -> None:
+    cache = make_cache(stored, embedder=fresh_embedder())
+    cache.insert(Request.from_text(rag(QUESTION), tenant="b"), "30 days")
+    per_partition = _chunk_rows(cache) // 2
+    assert per_partition > 2  # the context's chunks and the question's parts
+    cache.clear(tenant="a")
+    assert _chunk_rows(cache) == per_partition
+    cache.clear()
+    assert _chunk_rows(cache) == 0
+
+
+def test_a_corrupt_or_unreadable_chunk_vector_is_embedded_instead(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    embedder = fresh_embedder()
+    cache = make_cache(stored, embedder=embedder)
+    with cache._sql._engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE modelcache_chunk SET vector = :v WHERE digest = :d"),
+            {"v": "not base64!", "d": chunk_digest(QUESTION)},
+        )
+    encoded = counting(embedder, monkeypatch)
+    hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
+    assert hit is not None and hit.answer == "30 days"
+    assert sorted(encoded) == sorted([REWORDED, QUESTION])  # the corrupt one, embedded again
+
+    embedder.clear_memo()
+    cache._acceptor._longtext._memo.clear()
+
+    def unreadable(*_: object) -> dict[str, str]:
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is gone"))
+
+    monkeypatch.setattr(cache._sql, "chunk_vectors", unreadable)
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
+    assert hit is not None and hit.answer == "30 days"
+    assert "could not read stored chunk vectors" in caplog.text
+    assert REWORDED not in caplog.text and "Larkspur" not in caplog.text  # no user text logged
