@@ -14,7 +14,8 @@ Latency: semantic-hit lookups through ``Cache.lookup`` of a short question vs a 
 prompt (the question reworded, same context), p50/p90 over repeated lookups. "context seen":
 the embedder's chunk memo holds the stored prompt's chunks (as after inserting it in this
 process: what inserting it leaves memoised) but none of the asked prompt's own; "cold": the
-memos are emptied before each lookup.
+process's memos are emptied before each lookup, as in another worker process or after a
+restart (the chunk vectors the insert kept in the SQL store are read back).
 
 No regression elsewhere: the check only runs where a text has ``long_query_tokens`` tokens or
 more, so the script replays the ``qqp_dev`` pairs with such a side (``MODELCACHE_DATA``, default
