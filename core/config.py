@@ -250,6 +250,12 @@ class CacheConfig(_Settings):
         description="Record hit count and last-hit time per entry (deferred, batched writes); "
         "LRU/LFU eviction and sliding TTL need it.",
     )
+    chunk_vectors_kept: int = Field(
+        default=100_000,
+        ge=0,
+        description="Chunk vectors of stored long texts (RAG prompts) kept in SQL, about 2 KB "
+        "each, so another process embeds only a prompt's new question; 0: none kept.",
+    )
     query_log: bool = Field(default=False, description="Record every lookup and insert.")
     query_log_queue: int = Field(default=10_000, ge=1, description="Bound of the log queue.")
     query_log_retention_days: float | None = Field(

@@ -50,7 +50,7 @@ __all__ = ["Cache", "Hit"]
 
 log = logging.getLogger("modelcache")
 
-_INSERT_BATCH = 256  # entries embedded and written together by insert_many
+_INSERT_BATCH = 512  # entries embedded and written together by insert_many
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
 _Self = TypeVar("_Self")
@@ -572,6 +572,8 @@ class Cache:
         """Hand the embedder the stored vectors of the chunks of long texts that this process
         has not embedded: a RAG prompt over a context that another process (or this one before
         a restart) stored then embeds only its new chunk."""
+        if not self.config.chunk_vectors_kept:
+            return
         unknown = self._acceptor.unknown_chunks([t for t in texts if t])
         if unknown:
             self._acceptor.remember_chunks(self._stored_chunks(partition_id, unknown))
@@ -579,6 +581,8 @@ class Cache:
     def _stored_chunks(self, partition_id: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Stored vectors of chunk texts in a partition; a failed read or a corrupt vector is
         left out (the text is embedded instead)."""
+        if not self.config.chunk_vectors_kept:
+            return {}
         digests = {chunk_digest(t): t for t in texts}
         try:
             found = self._sql.chunk_vectors(partition_id, list(digests))
@@ -701,9 +705,10 @@ class Cache:
     ) -> list[str]:
         """Store many answers with batched embedding and writes (bulk loads).
 
-        Entries are embedded and written in batches of ``batch_size``, each batch's writes
-        overlapping the next batch's embedding; ``progress(stored, total)`` is called as each
-        batch is written, and a failure leaves the earlier batches stored (a re-run finishes).
+        Entries are embedded and written in batches of ``batch_size``, shortest texts first,
+        each batch's writes overlapping the next batch's embedding; ``progress(stored, total)``
+        is called as each batch is written, and a failure leaves the earlier batches stored (a
+        re-run finishes).
         """
         self._check_open()
         if ttl is not None and ttl <= 0:
@@ -730,6 +735,9 @@ class Cache:
                 "embedder='multilingual' for Chinese or mixed traffic",
                 self._embedder.name,
             )
+        # by length, so that each batch holds texts of about the same length: the model pads a
+        # batch to its longest text (order of storing changes nothing: they share one timestamp)
+        unique.sort(key=lambda pair: len(pair[0].query_text) + len(pair[0].conversation_text))
         batches = [unique[s : s + batch_size] for s in range(0, len(unique), batch_size)]
         stored = 0
 
@@ -812,7 +820,7 @@ class Cache:
             embed_queries=self._acceptor.embed_stored,
         )
         chunks: dict[str, dict[str, str]] = {}
-        for r, _ in batch:
+        for r, _ in batch if self.config.chunk_vectors_kept else ():
             kept = self._acceptor.stored_vectors([r.query_text, r.conversation_text])
             if kept:
                 chunks.setdefault(r.partition.id, {}).update(

@@ -38,7 +38,6 @@ _PURGE_BATCH = 500  # expired entries deleted per pass
 _PROTECT = 500  # entries just written that eviction spares, at most
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _CHUNK_TRIM_EVERY = 600.0  # seconds between trims of the stored chunk vectors
-_CHUNK_ROWS = 200_000  # chunk vectors kept (about 2 KB each as stored), least recently stored go
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 
 
@@ -155,7 +154,7 @@ class Maintenance:
             self._sql.purge_log(now - retention * 86400)
         if now >= self._next_chunk_trim:
             self._next_chunk_trim = now + _CHUNK_TRIM_EVERY
-            self._sql.trim_chunk_vectors(_CHUNK_ROWS)
+            self._sql.trim_chunk_vectors(self._config.chunk_vectors_kept)
 
     def write_hits(self) -> None:
         """Write the hits noted since the last pass; a failure loses them, with a warning."""

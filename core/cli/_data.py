@@ -110,7 +110,7 @@ def import_(
     fmt: Annotated[
         str, typer.Option("--format", help="auto (by extension), jsonl or csv.")
     ] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per write.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per write.")] = 512,
     ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:

@@ -720,21 +720,24 @@ class SQLStore:
         )
 
     def trim_chunk_vectors(self, keep: int) -> int:
-        """Delete the least recently stored chunk vectors beyond the newest ``keep``; returns
-        how many."""
+        """Delete the chunk vectors stored before the newest ``keep`` (those stored at the same
+        time, by one insert, go or stay together), or all with ``keep=0``; returns how many."""
         newest = (
             select(ChunkRow.stored_at)
             .order_by(col(ChunkRow.stored_at).desc())
-            .offset(keep)
+            .offset(max(0, keep - 1))
             .limit(1)
         )
 
         def write() -> int:
             with self._session() as s:
-                cutoff = s.exec(newest).first()
-                if cutoff is None:
-                    return 0
-                result = s.exec(delete(ChunkRow).where(col(ChunkRow.stored_at) <= cutoff))
+                if keep > 0:
+                    cutoff = s.exec(newest).first()
+                    if cutoff is None:
+                        return 0
+                    result = s.exec(delete(ChunkRow).where(col(ChunkRow.stored_at) < cutoff))
+                else:
+                    result = s.exec(delete(ChunkRow))
                 s.commit()
                 return int(result.rowcount or 0)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -146,3 +147,39 @@ def test_a_corrupt_or_unreadable_chunk_vector_is_embedded_instead(
     assert hit is not None and hit.answer == "30 days"
     assert "could not read stored chunk vectors" in caplog.text
     assert REWORDED not in caplog.text and "Larkspur" not in caplog.text  # no user text logged
+
+
+def test_chunk_vectors_kept_0_keeps_none(
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = make_cache(tmp_path / "none", embedder=fresh_embedder(), chunk_vectors_kept=0)
+    cache.insert(Request.from_text(rag(QUESTION)), "30 days")
+    assert _chunk_rows(cache) == 0
+    cache.close()
+    embedder = fresh_embedder()
+    cache = make_cache(tmp_path / "none", embedder=embedder, chunk_vectors_kept=0)
+    encoded = counting(embedder, monkeypatch)
+    hit = cache.lookup(Request.from_text(rag(REWORDED)))
+    assert hit is not None and hit.answer == "30 days"
+    assert len(encoded) > 2  # every chunk embedded again
+
+
+def test_maintenance_keeps_the_newest_chunk_vectors(
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    tmp_path: Path,
+    clock: Any,
+) -> None:
+    cache = make_cache(tmp_path / "few", embedder=fresh_embedder(), chunk_vectors_kept=4)
+    cache.insert(Request.from_text(rag(QUESTION)), "30 days")
+    clock.advance(1)
+    cache.insert(Request.from_text(rag(OTHER_QUESTION)), "Dana Whitfield")
+    assert _chunk_rows(cache) > 4
+    clock.advance(601)  # the trim is due
+    cache.flush()  # runs the maintenance pass
+    with cache._sql._engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT digest FROM modelcache_chunk")).scalars().all()
+    assert chunk_digest(OTHER_QUESTION) in kept and chunk_digest(QUESTION) not in kept

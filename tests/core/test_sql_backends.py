@@ -251,6 +251,7 @@ def test_chunk_vector_statements_on_the_backend(db_cache: Callable[..., Cache]) 
     assert store.chunk_vectors("p" * 32, ["0" * 32]) == {"0" * 32: "replaced"}
     assert store.trim_chunk_vectors(2) == 4  # the four written at 1.0 go
     assert store.chunk_vectors("p" * 32, list(a)) == {"0" * 32: "replaced"}
+    assert store.trim_chunk_vectors(5) == 0  # fewer than 5 are stored
     store.delete_partitions(["p" * 32])
     assert store.chunk_vectors("p" * 32, list(a)) == {}
     assert store.chunk_vectors("q" * 32, ["0" * 32]) == {"0" * 32: "vector-q"}
