@@ -108,7 +108,7 @@ def child_stages(entries: int) -> dict[str, float]:
         cache.insert(Request.from_text(texts[0]), "warm-up")
         now = time.time()
         unique = [(r, json.dumps(a)) for r, a in requests]
-        rows, vectors, partitions = timed(
+        rows, vectors, partitions, *_ = timed(
             "insert_many: embedding and row building",
             lambda: cache._prepare_rows(unique, now, None, "{}"),
         )
