@@ -353,12 +353,16 @@ class Acceptor:
         the parts the long-text check compares, so a process that embedded neither (another
         worker, a restart) looks up a prompt over the same context as cheaply as this one."""
         chunks = getattr(self._embedder, "chunk_vectors", None)
+        borrowed = getattr(self._embedder, "borrowed", None)
         found: dict[str, np.ndarray] = {}
         for text in texts:
             if text and self.is_long(text):
                 if chunks is not None:
                     found.update(chunks(text))
-                found.update(self._longtext.part_vectors(text))
+                parts = self._longtext.part_vectors(text)
+                # a part equal to a chunk read from a store may have taken that vector
+                taken = borrowed(list(parts)) if borrowed is not None and parts else set()
+                found.update((t, v) for t, v in parts.items() if t not in taken)
         return found
 
     def embed_stored(self, texts: Sequence[str]) -> np.ndarray:
@@ -376,28 +380,34 @@ class Acceptor:
         self._longtext.remember(parts, np.asarray(vectors[len(texts) :]))
         return np.asarray(vectors[: len(texts)])
 
-    def embed_long(
+    def long_parts(
         self,
         query: str,
         stored: Sequence[str],
         load: Callable[[list[str]], dict[str, np.ndarray]] | None = None,
-    ) -> np.ndarray:
-        """The query's vector, embedded in one model call with the parts the long-text check
-        will compare against the likeliest of the first ``top_k`` stored texts: the one whose
-        edit shares the most words (the estimate cannot rank entries that differ only in the
-        chunk it lacks, such as other questions over the same context). ``load`` reads part
-        vectors a store keeps (the stored side's question) before any is embedded."""
+    ) -> list[str]:
+        """The parts the long-text check will compare against the likeliest of the first
+        ``top_k`` stored texts (the one whose edit shares the most words: the estimate cannot
+        rank entries that differ only in the chunk it lacks, such as other questions over the
+        same context) and has no vector of; ``load`` reads those a store keeps (the stored
+        side's question) first."""
         likely = [t for t in stored[: self._config.top_k] if self._longtext.applies(query, t)]
-        parts: list[str] = []
         for text in by_edit_overlap(query, likely):
             parts = self._longtext.pending(query, text)
             if parts and load is not None:
                 found = load(parts)
                 if found:
-                    self._longtext.remember(list(found), np.stack(list(found.values())))
+                    self._longtext.remember(
+                        list(found), np.stack(list(found.values())), loaded=True
+                    )
                     parts = [p for p in parts if p not in found]
             if parts:
-                break
+                return parts
+        return []
+
+    def embed_long(self, query: str, parts: list[str]) -> np.ndarray:
+        """The query's vector, embedded in one model call with ``parts`` (see ``long_parts``),
+        whose vectors the long-text check keeps."""
         vectors = self._embedder.embed([query, *parts])
         self._longtext.remember(parts, vectors[1:])
         return np.asarray(vectors[0])

@@ -254,7 +254,8 @@ class CacheConfig(_Settings):
         default=100_000,
         ge=0,
         description="Chunk vectors of stored long texts (RAG prompts) kept in SQL, about 2 KB "
-        "each, so another process embeds only a prompt's new question; 0: none kept.",
+        "each, so another process embeds only a prompt's new question; 0: this process "
+        "neither keeps, reads nor trims them.",
     )
     query_log: bool = Field(default=False, description="Record every lookup and insert.")
     query_log_queue: int = Field(default=10_000, ge=1, description="Bound of the log queue.")

@@ -540,15 +540,15 @@ class Cache:
         rows = {i: entry for i, entry in found.items() if entry is not None}
         if estimate is not None:
             # a long prompt recalled by its memoised chunks: one model call embeds the rest with
-            # the parts the long-text check compares, then the exact vector ranks the recall
+            # the parts the long-text check compares (a store read first, within the deadline),
+            # then the exact vector ranks the recall
+            parts = self._acceptor.long_parts(
+                request.query_text,
+                [rows[i].query for i, _, _ in recalled if i in rows],
+                functools.partial(self._stored_chunks, partition.id),
+            )
             with budget.paused() if budget is not None else contextlib.nullcontext():
-                conv = ConversationVectors(
-                    self._acceptor.embed_long(
-                        request.query_text,
-                        [rows[i].query for i, _, _ in recalled if i in rows],
-                        functools.partial(self._stored_chunks, partition.id),
-                    )
-                )
+                conv = ConversationVectors(self._acceptor.embed_long(request.query_text, parts))
             recalled = sorted(recalled, key=lambda hit: -float(np.dot(conv.query, hit[2])))
             recalled = recalled[: self.config.top_k]
         candidates = [
@@ -579,8 +579,9 @@ class Cache:
             self._acceptor.remember_chunks(self._stored_chunks(partition_id, unknown))
 
     def _stored_chunks(self, partition_id: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """Stored vectors of chunk texts in a partition; a failed read or a corrupt vector is
-        left out (the text is embedded instead)."""
+        """Stored vectors of chunk texts in a partition; a failed read or a corrupt vector (not
+        base64, another dimension, not finite, not of unit length) is left out: the text is
+        embedded instead."""
         if not self.config.chunk_vectors_kept:
             return {}
         digests = {chunk_digest(t): t for t in texts}
@@ -595,7 +596,11 @@ class Cache:
                 vector = decode_vector(encoded)
             except (TypeError, ValueError):  # binascii.Error is a ValueError
                 continue
-            if vector.shape == (self._embedder.dimension,) and np.isfinite(vector).all():
+            if (
+                vector.shape == (self._embedder.dimension,)
+                and np.isfinite(vector).all()
+                and abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+            ):
                 vectors[digests[digest]] = vector
         return vectors
 
@@ -820,12 +825,16 @@ class Cache:
             embed_queries=self._acceptor.embed_stored,
         )
         chunks: dict[str, dict[str, str]] = {}
-        for r, _ in batch if self.config.chunk_vectors_kept else ():
-            kept = self._acceptor.stored_vectors([r.query_text, r.conversation_text])
-            if kept:
-                chunks.setdefault(r.partition.id, {}).update(
-                    (chunk_digest(text), encode_vector(vector)) for text, vector in kept.items()
-                )
+        try:  # an optimisation for other processes: never a reason to fail the insert
+            for r, _ in batch if self.config.chunk_vectors_kept else ():
+                kept = self._acceptor.stored_vectors([r.query_text, r.conversation_text])
+                if kept:
+                    chunks.setdefault(r.partition.id, {}).update(
+                        (chunk_digest(text), encode_vector(vector)) for text, vector in kept.items()
+                    )
+        except Exception as exc:
+            log_failure(log, "modelcache could not collect chunk vectors to store", exc)
+            chunks = {}
         rows = [
             new_row(
                 entry_id=r.exact_key,

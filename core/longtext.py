@@ -194,6 +194,7 @@ class LongTextCheck:
         self._conflict = conflict
         self._max_changed = max_changed
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._from_store: set[str] = set()  # memoised parts read from a store
         self._reads: OrderedDict[tuple[str, str], tuple[str | None, list[Region]]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -235,16 +236,23 @@ class LongTextCheck:
             return [s for s in sentences[-_STORED_PARTS:] if _has_words(s) and s not in self._memo]
 
     def part_vectors(self, text: str) -> dict[str, np.ndarray]:
-        """The memoised vectors of a long text's last sentences (see ``stored_parts``), for a
-        store to keep beside its chunks."""
+        """The vectors this process computed of a long text's last sentences (see
+        ``stored_parts``), for a store to keep beside its chunks."""
         sentences = _parse(text)[0]
         with self._lock:
-            return {s: self._memo[s] for s in sentences[-_STORED_PARTS:] if s in self._memo}
+            return {
+                s: self._memo[s]
+                for s in sentences[-_STORED_PARTS:]
+                if s in self._memo and s not in self._from_store
+            }
 
-    def remember(self, texts: list[str], vectors: np.ndarray) -> None:
-        """Keep part vectors embedded elsewhere (see ``pending``) for the check to use."""
+    def remember(self, texts: list[str], vectors: np.ndarray, *, loaded: bool = False) -> None:
+        """Keep part vectors embedded elsewhere (see ``pending``) for the check to use;
+        ``loaded``: read from a store, so never handed on to one (see ``part_vectors``)."""
         with self._lock:
             self._store(texts, vectors)
+            if loaded:
+                self._from_store.update(texts)
 
     def _read(self, new: str, old: str) -> tuple[str | None, list[Region]]:
         """``_settle``, memoised for the last few pairs: a lookup reads the pair it embeds
@@ -305,8 +313,9 @@ class LongTextCheck:
         for text, vector in zip(texts, vectors, strict=True):
             self._memo[text] = vector
             self._memo.move_to_end(text)
+            self._from_store.discard(text)
         while len(self._memo) > _MEMO_SIZE:
-            self._memo.popitem(last=False)
+            self._from_store.discard(self._memo.popitem(last=False)[0])
 
 
 def _has_words(text: str) -> bool:

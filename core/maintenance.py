@@ -35,7 +35,7 @@ log = logging.getLogger("modelcache")
 _LOG_BATCH = 500  # log rows written per statement; a queue this long wakes the writer early
 _PURGE_EVERY = 30.0  # seconds between lazy purges of expired entries
 _PURGE_BATCH = 500  # expired entries deleted per pass
-_PROTECT = 500  # entries just written that eviction spares, at most
+_PROTECT = 1024  # entries just written that eviction spares, at most (>= insert_many's batch)
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _CHUNK_TRIM_EVERY = 600.0  # seconds between trims of the stored chunk vectors
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
@@ -152,9 +152,10 @@ class Maintenance:
         if retention is not None and now >= self._next_retention:
             self._next_retention = now + _RETENTION_EVERY
             self._sql.purge_log(now - retention * 86400)
-        if now >= self._next_chunk_trim:
+        kept = self._config.chunk_vectors_kept
+        if kept and now >= self._next_chunk_trim:  # 0: this process neither reads nor writes them
             self._next_chunk_trim = now + _CHUNK_TRIM_EVERY
-            self._sql.trim_chunk_vectors(self._config.chunk_vectors_kept)
+            self._sql.trim_chunk_vectors(kept)
 
     def write_hits(self) -> None:
         """Write the hits noted since the last pass; a failure loses them, with a warning."""

@@ -303,6 +303,7 @@ class BaseEmbedder(ABC):
                 if getattr(self, "_memo", None) is None:
                     self._memo_lock = threading.Lock()
                     self._text_memo: OrderedDict[str, tuple[int, list[str]]] = OrderedDict()
+                    self._from_store: set[str] = set()  # memoised chunks read from a store
                     self._sentence_tokens: OrderedDict[str, int] = OrderedDict()
                     self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
                 memo = self._memo
@@ -315,6 +316,7 @@ class BaseEmbedder(ABC):
         if memo is not None:
             with self._memo_lock:
                 memo.clear()
+                self._from_store.clear()
                 self._text_memo.clear()
                 self._sentence_tokens.clear()
 
@@ -333,7 +335,11 @@ class BaseEmbedder(ABC):
                 pieces.append(window)
                 owners.append(i)
         if len(pieces) == len(texts):  # every text fits the window: no chunks to memoise
-            return l2_normalize(self._encode(pieces))
+            distinct = list(dict.fromkeys(pieces))
+            if len(distinct) == len(pieces):
+                return l2_normalize(self._encode(pieces))
+            once = dict(zip(distinct, l2_normalize(self._encode(distinct)), strict=True))
+            return np.stack([once[piece] for piece in pieces])
         chunked = np.bincount(owners, minlength=len(texts))[owners] > 1
         memo = self._init_memo()
         known: dict[str, np.ndarray] = {}
@@ -357,8 +363,9 @@ class BaseEmbedder(ABC):
             with self._memo_lock:
                 for piece in missing:
                     known[piece] = memo[piece] = fresh[piece]
-                while len(memo) > self.memo_size:
-                    memo.popitem(last=False)
+                    self._from_store.discard(piece)
+                # never this call's chunks (all at the end): a bulk load reads them back to store
+                self._trim_memo(max(self.memo_size, len(parts)))
         for k in np.flatnonzero(chunked):
             raw[k] = known[pieces[k]]
         out = np.zeros((len(texts), raw.shape[1]), dtype=np.float32)
@@ -376,24 +383,40 @@ class BaseEmbedder(ABC):
             return [w for w in dict.fromkeys(windows) if w not in memo]
 
     def chunk_vectors(self, text: str) -> dict[str, np.ndarray]:
-        """The memoised vectors of a long text's chunks (none for a text that fits the window),
-        for a store to keep: another process then embeds only a prompt's new chunks."""
+        """The vectors this process computed of a long text's chunks (none for a text that fits
+        the window), for a store to keep: another process then embeds only a prompt's new
+        chunks. Vectors read from a store are not handed on (one partition's rows never feed
+        another's)."""
         windows = self._windows(text)
         if len(windows) < 2:
             return {}
         memo = self._init_memo()
         with self._memo_lock:
-            return {w: memo[w] for w in windows if w in memo}
+            return {w: memo[w] for w in windows if w in memo and w not in self._from_store}
+
+    def borrowed(self, texts: Sequence[str]) -> set[str]:
+        """Those of ``texts`` whose memoised vector was read from a store, not computed here."""
+        self._init_memo()
+        with self._memo_lock:
+            return {t for t in texts if t in self._from_store}
 
     def remember_chunks(self, vectors: dict[str, np.ndarray]) -> None:
-        """Memoise chunk vectors embedded elsewhere (a store's copy of another process's)."""
+        """Memoise chunk vectors read from a store (another process embedded them)."""
         memo = self._init_memo()
         with self._memo_lock:
             for piece, vector in vectors.items():
-                memo[piece] = vector
+                if piece not in memo:  # a vector computed here stays
+                    memo[piece] = vector
+                    self._from_store.add(piece)
                 memo.move_to_end(piece)
-            while len(memo) > self.memo_size:
-                memo.popitem(last=False)
+            self._trim_memo(self.memo_size)
+
+    def _trim_memo(self, size: int) -> None:
+        """Drop the least recently used chunk vectors beyond ``size`` (the caller holds the
+        lock)."""
+        while len(self._memo) > size:
+            piece, _ = self._memo.popitem(last=False)
+            self._from_store.discard(piece)
 
     def memoised_vector(self, text: str) -> np.ndarray | None:
         """A long text's vector from its memoised chunks alone, or None when it fits the

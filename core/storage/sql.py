@@ -720,11 +720,16 @@ class SQLStore:
         )
 
     def trim_chunk_vectors(self, keep: int) -> int:
-        """Delete the chunk vectors stored before the newest ``keep`` (those stored at the same
-        time, by one insert, go or stay together), or all with ``keep=0``; returns how many."""
-        newest = (
-            select(ChunkRow.stored_at)
-            .order_by(col(ChunkRow.stored_at).desc())
+        """Delete all but the ``keep`` most recently stored chunk vectors (ties, such as one bulk
+        load's, broken by partition and digest); returns how many."""
+        order = (
+            col(ChunkRow.stored_at).desc(),
+            col(ChunkRow.partition_id).desc(),
+            col(ChunkRow.digest).desc(),
+        )
+        last_kept = (
+            select(ChunkRow.stored_at, ChunkRow.partition_id, ChunkRow.digest)
+            .order_by(*order)
             .offset(max(0, keep - 1))
             .limit(1)
         )
@@ -732,10 +737,23 @@ class SQLStore:
         def write() -> int:
             with self._session() as s:
                 if keep > 0:
-                    cutoff = s.exec(newest).first()
-                    if cutoff is None:
+                    found = s.exec(last_kept).first()
+                    if found is None:
                         return 0
-                    result = s.exec(delete(ChunkRow).where(col(ChunkRow.stored_at) < cutoff))
+                    at, pid, digest = found
+                    older = sa.or_(
+                        col(ChunkRow.stored_at) < at,
+                        sa.and_(
+                            col(ChunkRow.stored_at) == at,
+                            sa.or_(
+                                col(ChunkRow.partition_id) < pid,
+                                sa.and_(
+                                    col(ChunkRow.partition_id) == pid, col(ChunkRow.digest) < digest
+                                ),
+                            ),
+                        ),
+                    )
+                    result = s.exec(delete(ChunkRow).where(older))
                 else:
                     result = s.exec(delete(ChunkRow))
                 s.commit()

@@ -84,9 +84,11 @@ def test_a_failed_batch_keeps_the_batches_written_before_it(
         cache.insert_many(items)
     del cache._vectors.upsert
     assert cache.stats()["entries"] == _INSERT_BATCH
-    first, last = cache.lookup(items[0][0]), cache.lookup(items[-1][0])
-    assert first is not None and first.exact
-    assert last is None or not last.exact, "a later batch has no row"
+    kept = cache.stored(items)
+    # the first batch holds the shortest texts (insert_many takes them shortest first)
+    lengths = {r.exact_key: len(r.query_text) for r, _ in items}
+    assert len(kept) == _INSERT_BATCH
+    assert max(lengths[k] for k in kept) <= min(lengths[k] for k in set(lengths) - kept)
     assert cache.check().ok, "no row without its vector"
     cache.insert_many(items)  # loading again completes the load
     assert cache.stats()["entries"] == COUNT
@@ -134,3 +136,16 @@ def test_stored_names_only_live_entries_with_the_same_answer(
     assert cache.stored(changed, metadata={"source": "faq"}) == set()
     clock.advance(11)
     assert cache.stored(items[2:], ttl=10) == set(), "an expired entry is loaded again"
+
+
+def test_eviction_spares_every_entry_of_a_default_batch(make_cache: Callable[..., Cache]) -> None:
+    cache = make_cache(max_entries=1000, eviction="lfu")
+    old = [(Request.from_text(f"old question number {i}"), "a") for i in range(1000)]
+    cache.insert_many(old)
+    for request, _ in old:
+        cache.lookup(request)  # every old entry has a hit; the new ones have none
+    cache.flush()
+    new = [(Request.from_text(f"new question {i} " + "x" * i), "b") for i in range(_INSERT_BATCH)]
+    cache.insert_many(new)
+    # the longest texts come last in a batch: a protection shorter than the batch evicted them
+    assert cache.stored(new) == {r.exact_key for r, _ in new}

@@ -5,6 +5,7 @@ on the new question only, instead of on the whole prompt."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from rag_context import CONTEXT, OTHER_QUESTION, QUESTION, REWORDED
 from modelcache import Cache, Request
 from modelcache.embedding import build_embedder
 from modelcache.embedding.base import BaseEmbedder
-from modelcache.storage.rows import chunk_digest
+from modelcache.storage.rows import chunk_digest, encode_vector
 
 pytestmark = pytest.mark.model
 
@@ -181,5 +182,108 @@ def test_maintenance_keeps_the_newest_chunk_vectors(
     clock.advance(601)  # the trim is due
     cache.flush()  # runs the maintenance pass
     with cache._sql._engine.connect() as conn:
-        kept = conn.execute(sa.text("SELECT digest FROM modelcache_chunk")).scalars().all()
-    assert chunk_digest(OTHER_QUESTION) in kept and chunk_digest(QUESTION) not in kept
+        kept = conn.execute(sa.text("SELECT digest, stored_at FROM modelcache_chunk")).all()
+    assert len(kept) == 4  # exactly the cap, though one insert stored more at one time
+    assert {at for _, at in kept} == {max(at for _, at in kept)}  # all of the newest insert
+    assert chunk_digest(QUESTION) not in {d for d, _ in kept}
+
+
+def test_a_vector_of_the_wrong_length_is_embedded_again(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    embedder = fresh_embedder()
+    cache = make_cache(stored, embedder=embedder)
+    wrong = np.asarray(embedder.embed([OTHER_QUESTION])[0]) * 7.0  # finite, right shape
+    with cache._sql._engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE modelcache_chunk SET vector = :v WHERE digest = :d"),
+            {"v": encode_vector(wrong), "d": chunk_digest(QUESTION)},
+        )
+    encoded = counting(embedder, monkeypatch)
+    hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
+    assert hit is not None and hit.answer == "30 days"
+    assert QUESTION in encoded
+
+
+def test_a_vector_read_from_one_partition_is_never_stored_in_another(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+) -> None:
+    embedder = fresh_embedder()
+    cache = make_cache(stored, embedder=embedder)
+    # every vector tenant a stored, replaced by a well-formed wrong one (another text's)
+    planted = encode_vector(np.asarray(embedder.embed([OTHER_QUESTION])[0]))
+    with cache._sql._engine.begin() as conn:
+        conn.execute(sa.text("UPDATE modelcache_chunk SET vector = :v"), {"v": planted})
+    cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))  # reads tenant a's rows
+    cache.insert(Request.from_text(rag(QUESTION), tenant="b"), "30 days")
+    with cache._sql._engine.connect() as conn:
+        b_vectors = (
+            conn.execute(
+                sa.text("SELECT vector FROM modelcache_chunk WHERE partition_id = :p"),
+                {"p": Request.from_text(rag(QUESTION), tenant="b").partition.id},
+            )
+            .scalars()
+            .all()
+        )
+    # b keeps only vectors this process computed, never one it read from a's rows
+    assert b_vectors and planted not in b_vectors
+
+
+def test_a_failing_chunk_write_does_not_fail_the_insert(
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = make_cache(tmp_path / "w", embedder=fresh_embedder())
+
+    def failing(*_: object, **__: object) -> None:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(cache._sql, "put_chunk_vectors", failing)
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        cache.insert(Request.from_text(rag(QUESTION)), "30 days")
+    assert "could not store chunk vectors" in caplog.text
+    hit = cache.lookup(Request.from_text(rag(QUESTION)))
+    assert hit is not None and hit.exact
+
+
+def test_a_stuck_read_of_stored_parts_counts_against_the_lookup_deadline(
+    stored: Path,
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cache = make_cache(stored, embedder=fresh_embedder(), lookup_timeout=0.5)
+    real = cache._sql.chunk_vectors
+
+    def stuck_on_parts(partition_id: str, digests: list[str]) -> dict[str, str]:
+        if chunk_digest(QUESTION) in digests and len(digests) <= 2:  # the stored question
+            time.sleep(3)
+        return real(partition_id, digests)
+
+    monkeypatch.setattr(cache._sql, "chunk_vectors", stuck_on_parts)
+    started = time.perf_counter()
+    hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
+    assert hit is None and time.perf_counter() - started < 2.5  # a timed-out miss
+
+
+def test_a_bulk_load_keeps_every_chunk_vector_though_the_memo_is_smaller(
+    make_cache: Callable[..., Cache], fresh_embedder: Callable[[], BaseEmbedder], tmp_path: Path
+) -> None:
+    embedder = fresh_embedder()
+    embedder.memo_size = 4  # fewer than one prompt's chunks
+    cache = make_cache(tmp_path / "bulk", embedder=embedder)
+    prompts = [rag(q) for q in (QUESTION, REWORDED, OTHER_QUESTION)]
+    cache.insert_many([(Request.from_text(p), "answer") for p in prompts])
+    partition = Request.from_text(prompts[0]).partition.id
+    chunks = {c for p in prompts for c in embedder._windows(Request.from_text(p).query_text)}
+    assert len(chunks) > 4
+    stored = cache._sql.chunk_vectors(partition, [chunk_digest(c) for c in chunks])
+    assert len(stored) == len(chunks)

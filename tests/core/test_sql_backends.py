@@ -255,5 +255,11 @@ def test_chunk_vector_statements_on_the_backend(db_cache: Callable[..., Cache]) 
     store.delete_partitions(["p" * 32])
     assert store.chunk_vectors("p" * 32, list(a)) == {}
     assert store.chunk_vectors("q" * 32, ["0" * 32]) == {"0" * 32: "vector-q"}
+    store.put_chunk_vectors("r" * 32, {f"{i:032x}": "v" for i in range(6)}, now=4.0)
+    assert store.trim_chunk_vectors(4) == 3  # one load's rows share a time: still cut to 4
+    assert store.chunk_vectors("r" * 32, [f"{i:032x}" for i in range(6)]) == {
+        f"{i:032x}": "v" for i in range(2, 6)
+    }  # ties broken by digest, the highest kept
+    assert store.chunk_vectors("q" * 32, ["0" * 32]) == {}  # older than all of them
     store.delete_all()
-    assert store.chunk_vectors("q" * 32, ["0" * 32]) == {}
+    assert store.chunk_vectors("r" * 32, [f"{5:032x}"]) == {}
