@@ -353,16 +353,12 @@ class Acceptor:
         the parts the long-text check compares, so a process that embedded neither (another
         worker, a restart) looks up a prompt over the same context as cheaply as this one."""
         chunks = getattr(self._embedder, "chunk_vectors", None)
-        borrowed = getattr(self._embedder, "borrowed", None)
         found: dict[str, np.ndarray] = {}
         for text in texts:
             if text and self.is_long(text):
-                if chunks is not None:
+                found.update(self._longtext.part_vectors(text))
+                if chunks is not None:  # a chunk computed here wins over a part of that text
                     found.update(chunks(text))
-                parts = self._longtext.part_vectors(text)
-                # a part equal to a chunk read from a store may have taken that vector
-                taken = borrowed(list(parts)) if borrowed is not None and parts else set()
-                found.update((t, v) for t, v in parts.items() if t not in taken)
         return found
 
     def embed_stored(self, texts: Sequence[str]) -> np.ndarray:
@@ -377,8 +373,18 @@ class Acceptor:
         vectors = self._embedder.embed([*texts, *parts])
         if not parts or len(vectors) != len(texts) + len(parts):
             return vectors  # the engine checks the shape of what the embedder returned
-        self._longtext.remember(parts, np.asarray(vectors[len(texts) :]))
+        self._remember_parts(parts, np.asarray(vectors[len(texts) :]))
         return np.asarray(vectors[: len(texts)])
+
+    def _remember_parts(self, parts: list[str], vectors: np.ndarray) -> None:
+        """Give the long-text check part vectors just embedded, marking those the embedder took
+        from a chunk read from a store, so they are never stored for another partition."""
+        borrowed = getattr(self._embedder, "borrowed", None)
+        taken = borrowed(parts) if borrowed is not None and parts else set()
+        for loaded in (False, True):
+            rows = [i for i, p in enumerate(parts) if (p in taken) == loaded]
+            if rows:
+                self._longtext.remember([parts[i] for i in rows], vectors[rows], loaded=loaded)
 
     def long_parts(
         self,
@@ -408,9 +414,9 @@ class Acceptor:
     def embed_long(self, query: str, parts: list[str]) -> np.ndarray:
         """The query's vector, embedded in one model call with ``parts`` (see ``long_parts``),
         whose vectors the long-text check keeps."""
-        vectors = self._embedder.embed([query, *parts])
-        self._longtext.remember(parts, vectors[1:])
-        return np.asarray(vectors[0])
+        vectors = np.asarray(self._embedder.embed([query, *parts]))
+        self._remember_parts(parts, vectors[1:])
+        return vectors[0]
 
     def _long_parts_differ(self, query: str, row: Entry) -> bool:
         """Long texts (RAG prompts) must also agree where they differ: see ``longtext``."""

@@ -76,11 +76,12 @@ class ChunkRow(SQLModel, table=True):
     chunk: a process that did not embed it (another worker, a restart) reads it instead."""
 
     __tablename__ = "modelcache_chunk"
+    __table_args__ = (sa.Index("ix_chunk_stored", "stored_at", "partition_id", "digest"),)  # trim
 
     partition_id: str = Field(primary_key=True, max_length=32)
     digest: str = Field(primary_key=True, max_length=32)
     vector: str = Field(sa_column=_text())
-    stored_at: float = Field(sa_column=_time(index=True))
+    stored_at: float = Field(sa_column=_time())
 
 
 class LogRow(SQLModel, table=True):

@@ -18,7 +18,7 @@ from rag_context import CONTEXT, OTHER_QUESTION, QUESTION, REWORDED
 from modelcache import Cache, Request
 from modelcache.embedding import build_embedder
 from modelcache.embedding.base import BaseEmbedder
-from modelcache.storage.rows import chunk_digest, encode_vector
+from modelcache.storage.rows import chunk_digest, decode_vector, encode_vector
 
 pytestmark = pytest.mark.model
 
@@ -208,6 +208,21 @@ def test_a_vector_of_the_wrong_length_is_embedded_again(
     assert QUESTION in encoded
 
 
+def _planted_rows(cache: Cache, tenant: str, planted: np.ndarray) -> tuple[int, int]:
+    """Chunk rows of a tenant's partition, and how many hold the planted vector."""
+    partition = Request.from_text(rag(QUESTION), tenant=tenant).partition.id
+    with cache._sql._engine.connect() as conn:
+        rows = (
+            conn.execute(
+                sa.text("SELECT vector FROM modelcache_chunk WHERE partition_id = :p"),
+                {"p": partition},
+            )
+            .scalars()
+            .all()
+        )
+    return len(rows), sum(float(np.dot(decode_vector(v), planted)) > 0.9999 for v in rows)
+
+
 def test_a_vector_read_from_one_partition_is_never_stored_in_another(
     stored: Path,
     make_cache: Callable[..., Cache],
@@ -216,22 +231,25 @@ def test_a_vector_read_from_one_partition_is_never_stored_in_another(
     embedder = fresh_embedder()
     cache = make_cache(stored, embedder=embedder)
     # every vector tenant a stored, replaced by a well-formed wrong one (another text's)
-    planted = encode_vector(np.asarray(embedder.embed([OTHER_QUESTION])[0]))
+    planted = np.asarray(embedder.embed([OTHER_QUESTION])[0])
     with cache._sql._engine.begin() as conn:
-        conn.execute(sa.text("UPDATE modelcache_chunk SET vector = :v"), {"v": planted})
-    cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))  # reads tenant a's rows
-    cache.insert(Request.from_text(rag(QUESTION), tenant="b"), "30 days")
-    with cache._sql._engine.connect() as conn:
-        b_vectors = (
-            conn.execute(
-                sa.text("SELECT vector FROM modelcache_chunk WHERE partition_id = :p"),
-                {"p": Request.from_text(rag(QUESTION), tenant="b").partition.id},
-            )
-            .scalars()
-            .all()
+        conn.execute(
+            sa.text("UPDATE modelcache_chunk SET vector = :v"), {"v": encode_vector(planted)}
         )
-    # b keeps only vectors this process computed, never one it read from a's rows
-    assert b_vectors and planted not in b_vectors
+    variant = rag(QUESTION).replace(
+        "Answer from the context only.", "Answer using the context alone."
+    )
+    cache.lookup(Request.from_text(variant, tenant="a"))  # reads tenant a's rows
+    cache.insert(Request.from_text(rag(QUESTION), tenant="b"), "30 days")
+    embedder.clear_memo()  # the chunk memo forgets (as its LRU does); the check's memo does not
+    cache.insert(Request.from_text(rag(QUESTION), tenant="c"), "30 days")
+    # b and c keep only vectors this process computed, never one it read from a's rows
+    # (b holds only what was computed fresh: the chunks read from a's rows were reused, not
+    # stored; c, after the memo forgot them, holds a whole prompt's)
+    _, b_planted = _planted_rows(cache, "b", planted)
+    c_rows, c_planted = _planted_rows(cache, "c", planted)
+    assert b_planted == 0 and c_planted == 0
+    assert c_rows > 2
 
 
 def test_a_failing_chunk_write_does_not_fail_the_insert(
@@ -287,3 +305,23 @@ def test_a_bulk_load_keeps_every_chunk_vector_though_the_memo_is_smaller(
     assert len(chunks) > 4
     stored = cache._sql.chunk_vectors(partition, [chunk_digest(c) for c in chunks])
     assert len(stored) == len(chunks)
+
+
+def test_a_failure_collecting_chunk_vectors_does_not_fail_the_insert(
+    make_cache: Callable[..., Cache],
+    fresh_embedder: Callable[[], BaseEmbedder],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache = make_cache(tmp_path / "c", embedder=fresh_embedder())
+
+    def broken(_: object) -> dict[str, np.ndarray]:
+        raise RuntimeError("the memo is in a bad state")
+
+    monkeypatch.setattr(cache._acceptor, "stored_vectors", broken)
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        cache.insert(Request.from_text(rag(QUESTION)), "30 days")
+    assert "could not collect chunk vectors" in caplog.text
+    hit = cache.lookup(Request.from_text(rag(QUESTION)))
+    assert hit is not None and hit.exact
