@@ -554,11 +554,16 @@ class SQLStore:
 
     @functools.cached_property
     def _upsert(self) -> Any:
-        updated = [c.name for c in _ENTRY.columns if c.name != "id"]
+        return self._native_upsert(_ENTRY, ["id"])
+
+    def _native_upsert(self, table: sa.Table, keys: list[str]) -> Any:
+        """An INSERT into ``table`` that replaces the other columns of a row with the same
+        ``keys``: ON DUPLICATE KEY UPDATE (MySQL, MariaDB) or ON CONFLICT DO UPDATE."""
+        updated = [c.name for c in table.columns if c.name not in keys]
         if self.dialect == "mysql":
             from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-            stmt = mysql_insert(_ENTRY)
+            stmt = mysql_insert(table)
             return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
         if self.dialect == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -566,9 +571,9 @@ class SQLStore:
             from sqlalchemy.dialects.sqlite import insert as pg_insert
         else:  # pragma: no cover - guarded by the supported URLs
             raise ConfigError(f"unsupported SQL dialect {self.dialect!r}")
-        stmt = pg_insert(_ENTRY)
+        stmt = pg_insert(table)
         return stmt.on_conflict_do_update(
-            index_elements=["id"], set_={c: stmt.excluded[c] for c in updated}
+            index_elements=keys, set_={c: stmt.excluded[c] for c in updated}
         )
 
     def locate(self, ids: Sequence[str]) -> list[tuple[str, str]]:
@@ -702,22 +707,7 @@ class SQLStore:
 
     @functools.cached_property
     def _upsert_chunks(self) -> Any:
-        updated = {"vector", "stored_at"}
-        if self.dialect == "mysql":
-            from sqlalchemy.dialects.mysql import insert as mysql_insert
-
-            stmt = mysql_insert(_CHUNK_TABLE)
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in updated})
-        if self.dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-        elif self.dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as pg_insert
-        else:  # pragma: no cover - guarded by the supported URLs
-            raise ConfigError(f"unsupported SQL dialect {self.dialect!r}")
-        stmt = pg_insert(_CHUNK_TABLE)
-        return stmt.on_conflict_do_update(
-            index_elements=["partition_id", "digest"], set_={c: stmt.excluded[c] for c in updated}
-        )
+        return self._native_upsert(_CHUNK_TABLE, ["partition_id", "digest"])
 
     def trim_chunk_vectors(self, keep: int) -> int:
         """Delete all but the ``keep`` most recently stored chunk vectors (ties, such as one bulk

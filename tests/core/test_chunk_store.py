@@ -67,15 +67,23 @@ def stored(
     yield folder
 
 
-def test_a_restarted_cache_runs_the_model_on_the_new_question_only(
+@pytest.fixture
+def restarted(
     stored: Path,
     make_cache: Callable[..., Cache],
     fresh_embedder: Callable[[], BaseEmbedder],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Cache, BaseEmbedder, list[str]]:
+    """A new process's cache over the stored folder, its embedder, and the texts it embeds."""
     embedder = fresh_embedder()
     cache = make_cache(stored, embedder=embedder)
-    encoded = counting(embedder, monkeypatch)
+    return cache, embedder, counting(embedder, monkeypatch)
+
+
+def test_a_restarted_cache_runs_the_model_on_the_new_question_only(
+    restarted: tuple[Cache, BaseEmbedder, list[str]],
+) -> None:
+    cache, _, encoded = restarted
     hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
     assert hit is not None and hit.answer == "30 days" and hit.kind == "semantic"
     # the context's chunks and the stored question came from the store: one short text ran
@@ -86,14 +94,9 @@ def test_a_restarted_cache_runs_the_model_on_the_new_question_only(
 
 
 def test_chunk_vectors_are_read_only_in_their_own_partition(
-    stored: Path,
-    make_cache: Callable[..., Cache],
-    fresh_embedder: Callable[[], BaseEmbedder],
-    monkeypatch: pytest.MonkeyPatch,
+    restarted: tuple[Cache, BaseEmbedder, list[str]],
 ) -> None:
-    embedder = fresh_embedder()
-    cache = make_cache(stored, embedder=embedder)
-    encoded = counting(embedder, monkeypatch)
+    cache, embedder, encoded = restarted
     assert cache.lookup(Request.from_text(rag(REWORDED), tenant="b")) is None
     # tenant b stored nothing: every chunk of the prompt was embedded here
     assert len(encoded) == len(embedder._windows(rag(REWORDED))) > 2
@@ -252,22 +255,32 @@ def test_a_vector_read_from_one_partition_is_never_stored_in_another(
     assert c_rows > 2
 
 
-def test_a_failing_chunk_write_does_not_fail_the_insert(
+@pytest.mark.parametrize(
+    ("owner", "step", "message"),
+    [
+        ("_sql", "put_chunk_vectors", "could not store chunk vectors"),
+        ("_acceptor", "stored_vectors", "could not collect chunk vectors"),
+    ],
+)
+def test_a_failure_keeping_chunk_vectors_does_not_fail_the_insert(
     make_cache: Callable[..., Cache],
     fresh_embedder: Callable[[], BaseEmbedder],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    owner: str,
+    step: str,
+    message: str,
 ) -> None:
     cache = make_cache(tmp_path / "w", embedder=fresh_embedder())
 
     def failing(*_: object, **__: object) -> None:
         raise sa.exc.OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(cache._sql, "put_chunk_vectors", failing)
+    monkeypatch.setattr(getattr(cache, owner), step, failing)
     with caplog.at_level(logging.WARNING, logger="modelcache"):
         cache.insert(Request.from_text(rag(QUESTION)), "30 days")
-    assert "could not store chunk vectors" in caplog.text
+    assert message in caplog.text
     hit = cache.lookup(Request.from_text(rag(QUESTION)))
     assert hit is not None and hit.exact
 
@@ -305,23 +318,3 @@ def test_a_bulk_load_keeps_every_chunk_vector_though_the_memo_is_smaller(
     assert len(chunks) > 4
     stored = cache._sql.chunk_vectors(partition, [chunk_digest(c) for c in chunks])
     assert len(stored) == len(chunks)
-
-
-def test_a_failure_collecting_chunk_vectors_does_not_fail_the_insert(
-    make_cache: Callable[..., Cache],
-    fresh_embedder: Callable[[], BaseEmbedder],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    cache = make_cache(tmp_path / "c", embedder=fresh_embedder())
-
-    def broken(_: object) -> dict[str, np.ndarray]:
-        raise RuntimeError("the memo is in a bad state")
-
-    monkeypatch.setattr(cache._acceptor, "stored_vectors", broken)
-    with caplog.at_level(logging.WARNING, logger="modelcache"):
-        cache.insert(Request.from_text(rag(QUESTION)), "30 days")
-    assert "could not collect chunk vectors" in caplog.text
-    hit = cache.lookup(Request.from_text(rag(QUESTION)))
-    assert hit is not None and hit.exact
