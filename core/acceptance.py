@@ -256,7 +256,7 @@ class Acceptor:
         """Per-call override, else the long, follow-up or short threshold of the query."""
         if override is not None:
             return override
-        if self._count_tokens(request.query_text) >= self._config.long_query_tokens:
+        if self.is_long(request.query_text):
             return self.thresholds.long
         if request.history:
             return self.thresholds.followup
@@ -434,11 +434,7 @@ class Acceptor:
     ) -> Candidate | None:
         """The best candidate passing threshold, context, guard and verifier, or None."""
         margin = self._config.crowding_margin
-        if (
-            margin is not None
-            and not request.history
-            and self._count_tokens(request.query_text) < self._config.long_query_tokens
-        ):
+        if margin is not None and not request.history and not self.is_long(request.query_text):
             # a short standalone query must also stand out from its runner-up
             threshold = crowding_threshold(
                 [c.similarity for c in candidates],

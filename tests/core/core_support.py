@@ -6,8 +6,22 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
+import pytest
 
 from modelcache import Cache, FakeEmbedder
+
+
+def record_texts(monkeypatch: pytest.MonkeyPatch, owner: object, method: str) -> list[str]:
+    """Every text passed to ``owner.method`` (an embedding call) from now on."""
+    seen: list[str] = []
+    real = getattr(owner, method)
+
+    def recording(texts: list[str]) -> np.ndarray:
+        seen.extend(texts)
+        return np.asarray(real(texts))
+
+    monkeypatch.setattr(owner, method, recording)
+    return seen
 
 
 class CountingEmbedder(FakeEmbedder):

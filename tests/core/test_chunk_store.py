@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from core_support import record_texts
 from rag_context import CONTEXT, OTHER_QUESTION, QUESTION, REWORDED
 
 from modelcache import Cache, Request
@@ -42,19 +43,6 @@ def fresh_embedder() -> Callable[[], BaseEmbedder]:
     return factory
 
 
-def counting(embedder: BaseEmbedder, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every text the model runs on, from now on."""
-    encoded: list[str] = []
-    real = embedder._encode
-
-    def run(texts: list[str]) -> np.ndarray:
-        encoded.extend(texts)
-        return real(texts)
-
-    monkeypatch.setattr(embedder, "_encode", run)
-    return encoded
-
-
 @pytest.fixture
 def stored(
     make_cache: Callable[..., Cache], fresh_embedder: Callable[[], BaseEmbedder], tmp_path: Path
@@ -77,7 +65,7 @@ def restarted(
     """A new process's cache over the stored folder, its embedder, and the texts it embeds."""
     embedder = fresh_embedder()
     cache = make_cache(stored, embedder=embedder)
-    return cache, embedder, counting(embedder, monkeypatch)
+    return cache, embedder, record_texts(monkeypatch, embedder, "_encode")
 
 
 def test_a_restarted_cache_runs_the_model_on_the_new_question_only(
@@ -120,27 +108,31 @@ def test_clear_drops_the_chunk_vectors(
     assert _chunk_rows(cache) == 0
 
 
-def test_a_corrupt_or_unreadable_chunk_vector_is_embedded_instead(
-    stored: Path,
-    make_cache: Callable[..., Cache],
-    fresh_embedder: Callable[[], BaseEmbedder],
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    "planted",
+    ["not base64!", encode_vector(np.ones(384, dtype=np.float32))],  # finite, not unit length
+    ids=["not base64", "wrong length"],
+)
+def test_a_corrupt_chunk_vector_is_embedded_again(
+    restarted: tuple[Cache, BaseEmbedder, list[str]], planted: str
 ) -> None:
-    embedder = fresh_embedder()
-    cache = make_cache(stored, embedder=embedder)
+    cache, _, encoded = restarted
     with cache._sql._engine.begin() as conn:
         conn.execute(
             sa.text("UPDATE modelcache_chunk SET vector = :v WHERE digest = :d"),
-            {"v": "not base64!", "d": chunk_digest(QUESTION)},
+            {"v": planted, "d": chunk_digest(QUESTION)},
         )
-    encoded = counting(embedder, monkeypatch)
     hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
     assert hit is not None and hit.answer == "30 days"
     assert sorted(encoded) == sorted([REWORDED, QUESTION])  # the corrupt one, embedded again
 
-    embedder.clear_memo()
-    cache._acceptor._longtext._memo.clear()
+
+def test_an_unreadable_chunk_store_is_a_logged_embedding(
+    restarted: tuple[Cache, BaseEmbedder, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    cache, _, _ = restarted
 
     def unreadable(*_: object) -> dict[str, str]:
         raise sa.exc.OperationalError("SELECT", {}, Exception("database is gone"))
@@ -165,7 +157,7 @@ def test_chunk_vectors_kept_0_keeps_none(
     cache.close()
     embedder = fresh_embedder()
     cache = make_cache(tmp_path / "none", embedder=embedder, chunk_vectors_kept=0)
-    encoded = counting(embedder, monkeypatch)
+    encoded = record_texts(monkeypatch, embedder, "_encode")
     hit = cache.lookup(Request.from_text(rag(REWORDED)))
     assert hit is not None and hit.answer == "30 days"
     assert len(encoded) > 2  # every chunk embedded again
@@ -189,26 +181,6 @@ def test_maintenance_keeps_the_newest_chunk_vectors(
     assert len(kept) == 4  # exactly the cap, though one insert stored more at one time
     assert {at for _, at in kept} == {max(at for _, at in kept)}  # all of the newest insert
     assert chunk_digest(QUESTION) not in {d for d, _ in kept}
-
-
-def test_a_vector_of_the_wrong_length_is_embedded_again(
-    stored: Path,
-    make_cache: Callable[..., Cache],
-    fresh_embedder: Callable[[], BaseEmbedder],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    embedder = fresh_embedder()
-    cache = make_cache(stored, embedder=embedder)
-    wrong = np.asarray(embedder.embed([OTHER_QUESTION])[0]) * 7.0  # finite, right shape
-    with cache._sql._engine.begin() as conn:
-        conn.execute(
-            sa.text("UPDATE modelcache_chunk SET vector = :v WHERE digest = :d"),
-            {"v": encode_vector(wrong), "d": chunk_digest(QUESTION)},
-        )
-    encoded = counting(embedder, monkeypatch)
-    hit = cache.lookup(Request.from_text(rag(REWORDED), tenant="a"))
-    assert hit is not None and hit.answer == "30 days"
-    assert QUESTION in encoded
 
 
 def _planted_rows(cache: Cache, tenant: str, planted: np.ndarray) -> tuple[int, int]:

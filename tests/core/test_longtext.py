@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from core_support import record_texts
 
 from modelcache import Cache, FakeEmbedder, Request, SentenceTransformerEmbedder, longtext
 from modelcache.embedding.base import _sentence_spans, count_words
@@ -190,15 +191,7 @@ def test_an_inserted_prompt_s_question_is_embedded_once_at_insert(
     engine: Cache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine.insert(Request.from_text(rag("What is the refund window?")), "30 days")
-    check = engine._acceptor._longtext
-    embedded: list[str] = []
-    real = check._embed
-
-    def counting(texts: list[str]) -> np.ndarray:
-        embedded.extend(texts)
-        return real(texts)
-
-    monkeypatch.setattr(check, "_embed", counting)
+    embedded = record_texts(monkeypatch, engine._acceptor._longtext, "_embed")
     hit = engine.lookup(Request.from_text(rag("What is the refund window, please?")))
     assert hit is not None and hit.answer == "30 days"
     # the stored side of the differing question was embedded when the prompt was stored
@@ -276,14 +269,7 @@ def test_chunk_vectors_are_memoised_and_equal_to_fresh_ones(
     context = " ".join(CHUNKS * 3)
     first, second = rag("What is the refund window?", context), rag("Who is the CEO?", context)
     minilm.clear_memo()
-    encoded: list[str] = []
-    real_encode = minilm._encode
-
-    def counting(texts: list[str]) -> np.ndarray:
-        encoded.extend(texts)
-        return real_encode(texts)
-
-    monkeypatch.setattr(minilm, "_encode", counting)
+    encoded = record_texts(monkeypatch, minilm, "_encode")
     cold = minilm.embed([first])[0]
     assert len(encoded) == len(set(minilm._windows(first)))  # repeated chunks once
     encoded.clear()
