@@ -278,7 +278,9 @@ class Cache:
                 "when the process ends (rows stay in the SQL store)"
             )
         try:
-            return ChromaVectorStore(path=chroma_path, url=cfg.chroma_url)
+            return ChromaVectorStore(
+                path=chroma_path, url=cfg.chroma_url, memory_vectors=cfg.vectors_in_memory
+            )
         except BackendError as exc:
             if chroma_path is None:
                 raise  # a Chroma server that is down: the caller must know at start-up

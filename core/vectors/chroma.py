@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..errors import BackendError
 from ..redact import mask_url
+from .mirror import VectorMirror
 
 __all__ = ["ChromaVectorStore"]
 
@@ -26,6 +28,7 @@ _GONE_RETRIES = 4  # writes into a collection that a concurrent clear keeps drop
 # reader: Nothing found on disk" while its index files are being written (chroma-core/chroma#4212);
 # the same query a moment later succeeds, so it is asked again after these pauses (seconds).
 _UNFLUSHED_PAUSES = (0.02, 0.1, 0.3)
+_COPY_PAGE = 1_000  # vectors per read when a partition is copied into memory
 
 
 def _probe_folder(path: Path) -> None:
@@ -45,6 +48,34 @@ def _probe_folder(path: Path) -> None:
         raise BackendError(f"cannot open Chroma ({path}): {exc}") from exc
     if header and header != b"SQLite format 3\x00":
         raise BackendError(f"cannot open Chroma ({path}): chroma.sqlite3 is not a database")
+
+
+# The in-memory copies of each embedded Chroma in this process, by folder (or ":memory:"), with
+# how many stores use each: every store of one Chroma must see the others' writes.
+_mirrors: dict[str, tuple[VectorMirror, int]] = {}
+_mirrors_guard = threading.Lock()
+
+
+def _join_mirror(key: str, budget: int, spawn: Any) -> VectorMirror:
+    with _mirrors_guard:
+        mirror, users = _mirrors.get(key, (None, 0))
+        if mirror is None:
+            mirror = VectorMirror(budget, spawn=spawn)
+        mirror.budget = max(mirror.budget, budget)
+        _mirrors[key] = (mirror, users + 1)
+        return mirror
+
+
+def _leave_mirror(key: str) -> None:
+    with _mirrors_guard:
+        mirror, users = _mirrors.get(key, (None, 0))
+        if mirror is None:
+            return
+        if users <= 1:
+            del _mirrors[key]
+            mirror.forget()
+        else:
+            _mirrors[key] = (mirror, users - 1)
 
 
 def _persistent_client(path: str, settings: Any) -> Any:
@@ -77,6 +108,9 @@ class ChromaVectorStore:
     """Embedded (folder or memory) or remote (``chroma run`` server) Chroma.
 
     ``embedding_function=None`` everywhere, so Chroma never loads or downloads its own model.
+    An embedded Chroma answers queries of partitions of up to ``PARTITION_MAX`` vectors from
+    an in-memory copy of at most ``memory_vectors`` vectors in all (:mod:`.mirror`); 0 turns it
+    off. ``copy_in_background=False`` copies a partition before its first query answers.
     """
 
     def __init__(
@@ -85,11 +119,20 @@ class ChromaVectorStore:
         url: str | None = None,
         *,
         max_open_collections: int = 128,
+        memory_vectors: int = 0,
+        copy_in_background: bool = True,
     ) -> None:
         if path is not None and not url:
             _probe_folder(Path(path))
         self._path = path
         self._url = url
+        self._memory_vectors = max(0, memory_vectors)
+        self._mirror_key: str | None = None
+        self._mirror: VectorMirror | None = None
+        if not url:  # one process owns an embedded Chroma: every write passes through here
+            self._mirror_key = str(Path(path).resolve()) if path else ":memory:"
+            spawn = None if copy_in_background else (lambda task: task())
+            self._mirror = _join_mirror(self._mirror_key, self._memory_vectors, spawn)
         self._opened: Any = None
         self._open_lock = threading.Lock()
         # handles of recently used collections, least recently used first
@@ -193,15 +236,22 @@ class ChromaVectorStore:
             "ids": list(ids),
             "embeddings": np.asarray(vectors, dtype=np.float32),
         }
-        for attempt in range(_GONE_RETRIES):
-            try:
-                self._get(collection, create=True).upsert(**args)
-                return
-            except Exception as exc:
-                # a clear in another process dropped the collection after we (re)opened it:
-                # recreate and write again; a tight clear loop can win more than once
-                if not self._forget_if_gone(collection, exc) or attempt == _GONE_RETRIES - 1:
-                    raise
+        with self._writing():
+            for attempt in range(_GONE_RETRIES):
+                try:
+                    self._get(collection, create=True).upsert(**args)
+                    break
+                except Exception as exc:
+                    # a clear in another process dropped the collection after we (re)opened it:
+                    # recreate and write again; a tight clear loop can win more than once
+                    if not self._forget_if_gone(collection, exc) or attempt == _GONE_RETRIES - 1:
+                        raise
+            if self._mirror is not None:
+                self._mirror.upserted(collection, args["ids"], args["embeddings"])
+
+    def _writing(self) -> Any:
+        """The lock every write of an embedded Chroma holds, so its copy sees writes in order."""
+        return self._mirror.writing if self._mirror is not None else contextlib.nullcontext()
 
     def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
@@ -216,6 +266,12 @@ class ChromaVectorStore:
     def _query(
         self, collection: str, vector: np.ndarray, k: int, with_vectors: bool
     ) -> list[tuple[str, float, np.ndarray]]:
+        if self._mirror is not None and self._memory_vectors:
+            found = self._mirror.query(
+                collection, vector, k, lambda limit: self._read_all(collection, limit)
+            )
+            if found is not None:
+                return found if with_vectors else [(i, sim, _NONE) for i, sim, _ in found]
         coll = self._get(collection, create=False)
         if coll is None:
             return []
@@ -244,23 +300,53 @@ class ChromaVectorStore:
             for i, d, v in zip(ids, dists, vecs, strict=True)
         ]
 
+    def _read_all(self, collection: str, limit: int) -> tuple[list[str], np.ndarray] | None:
+        """Every id and vector of a partition, or None when it holds more than ``limit``: the
+        ids first, then their vectors by pages (a delete meanwhile cannot shift a page)."""
+        empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), dtype=np.float32))
+        coll = self._get(collection, create=False)
+        if coll is None:
+            return empty
+        found: list[str] = []
+        vectors: list[np.ndarray] = []
+        try:
+            if coll.count() > limit:
+                return None
+            ids = list(coll.get(include=[])["ids"])
+            if len(ids) > limit:
+                return None
+            for start in range(0, len(ids), _COPY_PAGE):
+                page = coll.get(ids=ids[start : start + _COPY_PAGE], include=["embeddings"])
+                found += page["ids"]
+                vectors.append(np.asarray(page["embeddings"], dtype=np.float32))
+        except Exception as exc:
+            if self._forget_if_gone(collection, exc):  # dropped by another store of the folder
+                return empty
+            raise
+        return (found, np.concatenate(vectors)) if found else empty
+
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         """Remove vectors; unknown ids are ignored."""
         if not ids:
             return
-        coll = self._get(collection, create=False)
-        if coll is None:
-            return
-        try:
-            coll.delete(ids=list(ids))
-        except Exception as exc:
-            if not self._forget_if_gone(collection, exc):
-                raise
+        with self._writing():
+            coll = self._get(collection, create=False)
+            if coll is None:
+                return
+            try:
+                coll.delete(ids=list(ids))
+            except Exception as exc:
+                if not self._forget_if_gone(collection, exc):
+                    raise
+            if self._mirror is not None:
+                self._mirror.deleted(collection, ids)
 
     def drop(self, collection: str) -> None:
         """Drop a partition's collection."""
-        with self._lock:
+        with self._writing(), self._lock:
             self._collections.pop(collection, None)
+            if self._mirror is not None:
+                self._mirror.dropped(collection)
             try:
                 self._client.delete_collection(self._name(collection))
             except Exception:  # a missing collection is fine
@@ -284,9 +370,13 @@ class ChromaVectorStore:
         return [n[len(_PREFIX) :] for n in names if isinstance(n, str) and n.startswith(_PREFIX)]
 
     def close(self) -> None:
-        """Forget cached collection handles."""
+        """Forget cached collection handles (and the in-memory copy, if no other store of this
+        Chroma uses it)."""
         with self._lock:
             self._collections.clear()
+        if self._mirror_key is not None and self._mirror is not None:
+            self._mirror = None
+            _leave_mirror(self._mirror_key)
 
     @property
     def open_collections(self) -> int:

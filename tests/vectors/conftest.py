@@ -1,4 +1,5 @@
-"""Vector-store fixtures: every contract test runs on Chroma and on Milvus (milvus-lite).
+"""Vector-store fixtures: every contract test runs on Chroma (without and with its in-memory
+copy) and on Milvus (milvus-lite).
 
 milvus-lite runs in-process (a gRPC server in a thread per database file), so the session
 shares one database file and each test gets its own collection name, dropped afterwards.
@@ -15,7 +16,7 @@ from vector_support import drop_milvus_collections
 
 from modelcache.vectors import ChromaVectorStore, MilvusVectorStore, VectorStore
 
-STORES = ["chroma", "milvus", "milvus-collections"]
+STORES = ["chroma", "chroma-memory", "milvus", "milvus-collections"]
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +30,10 @@ def open_store(kind: str, tmp_path: Path, milvus_file: str, name: str) -> Vector
     """A store of one kind; ``name`` keeps Milvus tests apart within the shared file."""
     if kind == "chroma":
         return ChromaVectorStore(path=str(tmp_path / "chroma"))
+    if kind == "chroma-memory":  # queries answered by the in-memory copy (vectors/mirror.py)
+        return ChromaVectorStore(
+            path=str(tmp_path / "chroma"), memory_vectors=50_000, copy_in_background=False
+        )
     return MilvusVectorStore(
         milvus_file, collection=name, partition_key=kind == "milvus", timeout=30.0
     )
@@ -45,7 +50,8 @@ def store_factory(
     store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Callable[[], VectorStore]]:
     """Opens stores of the current kind on the same data (reopen tests); cleaned at teardown."""
-    milvus_file = request.getfixturevalue("milvus_lite_file") if store_kind != "chroma" else ""
+    chroma = store_kind.startswith("chroma")
+    milvus_file = "" if chroma else request.getfixturevalue("milvus_lite_file")
     name = f"t_{secrets.token_hex(4)}"
     opened: list[VectorStore] = []
 

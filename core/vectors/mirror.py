@@ -1,0 +1,319 @@
+"""Small partitions of an embedded Chroma held in process memory, queried by one matrix product.
+
+Chroma's query costs about 1 ms whatever the partition's size (0.9 ms at 1,000 vectors, 1.3-1.5
+at 10,000 in ``benchmarks/results/mirror.md``), as much as the rest of a lookup beyond the
+embedding; a matrix product over up to ``PARTITION_MAX`` vectors answers in 0.04-0.8 ms, exactly
+(no approximate index). Only an embedded Chroma is mirrored: one process owns its folder
+(``FolderLock``), every write goes through this process, so the copy stays exact. A Chroma
+server shared by several processes is never mirrored.
+
+A partition is copied on its first query, on a background thread (Chroma answers meanwhile);
+writes made during the copy are replayed after it. Writes and their mirror updates are made
+under one lock per store, so the copy sees them in Chroma's order. A copy that fails, or a
+partition that outgrows ``PARTITION_MAX`` or the memory budget, is answered by Chroma.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..redact import describe_error
+
+__all__ = ["PARTITION_MAX", "VectorMirror"]
+
+log = logging.getLogger("modelcache")
+
+# Above this many vectors one matrix product costs about what Chroma's query does (0.8 ms at
+# 10,000 on one thread, 2.4 ms at 20,000), so larger partitions stay with Chroma's index.
+PARTITION_MAX = 10_000
+# Rows per matrix product: OpenBLAS runs a larger one on several threads, whose workers then
+# spin for about 0.1 s on the other core, which the embedding of the next lookup needs.
+_BLOCK = 1_024
+_RETRY_AFTER = 30.0  # seconds before a failed copy is tried again
+
+Hit = tuple[str, float, np.ndarray]
+# ("upsert", ids, vectors) | ("delete", ids, None) | ("drop", (), None), in write order
+_Op = tuple[str, Sequence[str], np.ndarray | None]
+# reads a partition from Chroma: every id and vector, or None when it holds more than the limit
+_Read = Callable[[int], "tuple[list[str], np.ndarray] | None"]
+
+
+class _Snapshot:
+    """What a query reads: ids, their vectors and norms. Never changed once published; a write
+    publishes a new one (appends reuse the spare rows no published snapshot covers)."""
+
+    __slots__ = ("ids", "index", "matrix", "norms", "size")
+
+    def __init__(
+        self,
+        ids: list[str],
+        index: dict[str, int],
+        matrix: np.ndarray,
+        norms: np.ndarray,
+        size: int,
+    ) -> None:
+        self.ids, self.index, self.matrix, self.norms, self.size = ids, index, matrix, norms, size
+
+    @classmethod
+    def build(cls, ids: Sequence[str], vectors: np.ndarray) -> _Snapshot:
+        """A snapshot of these vectors, an id given twice keeping its last vector."""
+        index: dict[str, int] = {}
+        for row, key in enumerate(ids):
+            index[key] = row
+        rows = sorted(index.values())
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32)[rows])
+        kept = [ids[row] for row in rows]
+        return cls(
+            kept,
+            {key: row for row, key in enumerate(kept)},
+            matrix,
+            np.linalg.norm(matrix, axis=1) if len(kept) else np.zeros(0, np.float32),
+            len(kept),
+        )
+
+    def upserted(self, ids: Sequence[str], vectors: np.ndarray) -> _Snapshot:
+        """This snapshot with vectors inserted or replaced."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if self.size and vectors.shape[1] != self.matrix.shape[1]:
+            raise ValueError("a vector of another dimension than the partition's")
+        fresh = {key: row for row, key in enumerate(ids)}  # the last of a repeated id wins
+        if self.size == 0 or any(key in self.index for key in fresh):
+            keep = [r for r, key in enumerate(self.ids) if key not in fresh]
+            new_ids = [self.ids[r] for r in keep] + list(fresh)
+            rows = list(fresh.values())
+            stacked = np.concatenate([self.matrix[keep], vectors[rows]]) if keep else vectors[rows]
+            return _Snapshot.build(new_ids, stacked)
+        size, added = self.size, len(fresh)
+        matrix = self.matrix
+        if size + added > matrix.shape[0]:  # no spare rows: a larger buffer
+            grown = np.empty((max(size + added, size * 3 // 2), matrix.shape[1]), np.float32)
+            grown[:size] = matrix[:size]
+            matrix = grown
+        matrix[size : size + added] = vectors[list(fresh.values())]
+        norms = np.concatenate(
+            [self.norms[:size], np.linalg.norm(matrix[size : size + added], axis=1)]
+        )
+        index = dict(self.index)
+        index.update({key: size + n for n, key in enumerate(fresh)})
+        return _Snapshot(self.ids + list(fresh), index, matrix, norms, size + added)
+
+    def deleted(self, ids: Sequence[str]) -> _Snapshot:
+        """This snapshot without these ids (unknown ones ignored)."""
+        gone = {key for key in ids if key in self.index}
+        if not gone:
+            return self
+        keep = [r for r, key in enumerate(self.ids) if key not in gone]
+        return _Snapshot.build([self.ids[r] for r in keep], self.matrix[keep])
+
+    def query(self, vector: np.ndarray, k: int) -> list[Hit]:
+        """The k nearest by cosine similarity, best first, with their stored vectors."""
+        if self.size == 0 or k < 1:
+            return []
+        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        q_norm = float(np.linalg.norm(q))
+        if q.shape[0] != self.matrix.shape[1] or q_norm == 0.0:
+            raise ValueError("a query vector of another dimension than the partition's, or zero")
+        matrix = self.matrix[: self.size]
+        products = np.empty(self.size, dtype=np.float32)
+        for start in range(0, self.size, _BLOCK):
+            np.matmul(matrix[start : start + _BLOCK], q, out=products[start : start + _BLOCK])
+        sims = products / np.maximum(self.norms * q_norm, 1e-12)
+        if k < self.size:
+            best = np.argpartition(-sims, k - 1)[:k]
+            best = best[np.argsort(-sims[best], kind="stable")]
+        else:
+            best = np.argsort(-sims, kind="stable")
+        # float32 rounding can put identical vectors a hair past 1: clamp to the cosine range
+        return [(self.ids[r], min(1.0, max(-1.0, float(sims[r]))), matrix[r]) for r in best]
+
+
+class _Loading:
+    """A copy under way: the writes made meanwhile, replayed when it is done."""
+
+    __slots__ = ("journal", "reserved")
+
+    def __init__(self, reserved: int) -> None:
+        self.journal: list[_Op] = []
+        self.reserved = reserved
+
+
+_OFF = "off"  # too large, or over the budget: Chroma answers until the partition is dropped
+
+
+class VectorMirror:
+    """The in-memory copies of one embedded Chroma's small partitions, shared by every store
+    of that Chroma in the process.
+
+    ``budget`` bounds the vectors held over all partitions (about 1.5 KB each at dimension 384).
+    ``spawn`` runs a copy: a daemon thread by default; tests pass a function that runs it at once.
+    """
+
+    def __init__(
+        self,
+        budget: int,
+        *,
+        spawn: Callable[[Callable[[], None]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.budget = budget
+        self._spawn = spawn or _daemon
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _parts and _held; held briefly
+        self.writing = threading.Lock()  # one write (Chroma's, then the mirror's) at a time
+        self._parts: dict[str, _Snapshot | _Loading | str | float] = {}
+        self._held = 0  # vectors in snapshots plus those reserved by copies under way
+        self._closed = False
+
+    # ---- reads ------------------------------------------------------------------------------
+    def query(
+        self,
+        partition: str,
+        vector: np.ndarray,
+        k: int,
+        read: _Read,
+    ) -> list[Hit] | None:
+        """The partition's k nearest from memory, or None when Chroma must answer (not copied
+        yet: ``read(limit)`` then copies it in the background; it returns every id and vector,
+        or None when the partition holds more than ``limit``)."""
+        part = self._parts.get(partition)
+        if isinstance(part, _Snapshot):
+            return part.query(vector, k)
+        if part is None or (isinstance(part, float) and self._clock() >= part):
+            self._start_copy(partition, read)
+            part = self._parts.get(partition)  # a copy run at once (tests) answers already
+            if isinstance(part, _Snapshot):
+                return part.query(vector, k)
+        return None
+
+    def _start_copy(self, partition: str, read: _Read) -> None:
+        with self._lock:
+            part = self._parts.get(partition)
+            if not (part is None or (isinstance(part, float) and self._clock() >= part)):
+                return
+            if self._held >= self.budget:
+                return  # no room now; a later query tries again
+            reserved = min(PARTITION_MAX, self.budget - self._held)
+            self._parts[partition] = _Loading(reserved)
+            self._held += reserved
+        self._spawn(lambda: self._copy(partition, read))
+
+    def _copy(self, partition: str, read: _Read) -> None:
+        """Read the partition from Chroma, replay the writes made meanwhile, publish."""
+        with self._lock:
+            loading = self._parts.get(partition)
+            reserved = loading.reserved if isinstance(loading, _Loading) else 0
+        try:
+            found = read(reserved) if reserved else None
+        except Exception as exc:
+            if self._closed:
+                return  # the stores closed under the copy: nothing to warn about
+            log.warning(
+                "modelcache: could not copy a vector partition into memory, Chroma answers it "
+                "(retried in %.0f s): %s",
+                _RETRY_AFTER,
+                describe_error(exc),
+            )
+            with self._lock:
+                loading = self._parts.get(partition)
+                if isinstance(loading, _Loading):
+                    self._held -= loading.reserved
+                    self._parts[partition] = self._clock() + _RETRY_AFTER
+            return
+        with self._lock:
+            loading = self._parts.get(partition)
+            if not isinstance(loading, _Loading):
+                return  # dropped meanwhile by close()
+            self._held -= loading.reserved
+            if found is None and loading.reserved < PARTITION_MAX:
+                self._parts[partition] = self._clock() + _RETRY_AFTER  # no room for it yet
+                return
+            snapshot: _Snapshot | None = None
+            if found is not None:
+                snapshot = _Snapshot.build(*found) if found[0] else _empty()
+                for op in loading.journal:
+                    snapshot = _applied(snapshot, op)
+            self._publish(partition, snapshot)
+
+    # ---- writes (called under ``writing``, after Chroma's write succeeded) ------------------
+    def upserted(self, partition: str, ids: Sequence[str], vectors: np.ndarray) -> None:
+        """Vectors Chroma has just stored."""
+        self._apply(partition, ("upsert", list(ids), np.asarray(vectors, dtype=np.float32)))
+
+    def deleted(self, partition: str, ids: Sequence[str]) -> None:
+        """Ids Chroma has just deleted."""
+        self._apply(partition, ("delete", list(ids), None))
+
+    def dropped(self, partition: str) -> None:
+        """A partition Chroma has just dropped: copied again at its next query."""
+        self._apply(partition, ("drop", (), None))
+
+    def _apply(self, partition: str, op: _Op) -> None:
+        with self._lock:
+            part = self._parts.get(partition)
+            if isinstance(part, _Loading):
+                part.journal.append(op)
+            elif op[0] == "drop":
+                if isinstance(part, _Snapshot):
+                    self._held -= part.size
+                self._parts.pop(partition, None)
+            elif isinstance(part, _Snapshot):
+                self._held -= part.size
+                try:
+                    fresh: _Snapshot | None = _applied(part, op)
+                except Exception:  # unexpected shape: let Chroma answer this partition
+                    fresh = None
+                self._publish(partition, fresh)
+
+    def _publish(self, partition: str, snapshot: _Snapshot | None) -> None:
+        """Install a snapshot (under ``_lock``), or hand the partition to Chroma when there is
+        none or it does not fit."""
+        if (
+            snapshot is None
+            or snapshot.size > PARTITION_MAX
+            or self._held + snapshot.size > self.budget
+        ):
+            self._parts[partition] = _OFF
+            return
+        self._held += snapshot.size
+        self._parts[partition] = snapshot
+
+    def forget(self) -> None:
+        """Drop every copy (the store closed)."""
+        with self._lock:
+            self._closed = True
+            self._parts.clear()
+            self._held = 0
+
+    @property
+    def held(self) -> int:
+        """Vectors held in memory now (copies under way count what they reserved)."""
+        return self._held
+
+    def copied(self, partition: str) -> bool:
+        """Whether queries of the partition are answered from memory."""
+        return isinstance(self._parts.get(partition), _Snapshot)
+
+
+def _empty() -> _Snapshot:
+    return _Snapshot([], {}, np.zeros((0, 0), np.float32), np.zeros(0, np.float32), 0)
+
+
+def _applied(snapshot: _Snapshot, op: _Op) -> _Snapshot:
+    kind, ids, vectors = op
+    if kind == "drop":
+        return _empty()
+    if kind == "delete":
+        return snapshot.deleted(ids)
+    assert vectors is not None
+    if snapshot.size == 0:
+        return _Snapshot.build(ids, vectors)
+    return snapshot.upserted(ids, vectors)
+
+
+def _daemon(task: Callable[[], None]) -> None:
+    threading.Thread(target=task, name="modelcache-vector-copy", daemon=True).start()

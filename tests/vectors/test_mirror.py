@@ -1,0 +1,233 @@
+"""The in-memory copy of an embedded Chroma's small partitions (vectors/mirror.py): it answers
+as Chroma does, sees every write (also those made while it is copied, also through another
+store of the same folder), and hands a partition back to Chroma when it does not fit."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelcache import Cache, Request
+from modelcache.vectors import ChromaVectorStore
+from modelcache.vectors import mirror as mirror_module
+from modelcache.vectors.mirror import VectorMirror
+
+DIM = 16
+
+
+def vectors(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def memory_store(path: Path, budget: int = 50_000, **kwargs: Any) -> ChromaVectorStore:
+    kwargs.setdefault("copy_in_background", False)
+    return ChromaVectorStore(path=str(path), memory_vectors=budget, **kwargs)
+
+
+def copied(store: ChromaVectorStore, partition: str) -> bool:
+    assert store._mirror is not None
+    return store._mirror.copied(partition)
+
+
+def test_answers_as_chroma_does(tmp_path: Path) -> None:
+    """Same nearest neighbour, same similarities, the very stored vectors; beyond the first,
+    the exact product may only find closer neighbours than Chroma's approximate index."""
+    plain = ChromaVectorStore(path=str(tmp_path / "c"))
+    data = vectors(2_000)
+    plain.upsert("p", [f"e{i}" for i in range(2_000)], data)
+    memory = memory_store(tmp_path / "c")
+    probes = data[:60] + 0.05 * vectors(60, seed=1)
+    for probe in probes:
+        expected = plain.query_vectors("p", probe, 10)
+        got = memory.query_vectors("p", probe, 10)
+        assert got[0][0] == expected[0][0]
+        by_id = {i: (sim, vec) for i, sim, vec in expected}
+        for i, sim, vec in got:
+            if i in by_id:
+                assert sim == pytest.approx(by_id[i][0], abs=1e-5)
+                assert np.array_equal(vec, by_id[i][1])
+        assert got[-1][1] >= expected[-1][1] - 1e-6
+    assert copied(memory, "p")
+
+
+def test_writes_made_while_copying_are_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy reads Chroma, then writes land before it is published: they must not be lost
+    (an insert) nor resurrected (a delete)."""
+    store = memory_store(tmp_path / "c")
+    data = vectors(4)
+    store.upsert("p", ["a", "b", "c"], data[:3])
+    real_read = store._read_all
+
+    def read_then_write(collection: str, limit: int) -> Any:
+        snapshot = real_read(collection, limit)  # the stale picture the copy will build
+        store.upsert("p", ["late"], data[3:4])
+        store.delete("p", ["a"])
+        store.upsert("p", ["b"], data[2:3])  # b now points where c does
+        return snapshot
+
+    monkeypatch.setattr(store, "_read_all", read_then_write)
+    store.query("p", data[0], 1)
+    assert copied(store, "p")
+    found = {i: vec for i, _, vec in store.query_vectors("p", data[0], 10)}
+    assert set(found) == {"b", "c", "late"}
+    assert np.array_equal(found["b"], data[2]) and np.array_equal(found["late"], data[3])
+    assert store.query("p", data[3], 1)[0][0] == "late"
+
+
+def test_another_store_of_the_folder_writes_through_the_same_copy(tmp_path: Path) -> None:
+    """Two caches of one process may share a folder; one with the copy turned off still keeps
+    the other's copy exact."""
+    memory = memory_store(tmp_path / "c")
+    plain = ChromaVectorStore(path=str(tmp_path / "c"), memory_vectors=0)
+    data = vectors(3)
+    memory.upsert("p", ["a"], data[:1])
+    assert memory.query("p", data[0], 1)[0][0] == "a" and copied(memory, "p")
+    plain.upsert("p", ["b"], data[1:2])
+    plain.delete("p", ["a"])
+    assert [i for i, _ in memory.query("p", data[0], 5)] == ["b"]
+    plain.drop("p")
+    assert memory.query("p", data[1], 5) == []
+
+
+def test_large_partitions_stay_with_chroma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mirror_module, "PARTITION_MAX", 5)
+    store = memory_store(tmp_path / "c")
+    data = vectors(8)
+    store.upsert("big", [f"e{i}" for i in range(6)], data[:6])
+    assert store.query("big", data[0], 1)[0][0] == "e0"
+    assert not copied(store, "big")
+    store.upsert("grows", ["a", "b"], data[:2])
+    assert store.query("grows", data[1], 1)[0][0] == "b" and copied(store, "grows")
+    store.upsert("grows", [f"g{i}" for i in range(4)], data[4:8])  # now 6: past the cap
+    assert not copied(store, "grows")
+    assert store.query("grows", data[7], 1)[0][0] == "g3"  # Chroma answers, still right
+    store.drop("grows")  # dropped: copied again at its next query
+    store.upsert("grows", ["c"], data[2:3])
+    assert store.query("grows", data[2], 1)[0][0] == "c" and copied(store, "grows")
+
+
+def test_the_budget_bounds_the_vectors_held(tmp_path: Path) -> None:
+    store = memory_store(tmp_path / "c", budget=5)
+    data = vectors(8)
+    store.upsert("one", ["a", "b", "c"], data[:3])
+    store.upsert("two", ["d", "e", "f"], data[3:6])
+    assert store.query("one", data[0], 1)[0][0] == "a" and copied(store, "one")
+    assert store.query("two", data[4], 1)[0][0] == "e"  # 3 more do not fit: Chroma answers
+    assert not copied(store, "two")
+    assert store._mirror is not None and store._mirror.held == 3
+    store.upsert("one", ["g", "h", "i"], data[5:8])  # 6 > 5: handed back to Chroma
+    assert not copied(store, "one") and store._mirror.held == 0
+    assert store.query("one", data[7], 1)[0][0] == "i"
+
+
+def test_a_failed_copy_leaves_chroma_answering_and_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    mirror = VectorMirror(100, spawn=lambda task: task(), clock=lambda: now[0])
+    calls: list[int] = []
+
+    def failing(limit: int) -> Any:
+        calls.append(limit)
+        raise RuntimeError("disk I/O error")
+
+    probe = vectors(1)[0]
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        assert mirror.query("p", probe, 3, failing) is None
+    assert "Chroma answers it" in caplog.text and len(calls) == 1
+    assert mirror.query("p", probe, 3, failing) is None and len(calls) == 1  # not yet
+    now[0] += 31
+    found = mirror.query("p", probe, 3, lambda limit: (["a"], vectors(1)))
+    assert found is not None and found[0][0] == "a" and mirror.held == 1
+
+
+def test_a_chroma_server_is_never_copied() -> None:
+    """Several processes write a Chroma server: a copy in one of them could go stale."""
+    store = ChromaVectorStore(url="http://127.0.0.1:9", memory_vectors=50_000)
+    assert store._mirror is None
+
+
+def test_copy_stays_exact_under_concurrent_writes(tmp_path: Path) -> None:
+    """A writer upserts and deletes while lookups start the background copy: once both stop,
+    the copy holds exactly Chroma's ids and vectors."""
+    store = memory_store(tmp_path / "c", copy_in_background=True)
+    data = vectors(300, seed=3)
+    ids = [f"e{i}" for i in range(300)]
+    store.upsert("p", ids[:100], data[:100])
+    stop = threading.Event()
+
+    def writer() -> None:
+        rng = random.Random(5)
+        while not stop.is_set():
+            picks = rng.sample(range(300), 5)
+            if rng.random() < 0.6:
+                store.upsert("p", [ids[i] for i in picks], data[picks])
+            else:
+                store.delete("p", [ids[i] for i in picks])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            store.query("p", data[0], 3)
+    finally:
+        stop.set()
+        thread.join()
+    for _ in range(200):  # the copy runs on its own thread
+        if copied(store, "p"):
+            break
+        time.sleep(0.01)
+    assert copied(store, "p")
+    in_chroma = set(store.ids("p"))
+    in_memory = store.query_vectors("p", data[0], 1_000)
+    assert {i for i, _, _ in in_memory} == in_chroma
+    for key, _, vec in in_memory:  # Chroma may give back a float32 a last bit apart
+        np.testing.assert_allclose(vec, data[int(key[1:])], atol=1e-6)
+
+
+def test_a_cache_answers_from_memory_after_the_copy(
+    make_cache: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end: once a partition is copied, a semantic hit needs no Chroma query."""
+    cache: Cache = make_cache()
+    questions = [f"how do I reset the password of account number {i}" for i in range(20)]
+    cache.insert_many([(Request(query=q), {"answer": i}) for i, q in enumerate(questions)])
+    probe = Request(query="How do I reset the password of account number 7 ?")
+    first = cache.lookup(probe)
+    assert first is not None and first.answer == {"answer": 7}
+    store = cache._vectors
+    assert isinstance(store, ChromaVectorStore)
+    partition = probe.partition.id
+    for _ in range(200):
+        if copied(store, partition):
+            break
+        time.sleep(0.01)
+    assert copied(store, partition)
+
+    def no_chroma(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Chroma was queried")
+
+    monkeypatch.setattr(store, "_get", no_chroma)
+    again = cache.lookup(Request(query="how do I reset the password of account number 7 ??"))
+    assert again is not None and again.answer == {"answer": 7} and not again.exact
+
+
+def test_vectors_in_memory_0_asks_chroma(make_cache: Any) -> None:
+    cache: Cache = make_cache(vectors_in_memory=0)
+    cache.insert(Request(query="what is the refund window"), "30 days")
+    assert cache.lookup(Request(query="What is the refund window ?")) is not None
+    store = cache._vectors
+    assert isinstance(store, ChromaVectorStore) and store._mirror is not None
+    assert store._mirror.held == 0 and not store._mirror.copied(Request(query="x").partition.id)
