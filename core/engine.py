@@ -200,6 +200,7 @@ class Cache:
         self._closed = True  # until every store is open: close() then has nothing to release
         self._lock: FolderLock | None = None
         sql: SQLStore | None = None
+        opened: VectorStore | None = None
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.degraded: str | None = None
         """Why semantic lookups are off (the vector store could not be opened), else None."""
@@ -218,7 +219,7 @@ class Cache:
                 sql_url, timeout=cfg.sql_timeout, connect_timeout=cfg.sql_connect_timeout
             )
             if vector_store is None:
-                vector_store = self._open_vectors()
+                vector_store = opened = self._open_vectors()
             self._vectors = vector_store
             self._embedder = embedder or build_embedder(
                 cfg.embedder,
@@ -228,6 +229,8 @@ class Cache:
             )
             check_settings(self._sql, self._vectors, self._embedder)
         except BaseException:
+            if opened is not None:  # leaves the folder's in-memory copy to the other caches
+                opened.close()
             if sql is not None:
                 sql.close()
             if self._lock is not None:

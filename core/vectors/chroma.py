@@ -78,6 +78,14 @@ def _leave_mirror(key: str) -> None:
             _mirrors[key] = (mirror, users - 1)
 
 
+def _gone(exc: Exception) -> bool:
+    """Whether Chroma says a collection does not exist (a Chroma server answers one that it is
+    deleting at that moment with "missing metadata segment": that is gone too)."""
+    text = str(exc).lower()
+    gone = any(s in text for s in ("does not exist", "not found", "missing metadata segment"))
+    return gone or type(exc).__name__ == "NotFoundError"
+
+
 def _persistent_client(path: str, settings: Any) -> Any:
     """An embedded client whose Chroma keeps at most ``_LOADED_INDEXES`` HNSW indexes loaded.
 
@@ -102,6 +110,11 @@ def _persistent_client(path: str, settings: Any) -> Any:
         server.hnsw_cache_size = min(server.hnsw_cache_size, _LOADED_INDEXES)
     system.start()
     return Client.from_system(system)
+
+
+def _writing(mirror: VectorMirror | None) -> Any:
+    """The lock every write of an embedded Chroma holds, so that its copy sees them in order."""
+    return mirror.writing if mirror is not None else contextlib.nullcontext()
 
 
 class ChromaVectorStore:
@@ -215,14 +228,8 @@ class ChromaVectorStore:
         self._get(collection, create=True)
 
     def _forget_if_gone(self, collection: str, exc: Exception) -> bool:
-        """Drop a cached handle whose collection another client deleted; True if so.
-
-        A Chroma server answers a collection it is deleting at that moment with "missing
-        metadata segment" rather than "does not exist": that is gone too.
-        """
-        text = str(exc).lower()
-        gone = any(s in text for s in ("does not exist", "not found", "missing metadata segment"))
-        if not gone and type(exc).__name__ != "NotFoundError":
+        """Drop a cached handle whose collection another client deleted; True if so."""
+        if not _gone(exc):
             return False
         with self._lock:
             self._collections.pop(collection, None)
@@ -232,11 +239,14 @@ class ChromaVectorStore:
         """Insert or replace vectors of a partition (recreating a collection deleted elsewhere)."""
         if not ids:
             return
-        args: dict[str, Any] = {
-            "ids": list(ids),
-            "embeddings": np.asarray(vectors, dtype=np.float32),
-        }
-        with self._writing():
+        embeddings = np.asarray(vectors, dtype=np.float32)
+        if embeddings.ndim == 1 and len(ids) == 1:
+            embeddings = embeddings.reshape(1, -1)
+        if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
+            raise BackendError(f"{len(ids)} ids but vectors of shape {embeddings.shape}")
+        args: dict[str, Any] = {"ids": list(ids), "embeddings": embeddings}
+        mirror = self._mirror  # once: close() may detach it meanwhile
+        with _writing(mirror):
             for attempt in range(_GONE_RETRIES):
                 try:
                     self._get(collection, create=True).upsert(**args)
@@ -246,12 +256,8 @@ class ChromaVectorStore:
                     # recreate and write again; a tight clear loop can win more than once
                     if not self._forget_if_gone(collection, exc) or attempt == _GONE_RETRIES - 1:
                         raise
-            if self._mirror is not None:
-                self._mirror.upserted(collection, args["ids"], args["embeddings"])
-
-    def _writing(self) -> Any:
-        """The lock every write of an embedded Chroma holds, so its copy sees writes in order."""
-        return self._mirror.writing if self._mirror is not None else contextlib.nullcontext()
+            if mirror is not None:
+                mirror.upserted(collection, args["ids"], embeddings)
 
     def query(self, collection: str, vector: np.ndarray, k: int) -> list[tuple[str, float]]:
         """Nearest ids with cosine similarity (1 - Chroma's cosine distance)."""
@@ -266,8 +272,9 @@ class ChromaVectorStore:
     def _query(
         self, collection: str, vector: np.ndarray, k: int, with_vectors: bool
     ) -> list[tuple[str, float, np.ndarray]]:
-        if self._mirror is not None and self._memory_vectors:
-            found = self._mirror.query(
+        mirror = self._mirror
+        if mirror is not None and self._memory_vectors:
+            found = mirror.query(
                 collection, vector, k, lambda limit: self._read_all(collection, limit)
             )
             if found is not None:
@@ -304,9 +311,12 @@ class ChromaVectorStore:
         """Every id and vector of a partition, or None when it holds more than ``limit``: the
         ids first, then their vectors by pages (a delete meanwhile cannot shift a page)."""
         empty: tuple[list[str], np.ndarray] = ([], np.zeros((0, 0), dtype=np.float32))
-        coll = self._get(collection, create=False)
-        if coll is None:
-            return empty
+        try:  # by name, not a cached handle: another store of the folder may have dropped it
+            coll = self._client.get_collection(self._name(collection), embedding_function=None)
+        except Exception as exc:
+            if _gone(exc):
+                return empty
+            raise  # anything else: the copy is tried again later
         found: list[str] = []
         vectors: list[np.ndarray] = []
         try:
@@ -320,7 +330,7 @@ class ChromaVectorStore:
                 found += page["ids"]
                 vectors.append(np.asarray(page["embeddings"], dtype=np.float32))
         except Exception as exc:
-            if self._forget_if_gone(collection, exc):  # dropped by another store of the folder
+            if _gone(exc):  # dropped meanwhile: the drop restarts the copy (VectorMirror.dropped)
                 return empty
             raise
         return (found, np.concatenate(vectors)) if found else empty
@@ -329,7 +339,8 @@ class ChromaVectorStore:
         """Remove vectors; unknown ids are ignored."""
         if not ids:
             return
-        with self._writing():
+        mirror = self._mirror
+        with _writing(mirror):
             coll = self._get(collection, create=False)
             if coll is None:
                 return
@@ -338,19 +349,18 @@ class ChromaVectorStore:
             except Exception as exc:
                 if not self._forget_if_gone(collection, exc):
                     raise
-            if self._mirror is not None:
-                self._mirror.deleted(collection, ids)
+            if mirror is not None:
+                mirror.deleted(collection, ids)
 
     def drop(self, collection: str) -> None:
         """Drop a partition's collection."""
-        with self._writing(), self._lock:
+        mirror = self._mirror
+        with _writing(mirror), self._lock:
             self._collections.pop(collection, None)
-            if self._mirror is not None:
-                self._mirror.dropped(collection)
-            try:
+            with contextlib.suppress(Exception):  # a missing collection is fine
                 self._client.delete_collection(self._name(collection))
-            except Exception:  # a missing collection is fine
-                return
+            if mirror is not None:  # after Chroma's delete: a copy read before it is discarded
+                mirror.dropped(collection)
 
     def ids(self, collection: str) -> list[str]:
         """Every id of a partition's collection."""
@@ -374,9 +384,11 @@ class ChromaVectorStore:
         Chroma uses it)."""
         with self._lock:
             self._collections.clear()
-        if self._mirror_key is not None and self._mirror is not None:
-            self._mirror = None
-            _leave_mirror(self._mirror_key)
+        key, self._mirror_key = self._mirror_key, None
+        if key is not None and self._mirror is not None:
+            with self._mirror.writing:  # a write under way updates the copy first
+                self._memory_vectors = 0  # later writes still update it; queries ask Chroma
+            _leave_mirror(key)
 
     @property
     def open_collections(self) -> int:

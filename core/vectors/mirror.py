@@ -1,16 +1,17 @@
 """Small partitions of an embedded Chroma held in process memory, queried by one matrix product.
 
-Chroma's query costs about 1 ms whatever the partition's size (0.9 ms at 1,000 vectors, 1.3-1.5
-at 10,000 in ``benchmarks/results/mirror.md``), as much as the rest of a lookup beyond the
-embedding; a matrix product over up to ``PARTITION_MAX`` vectors answers in 0.04-0.8 ms, exactly
-(no approximate index). Only an embedded Chroma is mirrored: one process owns its folder
-(``FolderLock``), every write goes through this process, so the copy stays exact. A Chroma
-server shared by several processes is never mirrored.
+Chroma's query costs about 1 ms whatever the partition's size, 2.1-2.4 ms within a lookup at
+1,000-10,000 vectors (``benchmarks/results/mirror.md``), as much as the rest of a lookup beyond
+the embedding; a matrix product over up to ``PARTITION_MAX`` vectors answers in 0.35-1.6 ms
+there, exactly (no approximate index). Only an embedded Chroma is mirrored: one process owns
+its folder (``FolderLock``), every write goes through this process, so the copy stays exact. A
+Chroma server shared by several processes is never mirrored.
 
 A partition is copied on its first query, on a background thread (Chroma answers meanwhile);
-writes made during the copy are replayed after it. Writes and their mirror updates are made
-under one lock per store, so the copy sees them in Chroma's order. A copy that fails, or a
-partition that outgrows ``PARTITION_MAX`` or the memory budget, is answered by Chroma.
+inserts and deletes made during the copy are replayed after it, a drop discards it. Each write
+updates the copy after Chroma's write, under one lock per folder, so the copy sees writes in
+Chroma's order. A copy that fails, or a partition that outgrows ``PARTITION_MAX`` or the memory
+budget, is answered by Chroma.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ __all__ = ["PARTITION_MAX", "VectorMirror"]
 
 log = logging.getLogger("modelcache")
 
-# Above this many vectors one matrix product costs about what Chroma's query does (0.8 ms at
-# 10,000 on one thread, 2.4 ms at 20,000), so larger partitions stay with Chroma's index.
+# Above this many vectors one matrix product costs about what Chroma's query does (1.6 against
+# 2.1 ms at 10,000 right after an embedding, which leaves the matrix out of the CPU caches).
 PARTITION_MAX = 10_000
 # Rows per matrix product: OpenBLAS runs a larger one on several threads, whose workers then
 # spin for about 0.1 s on the other core, which the embedding of the next lookup needs.
@@ -37,7 +38,7 @@ _BLOCK = 1_024
 _RETRY_AFTER = 30.0  # seconds before a failed copy is tried again
 
 Hit = tuple[str, float, np.ndarray]
-# ("upsert", ids, vectors) | ("delete", ids, None) | ("drop", (), None), in write order
+# ("upsert", ids, vectors) | ("delete", ids, None) | ("drop", (), None)
 _Op = tuple[str, Sequence[str], np.ndarray | None]
 # reads a partition from Chroma: every id and vector, or None when it holds more than the limit
 _Read = Callable[[int], "tuple[list[str], np.ndarray] | None"]
@@ -167,7 +168,6 @@ class VectorMirror:
         self.writing = threading.Lock()  # one write (Chroma's, then the mirror's) at a time
         self._parts: dict[str, _Snapshot | _Loading | str | float] = {}
         self._held = 0  # vectors in snapshots plus those reserved by copies under way
-        self._closed = False
 
     # ---- reads ------------------------------------------------------------------------------
     def query(
@@ -197,47 +197,52 @@ class VectorMirror:
                 return
             if self._held >= self.budget:
                 return  # no room now; a later query tries again
-            reserved = min(PARTITION_MAX, self.budget - self._held)
-            self._parts[partition] = _Loading(reserved)
-            self._held += reserved
-        self._spawn(lambda: self._copy(partition, read))
-
-    def _copy(self, partition: str, read: _Read) -> None:
-        """Read the partition from Chroma, replay the writes made meanwhile, publish."""
-        with self._lock:
-            loading = self._parts.get(partition)
-            reserved = loading.reserved if isinstance(loading, _Loading) else 0
+            loading = _Loading(min(PARTITION_MAX, self.budget - self._held))
+            self._parts[partition] = loading
+            self._held += loading.reserved
         try:
-            found = read(reserved) if reserved else None
+            self._spawn(lambda: self._copy(partition, read, loading))
+        except Exception as exc:  # no thread to run it: Chroma answers, tried again later
+            self._give_up(partition, loading, exc)
+
+    def _copy(self, partition: str, read: _Read, loading: _Loading) -> None:
+        """Read the partition from Chroma, replay the writes made meanwhile, publish; a copy
+        whose partition was dropped (or the mirror closed) meanwhile is discarded."""
+        try:
+            found = read(loading.reserved)
         except Exception as exc:
-            if self._closed:
-                return  # the stores closed under the copy: nothing to warn about
-            log.warning(
-                "modelcache: could not copy a vector partition into memory, Chroma answers it "
-                "(retried in %.0f s): %s",
-                _RETRY_AFTER,
-                describe_error(exc),
-            )
-            with self._lock:
-                loading = self._parts.get(partition)
-                if isinstance(loading, _Loading):
-                    self._held -= loading.reserved
-                    self._parts[partition] = self._clock() + _RETRY_AFTER
+            self._give_up(partition, loading, exc)
             return
         with self._lock:
-            loading = self._parts.get(partition)
-            if not isinstance(loading, _Loading):
-                return  # dropped meanwhile by close()
+            if self._parts.get(partition) is not loading:
+                return  # dropped or closed meanwhile: its reservation went with it
             self._held -= loading.reserved
             if found is None and loading.reserved < PARTITION_MAX:
                 self._parts[partition] = self._clock() + _RETRY_AFTER  # no room for it yet
                 return
             snapshot: _Snapshot | None = None
-            if found is not None:
-                snapshot = _Snapshot.build(*found) if found[0] else _empty()
-                for op in loading.journal:
-                    snapshot = _applied(snapshot, op)
+            try:
+                if found is not None:
+                    snapshot = _Snapshot.build(*found) if found[0] else _empty()
+                    for op in loading.journal:
+                        snapshot = _applied(snapshot, op)
+            except Exception:  # an unexpected shape: Chroma answers this partition
+                snapshot = None
             self._publish(partition, snapshot)
+
+    def _give_up(self, partition: str, loading: _Loading, exc: Exception) -> None:
+        """A copy that could not be made: Chroma answers, and the copy is tried again later."""
+        with self._lock:
+            if self._parts.get(partition) is not loading:
+                return  # dropped or closed meanwhile: nothing to warn about
+            self._held -= loading.reserved
+            self._parts[partition] = self._clock() + _RETRY_AFTER
+        log.warning(
+            "modelcache: could not copy a vector partition into memory, Chroma answers it "
+            "(retried in %.0f s): %s",
+            _RETRY_AFTER,
+            describe_error(exc),
+        )
 
     # ---- writes (called under ``writing``, after Chroma's write succeeded) ------------------
     def upserted(self, partition: str, ids: Sequence[str], vectors: np.ndarray) -> None:
@@ -255,12 +260,14 @@ class VectorMirror:
     def _apply(self, partition: str, op: _Op) -> None:
         with self._lock:
             part = self._parts.get(partition)
-            if isinstance(part, _Loading):
-                part.journal.append(op)
-            elif op[0] == "drop":
+            if op[0] == "drop":  # a copy under way read what is gone: a new one at next query
                 if isinstance(part, _Snapshot):
                     self._held -= part.size
+                elif isinstance(part, _Loading):
+                    self._held -= part.reserved
                 self._parts.pop(partition, None)
+            elif isinstance(part, _Loading):
+                part.journal.append(op)
             elif isinstance(part, _Snapshot):
                 self._held -= part.size
                 try:
@@ -285,7 +292,6 @@ class VectorMirror:
     def forget(self) -> None:
         """Drop every copy (the store closed)."""
         with self._lock:
-            self._closed = True
             self._parts.clear()
             self._held = 0
 
@@ -305,8 +311,6 @@ def _empty() -> _Snapshot:
 
 def _applied(snapshot: _Snapshot, op: _Op) -> _Snapshot:
     kind, ids, vectors = op
-    if kind == "drop":
-        return _empty()
     if kind == "delete":
         return snapshot.deleted(ids)
     assert vectors is not None

@@ -231,3 +231,144 @@ def test_vectors_in_memory_0_asks_chroma(make_cache: Any) -> None:
     store = cache._vectors
     assert isinstance(store, ChromaVectorStore) and store._mirror is not None
     assert store._mirror.held == 0 and not store._mirror.copied(Request(query="x").partition.id)
+
+
+# ---- review findings: each of these left the copy different from Chroma --------------------
+def test_a_copy_made_after_another_store_dropped_and_refilled_sees_the_new_data(
+    tmp_path: Path,
+) -> None:
+    """The copy opens the collection by name: this store's cached handle is of the dropped one."""
+    mine = memory_store(tmp_path / "c")
+    other = memory_store(tmp_path / "c")
+    data = vectors(3)
+    mine.upsert("p", ["x"], data[:1])  # caches mine's handle
+    other.drop("p")
+    other.upsert("p", ["y", "z"], data[1:])
+    assert sorted(i for i, _ in mine.query("p", data[1], 5)) == ["y", "z"]
+    assert copied(mine, "p")
+
+
+def test_a_transient_error_opening_the_collection_is_no_empty_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = memory_store(tmp_path / "c")
+    data = vectors(2)
+    store.upsert("p", ["x", "y"], data)
+    client = store._client
+    real = client.get_collection
+    failures = [RuntimeError("database is locked")]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client, "get_collection", flaky)
+    with caplog.at_level(logging.WARNING, logger="modelcache"):
+        assert store.query("p", data[1], 1)[0][0] == "y"  # Chroma answers
+    assert not copied(store, "p") and "retried in" in caplog.text
+
+
+def test_a_copy_read_while_another_store_drops_the_partition_is_discarded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The drop reaches the copy after Chroma's delete; a copy read before it is not kept."""
+    reader = memory_store(tmp_path / "c", copy_in_background=True)
+    dropper = memory_store(tmp_path / "c")
+    data = vectors(3)
+    dropper.upsert("p", ["old1", "old2"], data[:2])
+    started: list[threading.Thread] = []
+
+    def spawn_and_finish(task: Any) -> None:  # the copy runs to its end inside the delete
+        thread = threading.Thread(target=task)
+        thread.start()
+        thread.join()
+        started.append(thread)
+
+    assert reader._mirror is not None
+    monkeypatch.setattr(reader._mirror, "_spawn", spawn_and_finish)
+    client = dropper._client
+    real_delete = client.delete_collection
+
+    def delete_after_a_copy(name: str) -> None:
+        reader.query("p", data[0], 1)  # the first query copies the partition now
+        real_delete(name)
+
+    monkeypatch.setattr(client, "delete_collection", delete_after_a_copy)
+    dropper.drop("p")
+    assert started, "the copy ran inside the delete"
+    dropper.upsert("p", ["new"], data[2:])
+    found = [i for i, _ in reader.query("p", data[0], 5)]
+    assert found == ["new"]
+
+
+def test_a_failing_replay_hands_the_partition_to_chroma() -> None:
+    mirror = VectorMirror(100, spawn=lambda task: task())
+
+    def read_with_a_bad_write(limit: int) -> Any:
+        mirror.upserted("p", ["odd"], np.ones((1, DIM // 2), np.float32))  # another dimension
+        return ["a"], vectors(1)
+
+    assert mirror.query("p", vectors(1)[0], 3, read_with_a_bad_write) is None
+    assert not mirror.copied("p") and mirror.held == 0
+    mirror.upserted("p", ["b"], vectors(1))  # not journaled forever: the partition is Chroma's
+    assert mirror._parts["p"] == "off"
+
+
+def test_one_vector_given_flat_reaches_the_copy(tmp_path: Path) -> None:
+    store = memory_store(tmp_path / "c")
+    data = vectors(2)
+    store.upsert("p", ["a"], data[:1])
+    assert store.query("p", data[0], 1)[0][0] == "a" and copied(store, "p")
+    store.upsert("p", ["b"], data[1])  # a 1-D vector for one id, as Chroma accepts it
+    assert store.query("p", data[1], 1)[0][0] == "b" and copied(store, "p")
+    with pytest.raises(Exception, match="2 ids"):
+        store.upsert("p", ["c", "d"], data[0])
+    assert sorted(store.ids("p")) == ["a", "b"]
+
+
+def test_closing_a_store_waits_for_its_write_to_reach_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reader = memory_store(tmp_path / "c")
+    writer = memory_store(tmp_path / "c")
+    data = vectors(2)
+    reader.upsert("p", ["x"], data[:1])
+    assert reader.query("p", data[0], 1)[0][0] == "x" and copied(reader, "p")
+    handle = writer._get("p", create=True)
+    in_write, go_on = threading.Event(), threading.Event()
+    real_upsert = handle.upsert
+
+    def slow_upsert(**args: Any) -> None:
+        in_write.set()
+        go_on.wait(timeout=2)
+        real_upsert(**args)
+
+    monkeypatch.setattr(handle, "upsert", slow_upsert)
+    writing = threading.Thread(target=writer.upsert, args=("p", ["y"], data[1:]))
+    writing.start()
+    assert in_write.wait(timeout=5)
+    closing = threading.Thread(target=writer.close)
+    closing.start()
+    time.sleep(0.05)
+    go_on.set()
+    writing.join()
+    closing.join()
+    assert sorted(i for i, _ in reader.query("p", data[1], 5)) == ["x", "y"]
+
+
+def test_a_cache_that_fails_to_open_leaves_the_copy_to_the_others(
+    make_cache: Any, tmp_path: Path
+) -> None:
+    from modelcache import CacheConfig, FakeEmbedder, IncompatibleCacheError
+    from modelcache.vectors import chroma as chroma_module
+
+    cache: Cache = make_cache()
+    cache.insert(Request(query="what is the refund window"), "30 days")
+    key = str((tmp_path / "cache" / "chroma").resolve())
+    assert chroma_module._mirrors[key][1] == 1
+    with pytest.raises(IncompatibleCacheError):
+        Cache(CacheConfig(path=str(tmp_path / "cache")), embedder=FakeEmbedder(7))
+    assert chroma_module._mirrors[key][1] == 1
+    cache.close()
+    assert key not in chroma_module._mirrors
