@@ -46,9 +46,11 @@ _Read = Callable[[int], "tuple[list[str], np.ndarray] | None"]
 
 class _Snapshot:
     """What a query reads: ids, their vectors and norms. Never changed once published; a write
-    publishes a new one (appends reuse the spare rows no published snapshot covers)."""
+    publishes a new one. Appends reuse the spare rows no published snapshot covers, and a
+    delete (or a replaced vector) only marks its row dead in a new mask, so a write costs the
+    rows it touches, not a copy of the partition; dead rows are compacted away past a quarter."""
 
-    __slots__ = ("ids", "index", "matrix", "norms", "size")
+    __slots__ = ("alive", "ids", "index", "matrix", "norms", "size")
 
     def __init__(
         self,
@@ -57,8 +59,10 @@ class _Snapshot:
         matrix: np.ndarray,
         norms: np.ndarray,
         size: int,
+        alive: np.ndarray | None = None,
     ) -> None:
         self.ids, self.index, self.matrix, self.norms, self.size = ids, index, matrix, norms, size
+        self.alive = alive  # None: every row up to size is live
 
     @classmethod
     def build(cls, ids: Sequence[str], vectors: np.ndarray) -> _Snapshot:
@@ -77,43 +81,68 @@ class _Snapshot:
             len(kept),
         )
 
+    @property
+    def live(self) -> int:
+        """Vectors the partition holds (rows marked dead not counted)."""
+        return len(self.index)
+
     def upserted(self, ids: Sequence[str], vectors: np.ndarray) -> _Snapshot:
-        """This snapshot with vectors inserted or replaced."""
+        """This snapshot with vectors inserted or replaced (a replaced row is marked dead and
+        its new vector appended)."""
         vectors = np.asarray(vectors, dtype=np.float32)
         if self.size and vectors.shape[1] != self.matrix.shape[1]:
             raise ValueError("a vector of another dimension than the partition's")
         fresh = {key: row for row, key in enumerate(ids)}  # the last of a repeated id wins
-        if self.size == 0 or any(key in self.index for key in fresh):
-            keep = [r for r, key in enumerate(self.ids) if key not in fresh]
-            new_ids = [self.ids[r] for r in keep] + list(fresh)
-            rows = list(fresh.values())
-            stacked = np.concatenate([self.matrix[keep], vectors[rows]]) if keep else vectors[rows]
-            return _Snapshot.build(new_ids, stacked)
-        size, added = self.size, len(fresh)
-        matrix = self.matrix
+        base = self.deleted([key for key in fresh if key in self.index], compact=False)
+        if base.size == 0:
+            return _Snapshot.build(list(fresh), vectors[list(fresh.values())])
+        size, added = base.size, len(fresh)
+        matrix = base.matrix
         if size + added > matrix.shape[0]:  # no spare rows: a larger buffer
             grown = np.empty((max(size + added, size * 3 // 2), matrix.shape[1]), np.float32)
             grown[:size] = matrix[:size]
             matrix = grown
         matrix[size : size + added] = vectors[list(fresh.values())]
         norms = np.concatenate(
-            [self.norms[:size], np.linalg.norm(matrix[size : size + added], axis=1)]
+            [base.norms[:size], np.linalg.norm(matrix[size : size + added], axis=1)]
         )
-        index = dict(self.index)
+        index = dict(base.index)
         index.update({key: size + n for n, key in enumerate(fresh)})
-        return _Snapshot(self.ids + list(fresh), index, matrix, norms, size + added)
+        alive = None
+        if base.alive is not None:
+            alive = np.concatenate([base.alive[:size], np.ones(added, dtype=bool)])
+        grown = _Snapshot(base.ids + list(fresh), index, matrix, norms, size + added, alive)
+        return grown.compacted() if grown.crowded else grown
 
-    def deleted(self, ids: Sequence[str]) -> _Snapshot:
+    def deleted(self, ids: Sequence[str], *, compact: bool = True) -> _Snapshot:
         """This snapshot without these ids (unknown ones ignored)."""
-        gone = {key for key in ids if key in self.index}
+        gone = [self.index[key] for key in dict.fromkeys(ids) if key in self.index]
         if not gone:
             return self
-        keep = [r for r, key in enumerate(self.ids) if key not in gone]
-        return _Snapshot.build([self.ids[r] for r in keep], self.matrix[keep])
+        alive = np.ones(self.size, dtype=bool) if self.alive is None else self.alive.copy()
+        alive[gone] = False
+        index = dict(self.index)
+        for key in dict.fromkeys(ids):
+            index.pop(key, None)
+        thinned = _Snapshot(self.ids, index, self.matrix, self.norms, self.size, alive)
+        return thinned.compacted() if compact and thinned.crowded else thinned
+
+    @property
+    def crowded(self) -> bool:
+        """Whether dead rows are worth compacting away (over a quarter, and over 64)."""
+        return self.size - self.live > max(64, self.size // 4)
+
+    def compacted(self) -> _Snapshot:
+        """The live rows only, in a buffer of their own."""
+        if self.alive is None:
+            return self
+        rows = np.flatnonzero(self.alive[: self.size])
+        return _Snapshot.build([self.ids[r] for r in rows], self.matrix[rows])
 
     def query(self, vector: np.ndarray, k: int) -> list[Hit]:
         """The k nearest by cosine similarity, best first, with their stored vectors."""
-        if self.size == 0 or k < 1:
+        live = self.live
+        if live == 0 or k < 1:
             return []
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         q_norm = float(np.linalg.norm(q))
@@ -124,13 +153,21 @@ class _Snapshot:
         for start in range(0, self.size, _BLOCK):
             np.matmul(matrix[start : start + _BLOCK], q, out=products[start : start + _BLOCK])
         sims = products / np.maximum(self.norms * q_norm, 1e-12)
+        if self.alive is not None:
+            sims[~self.alive[: self.size]] = -np.inf
+        k = min(k, live)
         if k < self.size:
             best = np.argpartition(-sims, k - 1)[:k]
             best = best[np.argsort(-sims[best], kind="stable")]
         else:
-            best = np.argsort(-sims, kind="stable")
+            best = np.argsort(-sims, kind="stable")[:k]
         # float32 rounding can put identical vectors a hair past 1: clamp to the cosine range
-        return [(self.ids[r], min(1.0, max(-1.0, float(sims[r]))), matrix[r]) for r in best]
+        alive = self.alive
+        return [
+            (self.ids[r], min(1.0, max(-1.0, float(sims[r]))), matrix[r])
+            for r in best
+            if alive is None or alive[r]
+        ]
 
 
 class _Loading:
@@ -279,6 +316,8 @@ class VectorMirror:
     def _publish(self, partition: str, snapshot: _Snapshot | None) -> None:
         """Install a snapshot (under ``_lock``), or hand the partition to Chroma when there is
         none or it does not fit."""
+        if snapshot is not None and snapshot.size > PARTITION_MAX:
+            snapshot = snapshot.compacted()  # the dead rows first
         if (
             snapshot is None
             or snapshot.size > PARTITION_MAX

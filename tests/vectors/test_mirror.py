@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from modelcache import Cache, Request
 from modelcache.vectors import ChromaVectorStore
@@ -372,3 +374,66 @@ def test_a_cache_that_fails_to_open_leaves_the_copy_to_the_others(
     assert chroma_module._mirrors[key][1] == 1
     cache.close()
     assert key not in chroma_module._mirrors
+
+
+# ---- the snapshot: writes touch their own rows, never the rest of the partition -------------
+def test_deletes_and_replacements_do_not_copy_the_partition() -> None:
+    """A delete marks rows dead and an overwrite appends: the matrix buffer is shared until
+    dead rows pass a quarter, then compacted."""
+    snapshot = mirror_module._Snapshot.build([f"e{i}" for i in range(400)], vectors(400))
+    thinned = snapshot.deleted(["e3", "e7"])
+    assert np.shares_memory(thinned.matrix, snapshot.matrix)
+    assert thinned.live == 398 and thinned.size == 400
+    replaced = thinned.upserted(["e9"], vectors(1, seed=9))
+    assert replaced.live == 398 and replaced.size == 401
+    found = {i for i, _, _ in replaced.query(vectors(1, seed=9)[0], 1_000)}
+    assert len(found) == 398 and not {"e3", "e7"} & found
+    assert replaced.query(vectors(1, seed=9)[0], 1)[0][0] == "e9"
+    compacted = replaced.deleted([f"e{i}" for i in range(100, 210)])  # 113 dead of 401
+    assert compacted.size == compacted.live == 288 and compacted.alive is None
+
+
+_MIRROR_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["upsert", "delete", "drop"]),
+        st.lists(st.integers(0, 119), min_size=1, max_size=40),
+        st.integers(0, 10_000),
+    ),
+    min_size=1,
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(ops=_MIRROR_OPS)
+def test_the_copy_answers_like_a_dictionary_under_any_writes(
+    ops: list[tuple[str, list[int], int]],
+) -> None:
+    """Any mix of inserts, overwrites, deletes and drops (compactions included): a query with a
+    large k returns exactly the live ids with their last vectors, best first."""
+    mirror = VectorMirror(100_000, spawn=lambda task: task())
+    model: dict[str, np.ndarray] = {}
+    mirror.query("p", vectors(1)[0], 1, lambda limit: ([], np.zeros((0, 0), np.float32)))
+    for kind, keys, seed in ops:
+        ids = [f"k{n}" for n in keys]
+        if kind == "upsert":
+            batch = vectors(len(ids), seed=seed)
+            mirror.upserted("p", ids, batch)
+            model.update(zip(ids, batch, strict=True))
+        elif kind == "delete":
+            mirror.deleted("p", ids)
+            for key in ids:
+                model.pop(key, None)
+        else:
+            mirror.dropped("p")
+            model.clear()
+            mirror.query("p", vectors(1)[0], 1, lambda limit: ([], np.zeros((0, 0), np.float32)))
+    probe = vectors(1, seed=12345)[0]
+    found = mirror.query("p", probe, 1_000, lambda limit: None)
+    assert found is not None
+    assert {i for i, _, _ in found} == set(model)
+    for key, sim, vec in found:
+        np.testing.assert_array_equal(vec, model[key])
+        assert sim == pytest.approx(float(vec @ probe), abs=1e-5)
+    sims = [sim for _, sim, _ in found]
+    assert sims == sorted(sims, reverse=True)
