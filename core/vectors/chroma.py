@@ -61,21 +61,21 @@ def _join_mirror(key: str, budget: int, spawn: Any) -> VectorMirror:
         mirror, users = _mirrors.get(key, (None, 0))
         if mirror is None:
             mirror = VectorMirror(budget, spawn=spawn)
-        mirror.budget = max(mirror.budget, budget)
+        mirror.budget = budget if users == 0 else max(mirror.budget, budget)
         _mirrors[key] = (mirror, users + 1)
         return mirror
 
 
 def _leave_mirror(key: str) -> None:
+    """The last store of a folder empties its copy but keeps it registered: a write that a
+    closed store still makes must reach the copy of a store opened on the folder later."""
     with _mirrors_guard:
         mirror, users = _mirrors.get(key, (None, 0))
         if mirror is None:
             return
         if users <= 1:
-            del _mirrors[key]
             mirror.forget()
-        else:
-            _mirrors[key] = (mirror, users - 1)
+        _mirrors[key] = (mirror, max(0, users - 1))
 
 
 def _gone(exc: Exception) -> bool:
@@ -341,14 +341,16 @@ class ChromaVectorStore:
             return
         mirror = self._mirror
         with _writing(mirror):
-            coll = self._get(collection, create=False)
-            if coll is None:
-                return
-            try:
-                coll.delete(ids=list(ids))
-            except Exception as exc:
-                if not self._forget_if_gone(collection, exc):
-                    raise
+            for _ in range(2):  # a handle of a collection that another store dropped
+                coll = self._get(collection, create=False)  # and refilled: reopened once
+                if coll is None:
+                    break
+                try:
+                    coll.delete(ids=list(ids))
+                    break
+                except Exception as exc:
+                    if not self._forget_if_gone(collection, exc):
+                        raise
             if mirror is not None:
                 mirror.deleted(collection, ids)
 

@@ -316,8 +316,10 @@ class VectorMirror:
     def _publish(self, partition: str, snapshot: _Snapshot | None) -> None:
         """Install a snapshot (under ``_lock``), or hand the partition to Chroma when there is
         none or it does not fit."""
-        if snapshot is not None and snapshot.size > PARTITION_MAX:
-            snapshot = snapshot.compacted()  # the dead rows first
+        if snapshot is not None and (
+            snapshot.size > PARTITION_MAX or self._held + snapshot.size > self.budget
+        ):
+            snapshot = snapshot.compacted()  # dead rows do not count against either limit
         if (
             snapshot is None
             or snapshot.size > PARTITION_MAX

@@ -373,7 +373,8 @@ def test_a_cache_that_fails_to_open_leaves_the_copy_to_the_others(
         Cache(CacheConfig(path=str(tmp_path / "cache")), embedder=FakeEmbedder(7))
     assert chroma_module._mirrors[key][1] == 1
     cache.close()
-    assert key not in chroma_module._mirrors
+    mirror, users = chroma_module._mirrors[key]
+    assert users == 0 and mirror.held == 0  # emptied, kept for writes still under way
 
 
 # ---- the snapshot: writes touch their own rows, never the rest of the partition -------------
@@ -437,3 +438,41 @@ def test_the_copy_answers_like_a_dictionary_under_any_writes(
         assert sim == pytest.approx(float(vec @ probe), abs=1e-5)
     sims = [sim for _, sim, _ in found]
     assert sims == sorted(sims, reverse=True)
+
+
+def test_an_overwrite_at_the_budget_keeps_the_partition_in_memory(tmp_path: Path) -> None:
+    """Dead rows do not count against the budget: they are compacted away first."""
+    store = memory_store(tmp_path / "c", budget=5)
+    data = vectors(6)
+    store.upsert("p", [f"e{i}" for i in range(5)], data[:5])
+    assert store.query("p", data[0], 1)[0][0] == "e0" and copied(store, "p")
+    store.upsert("p", ["e2"], data[5:6])  # the same id again
+    assert copied(store, "p")
+    assert store.query("p", data[5], 1)[0][0] == "e2"
+
+
+def test_a_delete_through_a_stale_handle_reaches_the_new_collection(tmp_path: Path) -> None:
+    """Another store dropped and refilled the partition: the delete reopens it by name."""
+    mine = memory_store(tmp_path / "c")
+    other = memory_store(tmp_path / "c")
+    data = vectors(2)
+    mine.upsert("p", ["x"], data[:1])  # caches mine's handle
+    other.drop("p")
+    other.upsert("p", ["x", "y"], data)
+    assert sorted(i for i, _ in other.query("p", data[0], 5)) == ["x", "y"]
+    mine.delete("p", ["x"])
+    assert other.ids("p") == ["y"]
+    assert [i for i, _ in other.query("p", data[0], 5)] == ["y"]
+
+
+def test_a_write_of_a_closed_store_reaches_a_store_opened_after_it(tmp_path: Path) -> None:
+    """A write still under way when the last store of the folder closes (an insert thread, the
+    maintenance thread) must reach the copy of a store opened on the folder afterwards."""
+    old = memory_store(tmp_path / "c")
+    data = vectors(2)
+    old.upsert("p", ["a", "b"], data)
+    old.close()
+    new = memory_store(tmp_path / "c")
+    assert sorted(i for i, _ in new.query("p", data[0], 5)) == ["a", "b"] and copied(new, "p")
+    old.delete("p", ["a"])
+    assert [i for i, _ in new.query("p", data[0], 5)] == sorted(new.ids("p")) == ["b"]
