@@ -38,6 +38,11 @@ _PURGE_BATCH = 500  # expired entries deleted per pass
 _PROTECT = 1024  # entries just written that eviction spares, at most (>= insert_many's batch)
 _RETENTION_EVERY = 3600.0  # seconds between query-log retention passes
 _CHUNK_TRIM_EVERY = 600.0  # seconds between trims of the stored chunk vectors
+# Seconds a vector must stay without its row before it counts as an orphan: an insert writes
+# its vector just before its row, and another process (or another cache of this folder) shares
+# no lock with it, so a vector met without a row may have its row on the way (its commit can
+# wait out a lock or a retry: sql_timeout is 10 s by default).
+_ORPHAN_GRACE = 60.0
 _REPAIR_BATCH = 256  # rows re-embedded per batch by repair()
 
 
@@ -106,7 +111,8 @@ class Maintenance:
         self._clock = clock
         self._hit_lock = threading.Lock()
         self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
-        self._orphans: dict[str, set[str]] = {}  # met by lookups while a write was running
+        # vectors lookups met without a row: partition -> id -> when first met
+        self._orphans: dict[str, dict[str, float]] = {}
         self._next_purge = 0.0
         self._next_retention = 0.0
         self._next_chunk_trim = 0.0
@@ -124,12 +130,16 @@ class Maintenance:
     def drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
         """Vectors whose row is gone (a crash between the two writes): ignore and delete.
 
-        An insert writes its vector just before its row: under the write lock, inserts of
-        this process have finished, and a row that exists by then is no orphan. A lookup never
-        waits for that lock: while a write holds it, the ids are left to the background pass.
+        An insert writes its vector just before its row, and an insert of another process or
+        of another cache of the folder holds no lock of ours: a vector is deleted only once it
+        has been without its row for ``_ORPHAN_GRACE`` seconds. A lookup never waits for the
+        write lock: while a write holds it, the ids are left to the background pass.
         """
+        now = self._clock()
         with self._hit_lock:
-            self._orphans.setdefault(partition_id, set()).update(ids)
+            noted = self._orphans.setdefault(partition_id, {})
+            for entry_id in ids:
+                noted.setdefault(entry_id, now)
         if self._write_lock.acquire(blocking=False):
             try:
                 self._clean_orphans()
@@ -167,9 +177,19 @@ class Maintenance:
             log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 
     def _clean_orphans(self) -> None:
-        """Delete the noted orphan vectors whose row still does not exist (write lock held)."""
+        """Delete the orphan vectors noted at least ``_ORPHAN_GRACE`` seconds ago whose row
+        still does not exist (write lock held); younger ones wait for a later pass."""
+        due = self._clock() - _ORPHAN_GRACE
+        noted: dict[str, set[str]] = {}
         with self._hit_lock:
-            noted, self._orphans = self._orphans, {}
+            for partition_id, seen in list(self._orphans.items()):
+                ripe = {i for i, first in seen.items() if first <= due}
+                if ripe:
+                    noted[partition_id] = ripe
+                    for entry_id in ripe:
+                        del seen[entry_id]
+                if not seen:
+                    del self._orphans[partition_id]
         for partition_id, ids in sorted(noted.items()):
             try:
                 gone = sorted(ids - {i for i, _ in self._sql.locate(sorted(ids))})

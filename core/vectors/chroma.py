@@ -62,6 +62,7 @@ def _join_mirror(key: str, budget: int, spawn: Any) -> VectorMirror:
         if mirror is None:
             mirror = VectorMirror(budget, spawn=spawn)
         mirror.budget = budget if users == 0 else max(mirror.budget, budget)
+        mirror.reopen()
         _mirrors[key] = (mirror, users + 1)
         return mirror
 

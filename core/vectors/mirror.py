@@ -205,6 +205,7 @@ class VectorMirror:
         self.writing = threading.Lock()  # one write (Chroma's, then the mirror's) at a time
         self._parts: dict[str, _Snapshot | _Loading | str | float] = {}
         self._held = 0  # vectors in snapshots plus those reserved by copies under way
+        self._open = True  # False once the folder's last store closed (see forget)
 
     # ---- reads ------------------------------------------------------------------------------
     def query(
@@ -230,6 +231,8 @@ class VectorMirror:
     def _start_copy(self, partition: str, read: _Read) -> None:
         with self._lock:
             part = self._parts.get(partition)
+            if not self._open:
+                return  # a lookup that raced the last store's close: nobody keeps it exact
             if not (part is None or (isinstance(part, float) and self._clock() >= part)):
                 return
             if self._held >= self.budget:
@@ -331,10 +334,16 @@ class VectorMirror:
         self._parts[partition] = snapshot
 
     def forget(self) -> None:
-        """Drop every copy (the store closed)."""
+        """Drop every copy and make no more (the folder's last store closed)."""
         with self._lock:
+            self._open = False
             self._parts.clear()
             self._held = 0
+
+    def reopen(self) -> None:
+        """A store of the folder opened again: copies may be made."""
+        with self._lock:
+            self._open = True
 
     @property
     def held(self) -> int:

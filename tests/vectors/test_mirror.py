@@ -476,3 +476,19 @@ def test_a_write_of_a_closed_store_reaches_a_store_opened_after_it(tmp_path: Pat
     assert sorted(i for i, _ in new.query("p", data[0], 5)) == ["a", "b"] and copied(new, "p")
     old.delete("p", ["a"])
     assert [i for i, _ in new.query("p", data[0], 5)] == sorted(new.ids("p")) == ["b"]
+
+
+def test_a_lookup_racing_the_last_close_makes_no_copy(tmp_path: Path) -> None:
+    """A query that read its settings before the folder's last store closed must not copy the
+    partition into a registry entry nobody keeps exact (another process may own it next)."""
+    store = memory_store(tmp_path / "c")
+    data = vectors(2)
+    store.upsert("p", ["a", "b"], data)
+    mirror = store._mirror
+    assert mirror is not None
+    store.close()  # the last store: the copy is emptied, the folder lock would be released
+    reads: list[int] = []
+    found = mirror.query("p", data[0], 5, lambda limit: reads.append(limit) or None)
+    assert found is None and reads == [] and mirror.held == 0
+    reopened = memory_store(tmp_path / "c")  # a store opened later copies again
+    assert [i for i, _ in reopened.query("p", data[0], 1)] == ["a"] and copied(reopened, "p")
