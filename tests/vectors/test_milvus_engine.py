@@ -45,7 +45,7 @@ def milvus_cache(
     name = f"e_{secrets.token_hex(4)}"
     mapping = request.param
 
-    def factory(**fields: Any) -> Cache:
+    def factory(clock_: Callable[[], float] | None = None, **fields: Any) -> Cache:
         fields = {
             "milvus_collection": name,
             "vector_url": milvus_lite_file,
@@ -53,7 +53,8 @@ def milvus_cache(
             "lookup_timeout": None,  # milvus-lite's first searches can exceed the default deadline
             **fields,
         }
-        cache = Cache(CacheConfig(path=str(tmp_path / "cache"), **fields), embedder=fake_embedder)
+        config = CacheConfig(path=str(tmp_path / "cache"), **fields)
+        cache = Cache(config, embedder=fake_embedder, clock=clock_ or time.time)
         made.append(cache)
         return cache
 
@@ -165,9 +166,9 @@ def test_follow_ups_recall_only_their_own_conversation(milvus_cache: Callable[..
 
 
 def test_check_reports_both_kinds_of_drift(
-    milvus_cache: Callable[..., Cache], tmp_path: Path
+    milvus_cache: Callable[..., Cache], tmp_path: Path, clock: Any
 ) -> None:
-    cache = milvus_cache()
+    cache = milvus_cache(clock_=clock)
     kept = cache.insert(rq(), "kept")
     lost_vector = cache.insert(rq("What is write-ahead logging?"), "wal")
     lost_row = cache.insert(rq("What is a B-tree index?"), "btree")
@@ -178,9 +179,11 @@ def test_check_reports_both_kinds_of_drift(
     report = cache.check()
     assert (report.rows_without_vector, report.vectors_without_row) == ([lost_vector], [lost_row])
     assert kept not in report.rows_without_vector + report.vectors_without_row
-    # a lookup that recalls the orphan ignores it and deletes it
+    # a lookup that recalls the orphan ignores it; a minute later it is deleted
     hit = cache.lookup(rq("What is a B-tree index?"), threshold=-1.0)
     assert hit is None or hit.entry_id != lost_row
+    clock.advance(61)
+    cache.flush()
     assert lost_row not in cache._vectors.ids(pid)
 
 
