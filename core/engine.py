@@ -925,17 +925,20 @@ class Cache:
         params_json = _canonical_json(params, "params") if params is not None else None
         everything = tenant is None and env is None and model is None and params is None
         try:
-            partitions = self._sql.find_partitions(tenant, env, model, params_json)
-            ids = [p.id for p in partitions]
-            targets = set(ids)
-            if everything:
-                targets.update(self._sql.entry_partitions())
-                targets.update(self._vectors.collections())
-                deleted = self._sql.delete_all()
-            else:
-                deleted = self._sql.delete_partitions(ids)
-            for pid in targets:
-                self._vectors.drop(pid)
+            # an insert of this process writes its vector, then its row: dropping the vectors in
+            # between would leave its row without one, so a clear waits for it
+            with self._write_lock:
+                partitions = self._sql.find_partitions(tenant, env, model, params_json)
+                ids = [p.id for p in partitions]
+                targets = set(ids)
+                if everything:
+                    targets.update(self._sql.entry_partitions())
+                    targets.update(self._vectors.collections())
+                    deleted = self._sql.delete_all()
+                else:
+                    deleted = self._sql.delete_partitions(ids)
+                for pid in targets:
+                    self._vectors.drop(pid)
         except Exception as exc:
             raise BackendError(f"clear failed: {describe_error(exc)}") from exc
         return deleted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,3 +152,31 @@ def test_a_lookup_in_another_cache_spares_the_vector_of_an_insert_under_way(
     assert inserter.check().ok
     hit = looker.lookup(paraphrase)
     assert hit is not None and hit.answer == "WAL answer"
+
+
+def test_a_clear_waits_for_an_insert_under_way(make_cache: Callable[..., Cache]) -> None:
+    """A clear between an insert's vector and its row dropped the vector, and the row that came
+    after it had none: the clear now waits for the insert, then removes both."""
+    cache = make_cache()
+    vectors_written, go_on = threading.Event(), threading.Event()
+    real_upsert = cache._sql.upsert
+
+    def row_after_a_pause(*args: Any, **kwargs: Any) -> Any:
+        vectors_written.set()
+        go_on.wait(10)
+        return real_upsert(*args, **kwargs)
+
+    cache._sql.upsert = row_after_a_pause  # type: ignore[method-assign]
+    req = Request.from_text("what is write ahead logging in sqlite")
+    inserting = threading.Thread(target=cache.insert, args=(req, "WAL answer"))
+    inserting.start()
+    assert vectors_written.wait(10)
+    clearing = threading.Thread(target=cache.clear)
+    clearing.start()
+    time.sleep(0.1)  # the clear, if it did not wait, would drop the vector now
+    go_on.set()
+    inserting.join(10)
+    clearing.join(10)
+    report = cache.check()
+    assert not report.rows_without_vector, report
+    assert cache.lookup(req) is None
