@@ -123,6 +123,21 @@ def test_insert_racing_a_remove_in_another_cache_leaves_at_most_an_orphan(
     assert remover.check().ok
 
 
+def _pause_before_the_row(cache: Cache) -> tuple[threading.Event, threading.Event]:
+    """Make the cache's inserts stop between their vector and their row: the first event is
+    set when an insert gets there, the second lets it go on."""
+    vectors_written, go_on = threading.Event(), threading.Event()
+    real_upsert = cache._sql.upsert
+
+    def row_after_a_pause(*args: Any, **kwargs: Any) -> Any:
+        vectors_written.set()
+        go_on.wait(10)
+        return real_upsert(*args, **kwargs)
+
+    cache._sql.upsert = row_after_a_pause  # type: ignore[method-assign]
+    return vectors_written, go_on
+
+
 def test_a_lookup_in_another_cache_spares_the_vector_of_an_insert_under_way(
     make_cache: Callable[..., Cache], clock: Any
 ) -> None:
@@ -130,15 +145,7 @@ def test_a_lookup_in_another_cache_spares_the_vector_of_an_insert_under_way(
     process) holds none of its locks: a lookup meeting the vector in between must not delete
     it, or the acknowledged entry is left without a vector, lost to semantic lookups."""
     inserter, looker = make_cache(), make_cache()
-    vectors_written, go_on = threading.Event(), threading.Event()
-    real_upsert = inserter._sql.upsert
-
-    def row_after_a_pause(*args: Any, **kwargs: Any) -> Any:
-        vectors_written.set()
-        go_on.wait(10)
-        return real_upsert(*args, **kwargs)
-
-    inserter._sql.upsert = row_after_a_pause  # type: ignore[method-assign]
+    vectors_written, go_on = _pause_before_the_row(inserter)
     req = Request.from_text("what is write ahead logging in sqlite")
     writing = threading.Thread(target=inserter.insert, args=(req, "WAL answer"))
     writing.start()
@@ -158,15 +165,7 @@ def test_a_clear_waits_for_an_insert_under_way(make_cache: Callable[..., Cache])
     """A clear between an insert's vector and its row dropped the vector, and the row that came
     after it had none: the clear now waits for the insert, then removes both."""
     cache = make_cache()
-    vectors_written, go_on = threading.Event(), threading.Event()
-    real_upsert = cache._sql.upsert
-
-    def row_after_a_pause(*args: Any, **kwargs: Any) -> Any:
-        vectors_written.set()
-        go_on.wait(10)
-        return real_upsert(*args, **kwargs)
-
-    cache._sql.upsert = row_after_a_pause  # type: ignore[method-assign]
+    vectors_written, go_on = _pause_before_the_row(cache)
     req = Request.from_text("what is write ahead logging in sqlite")
     inserting = threading.Thread(target=cache.insert, args=(req, "WAL answer"))
     inserting.start()
