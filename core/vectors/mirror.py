@@ -221,19 +221,24 @@ class VectorMirror:
         part = self._parts.get(partition)
         if isinstance(part, _Snapshot):
             return part.query(vector, k)
-        if part is None or (isinstance(part, float) and self._clock() >= part):
+        if self._due(part):
             self._start_copy(partition, read)
             part = self._parts.get(partition)  # a copy run at once (tests) answers already
             if isinstance(part, _Snapshot):
                 return part.query(vector, k)
         return None
 
+    def _due(self, part: _Snapshot | _Loading | str | float | None) -> bool:
+        """Whether a partition in this state is to be copied now: never tried, or its retry
+        time has come."""
+        return part is None or (isinstance(part, float) and self._clock() >= part)
+
     def _start_copy(self, partition: str, read: _Read) -> None:
         with self._lock:
             part = self._parts.get(partition)
             if not self._open:
                 return  # a lookup that raced the last store's close: nobody keeps it exact
-            if not (part is None or (isinstance(part, float) and self._clock() >= part)):
+            if not self._due(part):
                 return
             if self._held >= self.budget:
                 return  # no room now; a later query tries again
@@ -364,8 +369,6 @@ def _applied(snapshot: _Snapshot, op: _Op) -> _Snapshot:
     if kind == "delete":
         return snapshot.deleted(ids)
     assert vectors is not None
-    if snapshot.size == 0:
-        return _Snapshot.build(ids, vectors)
     return snapshot.upserted(ids, vectors)
 
 
