@@ -67,6 +67,16 @@ _BACK_REFERENCES = frozenset({
     "new", "old", "current", "next", "last", "first", "second", "third", "latest", "below",
     "mentioned", "said",
 })  # fmt: skip
+# the speaker: a question about "my" or "I" may rest on what the user said of themselves earlier
+# ("I'm pregnant" ... "how much caffeine can I drink a day?")
+# ("us" is left out: it is also the US); an earlier turn speaks of its user with a subject or a
+# possessive ("tell me a joke" says nothing about them)
+_SELF = frozenset({
+    "i", "i'm", "i've", "i'd", "i'll", "my", "mine", "myself",
+    "we", "we're", "we've", "our", "ours", "ourselves",
+})  # fmt: skip
+_PERSONAL = _SELF | {"me"}
+_TOOL_ROLES = frozenset({"tool", "function"})
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
@@ -95,6 +105,46 @@ def _self_contained(text: str) -> bool:
     if len(words) < _STANDALONE_MIN_WORDS or any(w in _BACK_REFERENCES for w in words):
         return False
     return not any(lowered.startswith(c + " ") for c in _CONTINUATIONS)
+
+
+def _personal(text: str, words: frozenset[str] = _PERSONAL) -> bool:
+    """Whether a text speaks of its speaker (I, my, me, we ...; ``_SELF``: not "me")."""
+    return any(w in words for w in _WORD.findall(text.casefold()))
+
+
+def _self_described(turns: Sequence[str]) -> bool:
+    """Whether a user said something of themselves in these turns ("I'm pregnant")."""
+    return any(_personal(turn, _SELF) for turn in turns)
+
+
+def _tool_results(turns: Sequence[tuple[str, str]]) -> list[str]:
+    """What tools returned in a conversation, in order: data, compared word for word."""
+    return [text for role, text in turns if role in _TOOL_ROLES]
+
+
+def _surface_conflict(asked: str, stored: str) -> str | None:
+    """Two texts with the same words up to case and spacing that still differ in meaning:
+    their indentation (code), or the case of a word beyond its first letter (``CO`` / ``Co``,
+    ``'AbC'`` / ``'abc'``) when neither text is written in one case throughout. The
+    embedding cannot tell them apart (the model lower-cases and ignores spacing)."""
+    if asked == stored:
+        return None
+    words, other = asked.split(), stored.split()
+    if [w.casefold() for w in words] != [w.casefold() for w in other]:
+        return None  # other words: for the guard
+    if _indents(asked) != _indents(stored):
+        return "indentation differs"
+    if any(t in (t.lower(), t.upper()) for t in (asked, stored)):
+        return None  # "what is ai" typed in lower case asks what "What is AI?" asks
+    for x, y in zip(words, other, strict=True):
+        if x != y and x[1:] != y[1:]:
+            return "case differs"
+    return None
+
+
+def _indents(text: str) -> list[int]:
+    """The indentation of the line of each word of a text."""
+    return [len(line) - len(line.lstrip()) for line in text.split("\n") for _ in line.split()]
 
 
 def _clarifying(turns: Sequence[tuple[str, str]]) -> bool:
@@ -263,9 +313,12 @@ class Acceptor:
         return self.thresholds.short
 
     def is_standalone(self, request: Request, query: np.ndarray, context: np.ndarray) -> bool:
-        """A self-contained question whose earlier turns are about something else."""
+        """A self-contained question whose earlier turns are about something else, and that
+        does not ask about the user when the user spoke of themselves before."""
+        users = [normalize_text(m.content) for m in request.history if m.role == "user"]
         return (
             _self_contained(request.query_text)
+            and not (_personal(request.query_text) and _self_described(users))
             and float(np.dot(query, context)) < _STANDALONE_MAX_RELATEDNESS
         )
 
@@ -291,6 +344,14 @@ class Acceptor:
         request's query vector stands in for the stored one: they passed the threshold)."""
         if row.context_vector is None or not _self_contained(row.query):
             return False
+        if _personal(row.query):
+            try:
+                turns = json.loads(row.history_json)
+                users = [str(t[1] or "") for t in turns if t[0] == "user"]
+            except (TypeError, ValueError, IndexError, KeyError):
+                return False  # a corrupt row: a miss
+            if _self_described(users):
+                return False
         relatedness = float(np.dot(query, row.context_vector))
         return relatedness < _STANDALONE_MAX_RELATEDNESS
 
@@ -309,6 +370,8 @@ class Acceptor:
         except (TypeError, ValueError, IndexError, KeyError):
             return False  # a corrupt row: a miss
         asked = [(m.role, normalize_text(m.content)) for m in request.history]
+        if _tool_results(asked) != _tool_results(stored):
+            return False  # data a tool returned ("heavy rain" / "sunny") is not reworded chat
         if _clarifying(asked) != _clarifying(stored):
             return False  # "which country do you mean?" is not an answer the follow-up builds on
         if self._guard is None:
@@ -449,6 +512,10 @@ class Acceptor:
             if cand.row.attachments != request.attachment_digest or not self._context_matches(
                 request, conversation, cand, threshold
             ):
+                continue
+            surface = _surface_conflict(request.query_text, cand.row.query)
+            if surface is not None:
+                log.debug("rejected %s: %s", cand.row.id, surface)
                 continue
             # long texts get the guard over the parts that differ, in the long-text check
             long = self._longtext.applies(request.query_text, cand.row.query)

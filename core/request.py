@@ -7,13 +7,15 @@ last user message, normalised) and an *exact key* (hash of partition, context an
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import itertools
 import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 from .errors import ConfigError
@@ -32,6 +34,30 @@ __all__ = [
 ]
 
 _WS = re.compile(r"\s+")
+# Entry ids of this scheme; earlier stores' entries (case-folded, whitespace-collapsed keys)
+# still answer as semantic hits, and an insert of the same request writes the new id.
+_KEY_VERSION = "k2"
+_MAX_DEPTH = 64  # answers and metadata nested deeper are refused (JSON readers stop near 255)
+# Unicode blocks holding every character whose compatibility form is a superscript or a
+# subscript (a test checks the whole code space against this list).
+_MARKED_BLOCKS = (
+    (0x00AA, 0x00BA),
+    (0x02B0, 0x02E4),
+    (0x10FC, 0x10FC),
+    (0x1D2C, 0x1DBF),
+    (0x2070, 0x209C),
+    (0x2120, 0x2122),
+    (0x2C7C, 0x2C7D),
+    (0x2D6F, 0x2D6F),
+    (0x3192, 0x319F),
+    (0xA69C, 0xA69D),
+    (0xA770, 0xA770),
+    (0xA7F2, 0xA7F9),
+    (0xAB5C, 0xAB69),
+    (0x10780, 0x107BA),
+    (0x1E030, 0x1E06D),
+    (0x1F16A, 0x1F16C),
+)
 _ROLES = {"system", "user", "assistant", "tool", "function", "developer"}
 # What every SQL backend holds: VARCHAR(191) for tenant and model (utf8mb4 index limit on
 # MariaDB), VARCHAR(64) for env; longer names are refused here rather than failing in SQL.
@@ -56,22 +82,93 @@ def check_name(what: str, value: Any, limit: int = 191) -> str:
 
 
 def check_text(what: str, value: str) -> str:
-    """Refuse text that cannot be stored as UTF-8 (lone surrogates, e.g. ``"\\ud800"`` in JSON)."""
+    """Refuse text that some store cannot hold: lone surrogates (e.g. ``"\\ud800"`` in JSON),
+    not UTF-8, and NUL, which PostgreSQL refuses in text."""
     if _SURROGATE.search(value):
         raise ConfigError(f"{what} contains a lone surrogate (not valid Unicode text)")
+    if "\x00" in value:
+        raise ConfigError(f"{what} contains a NUL character")
     return value
 
 
 def normalize_text(text: str) -> str:
-    """NFKC-normalise, collapse whitespace and strip: the form that is embedded and hashed."""
+    """The form of a text that is embedded, compared and hashed: NFKC (superscripts and
+    subscripts kept apart, so 2³ is not 23), spaces collapsed within each line, and the common
+    indentation and the blank ends removed. Line breaks and indentation stay: in code they
+    change the answer."""
+    lines: list[str] = []
+    for line in _compatible(text).splitlines():
+        body = line.strip()
+        if not body:
+            if lines and lines[-1]:
+                lines.append("")  # a run of blank lines counts as one
+            continue
+        lines.append(line[: len(line) - len(line.lstrip())] + _WS.sub(" ", body))
+    while lines and not lines[-1]:
+        lines.pop()
+    indents = [len(line) - len(line.lstrip()) for line in lines if line]
+    common = min(indents, default=0)
+    return "\n".join(line[common:] for line in lines)
+
+
+def _system_form(text: str) -> str:
+    """The system prompt's form in the partition id: NFKC with all whitespace collapsed, as
+    in every store written so far (a new form would orphan their partitions)."""
     return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip()
 
 
+@functools.cache
+def _marked_forms() -> dict[int, str]:
+    """Superscript and subscript characters and the form that keeps them apart: ``^2`` for
+    ², ``_2`` for ₂ (NFKC alone would make x² read x2)."""
+    forms: dict[int, str] = {}
+    for code in itertools.chain.from_iterable(range(a, b + 1) for a, b in _MARKED_BLOCKS):
+        decomposition = unicodedata.decomposition(chr(code))
+        for tag, mark in (("<super>", "^"), ("<sub>", "_")):
+            if decomposition.startswith(tag):
+                forms[code] = mark + unicodedata.normalize("NFKC", chr(code))
+    return forms
+
+
+def _compatible(text: str) -> str:
+    """NFKC, with superscripts and subscripts marked first (see ``_marked_forms``)."""
+    if not text.isascii():
+        text = text.translate(_marked_forms())
+    return unicodedata.normalize("NFKC", text)
+
+
 def _canonical_json(value: Any, what: str) -> str:
+    """Canonical JSON of a value to store or hash; refuses what some store or client could not
+    read back (NaN or infinite numbers, lone surrogates, nesting over ``_MAX_DEPTH``)."""
+    if _depth(value) > _MAX_DEPTH:
+        raise ConfigError(f"{what} is nested more than {_MAX_DEPTH} levels deep")
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        encoded = json.dumps(
+            value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{what} must be JSON-serialisable: {exc}") from exc
+        raise ConfigError(f"{what} must be JSON-serialisable, with finite numbers: {exc}") from exc
+    if _SURROGATE.search(encoded):
+        raise ConfigError(f"{what} contains a lone surrogate (not valid Unicode text)")
+    return encoded
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in a value (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > _MAX_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _digest(*parts: str) -> str:
@@ -118,7 +215,10 @@ def _split_content(content: Any) -> tuple[str, str]:
         for part in content:
             if isinstance(part, str):
                 texts.append(part)
-            elif isinstance(part, Mapping) and part.get("type", "text") == "text":
+            elif isinstance(part, Mapping) and (
+                part.get("type") == "text" or ("type" not in part and set(part) == {"text"})
+            ):  # a part without a type is text only when it holds nothing else (an image's
+                # data in an untyped part must still change the key)
                 texts.append(str(part.get("text", "")))
             else:
                 others.append(check_text("a message part", _canonical_json(part, "a message part")))
@@ -151,7 +251,48 @@ class Message:
         if not isinstance(message, Mapping) or "role" not in message:
             raise ConfigError(f"a message needs 'role' and 'content', got {type(message).__name__}")
         text, attachments = _split_content(message.get("content"))
+        marks = [f"[name {message['name']}]"] if message.get("name") else []
+        marks += [_call_text("tool_call", call) for call in message.get("tool_calls") or ()]
+        if message.get("function_call"):
+            marks.append(_call_text("function_call", message["function_call"]))
+        if marks:  # who spoke and what was called change the answer: part of the turn's text
+            text = "\n".join([text, *marks]) if text else "\n".join(marks)
         return cls(role=str(message["role"]), content=text, attachments=attachments)
+
+
+def _call_text(kind: str, call: Any) -> str:
+    """A tool or function call as text (its name and canonical arguments, not its id, which
+    differs on every generation): ``[tool_call transfer {"amount":10}]``."""
+    if not isinstance(call, Mapping):
+        return f"[{kind} {_canonical_json(call, 'a tool call')}]"
+    function = call.get("function", call)
+    function = function if isinstance(function, Mapping) else {"name": str(function)}
+    arguments = function.get("arguments", function.get("args"))
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError):  # not JSON: kept as the string it is
+            arguments = json.loads(arguments)
+    encoded = _canonical_json(arguments, "tool call arguments")
+    return f"[{kind} {function.get('name', '')} {encoded}]"
+
+
+def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[str]:
+    """For each message, which earlier call a tool result answers (``[result of call 2
+    lookup]``), found by its ``tool_call_id``; results of swapped calls then differ."""
+    calls: dict[str, str] = {}
+    marks: list[str] = []
+    for message in messages:
+        mark = ""
+        if isinstance(message, Mapping):
+            for number, call in enumerate(message.get("tool_calls") or (), 1):
+                if isinstance(call, Mapping) and call.get("id"):
+                    function = call.get("function", call)
+                    name = function.get("name", "") if isinstance(function, Mapping) else ""
+                    calls[str(call["id"])] = f"[result of call {number} {name}]"
+            ref = message.get("tool_call_id")
+            if ref is not None:
+                mark = calls.get(str(ref), "[result of an unknown call]")
+        marks.append(mark)
+    return marks
 
 
 @dataclass(frozen=True)
@@ -170,7 +311,7 @@ class Scope:
             raise ConfigError("scope params must be a mapping of generation parameters")
         check_text("scope params", _canonical_json(dict(self.params), "scope params"))
 
-    @cached_property
+    @functools.cached_property
     def params_json(self) -> str:
         """Canonical JSON of the generation parameters (sorted keys)."""
         return _canonical_json(dict(self.params), "scope params")
@@ -213,7 +354,7 @@ class Partition:
         fields = (scope.tenant, scope.env, scope.model, scope.params_json)
         if any("\x00" in f for f in fields):  # a Scope built around its own validation
             raise ConfigError("scope names must not contain NUL characters")
-        system_hash = _digest(normalize_text(system)) if system else ""
+        system_hash = _digest(_system_form(system)) if system else ""
         pid = _digest(*fields, system_hash)
         return cls(
             pid, scope.tenant, scope.env, scope.model, scope.params_json, system_hash, system or ""
@@ -274,7 +415,13 @@ class Request:
         between them is the history. Trailing assistant turns after the last user message are
         not part of the question and are rejected.
         """
-        msgs = [Message.from_any(m) for m in messages]
+        given = list(messages)
+        msgs = [
+            Message(m.role, "\n".join(filter(None, [m.content, mark])), m.attachments)
+            if mark
+            else m
+            for m, mark in zip(map(Message.from_any, given), _answering(given), strict=True)
+        ]
         system_parts = [m.content for m in msgs if m.role in ("system", "developer")]
         turns = [m for m in msgs if m.role not in ("system", "developer")]
         if not turns or turns[-1].role != "user":
@@ -289,51 +436,49 @@ class Request:
         )
 
     # ---- the key builder ----------------------------------------------------------------
-    @cached_property
+    @functools.cached_property
     def partition(self) -> Partition:
         """Partition of this request (scope and system prompt)."""
         return Partition.of(self.scope, self.system)
 
-    @cached_property
+    @functools.cached_property
     def query_text(self) -> str:
         """The text that is embedded: the last user message, normalised."""
         return normalize_text(self.query)
 
-    @cached_property
+    @functools.cached_property
     def context_text(self) -> str:
         """The earlier user turns, normalised and joined; empty for a standalone question."""
         return "\n".join(
             normalize_text(m.content) for m in self.history if m.role == "user" and m.content
         )
 
-    @cached_property
+    @functools.cached_property
     def conversation_text(self) -> str:
         """Every earlier turn (user and replies), normalised; compared by meaning on lookup."""
         return conversation_text((m.role, m.content) for m in self.history)
 
-    @cached_property
+    @functools.cached_property
     def attachment_digest(self) -> str:
         """Digest of every non-text part in the conversation; a hit must match it exactly."""
         parts = [m.attachments for m in self.history] + [self.attachments]
         return _digest(*parts) if any(parts) else ""
 
-    @cached_property
+    @functools.cached_property
     def exact_key(self) -> str:
-        """Deterministic entry id: hash of partition, full history and case-folded query.
+        """Deterministic entry id: hash of partition, full history, query and attachments.
 
-        Attachment digests join only when present, so text-only keys stay stable.
+        Case, line breaks and indentation count (``What is CO?`` is not ``What is Co?``; code
+        indented otherwise is other code); the parts are JSON-encoded, so no text can forge
+        another part (a NUL in a query is only a character).
         """
-        history = _canonical_json(
-            [
-                [m.role, normalize_text(m.content), *([m.attachments] if m.attachments else [])]
-                for m in self.history
-            ],
-            "history",
-        )
-        parts = [self.partition.id, history, self.query_text.casefold()]
-        if self.attachment_digest:
-            parts.append(self.attachment_digest)
-        return _digest(*parts)
+        history = [
+            [m.role, normalize_text(m.content), *([m.attachments] if m.attachments else [])]
+            for m in self.history
+        ]
+        key = [_KEY_VERSION, self.partition.id, history, self.query_text, self.attachment_digest]
+        encoded = json.dumps(key, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(encoded.encode("utf-8")).hexdigest()[:32]
 
     def __hash__(self) -> int:
         return hash(self.exact_key)

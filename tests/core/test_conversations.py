@@ -145,3 +145,55 @@ def test_a_conversation_with_the_same_replies_answers_its_follow_ups(
     assert hit is not None and hit.answer == "x"
     hit = cache.lookup(Request("which gas do plants give off", history=history["y"]))
     assert hit is not None and hit.answer == "y"
+
+
+def test_a_question_about_the_user_after_they_spoke_of_themselves_is_no_standalone(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """A self-contained question about "I" after "I'm pregnant." was judged standalone and
+    served the generic answer (and the personal answer went to other users the other way)."""
+    cache = make_cache(lookup_timeout=None)
+    question = "How much caffeine can I safely drink every single day?"
+    cache.insert(Request(question), "Up to 400 mg a day is safe for most adults.")
+    told = (Message("user", "I'm pregnant."), Message("assistant", "Congratulations!"))
+    assert cache.lookup(Request(question, history=told)) is None
+    cache.insert(Request(question, history=told), "Up to 200 mg a day in pregnancy.")
+    hit = cache.lookup(Request(question))
+    assert hit is not None and hit.answer == "Up to 400 mg a day is safe for most adults."
+    cache.clear()
+    cache.insert(Request(question, history=told), "Up to 200 mg a day in pregnancy.")
+    assert cache.lookup(Request(question)) is None, "the personal answer stays with its context"
+    chatter = (Message("user", "Tell me a joke."), Message("assistant", "Knock knock."))
+    cache.insert(Request(question), "Up to 400 mg a day is safe for most adults.")
+    hit = cache.lookup(Request(question, history=chatter))  # nothing said about the user
+    assert hit is not None and hit.answer == "Up to 400 mg a day is safe for most adults."
+
+
+def test_tool_results_must_be_the_same_data(make_cache: Callable[..., Cache]) -> None:
+    """A follow-up after a tool returned "Heavy rain all day" was served the answer stored
+    after "Sunny and dry all day": tool output is data, not chat that may be reworded."""
+    cache = make_cache(lookup_timeout=None)
+
+    def after(weather: str) -> Request:
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "What is the weather in Oslo today?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "w1",
+                            "function": {"name": "weather", "arguments": '{"city":"Oslo"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "w1", "content": weather},
+                {"role": "user", "content": "Should I bring an umbrella?"},
+            ]
+        )
+
+    cache.insert(after("Sunny and dry all day, 18 degrees."), "No umbrella needed.")
+    assert cache.lookup(after("Heavy rain all day, 18 degrees.")) is None
+    hit = cache.lookup(after("Sunny and dry all day, 18 degrees."))
+    assert hit is not None and hit.answer == "No umbrella needed."

