@@ -7,6 +7,7 @@ is an opaque description of the model and its call parameters. Nothing here does
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -119,7 +120,8 @@ class ParsedPrompt:
 
     ``exact_only`` marks prompts a paraphrase must never answer: a conversation that ends on a
     tool result or an assistant turn, or user content with images, audio or files. ``chat`` is
-    True for a chat model's message list, False for an LLM's prompt text.
+    True for a chat model's message list, False for an LLM's prompt text. ``attachments`` is
+    the digest of the last message's answer-changing fields that are not text ('' when none).
     """
 
     query: str
@@ -127,6 +129,7 @@ class ParsedPrompt:
     history: tuple[Message, ...] = ()
     exact_only: bool = False
     chat: bool = False
+    attachments: str = ""
 
 
 def _short_hash(value: Any) -> str:
@@ -153,7 +156,8 @@ def _content_text(content: str | list[Any]) -> tuple[str, bool]:
 
 
 def _role(message: BaseMessage) -> str:
-    """Engine role of a message (chunks subclass their message class)."""
+    """Engine role of a message (chunks subclass their message class); a role the engine does
+    not know is a user turn, told apart by its role field (see ``_Turns``)."""
     if isinstance(message, ChatMessage):
         return _CHAT_ROLES.get(message.role.lower(), "user")
     for cls, role in _CLASS_ROLES:
@@ -162,16 +166,89 @@ def _role(message: BaseMessage) -> str:
     return _CHAT_ROLES.get(message.type.lower(), "user")
 
 
+def _canonical_args(args: Any) -> str:
+    """Call arguments as canonical JSON; a legacy ``function_call``'s JSON string is parsed first
+    so that key order and spacing do not matter (a string that is not JSON stays a string)."""
+    if isinstance(args, str):
+        with contextlib.suppress(ValueError):
+            args = json.loads(args)
+    return json.dumps(args, sort_keys=True, ensure_ascii=False, default=repr)
+
+
 def _message_text(message: BaseMessage) -> tuple[str, bool]:
-    """Text of one message; an AI turn's tool calls are part of it (name and arguments)."""
+    """Text of one message; an AI turn's tool calls, and a legacy ``function_call``, are part of
+    it (name and arguments)."""
     text, other = _content_text(message.content)
     if isinstance(message, AIMessage):
         calls = [
-            f"[tool_call {c['name']} {json.dumps(c['args'], sort_keys=True, ensure_ascii=False)}]"
-            for c in message.tool_calls
+            f"[tool_call {c['name']} {_canonical_args(c['args'])}]" for c in message.tool_calls
         ]
+        function_call = message.additional_kwargs.get("function_call")
+        if isinstance(function_call, dict):
+            name, args = function_call.get("name"), function_call.get("arguments")
+            calls.append(f"[function_call {name} {_canonical_args(args)}]")
         text = "\n".join([text, *calls]) if text and calls else text or "\n".join(calls)
     return text, other
+
+
+class _Turns:
+    """Reads the fields of a conversation's messages that change the answer but are not text.
+
+    A message's name, a tool result's call and status, a role the engine does not know: two
+    conversations that differ only in these must never share an answer. They become the
+    engine's per-message attachments digest (exact in the key, never embedded, required equal
+    on a semantic hit); a message without any gets none, so ordinary keys stay as they were.
+    """
+
+    def __init__(self) -> None:
+        self._calls: dict[str, tuple[int, str]] = {}  # tool call id -> (ordinal, tool name)
+        self._made = 0  # tool calls made so far
+        self._latest: list[str] = []  # ids of the latest AI turn that made tool calls
+        self._function: str | None = None  # name of the latest legacy function_call
+
+    def fields(self, message: BaseMessage) -> str:
+        """Digest of ``message``'s answer-changing fields, '' when it has none."""
+        found: dict[str, Any] = {}
+        if isinstance(message, ChatMessage) and message.role.lower() not in _CHAT_ROLES:
+            found["role"] = message.role
+        if isinstance(message, AIMessage):
+            self._read_calls(message)
+        if isinstance(message, ToolMessage):
+            name = self._tool_result(message, found)
+        elif isinstance(message, FunctionMessage):
+            name = self._function
+        else:
+            name = None
+        if message.name is not None and message.name != name:
+            found["name"] = message.name
+        if not found:
+            return ""
+        raw = json.dumps(found, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+    def _read_calls(self, message: AIMessage) -> None:
+        if message.tool_calls:
+            self._latest = [str(c.get("id")) for c in message.tool_calls]
+            for call in message.tool_calls:
+                self._calls[str(call.get("id"))] = (self._made, call["name"])
+                self._made += 1
+        function_call = message.additional_kwargs.get("function_call")
+        if isinstance(function_call, dict):
+            self._function = function_call.get("name")
+
+    def _tool_result(self, message: ToolMessage, found: dict[str, Any]) -> str | None:
+        """Adds which call a tool result answers, and a status other than success; returns the
+        tool name that call already names (a result's own equal name adds nothing)."""
+        if message.status != "success":
+            found["status"] = message.status
+        call = self._calls.get(message.tool_call_id)
+        if call is None:
+            found["tool_call_id"] = message.tool_call_id
+            return None
+        if self._latest != [message.tool_call_id]:
+            # one of several calls: which one is the answer-changing fact, its id is random
+            found["tool_call"] = call[0]
+        return call[1]
 
 
 def _load_messages(prompt: str) -> list[BaseMessage] | None:
@@ -201,25 +278,29 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     if messages is None:
         return ParsedPrompt(query=prompt)
     system_parts: list[str] = []
-    turns: list[tuple[str, str, bool]] = []
+    turns: list[tuple[str, str, bool, str]] = []
+    fields = _Turns()
     for message in messages:
         role = _role(message)
         text, other = _message_text(message)
+        digest = fields.fields(message)
         if role == "system":
-            system_parts.append(text)
+            # the system prompt is the partition; a named system message is another partition
+            system_parts.append(f"{text}\n[message fields {digest}]" if digest else text)
         else:
-            turns.append((role, text, other))
+            turns.append((role, text, other, digest))
     system = "\n".join(system_parts) if system_parts else None
-    history = tuple(Message(role, text) for role, text, _ in turns[:-1])
-    user_media = any(other for role, _, other in turns if role == "user")
+    history = tuple(Message(role, text, attachments=digest) for role, text, _, digest in turns[:-1])
+    user_media = any(other for role, _, other, _ in turns if role == "user")
+    last = turns[-1][3] if turns else ""
     if turns and turns[-1][0] == "user" and turns[-1][1].strip() and not user_media:
-        return ParsedPrompt(query=turns[-1][1], system=system, history=history, chat=True)
+        return ParsedPrompt(turns[-1][1], system, history, chat=True, attachments=last)
     # Exact-only: lead with a digest of the whole conversation so that no two different
     # conversations embed alike (long texts are truncated by the embedder).
-    digest = _short_hash([[role, text] for role, text, _ in turns])
+    digest = _short_hash([[role, text] for role, text, _, _ in turns])
     last_role, last_text = turns[-1][:2] if turns else ("none", "")
     query = f"[conversation {digest}] [{last_role}] {last_text}".rstrip()
-    return ParsedPrompt(query=query, system=system, history=history, exact_only=True, chat=True)
+    return ParsedPrompt(query, system, history, exact_only=True, chat=True, attachments=last)
 
 
 def model_name(llm_string: str) -> str:

@@ -95,6 +95,7 @@ class ModelCache(BaseCache):
                 scope=self._scope(llm_string),
                 system=parsed.system,
                 history=parsed.history,
+                attachments=parsed.attachments,
             )
         except Exception as exc:
             logger.warning("modelcache: prompt not cacheable, treated as a miss: %s", exc)

@@ -106,7 +106,8 @@ def test_legacy_chat_and_function_messages_are_read() -> None:
     )
     parsed = parse_prompt(prompt)
     assert parsed.system == "Be brief."
-    assert parsed.history == (Message("function", "42"),)
+    assert [(m.role, m.content) for m in parsed.history] == [("function", "42")]
+    assert parsed.history[0].attachments  # no function call names "f": its name is keyed
     assert parsed.query == "And now?"
 
 
