@@ -282,7 +282,10 @@ class Cache:
             )
         try:
             return ChromaVectorStore(
-                path=chroma_path, url=cfg.chroma_url, memory_vectors=cfg.vectors_in_memory
+                path=chroma_path,
+                url=cfg.chroma_url,
+                memory_vectors=cfg.vectors_in_memory,
+                timeout=cfg.sql_timeout,
             )
         except BackendError as exc:
             if chroma_path is None:
@@ -453,7 +456,9 @@ class Cache:
             if callable(preload):
                 tasks.append(("model", preload))
             if not getattr(self._vectors, "is_open", True):
-                tasks.append(("vectors", self._vectors.open))  # type: ignore[attr-defined]
+                # a server's opening waits on the network: only the import is done ahead
+                opening = "prepare" if getattr(self._vectors, "remote", False) else "open"
+                tasks.append(("vectors", getattr(self._vectors, opening)))
             for name, task in tasks:
                 slot = len(self._load_windows)
                 self._load_windows.append((time.monotonic(), None))
@@ -522,8 +527,13 @@ class Cache:
         # conversations does not crowd this one's entry out of the top-k; a standalone
         # question after unrelated turns also recalls by its query alone
         if budget is not None and not getattr(self._vectors, "is_open", True):
-            with budget.paused():  # a lazily opened store (import, files) is not a stuck one
+            if getattr(self._vectors, "remote", False):  # a server's answer counts
+                with budget.paused():
+                    self._vectors.prepare()  # type: ignore[attr-defined]
                 self._vectors.open()  # type: ignore[attr-defined]
+            else:
+                with budget.paused():  # a lazily opened store (import, files) is not a stuck one
+                    self._vectors.open()  # type: ignore[attr-defined]
         recalled = self._vectors.query_vectors(
             partition.id,
             recall_vector(conv.query, conv.context),

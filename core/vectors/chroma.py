@@ -113,6 +113,46 @@ def _persistent_client(path: str, settings: Any) -> Any:
     return Client.from_system(system)
 
 
+def _http_client(url: str, settings: Any, timeout: float) -> Any:
+    """A client of a Chroma server whose every call gives up after ``timeout`` seconds.
+
+    chromadb's HTTP session waits forever (``timeout=None``): a hung server held every insert,
+    and the lookup workers, for good. Its constructor already calls the server, so it runs on
+    a thread given as long; the session's own timeout is set as soon as it exists.
+    """
+    import chromadb
+    import httpx
+
+    parsed = urlparse(url)
+    made: list[Any] = []
+    failed: list[BaseException] = []
+
+    def connect() -> None:
+        try:
+            made.append(
+                chromadb.HttpClient(
+                    host=parsed.hostname or "127.0.0.1",
+                    port=parsed.port or 8000,
+                    ssl=parsed.scheme == "https",
+                    settings=settings,
+                )
+            )
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    thread = threading.Thread(target=connect, name="modelcache-chroma-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failed:
+        raise failed[0]
+    if not made:
+        raise TimeoutError(f"no answer within {timeout}s")
+    session = getattr(getattr(made[0], "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(timeout)
+    return made[0]
+
+
 def _writing(mirror: VectorMirror | None) -> Any:
     """The lock every write of an embedded Chroma holds, so that its copy sees them in order."""
     return mirror.writing if mirror is not None else contextlib.nullcontext()
@@ -135,11 +175,13 @@ class ChromaVectorStore:
         max_open_collections: int = 128,
         memory_vectors: int = 0,
         copy_in_background: bool = True,
+        timeout: float = 10.0,
     ) -> None:
         if path is not None and not url:
             _probe_folder(Path(path))
         self._path = path
         self._url = url
+        self._timeout = timeout
         self._memory_vectors = max(0, memory_vectors)
         self._mirror_key: str | None = None
         self._mirror: VectorMirror | None = None
@@ -153,6 +195,17 @@ class ChromaVectorStore:
         self._collections: OrderedDict[str, Any] = OrderedDict()
         self._max_open = max(1, max_open_collections)
         self._lock = threading.Lock()
+
+    @property
+    def remote(self) -> bool:
+        """Whether this is a Chroma server: opening it waits on the network, unlike a folder."""
+        return bool(self._url)
+
+    @staticmethod
+    def prepare() -> None:
+        """Import chromadb (about a second of local work), so that opening a server then costs
+        only its network calls, which a lookup deadline counts."""
+        import chromadb  # noqa: F401
 
     @property
     def is_open(self) -> bool:
@@ -171,24 +224,18 @@ class ChromaVectorStore:
             return self._opened
         with self._open_lock:
             if self._opened is None:
-                self._opened = self._open(self._path, self._url)
+                self._opened = self._open(self._path, self._url, self._timeout)
             return self._opened
 
     @staticmethod
-    def _open(path: str | None, url: str | None) -> Any:
+    def _open(path: str | None, url: str | None, timeout: float) -> Any:
         import chromadb
         from chromadb.config import Settings
 
         settings = Settings(anonymized_telemetry=False, allow_reset=False)
         try:
             if url:
-                parsed = urlparse(url)
-                return chromadb.HttpClient(
-                    host=parsed.hostname or "127.0.0.1",
-                    port=parsed.port or 8000,
-                    ssl=parsed.scheme == "https",
-                    settings=settings,
-                )
+                return _http_client(url, settings, timeout)
             if path:
                 Path(path).mkdir(parents=True, exist_ok=True)
                 return _persistent_client(path, settings)
