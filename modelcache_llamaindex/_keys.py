@@ -1,7 +1,7 @@
 """Partition and request building: a LlamaIndex call becomes a ``modelcache.Request``.
 
-The partition holds the wrapped model's class, model name and settings (secrets dropped), the
-call kwargs (tool schemas included) and the call kind; the embedded text is the last user
+The partition holds the wrapped model's class, model name and settings (credentials dropped),
+the call kwargs (tool schemas included) and the call kind; the embedded text is the last user
 message, with the system prompt and earlier turns passed to the engine's key builder.
 """
 
@@ -30,9 +30,54 @@ from modelcache.request import normalize_text
 
 Kind = Literal["chat", "complete"]
 
-# Names that may hold credentials ("max_tokens" and "tokenizer" are settings, not secrets).
-_SECRET_NAME = re.compile(
-    r"key|secret|passw|credential|auth|header|cookie|token(?!s|izer)", re.IGNORECASE
+# Names that hold credentials: exact names and unmistakable endings only, since a broad pattern
+# ("key", "token") also catches settings that change the answer (eos_token_id, keywords).
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "api_token",
+        "api_secret",
+        "access_token",
+        "auth_token",
+        "bearer_token",
+        "refresh_token",
+        "session_token",
+        "token",
+        "hf_token",
+        "secret",
+        "secret_key",
+        "client_secret",
+        "password",
+        "passwd",
+        "credential",
+        "credentials",
+        "private_key",
+        "pat",
+        "auth",
+        "authorization",
+        "proxy_authorization",
+        "cookie",
+        "cookies",
+        "headers",
+        "default_headers",
+        "extra_headers",
+        "additional_headers",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "azure_ad_token",
+        "azure_ad_token_provider",
+    }
+)
+_CREDENTIAL_ENDINGS = (
+    "_api_key",
+    "_apikey",
+    "_api_token",
+    "_access_token",
+    "_subscription_key",
+    "_secret",
+    "_password",
 )
 # Transport settings: they change how the model is reached, never what it answers.
 _TRANSPORT = frozenset(
@@ -61,16 +106,23 @@ class Plan:
     exact_only: bool = False
 
 
-def is_secret(name: str) -> bool:
-    """True for setting names that may hold a credential (api_key, token, password, headers)."""
-    return bool(_SECRET_NAME.search(name))
+def _is_credential(name: str) -> bool:
+    """True for a setting or argument name that holds a credential (api_key, password, headers)."""
+    lowered = name.lower().replace("-", "_")
+    return lowered in _CREDENTIAL_NAMES or lowered.endswith(_CREDENTIAL_ENDINGS)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def to_json(value: Any, *, scrub: bool) -> Any:
-    """A JSON value for a setting or call argument; with ``scrub``, secret-named keys are dropped.
+    """A JSON value for a setting, call argument or tool call; ``SecretStr`` values are dropped.
 
     Tools become their OpenAI schema, pydantic models their dump, unknown objects their repr
-    without memory addresses (so two equal configurations give the same key).
+    without memory addresses (so two equal configurations give the same key). With ``scrub``, a
+    string under a credential name becomes its digest: nothing nested is dropped, so two values
+    that differ anywhere keep different keys.
     """
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -79,18 +131,18 @@ def to_json(value: Any, *, scrub: bool) -> Any:
     if isinstance(value, enum.Enum):
         return to_json(value.value, scrub=scrub)
     if isinstance(value, bytes | bytearray):
-        return "sha256:" + hashlib.sha256(value).hexdigest()
+        return _sha256(bytes(value))
     if isinstance(value, Mapping):
-        items = ((str(k), to_json(v, scrub=scrub)) for k, v in value.items())
-        return {k: v for k, v in items if v is not _DROP and not (scrub and is_secret(k))}
+        out = {str(k): _entry_json(str(k), v, scrub) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _DROP}
     if isinstance(value, list | tuple):
         return [v for v in (to_json(v, scrub=scrub) for v in value) if v is not _DROP]
     if isinstance(value, set | frozenset):
-        items = [to_json(v, scrub=scrub) for v in value]
-        return sorted((v for v in items if v is not _DROP), key=json.dumps)
-    tool_metadata = getattr(value, "metadata", None)
-    if hasattr(tool_metadata, "to_openai_tool"):  # a llama_index BaseTool
-        return tool_metadata.to_openai_tool(skip_length_check=True)
+        members = [to_json(v, scrub=scrub) for v in value]
+        return sorted((v for v in members if v is not _DROP), key=json.dumps)
+    to_openai_tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
+    if to_openai_tool is not None:  # a llama_index BaseTool
+        return to_openai_tool(skip_length_check=True)
     if isinstance(value, BaseModel):
         return to_json(value.model_dump(mode="json"), scrub=scrub)
     if isinstance(value, type) and issubclass(value, BaseModel):
@@ -98,14 +150,30 @@ def to_json(value: Any, *, scrub: bool) -> Any:
     return _ADDRESS.sub("", repr(value))
 
 
+def _entry_json(name: str, value: Any, scrub: bool) -> Any:
+    if scrub and isinstance(value, str) and _is_credential(name):
+        return _sha256(value.encode())  # kept apart from other values, but never in plain text
+    return to_json(value, scrub=scrub)
+
+
+def _setting_json(name: str, value: Any) -> Any:
+    """JSON for one setting or call argument, or _DROP for a credential (also one level into a
+    ``*_kwargs`` dict, whose keys are arguments of the provider's call)."""
+    if _is_credential(name):
+        return _DROP
+    if name.endswith("kwargs") and isinstance(value, Mapping):
+        value = {k: v for k, v in value.items() if not _is_credential(str(k))}
+    return to_json(value, scrub=True)
+
+
 def llm_settings(llm: LLM) -> dict[str, Any]:
-    """The wrapped model's serialisable settings, minus secrets, transport and excluded fields."""
+    """The wrapped model's serialisable settings, minus credentials, transport, excluded fields."""
     settings: dict[str, Any] = {}
     for name, info in type(llm).model_fields.items():
-        if info.exclude or name in _TRANSPORT or is_secret(name):
+        if info.exclude or name in _TRANSPORT:
             continue
         try:
-            value = to_json(getattr(llm, name, None), scrub=True)
+            value = _setting_json(name, getattr(llm, name, None))
         except Exception:  # an exotic field must not stop the call
             continue
         if value is not _DROP:
@@ -123,7 +191,8 @@ def model_label(llm: LLM) -> str:
 
 
 def _params(llm: LLM, kind: Kind, kwargs: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    call = {k: v for k, v in to_json(dict(kwargs), scrub=False).items() if not is_secret(k)}
+    call = {k: _setting_json(str(k), v) for k, v in kwargs.items()}
+    call = {k: v for k, v in call.items() if v is not _DROP}
     return {**llm_settings(llm), **call, **extra, "kind": kind}
 
 

@@ -67,6 +67,24 @@ class RecordingLLM(CustomLLM):
         return gen()
 
 
+class TemplatingLLM(RecordingLLM):
+    """A local model's shape (LlamaCPP, HuggingFaceLLM): it formats the prompt itself, with
+    ``query_wrapper_prompt`` and ``completion_to_prompt``, and records what it was sent."""
+
+    generate_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    def _answer(self, prompt: str) -> str:
+        return super()._answer(prompt) + f" (sent {prompt!r})"
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        if not formatted:
+            if self.query_wrapper_prompt is not None:
+                prompt = self.query_wrapper_prompt.format(query_str=prompt)
+            prompt = self.completion_to_prompt(prompt)
+        return CompletionResponse(text=self._answer(prompt))
+
+
 class CountingFunctionLLM(MockFunctionCallingLLM):
     """LlamaIndex's function-calling mock, counting the calls that reach it."""
 

@@ -1,0 +1,88 @@
+"""What enters a LlamaIndex call's partition and key: settings that change the answer (token
+ids, schemas) do, credentials never do."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.llms import MockLLM
+from llamaindex_mocks import TemplatingLLM
+from pydantic import SecretStr
+
+from modelcache import Cache, Scope
+from modelcache_llamaindex import wrap_llm
+from modelcache_llamaindex._keys import chat_plan, complete_plan, to_json
+
+
+def user(text: str, **extra: Any) -> ChatMessage:
+    return ChatMessage(role="user", content=text, additional_kwargs=extra)
+
+
+def chat_key(messages: list[ChatMessage], llm: Any = None, **kwargs: Any) -> str:
+    plan = chat_plan(llm or MockLLM(), messages, kwargs, Scope())
+    assert plan is not None
+    return plan.request.exact_key
+
+
+def complete_key(llm: Any, prompt: str = "Write a haiku about rain", **kwargs: Any) -> str:
+    plan = complete_plan(llm, prompt, False, kwargs, Scope())
+    assert plan is not None
+    return plan.request.exact_key
+
+
+def schema(*fields: str) -> dict[str, Any]:
+    properties = {name: {"type": "string"} for name in fields}
+    return {"type": "json_schema", "schema": {"properties": properties}}
+
+
+def test_answer_changing_arguments_with_credential_like_names_stay_in_the_key() -> None:
+    hi = [user("hi")]
+    for name, a, b in [
+        ("stop_token_ids", [11], [2]),
+        ("eos_token_id", 13, 2),
+        ("keywords", ["a"], ["b"]),
+        ("response_format", schema("summary", "key_points"), schema("summary")),
+    ]:
+        assert chat_key(hi, **{name: a}) != chat_key(hi, **{name: b}), name
+        setting_a = TemplatingLLM(generate_kwargs={name: a})
+        setting_b = TemplatingLLM(generate_kwargs={name: b})
+        assert complete_key(setting_a) != complete_key(setting_b), name
+
+
+def test_a_schema_field_named_like_a_credential_is_a_miss(cache: Cache) -> None:
+    points = {"response_format": schema("summary", "key_points")}
+    with_points = wrap_llm(TemplatingLLM(generate_kwargs=points), cache)
+    without = wrap_llm(TemplatingLLM(generate_kwargs={"response_format": schema("summary")}), cache)
+    with_points.complete("Summarise the article")
+    assert "cache_hit" not in without.complete("Summarise the article").additional_kwargs
+
+
+def test_credentials_never_enter_the_partition_and_rotating_them_still_hits(cache: Cache) -> None:
+    def model(secret: str) -> TemplatingLLM:
+        return TemplatingLLM(
+            api_key=secret,
+            generate_kwargs={  # the keys of a pass-through dict are the provider's arguments
+                "token": secret,
+                "extra_headers": {"Authorization": secret},
+                "temperature": 0.3,
+            },
+        )
+
+    first = wrap_llm(model("sk-first-secret"), cache)
+    first.complete("Summarise the article", api_key=SecretStr("sk-call"), auth_token="sk-call")
+    rotated = wrap_llm(model("sk-other-secret"), cache)
+    hit = rotated.complete("Summarise the article", auth_token="sk-other-call")
+    assert hit.additional_kwargs["cache_hit"]
+    dumped = json.dumps([cache.stats()["partitions"], list(cache.export())])
+    assert "sk-" not in dumped and "api_key" not in dumped and "Authorization" not in dumped
+    assert '"temperature": 0.3' in dumped
+
+
+def test_nested_values_are_never_dropped_by_name() -> None:
+    nested = {"headers": {"x": 1}, "examples": [{"password": "hunter2"}]}
+    assert chat_key([user("hi")], extra=nested) != chat_key([user("hi")], extra={"headers": {}})
+    plain = to_json(nested, scrub=True)
+    assert plain["headers"] == {"x": 1}
+    assert plain["examples"][0]["password"].startswith("sha256:")  # apart, not in plain text
