@@ -1,20 +1,26 @@
 """Partition and request building: a LlamaIndex call becomes a ``modelcache.Request``.
 
-The partition holds the wrapped model's class, model name and settings (credentials dropped),
-the call kwargs (tool schemas included) and the call kind; the embedded text is the last user
-message, with the system prompt and earlier turns passed to the engine's key builder.
+The partition holds the wrapped model's class, model name and settings (credentials dropped,
+prompt formats kept), the call kwargs (tool schemas included) and the call kind; the embedded
+text is the last user message, with the system prompt and earlier turns passed to the engine's
+key builder.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import re
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from llama_index.core.base.llms.generic_utils import (
+    messages_to_prompt as generic_messages_to_prompt,
+)
 from llama_index.core.base.llms.types import (
     CachePoint,
     ChatMessage,
@@ -22,7 +28,8 @@ from llama_index.core.base.llms.types import (
     ThinkingBlock,
     ToolCallBlock,
 )
-from llama_index.core.llms.llm import LLM
+from llama_index.core.llms.llm import LLM, default_completion_to_prompt
+from llama_index.core.prompts import BasePromptTemplate
 from pydantic import BaseModel, SecretBytes, SecretStr
 
 from modelcache import Message, Request, Scope
@@ -79,6 +86,11 @@ _CREDENTIAL_ENDINGS = (
     "_secret",
     "_password",
 )
+# Fields LlamaIndex excludes from serialisation that still shape what a local model is sent.
+_PROMPT_SHAPING = frozenset(
+    {"system_prompt", "messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt"}
+)
+_LIBRARY_DEFAULTS = (generic_messages_to_prompt, default_completion_to_prompt)
 # Transport settings: they change how the model is reached, never what it answers.
 _TRANSPORT = frozenset(
     {
@@ -96,6 +108,7 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _TEXT_ONLY = (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint)
 _ASSISTANT_ALIASES = {"chatbot": "assistant", "model": "assistant"}
 _DROP = object()
+_FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
 
 
 @dataclass(frozen=True)
@@ -119,10 +132,10 @@ def _sha256(data: bytes) -> str:
 def to_json(value: Any, *, scrub: bool) -> Any:
     """A JSON value for a setting, call argument or tool call; ``SecretStr`` values are dropped.
 
-    Tools become their OpenAI schema, pydantic models their dump, unknown objects their repr
-    without memory addresses (so two equal configurations give the same key). With ``scrub``, a
-    string under a credential name becomes its digest: nothing nested is dropped, so two values
-    that differ anywhere keep different keys.
+    Tools become their OpenAI schema, pydantic models their dump, functions a digest of their
+    code, unknown objects their repr without memory addresses (so two equal configurations give
+    the same key). With ``scrub``, a string under a credential name becomes its digest: nothing
+    nested is dropped, so two values that differ anywhere keep different keys.
     """
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -140,9 +153,15 @@ def to_json(value: Any, *, scrub: bool) -> Any:
     if isinstance(value, set | frozenset):
         members = [to_json(v, scrub=scrub) for v in value]
         return sorted((v for v in members if v is not _DROP), key=json.dumps)
+    if isinstance(value, _FUNCTIONS):
+        return _callable_digest(value)
     to_openai_tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
     if to_openai_tool is not None:  # a llama_index BaseTool
         return to_openai_tool(skip_length_check=True)
+    if isinstance(value, BasePromptTemplate):  # field by field, so its functions get digests
+        fields = type(value).model_fields.items()
+        dumped = {k: getattr(value, k) for k, info in fields if not info.exclude}
+        return to_json(dumped, scrub=scrub)
     if isinstance(value, BaseModel):
         return to_json(value.model_dump(mode="json"), scrub=scrub)
     if isinstance(value, type) and issubclass(value, BaseModel):
@@ -156,6 +175,75 @@ def _entry_json(name: str, value: Any, scrub: bool) -> Any:
     return to_json(value, scrub=scrub)
 
 
+def _callable_digest(fn: Any) -> str:
+    """Names a function by its code, constants and captured values: the same function gives the
+    same key in every process, two functions that format differently give different keys."""
+    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
+    shape = json.dumps(_callable_shape(fn, set()), sort_keys=True)
+    return f"callable:{name}:{_sha256(shape.encode())}"
+
+
+def _callable_shape(fn: Any, seen: set[int]) -> Any:
+    if id(fn) in seen:  # a recursive function, or two closures capturing each other
+        return "recursive"
+    seen.add(id(fn))
+    if isinstance(fn, functools.partial):
+        args = to_json([fn.args, fn.keywords], scrub=True)
+        return ["partial", _callable_shape(fn.func, seen), args]
+    if isinstance(fn, types.MethodType):  # a model's own method: its settings are keyed apart
+        owner = fn.__self__
+        bound = type(owner).__qualname__ if isinstance(owner, LLM) else _value_shape(owner, seen)
+        return ["method", bound, _callable_shape(fn.__func__, seen)]
+    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):  # a builtin: its name is all there is
+        return [name]
+    captured = []
+    for cell in fn.__closure__ or ():
+        try:
+            captured.append(_value_shape(cell.cell_contents, seen))
+        except ValueError:  # a cell not yet filled
+            captured.append(None)
+    scope = fn.__globals__
+    read = {n: _value_shape(scope[n], seen) for n in sorted(_read_names(code)) if n in scope}
+    defaults = to_json([fn.__defaults__, fn.__kwdefaults__], scrub=True)
+    return [name, _code_shape(code), defaults, captured, read]
+
+
+def _value_shape(value: Any, seen: set[int]) -> Any:
+    """A value a function captures or reads from its module: functions by their code, modules
+    and classes by name, containers item by item, anything else as a setting would be."""
+    if isinstance(value, _FUNCTIONS):
+        return _callable_shape(value, seen)
+    if isinstance(value, types.ModuleType | type):
+        return getattr(value, "__qualname__", None) or value.__name__
+    if not isinstance(value, Mapping | list | tuple | set | frozenset):
+        return to_json(value, scrub=False)
+    if id(value) in seen:
+        return "recursive"
+    seen.add(id(value))
+    if isinstance(value, Mapping):
+        return [[str(k), _value_shape(v, seen)] for k, v in value.items()]
+    items = [_value_shape(v, seen) for v in value]
+    return sorted(items, key=json.dumps) if isinstance(value, set | frozenset) else items
+
+
+def _code_shape(code: types.CodeType) -> list[Any]:
+    consts = [
+        _code_shape(c) if isinstance(c, types.CodeType) else to_json(c, scrub=False)
+        for c in code.co_consts
+    ]
+    return [code.co_code.hex(), consts, list(code.co_names)]
+
+
+def _read_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _read_names(const)
+    return names
+
+
 def _setting_json(name: str, value: Any) -> Any:
     """JSON for one setting or call argument, or _DROP for a credential (also one level into a
     ``*_kwargs`` dict, whose keys are arguments of the provider's call)."""
@@ -167,13 +255,25 @@ def _setting_json(name: str, value: Any) -> Any:
 
 
 def llm_settings(llm: LLM) -> dict[str, Any]:
-    """The wrapped model's serialisable settings, minus credentials, transport, excluded fields."""
+    """The wrapped model's settings that shape its answer: no credentials, transport or state.
+
+    Fields LlamaIndex excludes from serialisation are state, except the prompt formatting a local
+    model applies (``messages_to_prompt``, ``completion_to_prompt``, ``query_wrapper_prompt``);
+    those enter the partition unless they are LlamaIndex's defaults.
+    """
     settings: dict[str, Any] = {}
     for name, info in type(llm).model_fields.items():
-        if info.exclude or name in _TRANSPORT:
+        if name in _TRANSPORT:
+            continue
+        value = getattr(llm, name, None)
+        if info.exclude and (
+            name not in _PROMPT_SHAPING
+            or value is None
+            or any(value is default for default in _LIBRARY_DEFAULTS)
+        ):
             continue
         try:
-            value = _setting_json(name, getattr(llm, name, None))
+            value = _setting_json(name, value)
         except Exception:  # an exotic field must not stop the call
             continue
         if value is not _DROP:

@@ -85,6 +85,18 @@ class TemplatingLLM(RecordingLLM):
         return CompletionResponse(text=self._answer(prompt))
 
 
+def french_prompt(prompt: str) -> str:
+    """A module-level prompt format; the set constant has a hash-seed-dependent order."""
+    if prompt.strip().lower() in {"bonjour", "salut", "coucou"}:
+        return prompt
+    return f"Answer in French. {prompt}"
+
+
+def prompt_in(language: str) -> Callable[[str], str]:
+    """Prompt formats that share their code and differ only in the captured language."""
+    return lambda prompt: f"Answer in {language}. {prompt}"
+
+
 class CountingFunctionLLM(MockFunctionCallingLLM):
     """LlamaIndex's function-calling mock, counting the calls that reach it."""
 

@@ -1,19 +1,23 @@
-"""What enters a LlamaIndex call's partition and key: settings that change the answer (token
-ids, schemas) do, credentials never do."""
+"""What enters a LlamaIndex call's partition and key: settings that change the answer (prompt
+formats, token ids, schemas) do, credentials never do."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.llms import MockLLM
-from llamaindex_mocks import TemplatingLLM
+from llama_index.core.prompts import PromptTemplate
+from llamaindex_mocks import RecordingLLM, TemplatingLLM, french_prompt, prompt_in
 from pydantic import SecretStr
 
 from modelcache import Cache, Scope
 from modelcache_llamaindex import wrap_llm
-from modelcache_llamaindex._keys import chat_plan, complete_plan, to_json
+from modelcache_llamaindex._keys import chat_plan, complete_plan, llm_settings, to_json
 
 
 def user(text: str, **extra: Any) -> ChatMessage:
@@ -86,3 +90,49 @@ def test_nested_values_are_never_dropped_by_name() -> None:
     plain = to_json(nested, scrub=True)
     assert plain["headers"] == {"x": 1}
     assert plain["examples"][0]["password"].startswith("sha256:")  # apart, not in plain text
+
+
+def test_prompt_formats_enter_the_partition(cache: Cache) -> None:
+    question = "Translate to French: good morning"
+    french = wrap_llm(TemplatingLLM(completion_to_prompt=prompt_in("French")), cache)
+    german = wrap_llm(TemplatingLLM(completion_to_prompt=prompt_in("German")), cache)
+    yes_no = PromptTemplate("Reply only with YES or NO. {query_str}")
+    wrapped = wrap_llm(TemplatingLLM(query_wrapper_prompt=yes_no), cache)
+    first = french.complete(question)
+    assert "German" in german.complete(question).text
+    assert "YES or NO" in wrapped.complete(question).text
+    again = wrap_llm(TemplatingLLM(completion_to_prompt=prompt_in("French")), cache)
+    assert again.complete(question).text == first.text  # the same format still hits
+
+    def chat_in(language: str) -> Any:
+        return lambda ms: f"Answer in {language}. {ms[-1].content}"
+
+    french_chat = wrap_llm(TemplatingLLM(messages_to_prompt=chat_in("French")), cache)
+    german_chat = wrap_llm(TemplatingLLM(messages_to_prompt=chat_in("German")), cache)
+    french_chat.chat([user("Say good night")])
+    assert "German" in german_chat.chat([user("Say good night")]).message.content
+
+
+def test_default_prompt_formats_and_model_state_stay_out_of_the_partition() -> None:
+    settings = llm_settings(RecordingLLM(calls=["a call"], delay=0.5))
+    assert settings == llm_settings(RecordingLLM())
+    for name in ("messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt", "calls"):
+        assert name not in settings
+
+
+def test_a_function_digest_is_the_same_in_another_process() -> None:
+    here = to_json(french_prompt, scrub=True)
+    assert here != to_json(prompt_in("French"), scrub=True)
+    assert to_json(prompt_in("French"), scrub=True) == to_json(prompt_in("French"), scrub=True)
+    assert to_json(prompt_in("French"), scrub=True) != to_json(prompt_in("German"), scrub=True)
+    script = (
+        "from llamaindex_mocks import french_prompt\n"
+        "from modelcache_llamaindex._keys import to_json\n"
+        "print(to_json(french_prompt, scrub=True))\n"
+    )
+    seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"  # another set order
+    env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)}
+    there = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert there.stdout.strip() == here
