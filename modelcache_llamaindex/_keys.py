@@ -296,8 +296,13 @@ def _params(llm: LLM, kind: Kind, kwargs: Mapping[str, Any], **extra: Any) -> di
     return {**llm_settings(llm), **call, **extra, "kind": kind}
 
 
-def _message_text(message: ChatMessage) -> str | None:
-    """Text of a message with its tool calls rendered; None when it holds media (not cached)."""
+def _message_text(message: ChatMessage, call_ids: dict[str, int]) -> str | None:
+    """Text of a message with its tool calls rendered; None when it holds media (not cached).
+
+    Tool call ids become their order of appearance (``#1``), so a conversation keys the same
+    whatever ids the provider drew, while which result answers which call still counts (calls
+    in the older ``additional_kwargs["tool_calls"]`` form keep their raw ids in the text).
+    """
     parts: list[str] = []
     has_tool_block = False
     for block in message.blocks:
@@ -307,13 +312,31 @@ def _message_text(message: ChatMessage) -> str | None:
             parts.append(block.text)
         elif isinstance(block, ToolCallBlock):
             has_tool_block = True
-            args = to_json(block.tool_kwargs, scrub=False)
-            parts.append(f"[tool_call {block.tool_name} {json.dumps(args, sort_keys=True)}]")
+            args = json.dumps(to_json(block.tool_kwargs, scrub=False), sort_keys=True)
+            number = f" #{_call_number(call_ids, block.tool_call_id)}" if block.tool_call_id else ""
+            parts.append(f"[tool_call{number} {block.tool_name} {args}]")
     legacy_calls = message.additional_kwargs.get("tool_calls")
     if legacy_calls and not has_tool_block:
+        for call in legacy_calls:
+            call_id = call.get("id") if isinstance(call, Mapping) else getattr(call, "id", None)
+            if call_id:
+                _call_number(call_ids, call_id)
         rendered = json.dumps(to_json(legacy_calls, scrub=False), sort_keys=True)
         parts.append(f"[tool_calls {rendered}]")
     return "\n".join(parts)
+
+
+def _header(message: ChatMessage, call_ids: dict[str, int]) -> list[str]:
+    """The participant name and the tool call a result answers, which the provider sends too."""
+    extra = message.additional_kwargs
+    header = [f"[name {extra['name']}]"] if extra.get("name") else []
+    if extra.get("tool_call_id"):
+        header.append(f"[result of tool_call #{_call_number(call_ids, extra['tool_call_id'])}]")
+    return header
+
+
+def _call_number(call_ids: dict[str, int], call_id: Any) -> int:
+    return call_ids.setdefault(str(call_id), len(call_ids) + 1)
 
 
 def _role(message: ChatMessage) -> str:
@@ -328,24 +351,38 @@ def chat_plan(
 
     Turns after the last user message (tool calls and their results in an agent loop) make the
     answer depend on those outputs: such calls get their own partition and match exactly only.
+    Participant names are rendered on their turns, and the set of them is part of the partition.
     """
     system: list[str] = []
     turns: list[Message] = []
+    last_user_text = ""
+    names: set[str] = set()
+    call_ids: dict[str, int] = {}
     for message in messages:
-        text = _message_text(message)
+        text = _message_text(message, call_ids)
         if text is None:
             return None
         role = _role(message)
+        header = _header(message, call_ids)
+        name = message.additional_kwargs.get("name")
+        if name and role != "tool":
+            names.add(str(name))
+        if role == "user":
+            last_user_text = text
+        text = "\n".join([*header, text])
         if role in ("system", "developer"):
             system.append(text)
         else:
             turns.append(Message(role, text))
     users = [i for i, m in enumerate(turns) if m.role == "user"]
-    if not users or not normalize_text(turns[users[-1]].content):
+    if not users or not normalize_text(last_user_text):
         return None
     last = users[-1]
     follow_up = last < len(turns) - 1
-    params = _params(llm, "chat", kwargs, **({"after_query": True} if follow_up else {}))
+    extra: dict[str, Any] = {"after_query": True} if follow_up else {}
+    if names:  # the guard cannot always tell two names apart (maria / mario): never share
+        extra["message_names"] = sorted(names)
+    params = _params(llm, "chat", kwargs, **extra)
     request = Request(
         query=turns[last].content,
         scope=Scope(scope.tenant, scope.env, model_label(llm), params),

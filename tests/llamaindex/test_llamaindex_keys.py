@@ -1,5 +1,5 @@
 """What enters a LlamaIndex call's partition and key: settings that change the answer (prompt
-formats, token ids, schemas) do, credentials never do."""
+formats, token ids, schemas, participant names) do, credentials never do."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage
+from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
 from llama_index.core.llms import MockLLM
 from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import RecordingLLM, TemplatingLLM, french_prompt, prompt_in
@@ -136,3 +136,55 @@ def test_a_function_digest_is_the_same_in_another_process() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert there.stdout.strip() == here
+
+
+def test_participant_names_are_part_of_the_key() -> None:
+    question = "What is my name?"
+    alice, bob, nobody = user(question, name="Alice"), user(question, name="Bob"), user(question)
+    assert len({chat_key([alice]), chat_key([bob]), chat_key([nobody])}) == 3
+    plan = chat_plan(MockLLM(), [alice], {}, Scope())
+    assert plan is not None and plan.request.scope.params["message_names"] == ["Alice"]
+    persona = ChatMessage(role="assistant", content="Hello!", additional_kwargs={"name": "Ann"})
+    other = ChatMessage(role="assistant", content="Hello!", additional_kwargs={"name": "Bea"})
+    assert chat_key([nobody, persona, user("Who greeted me?")]) != chat_key(
+        [nobody, other, user("Who greeted me?")]
+    )
+
+
+def test_a_named_question_never_answers_another_participant(cache: Cache) -> None:
+    inner = RecordingLLM()
+    llm = wrap_llm(inner, cache)
+    llm.chat([user("What is my name?", name="maria")])
+    for other in ("mario", None):
+        extra = {"name": other} if other else {}
+        response = llm.chat([user("What is my name?", **extra)])
+        assert "cache_hit" not in response.additional_kwargs
+    again = llm.chat([user("What is my name?", name="maria")])
+    assert again.additional_kwargs["cache_hit"] and len(inner.calls) == 3
+
+
+def test_tool_results_key_by_the_call_they_answer() -> None:
+    def conversation(ids: tuple[str, str], results: tuple[str, str], name: str = "weather") -> Any:
+        calls = ChatMessage(
+            role="assistant",
+            blocks=[
+                ToolCallBlock(tool_call_id=ids[0], tool_name="weather", tool_kwargs={"c": "Oslo"}),
+                ToolCallBlock(tool_call_id=ids[1], tool_name="weather", tool_kwargs={"c": "Rome"}),
+            ],
+        )
+        tools = [
+            ChatMessage(
+                role="tool", content="21 degrees", additional_kwargs={"tool_call_id": results[0]}
+            ),
+            ChatMessage(
+                role="tool",
+                content="9 degrees",
+                additional_kwargs={"tool_call_id": results[1], "name": name},
+            ),
+        ]
+        return [user("Which city is warmer, Oslo or Rome?"), calls, *tools]
+
+    base = chat_key(conversation(("a", "b"), ("a", "b")))
+    assert chat_key(conversation(("a", "b"), ("b", "a"))) != base  # results swapped
+    assert chat_key(conversation(("x", "y"), ("x", "y"))) == base  # other ids, same pairing
+    assert chat_key(conversation(("a", "b"), ("a", "b"), name="forecast")) != base
