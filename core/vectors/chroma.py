@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -14,10 +15,12 @@ from urllib.parse import urlparse
 import numpy as np
 
 from ..errors import BackendError
-from ..redact import mask_url
+from ..redact import describe_error, mask_url
 from .mirror import VectorMirror
 
 __all__ = ["ChromaVectorStore"]
+
+log = logging.getLogger("modelcache")
 
 _NONE = np.zeros(0, dtype=np.float32)  # the vector slot of a query that did not ask for them
 
@@ -67,16 +70,34 @@ def _join_mirror(key: str, budget: int, spawn: Any) -> VectorMirror:
         return mirror
 
 
-def _leave_mirror(key: str) -> None:
+def _leave_mirror(key: str) -> bool:
     """The last store of a folder empties its copy but keeps it registered: a write that a
-    closed store still makes must reach the copy of a store opened on the folder later."""
+    closed store still makes must reach the copy of a store opened on the folder later.
+    Returns whether it was the last."""
     with _mirrors_guard:
         mirror, users = _mirrors.get(key, (None, 0))
         if mirror is None:
-            return
+            return False
         if users <= 1:
             mirror.forget()
         _mirrors[key] = (mirror, max(0, users - 1))
+        return users <= 1
+
+
+def _stop_system(path: str) -> None:
+    """Stop the Chroma that this process runs on a folder and forget it, so that a cache opened
+    on the folder later reads it afresh: another process (``modelcache import``) may write
+    there once the folder lock is released, and Chroma's state in memory would not see it."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    with SharedSystemClient._refcount_lock:
+        system = SharedSystemClient._identifier_to_system.pop(path, None)
+        SharedSystemClient._identifier_to_refcount.pop(path, None)
+    if system is not None:
+        try:
+            system.stop()
+        except Exception as exc:  # the folder is closed either way
+            log.debug("modelcache: stopping Chroma failed: %s", describe_error(exc))
 
 
 def _gone(exc: Exception) -> bool:
@@ -438,7 +459,10 @@ class ChromaVectorStore:
         if key is not None and self._mirror is not None:
             with self._mirror.writing:  # a write under way updates the copy first
                 self._memory_vectors = 0  # later writes still update it; queries ask Chroma
-            _leave_mirror(key)
+                last = _leave_mirror(key)
+                if last and self._path and self._opened is not None:
+                    self._opened = None
+                    _stop_system(self._path)
 
     @property
     def open_collections(self) -> int:
