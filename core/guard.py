@@ -505,9 +505,9 @@ class Guard:
                 numbers.add(1.0)  # "World War I." at the end of a sentence, not "Can I"
         for word, _flag in cjk_words:
             if _CN_NUM.fullmatch(word) and word not in _CN_NUM_SKIP:
-                value = _cn_number(word)
-                if value is not None:
-                    numbers.add(value)
+                cn_value = _cn_number(word)
+                if cn_value is not None:
+                    numbers.add(cn_value)
         return numbers
 
     def _entities(
