@@ -7,11 +7,11 @@ languages and named technologies, named entities (places, people, products), ide
 14A, error E42, e-mail addresses, URLs, domain names, file paths), time references (this vs next
 weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder), negations
 (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
-superlatives: cheapest vs most expensive, where least expensive is cheapest), and the kind of
-answer asked for (when vs where vs who). Chinese is segmented with jieba, loaded at the first
-text with CJK characters (its dictionary and tagger cost about 120 MiB and 2 s, which
-English-only traffic never pays). The word lists live in ``modelcache/data/guard_*.txt`` so
-they can be extended without touching the logic.
+superlatives: cheapest vs most expensive, where least expensive is cheapest; also as parts of a
+compound: best-case vs worst-case), and the kind of answer asked for (when vs where vs who).
+Chinese is segmented with jieba, loaded at the first text with CJK characters (its dictionary and
+tagger cost about 120 MiB and 2 s, which English-only traffic never pays). The word lists live in
+``modelcache/data/guard_*.txt`` so they can be extended without touching the logic.
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
 that the other does not mention at all (Sweden vs Switzerland, 10 vs 16), not when one merely
@@ -361,6 +361,7 @@ class Guard:
         tokens = [t for t, _ in spans if t]
         starts = [bool(_SENTENCE_START.search(text[:pos])) for t, pos in spans if t]
         lower = [_norm(t) for t in tokens]
+        parts = [p for low in lower for p in _compound_parts(low, w.numbers)]
         cjk_words: list[tuple[str, str]] = _segment(text) if has_cjk else []
 
         grams = set(lower)
@@ -391,7 +392,8 @@ class Guard:
             tech.add(canonical)
 
         entities = self._entities(tokens, lower, starts, grams, tech, cjk_words)
-        antonyms = self._antonyms(lower, grams)
+        part_grams = set(parts) | {f"{x}_{y}" for x, y in itertools.pairwise(parts)}
+        antonyms = self._antonyms(parts, grams | part_grams)
         if has_cjk:  # Chinese words also inside longer words: 升级 in 升级到
             antonyms |= {base for base in w.antonyms_cjk if base in text}
         negated = self._negated(text)
@@ -403,7 +405,7 @@ class Guard:
         }
         if has_cjk:  # Chinese question words also inside longer segments: 什么时候, 在哪里
             answer_types |= {k for p, k in w.answer_types.items() if _CJK.match(p) and p in text}
-        content = {t for t in lower if t not in w.stopwords and t not in w.negations}
+        content = {t for t in parts if t not in w.stopwords and t not in w.negations}
         content |= {word for word, flag in cjk_words if flag[:1] not in "xucpy"}
         content -= w.negations
         if cjk_words:
@@ -412,7 +414,7 @@ class Guard:
         else:
             # "an aisle seat" / "a window seat": the article follows the noun
             sequence = [
-                ("a" if t == "an" else t, t.isalpha() and t not in w.stopwords) for t in lower
+                ("a" if t == "an" else t, t.isalpha() and t not in w.stopwords) for t in parts
             ]
         return _Features(
             numbers,
@@ -555,6 +557,18 @@ def _norm(token: str) -> str:
     if "." in low and len(low) <= 6 and low.replace(".", "").isalpha():
         low = low.replace(".", "")
     return low
+
+
+def _compound_parts(low: str, numbers: dict[str, float]) -> list[str]:
+    """The words of a hyphenated compound (best-case: best, case), so that its parts are compared
+    as words; the token itself when it is none (INV-2023-A stays an identifier) or a measure
+    read as one number ("four-year-old" is no "old", "thirty-five")."""
+    parts = low.split("-")
+    if len(parts) < 2 or not all(p.isalpha() for p in parts):
+        return [low]
+    if any(p == _ONE or _cardinal(p, numbers) is not None for p in parts):
+        return [low]
+    return parts
 
 
 def _is_number(lower: list[str], i: int, w: GuardWords) -> bool:
@@ -813,3 +827,4 @@ def _prefix_negation(fa: _Features, fb: _Features) -> str | None:
                 if alike and base not in x.words and not y.negated:
                     return f"negation {prefix}{base} vs {base}"
     return None
+
