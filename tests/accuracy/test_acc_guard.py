@@ -337,3 +337,11 @@ def test_a_lookup_during_the_guard_warm_up_is_no_timeout(tmp_path: Path) -> None
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_contractions_without_the_apostrophe_are_negations(guard: Guard) -> None:
+    """Users type "dont" for "don't": the same negation, not a missing one."""
+    reason = guard.conflict("Why do parrots like mirrors?", "Why dont parrots like mirrors?")
+    assert reason is not None and reason.startswith("negation"), reason
+    assert guard.conflict("Why don't owls like mirrors?", "Why dont owls like mirrors?") is None
+    assert guard.conflict("Is it safe or isnt it?", "Is it safe?") is None
