@@ -8,9 +8,10 @@ languages and named technologies, named entities (places, people, products), ide
 weekend, today vs Friday, monthly vs yearly), scope (this folder vs every folder), negations
 (also by prefix: safe/unsafe) and antonyms (enable/disable, 升级/降级; also as comparatives and
 superlatives: cheapest vs most expensive, where least expensive is cheapest; also as parts of a
-compound: best-case vs worst-case), and the kind of answer asked for (when vs where vs who).
-Chinese is segmented with jieba, loaded at the first text with CJK characters (its dictionary and
-tagger cost about 120 MiB and 2 s, which English-only traffic never pays). The word lists live in
+compound: best-case vs worst-case), the kind of answer asked for (when vs where vs who), and
+two words that trade places around a relation (X faster than Y vs Y faster than X). Chinese is
+segmented with jieba, loaded at the first text with CJK characters (its dictionary and tagger
+cost about 120 MiB and 2 s, which English-only traffic never pays). The word lists live in
 ``modelcache/data/guard_*.txt`` so they can be extended without touching the logic.
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
@@ -57,6 +58,10 @@ _TECH_CONTEXT = {
 }  # fmt: skip
 _CJK_ENTITY_FLAGS = {"nr", "nrt", "nrfg", "ns", "nt", "nz", "eng"}
 _NEGATION_CLOSENESS = 0.5  # word overlap from which a lone negation changes the question
+# words that join two things without ordering them: "X vs Y", "X or Y", "between X and Y"
+_SYMMETRIC = {"and", "or", "nor", "vs", "versus", "v",
+              "和", "与", "跟", "或", "或者", "还是", "及", "以及"}  # fmt: skip
+_ORDER_SPAN = 6  # most words between two that trade places: "3 to the power of 7"
 # number words that combine: "thirty-five", "two hundred", "a dozen"; "one" and the ordinals
 # "first"/"second" are too common in other senses ("which one", "for a second") to count alone
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
@@ -313,7 +318,7 @@ class Guard:
             return f"question kind {kinds[0]} vs {kinds[1]}"
         if fa.negated != fb.negated and _closeness(fa.content, fb.content) >= _NEGATION_CLOSENESS:
             return "negation " + ("in first" if fa.negated else "in second")
-        return self._entity(fa, fb) or self._swap(fa, fb)
+        return self._entity(fa, fb) or self._swap(fa, fb) or _order(fa, fb)
 
     def _entity(self, fa: _Features, fb: _Features) -> str | None:
         """Each side names an entity the other does not mention: Paris vs Berlin."""
@@ -828,3 +833,49 @@ def _prefix_negation(fa: _Features, fb: _Features) -> str | None:
                     return f"negation {prefix}{base} vs {base}"
     return None
 
+
+def _order(fa: _Features, fb: _Features) -> str | None:
+    """Two words trade places around the same relation: "Is X faster than Y" / "Is Y faster
+    than X", "Celsius to Fahrenheit" / "Fahrenheit to Celsius"; not around the symmetric "and",
+    "or", "vs".
+
+    Only a true exchange counts: the same words between and around the two on both sides, so a
+    phrase moved whole ("In Rust, how do I ..." / "How do I ... in Rust") is no conflict.
+    """
+    pos_a, pos_b = _unique_items(fa.sequence), _unique_items(fb.sequence)
+    words_a, words_b = [t for t, _ in fa.sequence], [t for t, _ in fb.sequence]
+    for x, i in pos_a.items():
+        k = pos_b.get(x)
+        if k is None:
+            continue
+        for gap in range(2, _ORDER_SPAN + 2):  # x, the words between, then y
+            y = words_a[i + gap] if i + gap < len(words_a) else None
+            if y is None or pos_a.get(y) != i + gap or pos_b.get(y) != k - gap:
+                continue
+            between = words_a[i + 1 : i + gap]
+            if between != words_b[k - gap + 1 : k] or _SYMMETRIC & set(between):
+                continue
+            # the words around the pair agree too: "Is X faster than Y?" / "Is Y faster than X?",
+            # not two phrases reordered ("MS from X in Y" / "MS in Y in X")
+            around_a = _at(words_a, i - 1), _at(words_a, i + gap + 1)
+            if around_a == (_at(words_b, k - gap - 1), _at(words_b, k + 1)):
+                return f"order {x} {' '.join(between)} {y} vs {y} {' '.join(between)} {x}"
+    return None
+
+
+def _at(words: list[str], i: int) -> str | None:
+    """The word at a position, None outside the text (so that two text edges match)."""
+    return words[i] if 0 <= i < len(words) else None
+
+
+def _unique_items(sequence: list[tuple[str, bool]]) -> dict[str, int]:
+    """Position of each content word or number that occurs once in the sequence."""
+    seen: dict[str, int] = {}
+    twice: set[str] = set()
+    for i, (word, content) in enumerate(sequence):
+        if not (content or any(ch.isdigit() for ch in word)):
+            continue
+        if word in seen:
+            twice.add(word)
+        seen[word] = i
+    return {word: i for word, i in seen.items() if word not in twice}

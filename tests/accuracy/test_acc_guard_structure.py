@@ -1,4 +1,5 @@
-"""Guard on the structure of a question: parts of hyphenated compounds and parity words."""
+"""Guard on the structure of a question: parts of hyphenated compounds, parity words, and the
+same words in another order around an asymmetric relation (than, to, before, a verb)."""
 
 from __future__ import annotations
 
@@ -71,5 +72,47 @@ def test_even_is_a_content_word(guard: Guard, a: str, b: str) -> None:
 
 def test_even_as_an_adverb_added_is_no_conflict(guard: Guard) -> None:
     a, b = "Is it even possible to learn Welsh in a year?", "Is it possible to learn Welsh?"
+    assert guard.conflict(a, b) is None
+    assert guard.conflict(b, a) is None
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Is Python faster than Java?", "Is Java faster than Python?"),
+        ("How do I convert Celsius to Fahrenheit?", "How do I convert Fahrenheit to Celsius?"),
+        ("Is a tomato heavier than an apple?", "Is an apple heavier than a tomato?"),
+        ("Should I learn Spanish before French?", "Should I learn French before Spanish?"),
+        ("How do I translate a letter from German to Dutch?",
+         "How do I translate a letter from Dutch to German?"),
+        ("What is 3 to the power of 7?", "What is 7 to the power of 3?"),
+        ("Did the Romans conquer the Greeks?", "Did the Greeks conquer the Romans?"),
+        ("How do I cast a float to an integer in Rust?",
+         "How do I cast an integer to a float in Rust?"),
+        ("Python比Java快吗?", "Java比Python快吗?"),
+    ],
+)  # fmt: skip
+def test_the_same_words_in_another_order_conflict(guard: Guard, a: str, b: str) -> None:
+    """Two words trade places around the same asymmetric relation: the question is reversed."""
+    _assert_conflict(guard, a, b, "order")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("Java vs Python for web development", "Python vs Java for web development"),
+        ("What is the difference between a violin and a viola?",
+         "What is the difference between a viola and a violin?"),
+        ("Which is healthier, tea or coffee?", "Which is healthier, coffee or tea?"),
+        ("Is it better to rent a flat or to buy one?",
+         "Is it better to buy a flat or to rent one?"),
+        ("In Rust, how do I cast a float to an integer?",
+         "How do I cast a float to an integer in Rust?"),
+        ("How can I get to Lyon from Paris?", "How can I get from Paris to Lyon?"),
+        ("Python和Java哪个好?", "Java和Python哪个好?"),
+    ],
+)  # fmt: skip
+def test_symmetric_relations_and_moved_phrases_pass(guard: Guard, a: str, b: str) -> None:
+    """Symmetric relations ("X vs Y", "X or Y", "between X and Y") and phrases moved whole."""
     assert guard.conflict(a, b) is None
     assert guard.conflict(b, a) is None
