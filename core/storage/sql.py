@@ -185,8 +185,11 @@ class SQLStore:
     def __init__(self, url: str, *, timeout: float = 10.0, connect_timeout: float = 5.0) -> None:
         try:
             self.url = sa.make_url(url)
-        except sa.exc.ArgumentError as exc:
-            raise ConfigError(f"invalid sql_url {mask_url(url)!r}: {exc}") from exc
+            port = self.url.port  # a non-numeric port fails here, with a ValueError
+        except (sa.exc.ArgumentError, ValueError) as exc:
+            raise ConfigError(f"invalid sql_url {mask_url(url)!r}: {exc}") from None
+        if port is not None and not 0 < port < 65536:
+            raise ConfigError(f"invalid sql_url {mask_url(url)!r}: port {port} is not 1-65535")
         self.timeout = timeout
         self._watchdog: _Watchdog | None = None
         backend = self.url.get_backend_name()
@@ -406,10 +409,14 @@ class SQLStore:
         return set(wanted) - found
 
     def partition_count(self, tenant: str) -> int:
-        """How many partitions a tenant holds."""
-        stmt = select(func.count()).select_from(PartitionRow).where(PartitionRow.tenant == tenant)
+        """How many partitions a tenant holds, its name compared exactly.
+
+        The SQL filter only narrows (MySQL/MariaDB collations would count "ACME " as "acme");
+        the names are compared again here, as in :meth:`find_partitions`.
+        """
+        stmt = select(PartitionRow.tenant).where(PartitionRow.tenant == tenant)
         with self._session() as s:
-            return int(s.exec(stmt).one())
+            return sum(1 for name in s.exec(stmt) if name == tenant)
 
     def delete_all(self) -> int:
         """Delete every entry, partition and chunk vector; returns the number of entries

@@ -263,3 +263,25 @@ def test_chunk_vector_statements_on_the_backend(db_cache: Callable[..., Cache]) 
     assert store.chunk_vectors("q" * 32, ["0" * 32]) == {}  # older than all of them
     store.delete_all()
     assert store.chunk_vectors("r" * 32, [f"{5:032x}"]) == {}
+
+
+def test_partition_cap_counts_a_tenant_by_its_exact_name(db_cache: Callable[..., Cache]) -> None:
+    """MariaDB's default collation makes "ACME " equal "acme": another tenant's partitions must
+    neither count against this one's cap nor show in its error."""
+    cache = db_cache(max_partitions_per_tenant=2)
+    for model in ("m1", "m2"):
+        cache.insert(rq(tenant="ACME ", model=model), "theirs")
+    for tenant in ("acme", "Acme", "ACMÉ"):
+        cache.insert(rq(tenant=tenant, model="m1"), "ours")
+        cache.insert(rq(tenant=tenant, model="m2"), "ours")
+    with pytest.raises(ConfigError, match="already has 2 partitions"):
+        cache.insert(rq(tenant="acme", model="m3"), "one too many")
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "0"])
+def test_a_bad_port_in_sql_url_is_a_config_error_without_the_password(
+    make_cache: Callable[..., Cache], tmp_path: Path, port: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_cache(tmp_path, sql_url=f"mysql+pymysql://user:s3cret@db.example:{port}/modelcache")
+    assert "invalid sql_url" in str(info.value) and "s3cret" not in str(info.value)
