@@ -249,7 +249,10 @@ class CacheConfig(_Settings):
         default=0.9, gt=0.0, le=1.0, description="Eviction shrinks a full store to this fraction."
     )
     ttl_seconds: float | None = Field(
-        default=None, gt=0, description="Default time-to-live of an entry; None: no expiry."
+        default=None,
+        gt=0,
+        allow_inf_nan=False,  # an endless expiry is None: inf cannot be stored by every database
+        description="Default time-to-live of an entry; None: no expiry.",
     )
     sliding_ttl: bool = Field(default=False, description="A hit renews the entry's time-to-live.")
     track_hits: bool = Field(

@@ -40,6 +40,8 @@ def test_defaults() -> None:
         {"embedder": ""},
         {"eviction": "random"},
         {"ttl_seconds": 0},
+        {"ttl_seconds": float("inf")},  # accepted, then every insert failed on MariaDB
+        {"ttl_seconds": float("nan")},
         {"low_water": 0},
         {"max_entries": 0},
         {"no_such_field": 1},
@@ -112,7 +114,13 @@ def test_from_env_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     "name, raw",
-    [("SIMILARITY_THRESHOLD", "1.7"), ("TOP_K", "many"), ("EVICTION", "random")],
+    [
+        ("SIMILARITY_THRESHOLD", "1.7"),
+        ("TOP_K", "many"),
+        ("EVICTION", "random"),
+        ("TTL_SECONDS", "inf"),
+        ("TTL_SECONDS", "nan"),
+    ],
 )
 def test_from_env_invalid_values_raise_config_error(name: str, raw: str) -> None:
     with pytest.raises(ConfigError, match=f"environment variable MODELCACHE_{name} = "):
