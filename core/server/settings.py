@@ -15,13 +15,18 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..config import _build, _load, _Settings
 from ..errors import ConfigError
+from ..request import check_name
 
 __all__ = ["ServerSettings", "client_address", "is_loopback", "parse_api_keys"]
 
 
 def parse_api_keys(raw: str) -> dict[str, str]:
     """Parse ``"key1:tenantA,key2:tenantB"`` into ``{key: tenant}``; a bad entry is named by
-    its position, never quoted (it holds a secret)."""
+    its position, never quoted (it holds a secret).
+
+    A key given twice with different tenants is refused: which tenant it acts for would
+    depend on the order of the list.
+    """
     keys: dict[str, str] = {}
     for number, item in enumerate(raw.split(","), 1):
         item = item.strip()
@@ -30,7 +35,13 @@ def parse_api_keys(raw: str) -> dict[str, str]:
         key, sep, tenant = item.rpartition(":")
         if not sep or not key.strip() or not tenant.strip():
             raise ConfigError(f"API key entry {number} must look like 'key:tenant'")
-        keys[key.strip()] = tenant.strip()
+        key, tenant = key.strip(), tenant.strip()
+        if keys.get(key, tenant) != tenant:
+            raise ConfigError(
+                f"API key entry {number} repeats an earlier key with another tenant; "
+                "a key acts for one tenant"
+            )
+        keys[key] = tenant
     return keys
 
 
@@ -152,6 +163,11 @@ class ServerSettings(_Settings):
             )
         if self.allowed_clients and not self.open_mode:
             raise ValueError("allowed_clients is only used with open_mode = true")
+        if self.metrics_tenant_labels and not self.local_only and self.admin_key is None:
+            raise ValueError(
+                "metrics_tenant_labels names every tenant and model on /metrics, which needs "
+                "no API key: set admin_key too (then /metrics needs it), or turn the labels off"
+            )
         return self
 
     @field_validator("api_keys", mode="before")
@@ -163,9 +179,14 @@ class ServerSettings(_Settings):
     @field_validator("api_keys")
     @classmethod
     def _check_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, tenant in value.items():
+        """Keys non-empty and tenants valid scope names (checked here, not at each request)."""
+        for number, (key, tenant) in enumerate(value.items(), 1):
             if not key.strip() or not tenant.strip():
                 raise ValueError("API keys and tenants must be non-empty strings")
+            try:
+                check_name("tenant", tenant)
+            except ConfigError as exc:
+                raise ValueError(f"the tenant of API key {number}: {exc}") from None
         return value
 
     @property

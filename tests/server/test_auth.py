@@ -160,3 +160,25 @@ def test_an_empty_variable_leaves_the_files_server_setting(tmp_path: Path) -> No
     toml.write_text('[server]\nadmin_key = "file-admin"\n', encoding="utf-8")
     s = ServerSettings.load(toml, environ={"MODELCACHE_ADMIN_KEY": "", "MODELCACHE_API_KEYS": ""})
     assert s.admin_key == "file-admin" and s.api_keys == {}
+
+
+def test_a_key_given_twice_with_different_tenants_is_refused(tmp_path: Path) -> None:
+    assert parse_api_keys("k1:acme,k2:globex,k1:acme") == {"k1": "acme", "k2": "globex"}
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.load(environ={"MODELCACHE_API_KEYS": "s3cret:acme,k2:globex,s3cret:globex"})
+    assert "API key entry 3 repeats an earlier key with another tenant" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    toml = tmp_path / "mc.toml"
+    toml.write_text('[server]\napi_keys = ["s3cret:acme", "s3cret:globex"]\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="repeats an earlier key"):
+        ServerSettings.load(toml, environ={})
+
+
+@pytest.mark.parametrize("tenant", ["bad\x01tenant", "x" * 192, "tab\there"])
+def test_a_tenant_that_is_no_valid_scope_name_is_refused_at_load(tenant: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        ServerSettings.load(environ={"MODELCACHE_API_KEYS": f"k0:ok,s3cret:{tenant}"})
+    assert "the tenant of API key 2: scope tenant" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    with pytest.raises(ConfigError, match="the tenant of API key 1"):
+        ServerSettings.create(api_keys={"s3cret": tenant})

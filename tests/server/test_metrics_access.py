@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
-from modelcache import Cache
+from modelcache import Cache, ConfigError
 from modelcache.server import ServerSettings, create_app
 
 
@@ -54,3 +55,12 @@ def test_scrapes_reuse_one_store_reading(cache: Cache) -> None:
     for _ in range(3):
         client0.get("/metrics")
     assert app0.state.metrics.store.passes == 3
+
+
+def test_tenant_labels_behind_keys_need_the_admin_key() -> None:
+    """/metrics needs no API key, so tenant and model names there need the admin key."""
+    for exposed in ({"api_keys": {"k": "acme"}}, {"open_mode": True, "allowed_clients": ["::/0"]}):
+        with pytest.raises(ConfigError, match=r"metrics_tenant_labels .* set admin_key"):
+            ServerSettings.create(metrics_tenant_labels=True, **exposed)
+        assert ServerSettings.create(metrics_tenant_labels=True, admin_key="a", **exposed)
+        assert ServerSettings.create(**exposed).admin_key is None  # no labels: no names to hide
