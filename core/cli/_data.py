@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import math
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ..engine import _lookup_fields
 from ..errors import ModelCacheError
+from ..redact import mask_url
 from ..request import Request
 from ._common import State, UserError, err, friendly, get_state, out, print_json, progress_bar
-from ._records import Row, groups, parse_row, read_records
+from ._records import Expired, Row, groups, parse_row, read_records
 
 
 # ---- single requests ------------------------------------------------------------------------
@@ -28,6 +33,13 @@ def _request(state: State, text: str, system: str | None) -> Request:
 
 def _show_answer(answer: Any) -> str:
     return answer if isinstance(answer, str) else json.dumps(answer, ensure_ascii=False, indent=2)
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    """``--ttl``: finite (typer's bounds let ``inf`` through, which no database stores)."""
+    if ttl is not None and not math.isfinite(ttl):
+        raise typer.BadParameter(f"must be a finite number of seconds, not {ttl}")
+    return ttl
 
 
 @friendly
@@ -58,7 +70,7 @@ def query(
         return
     out.print(
         f"[green]hit[/] {hit.kind}, similarity {hit.similarity:.3f}, {ms:.1f} ms, "
-        f"matched: {hit.matched_query!r}"
+        f"matched: {escape(repr(hit.matched_query))}"
     )
     out.print(_show_answer(hit.answer), markup=False)
 
@@ -71,7 +83,9 @@ def insert(
     system: Annotated[
         str | None, typer.Option(help="System prompt (part of the partition).")
     ] = None,
-    ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
+    ttl: Annotated[
+        float | None, typer.Option(min=0.001, callback=_check_ttl, help="Seconds to live.")
+    ] = None,
     json_answer: Annotated[
         bool, typer.Option("--json-answer", help="Parse ANSWER as JSON instead of text.")
     ] = False,
@@ -111,13 +125,21 @@ def import_(
         str, typer.Option("--format", help="auto (by extension), jsonl or csv.")
     ] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, max=100_000, help="Rows per write.")] = 512,
-    ttl: Annotated[float | None, typer.Option(min=0.001, help="Seconds to live.")] = None,
+    ttl: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            callback=_check_ttl,
+            help="Seconds to live of rows without their own (an export's rows keep theirs).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Bulk-load Q/A pairs. The whole file is checked first: one bad row writes nothing.
 
     Rows already stored with the same answer are skipped: an interrupted import, run again,
-    resumes where it stopped.
+    resumes where it stopped. Exported entries keep what remains of their lifetime; those
+    expired since the export are skipped.
     """
     if fmt not in ("auto", "jsonl", "csv"):
         raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
@@ -125,11 +147,15 @@ def import_(
     config = state.cache_config()
     rows: list[Row] = []
     problems: list[str] = []
+    expired = 0
+    now = time.time()
     for number, record in read_records(file, fmt):
         try:
-            row = parse_row(record, state.scope)
+            row = parse_row(record, state.scope, now=now)
             config.check_env(row.request.scope.env)
             rows.append(row)
+        except Expired:
+            expired += 1
         except (UserError, ModelCacheError, ValueError, TypeError) as exc:
             problems.append(f"{file.name}:{number}: {exc}")
     if problems:
@@ -137,7 +163,7 @@ def import_(
             err.print(line, markup=False, soft_wrap=True)
         more = f" (showing 10 of {len(problems)})" if len(problems) > 10 else ""
         raise UserError(f"{len(problems)} invalid row(s){more}; nothing was imported")
-    if not rows:
+    if not rows and not expired:
         raise UserError(f"{file} holds no rows")
     stored = skipped = 0
     started = time.perf_counter()
@@ -146,9 +172,15 @@ def import_(
         with progress:
             task = progress.add_task("import", total=len(rows))
             for group in groups(rows):
+                try:  # taken now, so that the entries expire when they did in the export
+                    lifetime = group[0].lifetime(time.time(), ttl)
+                except Expired:
+                    expired += len(group)
+                    progress.advance(task, len(group))
+                    continue
                 pairs = [(r.request, r.answer) for r in group]
                 meta = group[0].metadata
-                known = cache.stored(pairs, ttl=ttl, metadata=meta)  # an earlier run's work
+                known = cache.stored(pairs, ttl=lifetime, metadata=meta)  # an earlier run's work
                 fresh = [p for p in pairs if p[0].exact_key not in known]
                 skipped += len(pairs) - len(fresh)
                 progress.advance(task, len(pairs) - len(fresh))
@@ -160,14 +192,22 @@ def import_(
                     done = count
 
                 cache.insert_many(
-                    fresh, ttl=ttl, metadata=meta, progress=advance, batch_size=batch_size
+                    fresh, ttl=lifetime, metadata=meta, progress=advance, batch_size=batch_size
                 )
                 stored += len(fresh)
     seconds = time.perf_counter() - started
     if as_json:
-        print_json({"imported": stored, "skipped": skipped, "seconds": round(seconds, 3)})
+        print_json(
+            {
+                "imported": stored,
+                "skipped": skipped,
+                "expired": expired,
+                "seconds": round(seconds, 3),
+            }
+        )
     else:
         note = f", skipped {skipped:,} already stored" if skipped else ""
+        note += f", skipped {expired:,} expired since the export" if expired else ""
         out.print(f"imported [bold]{stored}[/] rows in {seconds:.1f} s{note}")
 
 
@@ -186,10 +226,13 @@ def export(
         ),
     ] = False,
 ) -> None:
-    """Write every entry (of --tenant, if given) as JSON lines, re-importable with `import`."""
+    """Write every live entry (of --tenant, if given) as JSON lines, re-importable with `import`.
+
+    An entry whose stored data is corrupt is skipped with a warning naming it.
+    """
     state = get_state(ctx)
     count = 0
-    with state.open_cache() as cache:
+    with state.open_cache() as cache, _skipped_entries() as skipped:
         sink = output.open("w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)
         rows = cache.export_log() if log else cache.export(tenant=state.tenant)
         with sink as fh:
@@ -203,7 +246,41 @@ def export(
                 fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
                 count += 1
     if output:
-        err.print(f"exported {count} {'log rows' if log else 'entries'} to {output}")
+        what = "log rows" if log else "entries"
+        err.print(f"exported {count} {what} to {escape(str(output))}", soft_wrap=True)
+    if skipped:  # the file is written, but is no complete copy: say so, and exit 1
+        raise UserError(
+            f"skipped {len(skipped)} entries whose stored data is corrupt (named above); "
+            f"the other {count} were exported"
+        )
+
+
+class _SkipCounter(logging.Handler):
+    """Prints the warnings of an export (those about skipped corrupt entries among them) and
+    collects the ids of the skipped entries."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.ids: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        entry = getattr(record, "modelcache_skipped", None)
+        if entry is not None:
+            self.ids.append(str(entry))
+        message = f"{record.levelname.lower()}: {record.getMessage()}"
+        err.print(message, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _skipped_entries() -> Iterator[list[str]]:
+    """The ids of the entries an export skips as corrupt, while it runs."""
+    logger = logging.getLogger("modelcache")
+    counter = _SkipCounter()
+    logger.addHandler(counter)
+    try:
+        yield counter.ids
+    finally:
+        logger.removeHandler(counter)
 
 
 # ---- maintenance -----------------------------------------------------------------------------
@@ -219,14 +296,14 @@ def clear(
     chosen = {k: v for k, v in filters.items() if v is not None}
     what = ", ".join(f"{k}={v}" for k, v in chosen.items()) or "ALL entries"
     with state.open_cache() as cache:
-        where = cache.config.path or cache.config.sql_url
+        where = cache.config.path or mask_url(cache.config.sql_url)
         if not yes and not typer.confirm(f"Delete {what} in {where}?", default=False):
             raise UserError("aborted; nothing deleted")
         deleted = cache.clear(tenant=state.tenant, env=state.env, model=state.model)
     if as_json:
         print_json({"deleted": deleted, **chosen})
     else:
-        out.print(f"deleted [bold]{deleted}[/] entries ({what})")
+        out.print(f"deleted [bold]{deleted}[/] entries ({escape(what)})", soft_wrap=True)
 
 
 @friendly

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import math
+import re
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from ..request import Message, Request
+from ..request import Message, Request, _canonical_json
 from ._common import UserError
 
 _QUERY_KEYS = ("query", "question", "prompt", "input")
 _ANSWER_KEYS = ("answer", "response", "completion", "output")
+
+
+_DIGEST = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -23,28 +30,88 @@ class Row:
     request: Request
     answer: Any
     metadata: dict[str, Any] | None
+    expires_at: float | None = None  # an exported entry's expiry, kept by the import
+    ttl: float | None = None  # the row's own time to live (a ``ttl`` column without expiry)
+
+    def lifetime(self, now: float, default: float | None) -> float | None:
+        """Seconds to live from ``now``: what remains until the row's expiry, else its own
+        ttl, else ``default``; raises :class:`Expired` once the expiry has passed."""
+        if self.expires_at is None:
+            return default if self.ttl is None else self.ttl
+        if self.expires_at <= now:
+            raise Expired
+        return self.expires_at - now
+
+
+class Expired(Exception):
+    """An exported entry whose expiry has passed: skipped, never brought back."""
+
+
+@dataclass(frozen=True, eq=False)
+class _RestoredRequest(Request):
+    """A request rebuilt from an export: the attachments (images, files) themselves are not
+    exported, only their digest, which this request carries so that the entry keeps its id
+    and serves only requests with the same attachments."""
+
+    stored_attachments: str = ""
+
+    @cached_property
+    def attachment_digest(self) -> str:
+        """The exported digest of the conversation's attachments."""
+        return self.stored_attachments
 
 
 def read_records(path: Path, fmt: str) -> Iterator[tuple[int, Any]]:
-    """(line number, record) pairs of a JSONL or CSV file."""
+    """(line number, record) pairs of a JSONL or CSV file (UTF-8, with or without a BOM).
+
+    A file that cannot be read as such ends with a :class:`UserError` naming its line.
+    """
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() in (".csv", ".tsv") else "jsonl"
-    with path.open(encoding="utf-8", newline="") as fh:
+    with path.open("rb") as fh:
+        lines = _Lines(path, fh)
         if fmt == "csv":
             dialect = "excel-tab" if path.suffix.lower() == ".tsv" else "excel"
-            reader = csv.DictReader(fh, dialect=dialect)
-            if not reader.fieldnames:
-                raise UserError(f"{path}: empty CSV file (a header row is needed)")
-            for record in reader:
-                yield reader.line_num, record
+            reader = csv.DictReader(lines, dialect=dialect)
+            try:
+                if not reader.fieldnames:
+                    raise UserError(f"{path}: empty CSV file (a header row is needed)")
+                for record in reader:
+                    yield lines.number, record
+            except csv.Error as exc:
+                hint = "; JSONL has no such limit" if "field limit" in str(exc) else ""
+                raise UserError(
+                    f"{path}:{lines.number}: not a valid CSV row: {exc}{hint}"
+                ) from None
             return
-        for number, line in enumerate(fh, 1):
+        for line in lines:
             if not line.strip():
                 continue
             try:
-                yield number, json.loads(line)
+                yield lines.number, json.loads(line)
             except ValueError as exc:
-                yield number, UserError(f"not valid JSON: {exc}")
+                yield lines.number, UserError(f"not valid JSON: {exc}")
+
+
+class _Lines:
+    """The lines of a file as UTF-8 text (a leading BOM dropped), counting them; a line that is
+    not UTF-8 is a :class:`UserError` naming it."""
+
+    def __init__(self, path: Path, fh: BinaryIO) -> None:
+        self._path = path
+        self._fh = fh
+        self.number = 0  # of the last line read
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._fh:
+            self.number += 1
+            try:
+                yield raw.decode("utf-8-sig" if self.number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise UserError(
+                    f"{self._path}:{self.number}: not UTF-8 text ({exc.reason} at byte "
+                    f"{exc.start}); save the file as UTF-8"
+                ) from None
 
 
 def _field(record: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -79,9 +146,69 @@ def _history(value: Any) -> tuple[Message, ...]:
     return tuple(turns)
 
 
-def parse_row(record: Any, defaults: dict[str, str]) -> Row:
+def _seconds(record: dict[str, Any], key: str) -> float | None:
+    """A number of seconds of a record (JSON number, or CSV text); None when absent."""
+    value = record.get(key)
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{key} must be a number of seconds") from None
+    if not math.isfinite(number):
+        raise UserError(f"{key} must be a finite number of seconds")
+    return number
+
+
+def _expiry(record: dict[str, Any]) -> tuple[float | None, float | None]:
+    """The row's ``expires_at`` (an export's) and, when it has none, its own ``ttl``."""
+    expires_at = _seconds(record, "expires_at")
+    if expires_at is not None:
+        return expires_at, None
+    ttl = _seconds(record, "ttl")
+    if ttl is not None and ttl <= 0:
+        raise UserError("ttl must be positive seconds")
+    return None, ttl
+
+
+def _with_attachments(request: Request, record: dict[str, Any]) -> Request:
+    """The request with an exported attachment digest, when the record has one.
+
+    The digest covers the attachments of every turn, but an entry's id also hashes each
+    earlier turn's own, which is not stored: after earlier turns, the rebuilt id must equal
+    the exported one, or the row is refused.
+    """
+    digest = record.get("attachments")
+    if digest in (None, ""):
+        return request
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+        raise UserError("attachments must be the 32-character digest an export writes")
+    if request.attachment_digest and request.attachment_digest != digest:
+        raise UserError("attachments does not match the attachments of the messages")
+    restored = _RestoredRequest(
+        query=request.query,
+        scope=request.scope,
+        system=request.system,
+        history=request.history,
+        stored_attachments=digest,
+    )
+    if restored.history and restored.exact_key != record.get("id"):
+        raise UserError(
+            "an entry with attachments (images, files) after earlier turns cannot be rebuilt "
+            "exactly (the attachments of earlier turns are not exported); remove the row"
+        )
+    return restored
+
+
+def parse_row(record: Any, defaults: dict[str, str], *, now: float | None = None) -> Row:
     """One Q/A record -> a request and its answer (``defaults``, the global options' scope,
-    fill a missing tenant, env or model)."""
+    fill a missing tenant, env or model).
+
+    An exported entry keeps its attachment digest and its expiry; one that expired by
+    ``now`` (default: the current time) raises :class:`Expired`.
+    """
     if isinstance(record, Exception):
         raise record
     if not isinstance(record, dict):
@@ -96,6 +223,8 @@ def parse_row(record: Any, defaults: dict[str, str]) -> Row:
     metadata = _maybe_json(record.get("metadata") or None, "metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise UserError("metadata must be an object")
+    _canonical_json(answer, "the answer")  # refused here, with its line, not while writing
+    _canonical_json(metadata or {}, "metadata")
     messages = _maybe_json(record.get("messages"), "messages")
     if messages:
         request = Request.from_messages(messages, params=params, **scope)
@@ -109,16 +238,20 @@ def parse_row(record: Any, defaults: dict[str, str]) -> Row:
             system=record.get("system") or None,
             history=_history(record.get("history")),
         )
-    return Row(request, answer, metadata)
+    row = Row(_with_attachments(request, record), answer, metadata, *_expiry(record))
+    row.lifetime(time.time() if now is None else now, None)  # raises Expired
+    return row
 
 
-def groups(rows: list[Row]) -> Iterator[list[Row]]:
-    """Runs of consecutive rows with equal metadata (one ``insert_many`` each)."""
-    group: list[Row] = []
-    for row in rows:
-        if group and row.metadata != group[0].metadata:
-            yield group
-            group = []
-        group.append(row)
-    if group:
-        yield group
+def groups(rows: Iterable[Row]) -> list[list[Row]]:
+    """The rows by metadata, expiry and ttl (one ``insert_many`` each), in file order: the
+    entries of one exported batch share an expiry.
+
+    A later row of the same entry replaces an earlier one, as inserting them in turn would.
+    """
+    latest = {row.request.exact_key: row for row in rows}
+    by_kind: dict[tuple[str, float | None, float | None], list[Row]] = {}
+    for row in latest.values():
+        meta = _canonical_json(row.metadata or {}, "metadata")
+        by_kind.setdefault((meta, row.expires_at, row.ttl), []).append(row)
+    return list(by_kind.values())

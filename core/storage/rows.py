@@ -134,20 +134,32 @@ def _estimate_tokens(answer_json: str) -> int:
 
 
 def export_record(partition: PartitionRow, row: Mapping[str, Any]) -> dict[str, Any]:
-    """One stored entry as a JSON-able dict: its partition's fields, query, history, answer."""
+    """One stored entry as a JSON-able dict: its partition's fields, query, history, answer,
+    and the digest of its attachments (so that an import restores the same entry).
+
+    Raises ``ValueError`` naming the field when a stored JSON value is corrupt.
+    """
     return {
         "id": row["id"],
         "tenant": partition.tenant,
         "env": partition.env,
         "model": partition.model,
-        "params": json.loads(partition.params_json),
+        "params": _stored_json(partition.params_json, "params"),
         "system": partition.system or None,
         "query": row["query"],
-        "history": json.loads(row["history_json"]),
-        "answer": json.loads(row["answer_json"]),
-        "metadata": json.loads(row["metadata_json"] or "{}"),
+        "history": _stored_json(row["history_json"], "history"),
+        "attachments": row["attachments"] or "",
+        "answer": _stored_json(row["answer_json"], "answer"),
+        "metadata": _stored_json(row["metadata_json"] or "{}", "metadata"),
         "created_at": row["created_at"],
         "hit_count": row["hit_count"],
         "ttl": row["ttl"],
         "expires_at": row["expires_at"],
     }
+
+
+def _stored_json(text: Any, field: str) -> Any:
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{field} is not valid JSON ({exc})") from None

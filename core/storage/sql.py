@@ -665,15 +665,33 @@ class SQLStore:
         with self._session() as s:
             return {pid: (int(n), int(h), int(t)) for pid, n, h, t in s.exec(stmt)}
 
-    def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every entry (of one tenant, or all) as a JSON-able record with its partition's
-        fields (:func:`~.rows.export_record`)."""
+    def export(
+        self, tenant: str | None = None, *, now: float | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every live entry (of one tenant, or all) as a JSON-able record with its partition's
+        fields (:func:`~.rows.export_record`).
+
+        Expired entries are left out: an import would bring them back. A row whose stored JSON
+        is corrupt is skipped with a warning whose ``extra`` names it as ``modelcache_skipped``,
+        so that a caller can count the skipped rows.
+        """
+        at = time.time() if now is None else now
         partitions = {p.id: p for p in self.find_partitions(tenant=tenant)}
         with self._engine.connect() as conn:
             for chunk in _chunks(list(partitions)):
-                stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk))
-                for row in conn.execute(stmt).mappings():
-                    yield export_record(partitions[row["partition_id"]], dict(row))
+                stmt = sa.select(_ENTRY).where(_ENTRY.c.partition_id.in_(chunk), _IS_LIVE)
+                for row in conn.execute(stmt, {"now": at}).mappings():
+                    try:
+                        record = export_record(partitions[row["partition_id"]], dict(row))
+                    except ValueError as exc:
+                        log.warning(
+                            "modelcache export: skipped entry %s, its stored data is corrupt: %s",
+                            row["id"],
+                            exc,
+                            extra={"modelcache_skipped": row["id"]},
+                        )
+                        continue
+                    yield record
 
     # ---- chunk vectors -----------------------------------------------------------------------
     def chunk_vectors(self, partition_id: str, digests: Sequence[str]) -> dict[str, str]:

@@ -278,6 +278,16 @@ def test_partition_cap_counts_a_tenant_by_its_exact_name(db_cache: Callable[...,
         cache.insert(rq(tenant="acme", model="m3"), "one too many")
 
 
+def test_export_leaves_out_expired_entries(db_cache: Callable[..., Cache], clock: Any) -> None:
+    cache = db_cache()
+    cache.insert(rq("short lived"), "a", ttl=5)
+    cache.insert(rq("long lived"), "b", ttl=500)
+    cache.insert(rq("endless"), "c")
+    clock.advance(10)
+    store = cache._sql
+    assert {r["query"] for r in store.export(now=clock())} == {"long lived", "endless"}
+
+
 @pytest.mark.parametrize("port", ["abc", "99999", "0"])
 def test_a_bad_port_in_sql_url_is_a_config_error_without_the_password(
     make_cache: Callable[..., Cache], tmp_path: Path, port: str
