@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..engine import Cache
@@ -177,8 +178,8 @@ def demo(
             set_llm_cache(ModelCache(recorder, tenant=tenant, env=env))  # type: ignore[arg-type]
             if not as_json:
                 out.print(
-                    f"[bold]ModelCache demo[/]: LangChain + {llm_name}; cache "
-                    f"{cache.config.path} (embedder {cache.embedder.name})\n"
+                    f"[bold]ModelCache demo[/]: LangChain + {escape(llm_name)}; cache "
+                    f"{escape(str(cache.config.path))} (embedder {escape(cache.embedder.name)})\n"
                 )
             for number, step in enumerate(_SCRIPT, 1):
                 recorder.last = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..report import LogSummary, parse_since, summarize
@@ -48,18 +50,20 @@ def stats(
     if as_json:
         print_json({**data, "partitions": parts, "since": start})
         return
-    table = Table(title=f"ModelCache: {data.get('entries', 0)} entries ({data.get('embedder')})")
+    table = Table(
+        title=f"ModelCache: {data.get('entries', 0)} entries ({escape(str(data.get('embedder')))})"
+    )
     numeric: tuple[str, ...] = ("entries", "hits", "tokens saved")
     if recent is not None:
         numeric = (*numeric, "lookups", "hit rate")
     for column in ("tenant", "env", "model", "params", *numeric):
         table.add_column(column, justify="right" if column in numeric else "left")
     for p in parts:
-        cells = [
-            p["tenant"],
-            p["env"],
-            p["model"],
-            json.dumps(p.get("params") or {}, ensure_ascii=False)[:60],
+        cells = [  # names and params are user text: never markup
+            escape(p["tenant"]),
+            escape(p["env"]),
+            escape(p["model"]),
+            escape(json.dumps(p.get("params") or {}, ensure_ascii=False)[:60]),
             str(p.get("entries", 0)),
             str(p.get("stored_hits", p.get("hits", 0))),
             str(p.get("tokens_saved", 0)),
@@ -140,7 +144,30 @@ def _log_lines(fh: Any, path: Path) -> Iterator[dict[str, Any]]:
             raise UserError(f"{path}:{number}: not a JSON line") from None
         if not isinstance(row, dict) or "at" not in row:
             raise UserError(f"{path}:{number}: not a query-log row (export it with --log)")
+        problem = _log_row_problem(row)
+        if problem:
+            raise UserError(f"{path}:{number}: {problem}")
         yield row
+
+
+_LATEST = datetime(9999, 12, 31, tzinfo=timezone.utc).timestamp()  # the last printable time
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _log_row_problem(row: dict[str, Any]) -> str | None:
+    """What is wrong with the fields the report reads from a query-log row, if anything."""
+    if not _number(row["at"]) or not 0 <= row["at"] <= _LATEST:
+        return "'at' must be a time in epoch seconds"
+    latency = row.get("latency_ms")
+    if latency is not None and (not _number(latency) or latency < 0):
+        return "'latency_ms' must be a non-negative number"
+    tokens = row.get("answer_tokens")
+    if tokens is not None and (not _number(tokens) or tokens < 0):
+        return "'answer_tokens' must be a non-negative number"
+    return None
 
 
 def _print_report(s: LogSummary) -> None:

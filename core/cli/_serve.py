@@ -40,10 +40,13 @@ def serve(
     Trusted networks: MODELCACHE_OPEN_MODE=1 and MODELCACHE_ALLOWED_CLIENTS="10.0.0.0/8".
     """
     import uvicorn
+    from uvicorn.config import LOG_LEVELS
 
     from ..server import ServerSettings, create_app
     from ..server.factory import ENV_VAR, describe_backends
 
+    if log_level.lower() not in LOG_LEVELS:
+        raise UserError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     state = get_state(ctx)
     server_overrides = {"host": host, "port": port, "max_body_bytes": max_body_bytes}
     settings = ServerSettings.load(
@@ -74,7 +77,7 @@ def serve(
         mode = f"{len(settings.api_keys)} API keys"
     err.print(
         f"modelcache serve: SQL {escape(sql)} | vectors {escape(vectors)} | "
-        f"embedder {escape(config.embedder)} | http://{settings.host}:{settings.port} | "
+        f"embedder {escape(config.embedder)} | http://{escape(settings.host)}:{settings.port} | "
         f"{workers} worker{'s' if workers > 1 else ''} | {mode}",
         soft_wrap=True,
     )

@@ -139,11 +139,17 @@ def load_rows(path: str | os.PathLike[str], limit: int | None = None) -> list[Ev
     text = Path(path).read_text(encoding="utf-8")
     rows: list[EvalRow] = []
     if text.lstrip().startswith("["):
-        for item in json.loads(text):
-            if "origin" in item:
-                rows.append(EvalRow(str(item["origin"]), str(item["similar"]), True))
-            else:
-                rows.append(_row(item))
+        for number, item in enumerate(json.loads(text), 1):
+            try:
+                if "origin" in item:
+                    rows.append(EvalRow(str(item["origin"]), str(item["similar"]), True))
+                else:
+                    rows.append(_row(item))
+            except (KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"{path}: item {number}: expected an object with origin and similar, or "
+                    f"a, b and same_answer ({exc!r})"
+                ) from exc
     else:
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -171,10 +177,17 @@ def _row(item: dict[str, Any]) -> EvalRow:
 
 def load_conversations(path: str | os.PathLike[str]) -> list[Conversation]:
     """Conversations from a multi-turn JSON file."""
-    items = json.loads(Path(path).read_text(encoding="utf-8"))
-    return [
-        Conversation(**{k: str(v) for k, v in item.items() if k in _CONV_KEYS}) for item in items
-    ]
+    conversations = []
+    for number, item in enumerate(json.loads(Path(path).read_text(encoding="utf-8")), 1):
+        try:
+            conversations.append(
+                Conversation(**{k: str(v) for k, v in item.items() if k in _CONV_KEYS})
+            )
+        except (AttributeError, TypeError) as exc:
+            raise ValueError(
+                f"{path}: item {number}: expected an object with {', '.join(_CONV_KEYS)}"
+            ) from exc
+    return conversations
 
 
 _CONV_KEYS = ("u0", "u0_duplicate", "system_q0", "u1", "u1_duplicate", "system_q1")
