@@ -29,7 +29,13 @@ def _not_blank(value: str) -> str:
 
 
 # `pattern` documents the rule for clients and generators; the validator enforces Python's view.
-Text = Annotated[str, StringConstraints(min_length=1, pattern=r"\S"), AfterValidator(_not_blank)]
+# No NUL anywhere: PostgreSQL cannot store it (the engine refuses it too).
+Text = Annotated[
+    str,
+    StringConstraints(min_length=1, pattern=r"^[^\x00]*\S[^\x00]*$"),
+    AfterValidator(_not_blank),
+]
+Prose = Annotated[str, StringConstraints(pattern=r"^[^\x00]*$")]
 
 
 def _printable_name(value: str) -> str:
@@ -52,7 +58,7 @@ class HistoryMessage(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["user", "assistant", "tool", "function"]
-    content: str
+    content: Prose
 
 
 class ErrorBody(BaseModel):
@@ -157,7 +163,7 @@ def rest_bodies(environments: tuple[str, ...]) -> dict[str, type[BaseModel]]:
             default_factory=dict, description="Generation parameters; part of the partition."
         )
         query: Text = Field(description="The current user message.")
-        system: str | None = Field(
+        system: Prose | None = Field(
             default=None, description="System prompt; part of the partition."
         )
         history: list[HistoryMessage] = Field(
@@ -200,7 +206,7 @@ def envelope_models(environments: tuple[str, ...]) -> tuple[Any, ...]:
 
     class EnvelopeMessage(BaseModel):
         role: Literal["system", "user", "assistant", "tool", "function", "developer"]
-        content: str | list[Any] | None = Field(description="Text, or OpenAI-style parts.")
+        content: Prose | list[Any] | None = Field(description="Text, or OpenAI-style parts.")
 
     class EnvelopeScope(BaseModel):
         model: Name = Field(description="Model name, kept as given.")
