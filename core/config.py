@@ -82,7 +82,8 @@ class CacheConfig(_Settings):
         default=10.0,
         gt=0,
         description="Seconds one SQL call may take (driver read/write timeouts, server "
-        "statement timeout, SQLite busy wait); past it the call fails instead of hanging.",
+        "statement timeout, SQLite busy wait), and one call to a Chroma server; past it the "
+        "call fails instead of hanging.",
     )
     sql_connect_timeout: float = Field(
         default=5.0,

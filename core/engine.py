@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -731,8 +732,8 @@ class Cache:
         re-run finishes).
         """
         self._check_open()
-        if ttl is not None and ttl <= 0:
-            raise ConfigError("ttl must be positive seconds")
+        if ttl is not None and not (0 < ttl < math.inf):
+            raise ConfigError("ttl must be positive, finite seconds")
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
         items = list(items)
@@ -977,9 +978,9 @@ class Cache:
         return self._sql.iter_log(since)
 
     def export(self, *, tenant: str | None = None) -> Iterator[dict[str, Any]]:
-        """Every stored entry as a JSON-able dict (partition fields, query, history, answer)."""
+        """Every live entry as a JSON-able dict (partition fields, query, history, answer)."""
         self._check_open()
-        yield from self._sql.export(tenant)
+        yield from self._sql.export(tenant, now=self._clock())
 
     def check(self) -> IntegrityReport:
         """Compare SQL rows and vectors partition by partition (stress and recovery tests)."""
