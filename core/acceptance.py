@@ -67,15 +67,17 @@ _BACK_REFERENCES = frozenset({
     "new", "old", "current", "next", "last", "first", "second", "third", "latest", "below",
     "mentioned", "said",
 })  # fmt: skip
-# the speaker: a question about "my" or "I" may rest on what the user said of themselves earlier
-# ("I'm pregnant" ... "how much caffeine can I drink a day?")
-# ("us" is left out: it is also the US); an earlier turn speaks of its user with a subject or a
-# possessive ("tell me a joke" says nothing about them)
-_SELF = frozenset({
-    "i", "i'm", "i've", "i'd", "i'll", "my", "mine", "myself",
-    "we", "we're", "we've", "our", "ours", "ourselves",
-})  # fmt: skip
-_PERSONAL = _SELF | {"me"}
+# A question of what the user may or should do ("can I ...", "should I ...", "do I need ...")
+# rests on what the user said of their own state earlier ("I'm pregnant.", "I have an ulcer",
+# "my card is Basic"); "how do I ..." asks for steps, and small talk states nothing.
+_ASKS_FOR_SELF = re.compile(
+    r"\b(?:can|could|may|might|should|must|shall|am)\s+(?:i|we)\b"
+    r"|\b(?:do|would)\s+(?:i|we)\s+need\b|\bfor\s+(?:me|us)\b"
+)
+_STATES_SELF = re.compile(
+    r"\b(?:i|we)\s*(?:'\s*m|'\s*re|'\s*ve|am|are|have|was|were|got)\b"
+    r"|\b(?:my|our)\s+\w+(?:\s+\w+)?\s+(?:is|are|was|were|has|have)\b"
+)
 _TOOL_ROLES = frozenset({"tool", "function"})
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -107,14 +109,12 @@ def _self_contained(text: str) -> bool:
     return not any(lowered.startswith(c + " ") for c in _CONTINUATIONS)
 
 
-def _personal(text: str, words: frozenset[str] = _PERSONAL) -> bool:
-    """Whether a text speaks of its speaker (I, my, me, we ...; ``_SELF``: not "me")."""
-    return any(w in words for w in _WORD.findall(text.casefold()))
-
-
-def _self_described(turns: Sequence[str]) -> bool:
-    """Whether a user said something of themselves in these turns ("I'm pregnant")."""
-    return any(_personal(turn, _SELF) for turn in turns)
+def _rests_on_self(query: str, users: Sequence[str]) -> bool:
+    """Whether a question asks what its user may or should do after an earlier user turn
+    stated something of the user (see ``_ASKS_FOR_SELF``)."""
+    if not _ASKS_FOR_SELF.search(query.casefold()):
+        return False
+    return any(_STATES_SELF.search(turn.casefold().replace("\u2019", "'")) for turn in users)
 
 
 def _tool_results(turns: Sequence[tuple[str, str]]) -> list[str]:
@@ -314,11 +314,11 @@ class Acceptor:
 
     def is_standalone(self, request: Request, query: np.ndarray, context: np.ndarray) -> bool:
         """A self-contained question whose earlier turns are about something else, and that
-        does not ask about the user when the user spoke of themselves before."""
+        does not ask what the user may do after the user spoke of their own state."""
         users = [normalize_text(m.content) for m in request.history if m.role == "user"]
         return (
             _self_contained(request.query_text)
-            and not (_personal(request.query_text) and _self_described(users))
+            and not _rests_on_self(request.query_text, users)
             and float(np.dot(query, context)) < _STANDALONE_MAX_RELATEDNESS
         )
 
@@ -344,14 +344,13 @@ class Acceptor:
         request's query vector stands in for the stored one: they passed the threshold)."""
         if row.context_vector is None or not _self_contained(row.query):
             return False
-        if _personal(row.query):
-            try:
-                turns = json.loads(row.history_json)
-                users = [str(t[1] or "") for t in turns if t[0] == "user"]
-            except (TypeError, ValueError, IndexError, KeyError):
-                return False  # a corrupt row: a miss
-            if _self_described(users):
-                return False
+        try:
+            turns = json.loads(row.history_json)
+            users = [str(t[1] or "") for t in turns if t[0] == "user"]
+        except (TypeError, ValueError, IndexError, KeyError):
+            return False  # a corrupt row: a miss
+        if _rests_on_self(row.query, users):
+            return False
         relatedness = float(np.dot(query, row.context_vector))
         return relatedness < _STANDALONE_MAX_RELATEDNESS
 

@@ -167,6 +167,14 @@ def test_a_question_about_the_user_after_they_spoke_of_themselves_is_no_standalo
     cache.insert(Request(question), "Up to 400 mg a day is safe for most adults.")
     hit = cache.lookup(Request(question, history=chatter))  # nothing said about the user
     assert hit is not None and hit.answer == "Up to 400 mg a day is safe for most adults."
+    steps = "How do I export my contacts from the email app?"
+    cache.insert(Request(steps), "python -m venv .venv")
+    trip = (
+        Message("user", "I'm planning a trip to Japan in April."),
+        Message("assistant", "Nice!"),
+    )
+    hit = cache.lookup(Request(steps, history=trip))  # asks for steps, not what the user may do
+    assert hit is not None and hit.answer == "python -m venv .venv"
 
 
 def test_tool_results_must_be_the_same_data(make_cache: Callable[..., Cache]) -> None:
