@@ -110,7 +110,7 @@ class Maintenance:
         self._write_lock = write_lock
         self._clock = clock
         self._hit_lock = threading.Lock()
-        self._pending_hits: dict[str, tuple[int, float, float | None]] = {}
+        self._pending_hits: dict[str, tuple[int, float]] = {}  # id -> (hits, last hit's time)
         # vectors lookups met without a row: partition -> id -> when first met
         self._orphans: dict[str, dict[str, float]] = {}
         self._next_purge = 0.0
@@ -122,10 +122,9 @@ class Maintenance:
         """Count a hit (and renew a sliding TTL) in memory; the next pass writes it."""
         if not self._config.track_hits:
             return
-        expires = now + entry.ttl if self._config.sliding_ttl and entry.ttl is not None else None
         with self._hit_lock:
-            count, _, _ = self._pending_hits.get(entry.id, (0, 0.0, None))
-            self._pending_hits[entry.id] = (count + 1, now, expires)
+            count, last = self._pending_hits.get(entry.id, (0, now))
+            self._pending_hits[entry.id] = (count + 1, max(last, now))
 
     def drop_orphans(self, partition_id: str, ids: Sequence[str]) -> None:
         """Vectors whose row is gone (a crash between the two writes): ignore and delete.
@@ -172,7 +171,7 @@ class Maintenance:
         with self._hit_lock:
             pending, self._pending_hits = self._pending_hits, {}
         try:
-            self._sql.record_hits(pending)
+            self._sql.record_hits(pending, renew_ttl=self._config.sliding_ttl)
         except Exception as exc:
             log_failure(log, f"modelcache could not record {len(pending)} hits", exc)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, col, delete, func, select, update
+from sqlmodel import Session, SQLModel, col, delete, func, select
 from tenacity import (
     Retrying,
     before_sleep_log,
@@ -61,6 +61,32 @@ _RAW_LIVE = (
     f"SELECT {_RAW_COLUMNS} FROM {_ENTRY.name} WHERE id = ? AND partition_id = ? AND {_RAW_IS_LIVE}"
 )
 _RAW_LIVE_MANY = f"SELECT {_RAW_COLUMNS}, {_RAW_IS_LIVE} FROM {_ENTRY.name} WHERE id IN ({{}})"
+
+# Hit bookkeeping, one statement for every row of a batch. Each SET expression reads only its
+# own column (MySQL evaluates them left to right on the updated row); times never move back, as
+# another process may flush older hits after newer ones.
+_HIT_AT: sa.BindParameter[float] = sa.bindparam("hit_at", type_=sa.Double())
+_RECORD_HITS = (
+    sa.update(_ENTRY)
+    .where(_ENTRY.c.id == sa.bindparam("hit_id"), _ENTRY.c.created_at <= _HIT_AT)
+    .values(
+        hit_count=_ENTRY.c.hit_count + sa.bindparam("hits", type_=sa.Integer()),
+        last_hit_at=sa.case((_ENTRY.c.last_hit_at < _HIT_AT, _HIT_AT), else_=_ENTRY.c.last_hit_at),
+    )
+)
+_RENEWED = _HIT_AT + _ENTRY.c.ttl
+_RENEW_HITS = _RECORD_HITS.values(
+    expires_at=sa.case(
+        (
+            sa.and_(
+                _ENTRY.c.ttl.is_not(None),
+                sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at < _RENEWED),
+            ),
+            _RENEWED,
+        ),
+        else_=_ENTRY.c.expires_at,
+    )
+)
 
 _CHUNK_TABLE = ChunkRow.__table__  # type: ignore[attr-defined]
 _RAW_CHUNKS = (
@@ -618,26 +644,26 @@ class SQLStore:
 
         return self._retrying(write)
 
-    def record_hits(self, hits: dict[str, tuple[int, float, float | None]]) -> None:
-        """Apply buffered hit bookkeeping: id -> (extra hits, last hit time, new expiry or None).
+    def record_hits(self, hits: dict[str, tuple[int, float]], *, renew_ttl: bool = False) -> None:
+        """Apply buffered hit bookkeeping: id -> (hits, time of the last one); ``renew_ttl``
+        (a sliding TTL) moves each row's expiry to that time plus the row's own ``ttl``.
 
-        Rows are updated in id order, like every other writer, so two processes flushing hit
-        batches (or a remove beside them) do not lock rows in opposite orders.
+        A hit noted before the row was written (an entry replaced or re-inserted since) is not
+        applied: the new row keeps the expiry its own insert gave it. Rows are updated in id
+        order, like every other writer, so two processes flushing hit batches (or a remove
+        beside them) do not lock rows in opposite orders.
         """
         if not hits:
             return
+        values = [
+            {"hit_id": entry_id, "hits": count, "hit_at": at}
+            for entry_id, (count, at) in sorted(hits.items())
+        ]
+        stmt = _RENEW_HITS if renew_ttl else _RECORD_HITS
 
         def write() -> None:
-            with self._session() as s:
-                for entry_id, (count, last, expires) in sorted(hits.items()):
-                    values: dict[str, Any] = {
-                        "hit_count": EntryRow.hit_count + count,
-                        "last_hit_at": last,
-                    }
-                    if expires is not None:
-                        values["expires_at"] = expires
-                    s.exec(update(EntryRow).where(EntryRow.id == entry_id).values(**values))  # type: ignore[call-overload]
-                s.commit()
+            with self._engine.begin() as conn:
+                conn.execute(stmt, values)
 
         self._retrying(write)
 

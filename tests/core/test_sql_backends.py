@@ -156,6 +156,60 @@ def test_ttl_on_the_backend(db_cache: Callable[..., Cache], clock: Any) -> None:
     assert cache.lookup(rq(PARAPHRASE)) is None
 
 
+def _stored(cache: Cache, request: Request) -> tuple[float | None, int, float]:
+    """(expires_at, hit_count, last_hit_at) of a request's entry, as stored."""
+    row = cache._sql.get_many([request.exact_key], request.partition.id)[request.exact_key]
+    return row.expires_at, row.hit_count, row.last_hit_at
+
+
+def test_a_hit_on_a_replaced_entry_leaves_the_new_one_alone(
+    db_cache: Callable[..., Cache], clock: Any
+) -> None:
+    """A hit noted on an entry, flushed after the entry was stored again, neither renews the
+    new entry with the old entry's TTL nor gives an entry stored without a TTL an expiry."""
+    cache = db_cache(sliding_ttl=True)
+    short, endless = rq(), rq("What is the capital of France?")
+    cache.insert(short, "old", ttl=3600)
+    cache.insert(endless, "old", ttl=50)
+    clock.advance(1)
+    assert cache.lookup(short) is not None and cache.lookup(endless) is not None  # noted
+    clock.advance(1)
+    cache.insert_many([(short, "short-lived")], ttl=5)
+    cache.insert(endless, "kept for good")  # no TTL: no ttl_seconds either
+    cache.flush()
+    assert _stored(cache, short) == (clock() + 5, 0, clock())
+    assert _stored(cache, endless) == (None, 0, clock())
+    clock.advance(60)
+    assert cache.lookup(short) is None, "served past the TTL it was stored with"
+    hit = cache.lookup(endless)
+    assert hit is not None and hit.answer == "kept for good"
+
+
+def test_a_sliding_ttl_renews_from_each_row_s_own_ttl(
+    db_cache: Callable[..., Cache], clock: Any
+) -> None:
+    """Hits renew a row by its own TTL, a row without one never expires, and hits flushed late
+    (another process's, older) count but move neither the last hit nor the expiry back."""
+    cache = db_cache(sliding_ttl=True)
+    short, endless = rq(), rq("What is the capital of France?")
+    cache.insert(short, "a", ttl=10)
+    cache.insert(endless, "b")
+    start = clock()
+    clock.advance(8)
+    assert cache.lookup(short) is not None and cache.lookup(endless) is not None
+    cache.flush()
+    assert _stored(cache, short) == (start + 18, 1, start + 8)
+    assert _stored(cache, endless) == (None, 1, start + 8)
+    late = {short.exact_key: (2, start + 3), endless.exact_key: (1, start + 3)}
+    cache._sql.record_hits(late, renew_ttl=True)
+    assert _stored(cache, short) == (start + 18, 3, start + 8)
+    assert _stored(cache, endless) == (None, 2, start + 8)
+    clock.advance(9)
+    assert cache.lookup(short) is not None, "renewed at the hit, by its own 10 s"
+    clock.advance(10)
+    assert cache.lookup(short) is None
+
+
 def _run_threads(count: int, work: Callable[[int], None]) -> None:
     """Run ``work(i)`` in ``count`` threads; re-raise the first failure."""
     failures: list[BaseException] = []
