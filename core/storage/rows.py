@@ -30,14 +30,18 @@ __all__ = [
 ]
 
 
+_UNIT_SLACK = 1e-3  # float32 rounding of a normalised embedding
+
+
 def encode_vector(vector: np.ndarray) -> str:
     """Base64 of a float32 vector: compact, JSON-safe, never pickled."""
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
 def decode_vector(text: str) -> np.ndarray:
-    """Inverse of :func:`encode_vector`."""
-    return np.frombuffer(base64.b64decode(text), dtype="<f4")
+    """Inverse of :func:`encode_vector`; ``ValueError`` (or ``TypeError``) for a value that is
+    not base64 of float32 values, rather than decoding what is left once stray bytes go."""
+    return np.frombuffer(base64.b64decode(text, validate=True), dtype="<f4")
 
 
 def chunk_digest(text: str) -> str:
@@ -77,20 +81,40 @@ ENTRY_COLUMNS = (
 )
 
 
-def entry_of(values: Sequence[Any]) -> Entry:
-    """An :class:`Entry` from the values of :data:`ENTRY_COLUMNS`, in that order."""
+def entry_of(values: Sequence[Any], dimension: int | None = None) -> Entry:
+    """An :class:`Entry` from the values of :data:`ENTRY_COLUMNS`, in that order.
+
+    Raises ``ValueError`` saying what is wrong (never the stored text) when the context vector
+    is corrupt: not base64, empty, not ``dimension`` values long (when known), not finite, or
+    longer than a unit vector (its cosines would pass thresholds that a real one does not).
+    """
     (id_, partition_id, query, history_json, context, attachments, answer, metadata, ttl) = values
     return Entry(
         id_,
         partition_id,
         query,
         history_json,
-        None if context is None else decode_vector(context),
+        None if context is None else _context_vector(context, dimension),
         attachments,
         answer,
         metadata,
         ttl,
     )
+
+
+def _context_vector(text: Any, dimension: int | None) -> np.ndarray:
+    try:
+        vector = decode_vector(text)
+    except (TypeError, ValueError):  # binascii.Error is a ValueError
+        raise ValueError("its context vector is not base64 of float32 values") from None
+    if vector.size == 0 or (dimension is not None and vector.size != dimension):
+        wanted = "" if dimension is None else f", not {dimension}"
+        raise ValueError(f"its context vector has {vector.size} values{wanted}")
+    if not np.isfinite(vector).all():
+        raise ValueError("its context vector is not finite")
+    if float(np.linalg.norm(vector)) > 1.0 + _UNIT_SLACK:
+        raise ValueError("its context vector is longer than a unit vector")
+    return vector
 
 
 def new_row(

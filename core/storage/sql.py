@@ -42,6 +42,7 @@ T = TypeVar("T")
 _CHUNK = 500  # rows per IN (...) list: well under every dialect's parameter limit
 _ENTRY = EntryRow.__table__  # type: ignore[attr-defined]
 _COLUMNS = [_ENTRY.c[name] for name in ENTRY_COLUMNS]
+_CONTEXT = ENTRY_COLUMNS.index("context_vector")
 _IS_LIVE = sa.or_(_ENTRY.c.expires_at.is_(None), _ENTRY.c.expires_at > sa.bindparam("now"))
 _LIVE = sa.select(*_COLUMNS).where(
     _ENTRY.c.id == sa.bindparam("id"), _ENTRY.c.partition_id == sa.bindparam("pid"), _IS_LIVE
@@ -218,6 +219,7 @@ class SQLStore:
             raise ConfigError(f"invalid sql_url {mask_url(url)!r}: port {port} is not 1-65535")
         self.timeout = timeout
         self._watchdog: _Watchdog | None = None
+        self._dimension: int | None = None  # of the stored vectors, once the settings say
         backend = self.url.get_backend_name()
         self._raw_reads = backend == "sqlite"  # the lookup reads, without SQLAlchemy's layer
         kwargs: dict[str, Any] = {}
@@ -328,11 +330,20 @@ class SQLStore:
     def get_meta(self) -> dict[str, str]:
         """All stored settings."""
         with self._session() as s:
-            return {row.key: row.value for row in s.exec(select(MetaRow))}
+            stored = {row.key: row.value for row in s.exec(select(MetaRow))}
+        self._learn_dimension(stored)
+        return stored
 
     def set_meta(self, values: dict[str, str]) -> None:
         """Store settings that are not stored yet (another process may store them at once)."""
         self._retrying(self._set_meta, values)
+        self._learn_dimension(values)
+
+    def _learn_dimension(self, settings: dict[str, str]) -> None:
+        """Remember the vectors' dimension the settings name (the engine's open reads and
+        records them), so that a lookup read can tell a context vector of the wrong length."""
+        with contextlib.suppress(KeyError, ValueError):
+            self._dimension = int(settings["dimension"])
 
     def _set_meta(self, values: dict[str, str]) -> None:
         for key, value in sorted(values.items()):
@@ -503,16 +514,25 @@ class SQLStore:
         """
         if self._raw_reads:
             rows = self._raw_read(_RAW_LIVE, (entry_id, partition_id, now))
-            return entry_of(rows[0]) if rows else None
-        with self._engine.connect() as conn:
-            found = conn.execute(_LIVE, {"id": entry_id, "pid": partition_id, "now": now}).first()
-        return entry_of(found) if found is not None else None
+            found = rows[0] if rows else None
+        else:
+            with self._engine.connect() as conn:
+                found = conn.execute(
+                    _LIVE, {"id": entry_id, "pid": partition_id, "now": now}
+                ).first()
+        if found is None:
+            return None
+        entry = self._entry(found)
+        if entry is None:  # the exact key names the conversation: no vector is compared
+            return entry_of([*found[:_CONTEXT], None, *found[_CONTEXT + 1 :]])
+        return entry
 
     def get_live_many(
         self, ids: Sequence[str], partition_id: str, now: float
     ) -> dict[str, Entry | None]:
         """The entries among ``ids`` in one partition (isolation is enforced here too): each
-        live one, and None for an expired one (its vector is no orphan; the purge removes both).
+        live one, and None for an expired one (its vector is no orphan; the purge removes both)
+        or one whose context vector is corrupt (never compared, nor served by meaning).
 
         An id missing from the result has no row in this partition.
         """
@@ -534,10 +554,21 @@ class SQLStore:
                     for row in conn.execute(_LIVE_MANY, {"ids": list(chunk), "now": now})
                 ]
         return {
-            row[0]: entry_of(row[:-1]) if row[-1] else None
+            row[0]: self._entry(row[:-1]) if row[-1] else None
             for row in found
             if row[1] == partition_id  # isolation: never another partition's row
         }
+
+    def _entry(self, values: Sequence[Any]) -> Entry | None:
+        """The entry of a row's :data:`ENTRY_COLUMNS`; None, with a warning naming the row,
+        when its context vector is corrupt: one bad row fails no lookup of the others."""
+        try:
+            return entry_of(values, self._dimension)
+        except ValueError as exc:
+            log.warning(
+                "modelcache entry %s is corrupt: %s; left out of semantic lookups", values[0], exc
+            )
+            return None
 
     def get_many(self, ids: Sequence[str], partition_id: str) -> dict[str, EntryRow]:
         """Whole rows of these ids in one partition, expired ones included (re-embedding)."""

@@ -8,12 +8,16 @@ MySQL mode, is a server the session starts from the pylibseekdb wheel (no servic
 
 from __future__ import annotations
 
+import base64
+import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from modelcache import (
     Cache,
@@ -208,6 +212,56 @@ def test_a_sliding_ttl_renews_from_each_row_s_own_ttl(
     assert cache.lookup(short) is not None, "renewed at the hit, by its own 10 s"
     clock.advance(10)
     assert cache.lookup(short) is None
+
+
+def _f32(values: Any) -> str:
+    """Base64 of float32 values, as the store encodes vectors."""
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
+
+
+def test_a_corrupt_context_vector_fails_no_lookup_of_the_others(
+    db_cache: Callable[..., Cache], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A recalled row whose context vector is corrupt is left out of the semantic lookup, with
+    a warning naming it (and no user text): its neighbours still hit, it is never served by
+    meaning, and its exact key still answers."""
+    cache = db_cache()
+    history = (Message("user", "Tell me about my bank account."), Message("assistant", "Sure."))
+    follow = Request("How do I reset my password now?", history=history)
+    reworded = Request("How do I reset my password now please?", history=history)
+    good = cache.insert(rq(), "answer A")
+    bad = cache.insert(follow, "answer B")
+    hit = cache.lookup(reworded)
+    assert hit is not None and hit.entry_id == bad and not hit.exact
+    dimension = cache.embedder.dimension
+    unit = np.zeros(dimension)
+    unit[0] = 1.0
+    corrupt = {
+        "not base64": "%%%corrupt%%%",
+        "empty": "",
+        "wrong length": _f32(np.ones(7) / np.sqrt(7)),
+        "one value short": _f32(unit[:-1]),
+        "not finite": _f32(np.full(dimension, np.nan)),
+        "longer than a unit vector": _f32(2 * unit),
+    }
+    for label, value in corrupt.items():
+        with cache._sql._engine.begin() as conn:
+            conn.execute(
+                sa.text("UPDATE modelcache_entry SET context_vector = :v WHERE id = :i"),
+                {"v": value, "i": bad},
+            )
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="modelcache"):
+            hit = cache.lookup(rq(PARAPHRASE))
+            assert hit is not None and hit.entry_id == good, label
+            hit = cache.lookup(reworded)
+            assert hit is None or hit.entry_id != bad, label
+            hit = cache.lookup(follow)
+            assert hit is not None and hit.exact and hit.answer == "answer B", label
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert warnings and all(bad in m for m in warnings), label
+        assert not any("password" in m or "bank" in m for m in warnings), label
+    assert cache.stats()["errors"] == 0
 
 
 def _run_threads(count: int, work: Callable[[int], None]) -> None:
