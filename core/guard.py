@@ -16,8 +16,10 @@ cost about 120 MiB and 2 s, which English-only traffic never pays). The word lis
 
 Rules look for *substitutions*: the two questions conflict when each names something of a kind
 that the other does not mention at all (Sweden vs Switzerland, 10 vs 16), not when one merely
-adds a detail (Trump vs Donald Trump). A negation only counts between questions worded almost
-alike, because paraphrases often move it ("unknown hacks" / "hacks that are not known").
+adds a detail (Trump vs Donald Trump). Details are counted: "5 times 3" vs "3 times 3" is a
+substitution although both name a 3 (a name said fewer times counts only where it stands in place
+of another). A negation only counts between questions worded almost alike, because
+paraphrases often move it ("unknown hacks" / "hacks that are not known").
 Measured on QQP duplicates, each rule is kept only where it blocks far more wrong pairs than
 right ones (see ``benchmarks/results/accuracy.md`` and ``hard_pairs.md``).
 """
@@ -30,9 +32,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TypeVar
 
 __all__ = ["Guard", "GuardWords"]
 
@@ -58,6 +62,8 @@ _TECH_CONTEXT = {
 }  # fmt: skip
 _CJK_ENTITY_FLAGS = {"nr", "nrt", "nrfg", "ns", "nt", "nz", "eng"}
 _NEGATION_CLOSENESS = 0.5  # word overlap from which a lone negation changes the question
+# most words on each side of a changed stretch in which one name stands in place of another
+_FACING_SPAN = 3
 # words that join two things without ordering them: "X vs Y", "X or Y", "between X and Y"
 _SYMMETRIC = {"and", "or", "nor", "vs", "versus", "v",
               "和", "与", "跟", "或", "或者", "还是", "及", "以及"}  # fmt: skip
@@ -88,6 +94,7 @@ _PATH = re.compile(
 _ADDRESS_END = ".,;:!?)]}'\"/\\"
 # "less"/"least" before an adjective turn it into its opposite: least expensive = cheapest
 _DIMINISHERS = {"less", "least"}
+_T = TypeVar("_T", bound=Hashable)
 _jieba_lock = threading.Lock()
 # when jieba loaded its dictionary (monotonic start, end or None while it runs): CPU work that
 # holds the GIL for about two seconds, which other lookups' deadlines must not count
@@ -237,21 +244,22 @@ class GuardWords:
 
 @dataclass
 class _Features:
-    """What the guard extracts from one text."""
+    """What the guard extracts from one text; details are counted, so that a value swapped for
+    one the text names elsewhere still differs ("5 times 3" / "3 times 3")."""
 
-    numbers: set[float]
-    units: set[str]
-    tech: set[str]
-    entities: set[str]
+    numbers: Counter[float]
+    units: Counter[str]
+    tech: Counter[str]
+    entities: Counter[str]
     antonyms: set[str]
     negated: bool
     answer_types: set[str]  # kinds of answer asked for: time, place, person, ...
     words: set[str]  # lowercase words and n-grams, to tell "missing" from "said differently"
     content: set[str]  # content words, for the closeness of the wording
     sequence: list[tuple[str, bool]]  # every word in order, and whether it is a content word
-    times: set[str] = field(default_factory=set)  # time references: next_week, friday, today
+    times: Counter[str] = field(default_factory=Counter)  # time references: next_week, friday
     scopes: dict[str, set[str]] = field(default_factory=dict)  # noun -> "one"/"all" determiners
-    idents: set[str] = field(default_factory=set)  # identifiers: 14a, inv-2023-a, ua837
+    idents: Counter[str] = field(default_factory=Counter)  # identifiers: 14a, inv-2023-a, ua837
     joined: set[str] = field(default_factory=set)  # 1-3 adjacent alphanumeric runs, joined
 
 
@@ -290,21 +298,24 @@ class Guard:
 
         ``details_only`` keeps the rules about named details (numbers, identifiers, times,
         scope, units, technologies, entities): for a short text against a whole conversation,
-        whose many words make antonyms, negations and question kinds meaningless.
+        whose many words make antonyms, negations, question kinds and how often a detail is
+        repeated meaningless.
         """
         fa, fb = self._features(a), self._features(b)
-        only_a, only_b = fa.numbers - fb.numbers, fb.numbers - fa.numbers
+        counted = not details_only
+        only_a = _unmatched(fa.numbers, fb.numbers, counted)
+        only_b = _unmatched(fb.numbers, fa.numbers, counted)
         if only_a and only_b:
             return f"number {_fmt(only_a)} vs {_fmt(only_b)}"
-        reason = _identifiers(fa, fb) or _times(fa, fb) or _scope(fa, fb)
+        reason = _identifiers(fa, fb, counted) or _times(fa, fb, counted) or _scope(fa, fb)
         if reason:
             return reason
         for kind, xa, xb in (("unit", fa.units, fb.units), ("language", fa.tech, fb.tech)):
-            reason = _substitution(kind, xa, xb, fa.words, fb.words)
+            reason = _substitution(kind, xa, xb, fa.words, fb.words, counted)
             if reason:
                 return reason
         if details_only:
-            return self._entity(fa, fb)
+            return self._entity(fa, fb, counted)
         reason = _prefix_negation(fa, fb)
         if reason:
             return reason
@@ -320,14 +331,45 @@ class Guard:
             return "negation " + ("in first" if fa.negated else "in second")
         return self._entity(fa, fb) or self._swap(fa, fb) or _order(fa, fb)
 
-    def _entity(self, fa: _Features, fb: _Features) -> str | None:
-        """Each side names an entity the other does not mention: Paris vs Berlin."""
+    def _entity(self, fa: _Features, fb: _Features, counted: bool = True) -> str | None:
+        """Each side names an entity the other does not mention: Paris vs Berlin; or, with
+        ``counted``, names one fewer times where it stands in place of another name ("from
+        London to Rome" / "from Paris to Rome" beside "London to Paris" on both sides).
+
+        A name said fewer times counts only in place of another: rewordings repeat or drop
+        names freely ("Rs 500 and Rs 1000" / "Rs 500 and 1000").
+        """
         known = self.words.places
-        only_a = {e for e in fa.entities - fb.entities if not _mentions(e, fa, fb, known)}
-        only_b = {e for e in fb.entities - fa.entities if not _mentions(e, fb, fa, known)}
+        only_a = _unmatched(fa.entities, fb.entities, False, lambda e: _mentions(e, fa, fb, known))
+        only_b = _unmatched(fb.entities, fa.entities, False, lambda e: _mentions(e, fb, fa, known))
+        if counted:
+            facing_a, facing_b = self._facing_entities(fa, fb)
+            only_a |= _more(fa.entities, fb.entities) & facing_a
+            only_b |= _more(fb.entities, fa.entities) & facing_b
         if only_a and only_b:
             return f"entity {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
         return None
+
+    def _facing_entities(self, fa: _Features, fb: _Features) -> tuple[set[str], set[str]]:
+        """Entities that face another entity across a short changed stretch of the two word
+        sequences ("London" / "Paris" in "or from London to Rome" / "or from Paris to Rome"),
+        not a form of it (Philippines / Philippine, a typo such as La / Land)."""
+        places = self.words.places
+        words_a, words_b = [t for t, _ in fa.sequence], [t for t, _ in fb.sequence]
+        facing_a: set[str] = set()
+        facing_b: set[str] = set()
+        matcher = difflib.SequenceMatcher(a=words_a, b=words_b, autojunk=False)
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+            if tag != "replace" or max(i2 - i1, j2 - j1) > _FACING_SPAN:
+                continue
+            names_a = {places.get(t, t) for t in words_a[i1:i2]} & set(fa.entities)
+            names_b = {places.get(t, t) for t in words_b[j1:j2]} & set(fb.entities)
+            new_a = {x for x in names_a - names_b if not any(_same_family(x, y) for y in names_b)}
+            new_b = {y for y in names_b - names_a if not any(_same_family(y, x) for x in names_a)}
+            if new_a and new_b:
+                facing_a |= new_a
+                facing_b |= new_b
+        return facing_a, facing_b
 
     def _swap(self, fa: _Features, fb: _Features) -> str | None:
         """Word for word the same question except one content word: "raw eggs" / "raw chicken".
@@ -369,24 +411,26 @@ class Guard:
         parts = [p for low in lower for p in _compound_parts(low, w.numbers)]
         cjk_words: list[tuple[str, str]] = _segment(text) if has_cjk else []
 
-        grams = set(lower)
+        # how often each word and n-gram occurs; a Latin word jieba also returns counts once
+        gram_counts = Counter(lower)
         for n in (2, 3):
-            grams |= {"_".join(lower[i : i + n]) for i in range(len(lower) - n + 1)}
-        grams |= {word.lower() for word, _ in cjk_words}
+            gram_counts.update("_".join(lower[i : i + n]) for i in range(len(lower) - n + 1))
+        gram_counts |= Counter(word.lower() for word, _ in cjk_words)
+        grams = set(gram_counts)
 
         numbers = self._numbers(text, tokens, lower, starts, cjk_words)
-        units: set[str] = set()
+        units: Counter[str] = Counter()
         for i, low in enumerate(lower):  # a unit counts only next to a number: 10 km, $ 5
             after = _is_number(lower, i - 1, w)
             if low in w.units and (after or (not low.isalpha() and _is_number(lower, i + 1, w))):
-                units.add(w.units[low])
+                units[w.units[low]] += 1
         for word, _ in cjk_words:
             if word in w.units and numbers:
-                units.add(w.units[word])
+                units[w.units[word]] += 1
 
         tech_context = has_cjk or bool(_TECH_CONTEXT & set(lower))
-        tech = set()
-        for g in grams:
+        tech: Counter[str] = Counter()
+        for g, count in gram_counts.items():
             canonical = w.tech.get(g)
             if canonical is None:
                 continue
@@ -394,9 +438,11 @@ class Guard:
                 positions = [i for i, low in enumerate(lower) if low == g]
                 if not any(tokens[i][:1].isupper() and not starts[i] for i in positions):
                     continue
-            tech.add(canonical)
+            # two names of one technology in one mention ("Ruby on Rails", "JS (JavaScript)")
+            # count once: the most often named of them
+            tech[canonical] = max(tech[canonical], count)
 
-        entities = self._entities(tokens, lower, starts, grams, tech, cjk_words)
+        entities = self._entities(tokens, lower, starts, gram_counts, tech, cjk_words)
         part_grams = set(parts) | {f"{x}_{y}" for x, y in itertools.pairwise(parts)}
         antonyms = self._antonyms(parts, grams | part_grams)
         if has_cjk:  # Chinese words also inside longer words: 升级 in 升级到
@@ -453,20 +499,20 @@ class Guard:
                 found |= w.antonym_partners[base]
         return found
 
-    def _times(self, lower: list[str]) -> set[str]:
+    def _times(self, lower: list[str]) -> Counter[str]:
         """Time references: "next_week", "today", "friday" (a period noun only after a modifier),
         and recurring periods: "monthly" and "every month" are "every_month"."""
         w = self.words
-        refs = {low for low in lower if low in w.time_points}
+        refs = Counter(low for low in lower if low in w.time_points)
         for low in lower:
             if low.endswith("ly"):
                 base = low[:-2] if low[:-2] in w.time_periods else low[:-3] + "y"
                 if base in w.time_periods:
-                    refs.add(f"every_{base}")  # weekly, monthly, daily
+                    refs[f"every_{base}"] += 1  # weekly, monthly, daily
         for prev, low in itertools.pairwise(lower):
             base = low[:-1] if low.endswith("s") and low[:-1] in w.time_periods else low
             if prev in w.time_modifiers and base in w.time_periods:
-                refs.add(f"{w.time_modifiers[prev]}_{base}")
+                refs[f"{w.time_modifiers[prev]}_{base}"] += 1
         return refs
 
     def _negated(self, text: str) -> bool:
@@ -490,31 +536,32 @@ class Guard:
         lower: list[str],
         starts: list[bool],
         cjk_words: list[tuple[str, str]],
-    ) -> set[float]:
-        """Numbers in digits (1,000 / 30k), words (twenty), Roman (War II) and Chinese (二十五)."""
+    ) -> Counter[float]:
+        """Numbers in digits (1,000 / 30k), words (twenty), Roman (War II) and Chinese (二十五),
+        each counted as often as it occurs."""
         w = self.words
-        numbers = set()
+        numbers: Counter[float] = Counter()
         for m in _DIGITS.finditer(text):
             value = float(m.group(1).replace(",", ""))
-            numbers.add(value * 1000 if m.group(2) else value)
-        numbers |= _number_words(lower, w.numbers)
+            numbers[value * 1000 if m.group(2) else value] += 1
+        numbers.update(_number_words(lower, w.numbers))
         for i, (tok, low) in enumerate(zip(tokens, lower, strict=True)):
             prev = tokens[i - 1] if i else ""
             after_name = i > 0 and prev[:1].isupper() and prev.lower() not in w.stop_caps
             if low in _ROMAN and tok.isupper() and after_name:
-                numbers.add(float(_ROMAN[low]))  # World War II, Rocky IV
+                numbers[float(_ROMAN[low])] += 1  # World War II, Rocky IV
             elif (
                 tok == "I"
                 and after_name
                 and not starts[i - 1]
                 and (i + 1 == len(tokens) or starts[i + 1])
             ):
-                numbers.add(1.0)  # "World War I." at the end of a sentence, not "Can I"
+                numbers[1.0] += 1  # "World War I." at the end of a sentence, not "Can I"
         for word, _flag in cjk_words:
             if _CN_NUM.fullmatch(word) and word not in _CN_NUM_SKIP:
                 cn_value = _cn_number(word)
                 if cn_value is not None:
-                    numbers.add(cn_value)
+                    numbers[cn_value] += 1
         return numbers
 
     def _entities(
@@ -522,13 +569,18 @@ class Guard:
         tokens: list[str],
         lower: list[str],
         starts: list[bool],
-        grams: set[str],
-        tech: set[str],
+        gram_counts: Counter[str],
+        tech: Counter[str],
         cjk_words: list[tuple[str, str]],
-    ) -> set[str]:
-        """Named entities: known places, capitalised words mid-sentence, Chinese proper nouns."""
+    ) -> Counter[str]:
+        """Named entities: known places, capitalised words mid-sentence, Chinese proper nouns;
+        each counted as often as it occurs, once per mention however many names it has."""
         w = self.words
-        entities = {w.places[g] for g in grams if g in w.places}
+        places: Counter[str] = Counter()
+        for g, count in gram_counts.items():
+            if g in w.places:
+                places[w.places[g]] = max(places[w.places[g]], count)
+        capitals: Counter[str] = Counter()
         # Title Case Questions capitalise function words too: then capitals say nothing
         capital_stopwords = sum(
             1
@@ -546,12 +598,15 @@ class Guard:
                     continue
                 if len(low) < 2:
                     continue
-                entities.add(low)
+                capitals[low] += 1
+        proper: Counter[str] = Counter()
         for word, flag in cjk_words:
             low = word.lower()
             if flag in _CJK_ENTITY_FLAGS and low not in w.tech and not low.isdigit():
-                entities.add(w.places.get(low, low))
-        return entities - tech
+                proper[w.places.get(low, low)] += 1
+        # jieba also returns the Latin words of Chinese text: one word, counted once
+        entities = places | capitals | proper
+        return Counter({e: n for e, n in entities.items() if e not in tech})
 
 
 def _norm(token: str) -> str:
@@ -588,12 +643,35 @@ def _fmt(values: Iterable[float]) -> str:
     return ",".join(str(int(v)) if float(v).is_integer() else str(v) for v in items) or "none"
 
 
+def _unmatched(
+    mine: Counter[_T],
+    other: Counter[_T],
+    counted: bool,
+    mentioned: Callable[[_T], bool] = lambda _: False,
+) -> set[_T]:
+    """Values this side names that the other lacks (unless ``mentioned`` finds them there said
+    otherwise) or, when ``counted``, names fewer times: "3 times 3" has a 3 that "5 times 3"
+    lacks, so a value swapped for one named elsewhere in the text is still a substitution."""
+    missing = {x for x in mine if not other[x] and not mentioned(x)}
+    return missing | _more(mine, other) if counted else missing
+
+
+def _more(mine: Counter[_T], other: Counter[_T]) -> set[_T]:
+    """Values both sides name, this side more often."""
+    return {x for x, n in mine.items() if 0 < other[x] < n}
+
+
 def _substitution(
-    kind: str, xa: set[str], xb: set[str], words_a: set[str], words_b: set[str]
+    kind: str,
+    xa: Counter[str],
+    xb: Counter[str],
+    words_a: set[str],
+    words_b: set[str],
+    counted: bool,
 ) -> str | None:
-    """Both sides name something of this kind that the other does not mention at all."""
-    only_a = {x for x in xa - xb if x not in words_b}
-    only_b = {x for x in xb - xa if x not in words_a}
+    """Both sides name something of this kind that the other does not mention (as often)."""
+    only_a = _unmatched(xa, xb, counted, words_b.__contains__)
+    only_b = _unmatched(xb, xa, counted, words_a.__contains__)
     if only_a and only_b:
         return f"{kind} {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
     return None
@@ -696,19 +774,19 @@ def _cardinal(word: str, known: dict[str, float]) -> float | None:
     return None
 
 
-def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
+def _number_words(lower: list[str], known: dict[str, float]) -> list[float]:
     """Numbers written as words: "seven", "thirty-five", "two hundred", "a dozen", "one-day".
 
     "one" counts only inside a compound ("one-day", "one hundred", "thirty-one"), and
     "first"/"second" only as ordinals between a determiner and a word ("a second offense").
     """
-    out: set[float] = set()
+    out: list[float] = []
     total, current, seen = 0.0, 0.0, False
 
     def flush() -> None:
         nonlocal total, current, seen
         if seen:
-            out.add(total + current)
+            out.append(total + current)
         total, current, seen = 0.0, 0.0, False
 
     for i, token in enumerate(lower):
@@ -733,7 +811,7 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
                 seen = True
             elif part == _DOZEN:
                 flush()
-                out.add(12.0)
+                out.append(12.0)
             elif value is not None:
                 if seen and current % 100 and value >= 10:
                     flush()  # "seven twenty" are two numbers
@@ -741,7 +819,7 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
                 seen = True
             elif part in _ORDINAL_WORDS and i > 0 and lower[i - 1] in _DETERMINERS and next_word:
                 flush()
-                out.add(_ORDINAL_WORDS[part])
+                out.append(_ORDINAL_WORDS[part])
             elif part != "and" or not seen:
                 flush()
                 if compound:  # "one-day": the number ends where the word does
@@ -752,20 +830,22 @@ def _number_words(lower: list[str], known: dict[str, float]) -> set[float]:
     return out
 
 
-def _identifiers_of(text: str, lower: list[str], tech: dict[str, str]) -> set[str]:
+def _identifiers_of(text: str, lower: list[str], tech: dict[str, str]) -> Counter[str]:
     """Codes (14a, inv-2023-a), e-mail addresses, URLs, file paths and dotted names (example.com,
-    main.py) that are no technology name."""
-    idents = {
+    main.py) that are no technology name, each counted as often as it occurs."""
+    idents = Counter(
         t
         for t in lower
         if (_IDENT.match(t) or ("." in t.strip(".") and any(c.isalpha() for c in t)))
         and not _DIGITS.fullmatch(t)
         and not _QUANTITY.fullmatch(t)
         and t not in tech
-    }
+    )
+    addresses: Counter[str] = Counter()
     for pattern in (_EMAIL, _URL, _PATH):
-        idents |= {m.group(0).lower().rstrip(_ADDRESS_END) for m in pattern.finditer(text)}
-    idents.discard("")
+        addresses.update(m.group(0).lower().rstrip(_ADDRESS_END) for m in pattern.finditer(text))
+    idents |= addresses  # example.com is a token and an address: one identifier
+    del idents[""]
     return idents
 
 
@@ -780,18 +860,21 @@ def _spelled(token: str, other: _Features) -> bool:
     return "".join(_ALNUM.findall(token)) in other.joined
 
 
-def _identifiers(fa: _Features, fb: _Features) -> str | None:
-    """Each side names an identifier the other does not contain: seat 14A vs 14C, E42 vs F42."""
-    only_a = {x for x in fa.idents - fb.idents if not _spelled(x, fb)}
-    only_b = {x for x in fb.idents - fa.idents if not _spelled(x, fa)}
+def _identifiers(fa: _Features, fb: _Features, counted: bool) -> str | None:
+    """Each side names an identifier the other does not contain (as often): seat 14A vs 14C,
+    E42 vs F42."""
+    only_a = _unmatched(fa.idents, fb.idents, counted, lambda x: _spelled(x, fb))
+    only_b = _unmatched(fb.idents, fa.idents, counted, lambda x: _spelled(x, fa))
     if only_a and only_b:
         return f"identifier {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
     return None
 
 
-def _times(fa: _Features, fb: _Features) -> str | None:
-    """Each side names a time the other does not: this weekend vs next weekend, today vs Friday."""
-    only_a, only_b = fa.times - fb.times, fb.times - fa.times
+def _times(fa: _Features, fb: _Features, counted: bool) -> str | None:
+    """Each side names a time the other does not (as often): this weekend vs next weekend, today
+    vs Friday."""
+    only_a = _unmatched(fa.times, fb.times, counted)
+    only_b = _unmatched(fb.times, fa.times, counted)
     if only_a and only_b:
         return f"time {'/'.join(sorted(only_a))} vs {'/'.join(sorted(only_b))}"
     return None

@@ -95,9 +95,9 @@ def test_word_lists_are_package_data() -> None:
 
 
 def test_ambiguous_technology_needs_context(guard: Guard) -> None:
-    assert guard._features("Where should I go tonight?").tech == set()
+    assert not guard._features("Where should I go tonight?").tech
     assert "go" in guard._features("Parse a JSON file in Go").tech
-    assert guard._features("how to write a for loop in go").tech == {"go"}
+    assert set(guard._features("how to write a for loop in go").tech) == {"go"}
     reason = guard.conflict("Parse a JSON file in Go", "Parse a JSON file in Swift")
     assert reason == "language go vs swift"
 
