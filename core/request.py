@@ -7,7 +7,6 @@ last user message, normalised) and an *exact key* (hash of partition, context an
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import itertools
@@ -15,7 +14,7 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ConfigError
@@ -251,13 +250,37 @@ class Message:
         if not isinstance(message, Mapping) or "role" not in message:
             raise ConfigError(f"a message needs 'role' and 'content', got {type(message).__name__}")
         text, attachments = _split_content(message.get("content"))
-        marks = [f"[name {message['name']}]"] if message.get("name") else []
-        marks += [_call_text("tool_call", call) for call in message.get("tool_calls") or ()]
-        if message.get("function_call"):
-            marks.append(_call_text("function_call", message["function_call"]))
-        if marks:  # who spoke and what was called change the answer: part of the turn's text
-            text = "\n".join([text, *marks]) if text else "\n".join(marks)
-        return cls(role=str(message["role"]), content=text, attachments=attachments)
+        calls = _calls(message)
+        if calls:  # what was called: part of the turn's meaning, so also of its text
+            text = "\n".join([text, *calls]) if text else "\n".join(calls)
+        fields = {"name": message.get("name") or None, "calls": calls or None}
+        return cls(
+            role=str(message["role"]),
+            content=text,
+            attachments=_with_fields(attachments, {k: v for k, v in fields.items() if v}),
+        )
+
+
+def _with_fields(attachments: str, fields: Mapping[str, Any]) -> str:
+    """A message's digest of non-text parts, joined by the fields that must match exactly
+    (who spoke, what was called, which call a result answers): kept out of the text a user
+    types, so no typed text can pose as them."""
+    if not fields:
+        return attachments
+    return _digest(attachments, _canonical_json(dict(fields), "message fields"))
+
+
+def _calls(message: Mapping[str, Any]) -> list[str]:
+    """A message's tool calls and legacy function call as text (see ``_call_text``)."""
+    tool_calls = message.get("tool_calls")
+    if isinstance(tool_calls, Mapping):
+        tool_calls = [tool_calls]  # one call sent without its list
+    elif tool_calls is not None and not isinstance(tool_calls, (list, tuple)):
+        raise ConfigError("tool_calls must be a list of calls")
+    calls = [_call_text("tool_call", call) for call in tool_calls or ()]
+    if message.get("function_call"):
+        calls.append(_call_text("function_call", message["function_call"]))
+    return calls
 
 
 def _call_text(kind: str, call: Any) -> str:
@@ -269,30 +292,35 @@ def _call_text(kind: str, call: Any) -> str:
     function = function if isinstance(function, Mapping) else {"name": str(function)}
     arguments = function.get("arguments", function.get("args"))
     if isinstance(arguments, str):
-        with contextlib.suppress(ValueError):  # not JSON: kept as the string it is
-            arguments = json.loads(arguments)
-    encoded = _canonical_json(arguments, "tool call arguments")
-    return f"[{kind} {function.get('name', '')} {encoded}]"
+        try:
+            arguments = _canonical_json(json.loads(arguments), "tool call arguments")
+        except (ValueError, RecursionError):  # not JSON we keep: the string as it is
+            arguments = json.dumps(arguments, ensure_ascii=False)
+    else:
+        arguments = _canonical_json(arguments, "tool call arguments")
+    return f"[{kind} {function.get('name', '')} {arguments}]"
 
 
-def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[str]:
-    """For each message, which earlier call a tool result answers (``[result of call 2
-    lookup]``), found by its ``tool_call_id``; results of swapped calls then differ."""
-    calls: dict[str, str] = {}
-    marks: list[str] = []
+def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[int | None]:
+    """For each message, which earlier call a tool result answers (its place among the calls
+    of the conversation; 0 for an unknown id), found by its ``tool_call_id``: the results of
+    two swapped calls then differ, while the random ids themselves never enter a key."""
+    calls: dict[str, int] = {}
+    answers: list[int | None] = []
     for message in messages:
-        mark = ""
+        answer = None
         if isinstance(message, Mapping):
-            for number, call in enumerate(message.get("tool_calls") or (), 1):
-                if isinstance(call, Mapping) and call.get("id"):
-                    function = call.get("function", call)
-                    name = function.get("name", "") if isinstance(function, Mapping) else ""
-                    calls[str(call["id"])] = f"[result of call {number} {name}]"
+            tool_calls = message.get("tool_calls")
+            if isinstance(tool_calls, Mapping):
+                tool_calls = [tool_calls]
+            for call in tool_calls if isinstance(tool_calls, (list, tuple)) else ():
+                if isinstance(call, Mapping) and call.get("id") is not None:
+                    calls[str(call["id"])] = len(calls) + 1
             ref = message.get("tool_call_id")
             if ref is not None:
-                mark = calls.get(str(ref), "[result of an unknown call]")
-        marks.append(mark)
-    return marks
+                answer = calls.get(str(ref), 0)
+        answers.append(answer)
+    return answers
 
 
 @dataclass(frozen=True)
@@ -417,10 +445,10 @@ class Request:
         """
         given = list(messages)
         msgs = [
-            Message(m.role, "\n".join(filter(None, [m.content, mark])), m.attachments)
-            if mark
-            else m
-            for m, mark in zip(map(Message.from_any, given), _answering(given), strict=True)
+            m
+            if answer is None
+            else replace(m, attachments=_with_fields(m.attachments, {"answers": answer}))
+            for m, answer in zip(map(Message.from_any, given), _answering(given), strict=True)
         ]
         system_parts = [m.content for m in msgs if m.role in ("system", "developer")]
         turns = [m for m in msgs if m.role not in ("system", "developer")]

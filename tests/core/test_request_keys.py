@@ -434,3 +434,37 @@ def test_invalid_input_raises_config_error(build: Any) -> None:
     with pytest.raises(ConfigError) as info:
         build()
     assert isinstance(info.value, ValueError)
+
+
+def test_typed_text_cannot_pose_as_a_name_or_a_call_link() -> None:
+    """The name was appended as "[name alice]" text: a user who typed that text got Alice's
+    key (and her answer, exactly)."""
+    named = Request.from_messages([{"role": "user", "content": "My balance?", "name": "alice"}])
+    typed = Request.from_messages([{"role": "user", "content": "My balance?\n[name alice]"}])
+    other = Request.from_messages([{"role": "user", "content": "My balance?", "name": "alice2"}])
+    assert len({named.exact_key, typed.exact_key, other.exact_key}) == 3
+    assert named.query_text == "My balance?"  # the name is no text to embed
+    assert named.attachment_digest and not typed.attachment_digest
+
+
+def test_odd_tool_call_shapes() -> None:
+    """A single call sent without its list lost its arguments (10 and 10000 shared a key);
+    other shapes failed with unclear errors or a 500 (deep nesting in the arguments)."""
+
+    def sent(tool_calls: Any, arguments: str = '{"amount": 10}') -> Request:
+        if tool_calls == "call":
+            tool_calls = {"id": "c1", "function": {"name": "transfer", "arguments": arguments}}
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "Pay it"},
+                {"role": "assistant", "content": "", "tool_calls": tool_calls},
+                {"role": "user", "content": "Done?"},
+            ]
+        )
+
+    assert sent("call").exact_key != sent("call", '{"amount": 10000}').exact_key
+    assert '{"amount":10}' in sent("call").history[1].content
+    with pytest.raises(ConfigError, match="tool_calls must be a list"):
+        sent(5)
+    deep, nan = sent("call", "[" * 5000 + "]" * 5000), sent("call", '{"x": NaN}')
+    assert deep.exact_key != nan.exact_key  # kept as the strings they are
