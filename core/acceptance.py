@@ -79,6 +79,7 @@ _STATES_SELF = re.compile(
     r"|\b(?:my|our)\s+\w+(?:\s+\w+)?\s+(?:is|are|was|were|has|have)\b"
 )
 _TOOL_ROLES = frozenset({"tool", "function"})
+_PUNCTUATION = '.,;:!?¿¡"“”«»()'  # around a plain word; quotes ' and brackets mark a literal
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
@@ -134,11 +135,15 @@ def _surface_conflict(asked: str, stored: str) -> str | None:
         return None  # other words: for the guard
     if _indents(asked) != _indents(stored):
         return "indentation differs"
-    if any(t in (t.lower(), t.upper()) for t in (asked, stored)):
-        return None  # "what is ai" typed in lower case asks what "What is AI?" asks
+    # "what is ai" typed in lower case asks what "What is AI?" asks; a literal ('AbC', [A-Z])
+    # keeps its case whatever the rest of the text does
+    one_case = any(t in (t.lower(), t.upper()) for t in (asked, stored))
     for x, y in zip(words, other, strict=True):
-        if x != y and x[1:] != y[1:]:
-            return "case differs"
+        if x == y:
+            continue
+        if x.strip(_PUNCTUATION).isalpha() and (one_case or x[1:] == y[1:]):
+            continue
+        return "case differs"
     return None
 
 
@@ -331,6 +336,14 @@ class Acceptor:
         row_followup = row.history_json not in ("", "[]")
         if not request.history and not row_followup:
             return True
+        try:
+            turns = json.loads(row.history_json) if row_followup else []
+            stored = [(str(t[0]), normalize_text(str(t[1] or ""))) for t in turns]
+        except (TypeError, ValueError, IndexError, KeyError):
+            return False  # a corrupt row: a miss
+        asked = [(m.role, normalize_text(m.content)) for m in request.history]
+        if _tool_results(asked) != _tool_results(stored):
+            return False  # data a tool returned ("heavy rain" / "sunny") is not reworded chat
         if request.history and row_followup and self._same_context(request, conv, row):
             return True
         if request.history and not conv.standalone:
@@ -369,8 +382,6 @@ class Acceptor:
         except (TypeError, ValueError, IndexError, KeyError):
             return False  # a corrupt row: a miss
         asked = [(m.role, normalize_text(m.content)) for m in request.history]
-        if _tool_results(asked) != _tool_results(stored):
-            return False  # data a tool returned ("heavy rain" / "sunny") is not reworded chat
         if _clarifying(asked) != _clarifying(stored):
             return False  # "which country do you mean?" is not an answer the follow-up builds on
         if self._guard is None:

@@ -205,3 +205,32 @@ def test_tool_results_must_be_the_same_data(make_cache: Callable[..., Cache]) ->
     assert cache.lookup(after("Heavy rain all day, 18 degrees.")) is None
     hit = cache.lookup(after("Sunny and dry all day, 18 degrees."))
     assert hit is not None and hit.answer == "No umbrella needed."
+
+
+def test_tool_results_also_bind_a_question_that_looks_standalone(
+    make_cache: Callable[..., Cache],
+) -> None:
+    """The tool-results rule ran only for follow-ups: a self-contained question after a tool
+    call took the standalone path and the answer stored after other tool output."""
+    cache = make_cache(lookup_timeout=None)
+    question = "Can I watch movies in 4K resolution on a smart TV at home?"
+
+    def after(plan: str) -> Request:
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "Check my account please."},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{"id": "a", "function": {"name": "account"}}],
+                },
+                {"role": "tool", "tool_call_id": "a", "content": f'{{"plan": "{plan}"}}'},
+                {"role": "user", "content": question},
+            ]
+        )
+
+    cache.insert(after("Premium"), "Yes, Premium includes 4K.")
+    assert cache.lookup(after("Basic")) is None
+    assert cache.lookup(Request(question)) is None  # no tool said anything: not the same either
+    hit = cache.lookup(after("Premium"))
+    assert hit is not None and hit.answer == "Yes, Premium includes 4K."
