@@ -1043,7 +1043,8 @@ class Cache:
         self._writer.close()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        self._vectors.close()
+        with self._write_lock:  # a batch being written finishes; a later one finds it closed
+            self._vectors.close()
         self._sql.close()
         if self._lock is not None:
             self._lock.release()

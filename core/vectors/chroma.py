@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -88,6 +89,8 @@ def _stop_system(path: str) -> None:
     """Stop the Chroma that this process runs on a folder and forget it, so that a cache opened
     on the folder later reads it afresh: another process (``modelcache import``) may write
     there once the folder lock is released, and Chroma's state in memory would not see it."""
+    if "chromadb" not in sys.modules:
+        return  # never opened in this process (stats, export): nothing runs, nothing to import
     from chromadb.api.shared_system_client import SharedSystemClient
 
     with SharedSystemClient._refcount_lock:
@@ -211,6 +214,7 @@ class ChromaVectorStore:
             spawn = None if copy_in_background else (lambda task: task())
             self._mirror = _join_mirror(self._mirror_key, self._memory_vectors, spawn)
         self._opened: Any = None
+        self._closed = False
         self._open_lock = threading.Lock()
         # handles of recently used collections, least recently used first
         self._collections: OrderedDict[str, Any] = OrderedDict()
@@ -244,6 +248,8 @@ class ChromaVectorStore:
         if self._opened is not None:
             return self._opened
         with self._open_lock:
+            if self._closed:  # no Chroma opens behind a closed store (nobody would stop it)
+                raise BackendError("the vector store is closed")
             if self._opened is None:
                 self._opened = self._open(self._path, self._url, self._timeout)
             return self._opened
@@ -276,15 +282,16 @@ class ChromaVectorStore:
                 self._collections.move_to_end(partition_id)
                 return coll
             name = self._name(partition_id)
+            client = self._client  # a closed store raises here, not as a missing collection
             if create:
-                coll = self._client.get_or_create_collection(
+                coll = client.get_or_create_collection(
                     name,
                     configuration={"hnsw": {"space": "cosine"}},
                     embedding_function=None,
                 )
             else:
                 try:
-                    coll = self._client.get_collection(name, embedding_function=None)
+                    coll = client.get_collection(name, embedding_function=None)
                 except Exception:  # chromadb raises NotFoundError / ValueError by version
                     return None
             self._collections[partition_id] = coll
@@ -460,8 +467,10 @@ class ChromaVectorStore:
             with self._mirror.writing:  # a write under way updates the copy first
                 self._memory_vectors = 0  # later writes still update it; queries ask Chroma
                 last = _leave_mirror(key)
-                if last and self._path and self._opened is not None:
+                with self._open_lock:
+                    self._closed = True
                     self._opened = None
+                if last and self._path:  # whichever store of the folder opened it
                     _stop_system(self._path)
 
     @property

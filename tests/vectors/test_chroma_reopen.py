@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from modelcache import Cache, CacheConfig, FakeEmbedder, Request
+import numpy as np
+import pytest
+
+from modelcache import BackendError, Cache, CacheConfig, FakeEmbedder, Request
 
 
 def _in_another_process(folder: Path, code: str) -> None:
@@ -42,3 +45,19 @@ def test_entries_another_process_stored_while_closed_are_found_after_reopening(
         assert hit is not None and hit.answer == "bread"
     finally:
         cache.close()
+
+
+def test_the_last_of_two_caches_on_a_folder_stops_its_chroma(tmp_path: Path) -> None:
+    """Only a store that had opened Chroma itself stopped it: with two caches of one folder, the
+    one closed last had often never opened it, and a cache opened later read stale state."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    config = CacheConfig(path=str(tmp_path))
+    first = Cache(config, embedder=FakeEmbedder())
+    second = Cache(config, embedder=FakeEmbedder())
+    first.insert(Request("How do I bake sourdough bread at home?"), "bread")
+    first.close()
+    second.close()
+    assert not any(str(tmp_path) in key for key in SharedSystemClient._identifier_to_system)
+    with pytest.raises(BackendError, match="closed"):
+        second._vectors.upsert("p", ["x"], np.ones((1, FakeEmbedder().dimension), np.float32))

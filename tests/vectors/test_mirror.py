@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modelcache import Cache, Request
+from modelcache import BackendError, Cache, Request
 from modelcache.vectors import ChromaVectorStore
 from modelcache.vectors import mirror as mirror_module
 from modelcache.vectors.mirror import VectorMirror
@@ -465,16 +465,21 @@ def test_a_delete_through_a_stale_handle_reaches_the_new_collection(tmp_path: Pa
     assert [i for i, _ in other.query("p", data[0], 5)] == ["y"]
 
 
-def test_a_write_of_a_closed_store_reaches_a_store_opened_after_it(tmp_path: Path) -> None:
-    """A write still under way when the last store of the folder closes (an insert thread, the
-    maintenance thread) must reach the copy of a store opened on the folder afterwards."""
+def test_a_closed_store_writes_nothing_and_a_store_opened_after_it_sees_every_write(
+    tmp_path: Path,
+) -> None:
+    """The folder's last close stops its Chroma: a later write of the closed store is refused
+    (it would open a Chroma nobody stops) instead of reaching a store opened afterwards
+    through stale state; the cache waits for a batch being written before it closes."""
     old = memory_store(tmp_path / "c")
     data = vectors(2)
     old.upsert("p", ["a", "b"], data)
     old.close()
     new = memory_store(tmp_path / "c")
     assert sorted(i for i, _ in new.query("p", data[0], 5)) == ["a", "b"] and copied(new, "p")
-    old.delete("p", ["a"])
+    with pytest.raises(BackendError, match="closed"):
+        old.delete("p", ["a"])
+    new.delete("p", ["a"])
     assert [i for i, _ in new.query("p", data[0], 5)] == sorted(new.ids("p")) == ["b"]
 
 
