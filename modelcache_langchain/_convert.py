@@ -251,6 +251,31 @@ class _Turns:
         return call[1]
 
 
+# A serialised message's fields that never reach the key: provider bookkeeping (token usage,
+# which a hit sets to ``{"total_cost": 0}``, failing validation), a tool's raw output, and
+# values that may not be serialisable. Reviving them could only make a prompt uncacheable.
+_UNKEYED_FIELDS = ("usage_metadata", "artifact")
+# What the message classes' validators read of these dicts (legacy tool and function calls; the
+# content format of a v1 chunk); the rest is dropped for the same reason.
+_KEYED_EXTRAS = {
+    "additional_kwargs": ("function_call", "tool_calls"),
+    "response_metadata": ("output_version",),
+}
+
+
+def _keyed(message: Any) -> Any:
+    """A serialised message without the fields that never enter the key (see above)."""
+    kwargs = message.get("kwargs") if message.get("type") == "constructor" else None
+    if not isinstance(kwargs, dict):
+        return message
+    kept = {key: value for key, value in kwargs.items() if key not in _UNKEYED_FIELDS}
+    for name, keys in _KEYED_EXTRAS.items():
+        extra = kept.get(name)
+        if isinstance(extra, dict):
+            kept[name] = {key: extra[key] for key in keys if key in extra}
+    return {**message, "kwargs": kept}
+
+
 def _load_messages(prompt: str) -> list[BaseMessage] | None:
     """The messages of a chat prompt, or None when the prompt is plain LLM text."""
     stripped = prompt.lstrip()
@@ -262,7 +287,7 @@ def _load_messages(prompt: str) -> list[BaseMessage] | None:
         return None
     if not isinstance(raw, list) or not all(isinstance(m, dict) and "lc" in m for m in raw):
         return None
-    messages = _revive(raw, list(_MESSAGE_CLASSES))
+    messages = _revive([_keyed(m) for m in raw], list(_MESSAGE_CLASSES))
     if not all(isinstance(m, BaseMessage) for m in messages):
         raise ValueError("a chat prompt holds something other than messages")
     return messages
