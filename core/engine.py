@@ -856,7 +856,15 @@ class Cache:
                 entry_id=r.exact_key,
                 partition_id=r.partition.id,
                 query=r.query_text,
-                history_json=_canonical_json([[m.role, m.content] for m in r.history], "history"),
+                # a turn's attachment digest is a third element, only when it has one (so
+                # that an export rebuilds the exact key; other rows are stored as they were)
+                history_json=_canonical_json(
+                    [
+                        [m.role, m.content, *([m.attachments] if m.attachments else [])]
+                        for m in r.history
+                    ],
+                    "history",
+                ),
                 context_text=r.context_text,
                 context_vector=context,
                 attachments=r.attachment_digest,

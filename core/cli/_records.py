@@ -21,6 +21,7 @@ _ANSWER_KEYS = ("answer", "response", "completion", "output")
 
 
 _DIGEST = re.compile(r"[0-9a-f]{32}")
+_TURN_DIGEST = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")  # the engine's, or an adapter's SHA-256
 
 
 @dataclass
@@ -49,9 +50,9 @@ class Expired(Exception):
 
 @dataclass(frozen=True, eq=False)
 class _RestoredRequest(Request):
-    """A request rebuilt from an export: the attachments (images, files) themselves are not
-    exported, only their digest, which this request carries so that the entry keeps its id
-    and serves only requests with the same attachments."""
+    """A request rebuilt from an export: the attachments (images, files) and message fields
+    themselves are not exported, only their digest, which this request carries so that the
+    entry keeps its id and serves only requests with the same attachments and fields."""
 
     stored_attachments: str = ""
 
@@ -131,7 +132,8 @@ def _maybe_json(value: Any, what: str) -> Any:
 
 
 def _history(value: Any) -> tuple[Message, ...]:
-    """History as exported ([[role, content], ...]) or as [{'role', 'content'}, ...]."""
+    """History as exported ([[role, content], ...], a turn with attachments or message fields
+    adding their digest as a third element) or as [{'role', 'content'}, ...]."""
     value = _maybe_json(value, "history")
     if value in (None, ""):
         return ()
@@ -141,6 +143,12 @@ def _history(value: Any) -> tuple[Message, ...]:
     for item in value:
         if isinstance(item, (list, tuple)) and len(item) == 2:
             turns.append(Message(str(item[0]), str(item[1])))
+        elif isinstance(item, (list, tuple)) and len(item) == 3:
+            if not isinstance(item[2], str) or not _TURN_DIGEST.fullmatch(item[2]):
+                raise UserError(
+                    "a history turn's third element must be the digest an export writes"
+                )
+            turns.append(Message(str(item[0]), str(item[1]), attachments=item[2]))
         else:
             turns.append(Message.from_any(item))
     return tuple(turns)
@@ -173,19 +181,21 @@ def _expiry(record: dict[str, Any]) -> tuple[float | None, float | None]:
     return None, ttl
 
 
-def _with_attachments(request: Request, record: dict[str, Any]) -> Request:
+def _with_attachments(request: Request, record: dict[str, Any], *, whole: bool) -> Request:
     """The request with an exported attachment digest, when the record has one.
 
-    The digest covers the attachments of every turn, but an entry's id also hashes each
-    earlier turn's own, which is not stored: after earlier turns, the rebuilt id must equal
-    the exported one, or the row is refused.
+    The digest covers every turn's attachments and message fields: it must equal the digest
+    of the request's own when ``whole`` (built from ``messages``, the current message's own
+    included). An export's history holds each earlier turn's own digest, which the entry's id
+    also hashes, so after earlier turns the rebuilt id must equal the exported one, or the row
+    is refused.
     """
     digest = record.get("attachments")
     if digest in (None, ""):
         return request
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise UserError("attachments must be the 32-character digest an export writes")
-    if request.attachment_digest and request.attachment_digest != digest:
+    if whole and request.attachment_digest and request.attachment_digest != digest:
         raise UserError("attachments does not match the attachments of the messages")
     restored = _RestoredRequest(
         query=request.query,
@@ -196,8 +206,9 @@ def _with_attachments(request: Request, record: dict[str, Any]) -> Request:
     )
     if restored.history and restored.exact_key != record.get("id"):
         raise UserError(
-            "an entry with attachments (images, files) after earlier turns cannot be rebuilt "
-            "exactly (the attachments of earlier turns are not exported); remove the row"
+            "an entry with attachments or message fields after earlier turns cannot be rebuilt "
+            "exactly: its id does not match (an export made before the earlier turns' digests "
+            "were stored lacks them); export it again, or remove the row"
         )
     return restored
 
@@ -238,7 +249,8 @@ def parse_row(record: Any, defaults: dict[str, str], *, now: float | None = None
             system=record.get("system") or None,
             history=_history(record.get("history")),
         )
-    row = Row(_with_attachments(request, record), answer, metadata, *_expiry(record))
+    request = _with_attachments(request, record, whole=bool(messages))
+    row = Row(request, answer, metadata, *_expiry(record))
     row.lifetime(time.time() if now is None else now, None)  # raises Expired
     return row
 

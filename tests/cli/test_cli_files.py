@@ -134,6 +134,32 @@ def test_export_import_keeps_the_attachments_and_the_entry_id(
         assert text_only is not None and text_only.answer == "no image"
 
 
+def test_export_import_keeps_the_attachments_of_earlier_turns(
+    invoke: Invoke, data_path: Path, tmp_path: Path
+) -> None:
+    def ask(image: dict[str, Any]) -> Request:
+        earlier = {"role": "user", "content": [{"type": "text", "text": "and this one?"}, image]}
+        reply = {"role": "assistant", "content": "a dog"}
+        return Request.from_messages([earlier, reply, {"role": "user", "content": "and?"}])
+
+    with _cache(data_path) as cache:
+        entry_id = cache.insert(ask(IMAGE), "an image in an earlier turn")
+    out = tmp_path / "export.jsonl"
+    assert invoke("export", "-o", str(out)).exit_code == 0
+    (row,) = _lines(out)
+    assert row["history"][0][2] == ask(IMAGE).history[0].attachments  # the turn's own digest
+    assert row["history"][1] == ["assistant", "a dog"]  # a turn without any: as before
+    copy = tmp_path / "copy"
+    assert _json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
+    assert _json(invoke("import", str(out), "--json"))["skipped"] == 1  # into itself
+    assert invoke("export", "-o", str(tmp_path / "again.jsonl"), path=copy).exit_code == 0
+    assert [r["id"] for r in _lines(tmp_path / "again.jsonl")] == [entry_id]
+    with _cache(copy) as cache:
+        same = cache.lookup(ask(IMAGE))
+        assert same is not None and same.kind == "exact"
+        assert cache.lookup(ask(OTHER_IMAGE)) is None
+
+
 def test_import_refuses_attachments_it_cannot_rebuild(
     invoke: Invoke, data_path: Path, tmp_path: Path
 ) -> None:
@@ -145,9 +171,15 @@ def test_import_refuses_attachments_it_cannot_rebuild(
         cache.insert(request, "an image in an earlier turn")
     out = tmp_path / "export.jsonl"
     assert invoke("export", "-o", str(out)).exit_code == 0
+    (row,) = _lines(out)
+    row["history"] = [turn[:2] for turn in row["history"]]  # as an older export wrote it
+    out.write_text(json.dumps(row) + "\n", "utf-8")
     result = invoke("import", str(out), path=tmp_path / "copy")
     _user_error(result, "1 invalid row(s)")
-    assert "export.jsonl:1: an entry with attachments" in result.stderr
+    assert "export.jsonl:1: an entry with attachments or message fields" in result.stderr
+    row["history"][0].append("not a digest")
+    out.write_text(json.dumps(row) + "\n", "utf-8")
+    _user_error(invoke("import", str(out), path=tmp_path / "copy"), "third element must be")
     out.write_text(
         json.dumps({"query": "q", "answer": "a", "attachments": "not a digest"}) + "\n", "utf-8"
     )
