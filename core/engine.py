@@ -17,7 +17,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
@@ -52,6 +52,7 @@ __all__ = ["Cache", "Hit"]
 log = logging.getLogger("modelcache")
 
 _INSERT_BATCH = 512  # entries embedded and written together by insert_many
+_EXPIRY_SLACK = 1.0  # seconds an imported expiry may differ from a stored one that is the same
 _LOOKUP_WORKERS = 40  # anyio's default thread limit, which the server's lookups run under
 
 _Self = TypeVar("_Self")
@@ -723,19 +724,24 @@ class Cache:
         metadata: dict[str, Any] | None = None,
         progress: Callable[[int, int], None] | None = None,
         batch_size: int = _INSERT_BATCH,
+        _expires_at: Mapping[str, float] | None = None,
     ) -> list[str]:
         """Store many answers with batched embedding and writes (bulk loads).
 
         Entries are embedded and written in batches of ``batch_size``, shortest texts first,
         each batch's writes overlapping the next batch's embedding; ``progress(stored, total)``
         is called as each batch is written, and a failure leaves the earlier batches stored (a
-        re-run finishes).
+        re-run finishes). ``_expires_at`` (exact key -> time), for an import, gives entries the
+        expiry they had, keeping ``ttl`` as theirs.
         """
         self._check_open()
         if ttl is not None and not (0 < ttl < math.inf):
             raise ConfigError("ttl must be positive, finite seconds")
         if batch_size < 1:
             raise ConfigError("batch_size must be at least 1")
+        expiries = dict(_expires_at or {})
+        if not all(math.isfinite(at) for at in expiries.values()):
+            raise ConfigError("an expiry must be a finite time")
         items = list(items)
         now = self._clock()
         ttl = ttl if ttl is not None else self.config.ttl_seconds
@@ -777,14 +783,14 @@ class Cache:
 
         try:
             if len(batches) == 1:
-                write(*self._prepare_rows(batches[0], now, ttl, meta_json))
+                write(*self._prepare_rows(batches[0], now, ttl, meta_json, expiries))
             else:  # the writer thread stores batch k while batch k + 1 is embedded
                 with concurrent.futures.ThreadPoolExecutor(
                     1, thread_name_prefix="modelcache-insert"
                 ) as writer:
                     pending: concurrent.futures.Future[None] | None = None
                     for batch in batches:
-                        prepared = self._prepare_rows(batch, now, ttl, meta_json)
+                        prepared = self._prepare_rows(batch, now, ttl, meta_json, expiries)
                         if pending is not None:
                             pending.result()
                         pending = writer.submit(write, *prepared)
@@ -805,25 +811,41 @@ class Cache:
         *,
         ttl: float | None = None,
         metadata: dict[str, Any] | None = None,
+        _expires_at: Mapping[str, float] | None = None,
     ) -> set[str]:
-        """Exact keys of the items already stored, live, with the same answer, metadata and ttl.
+        """Exact keys of the items already stored, live, with the same answer, metadata and ttl
+        (and, for a key in ``_expires_at``, an expiry no earlier than that, within a second).
 
         Inserting those again would change nothing but their age and hit count, so a bulk load
-        that was interrupted skips them when it is run again.
+        that was interrupted, or an export imported into its own cache, skips them.
         """
         self._check_open()
         ttl = ttl if ttl is not None else self.config.ttl_seconds
         meta_json = _canonical_json(metadata or {}, "metadata")
+        items = list(items)
         wanted = {r.exact_key: _canonical_json(a, "the answer") for r, a in items}
         try:
             found = self._sql.stored_answers(list(wanted), self._clock())
+            same = {
+                key
+                for key, (answer_json, stored_meta, stored_ttl) in found.items()
+                if answer_json == wanted[key] and stored_meta == meta_json and stored_ttl == ttl
+            }
+            expiries = _expires_at or {}
+            by_partition: dict[str, list[str]] = {}
+            for r, _ in items:
+                if r.exact_key in same and r.exact_key in expiries:
+                    by_partition.setdefault(r.partition.id, []).append(r.exact_key)
+            for partition_id, keys in by_partition.items():
+                rows = self._sql.get_many(keys, partition_id)
+                for key in keys:
+                    at = rows[key].expires_at if key in rows else 0.0
+                    # a later expiry is the same entry renewed by a sliding ttl's hits
+                    if at is not None and at < expiries[key] - _EXPIRY_SLACK:
+                        same.discard(key)
         except Exception as exc:
             raise BackendError(f"stored-entry check failed: {describe_error(exc)}") from exc
-        return {
-            key
-            for key, (answer_json, stored_meta, stored_ttl) in found.items()
-            if answer_json == wanted[key] and stored_meta == meta_json and stored_ttl == ttl
-        }
+        return same
 
     def _prepare_rows(
         self,
@@ -831,9 +853,11 @@ class Cache:
         now: float,
         ttl: float | None,
         meta_json: str,
+        expiries: Mapping[str, float],
     ) -> tuple[list[EntryRow], np.ndarray, list[Partition], dict[str, dict[str, str]]]:
         """Rows, recall vectors and partitions of (request, answer JSON) pairs, and the chunk
-        vectors of their long texts by partition (digest -> encoded): the embedding."""
+        vectors of their long texts by partition (digest -> encoded): the embedding. A row
+        whose key is in ``expiries`` expires then, not ``ttl`` from ``now``."""
         contexts, vectors = embed_entries(
             self._embedder,
             [r.query_text for r, _ in batch],
@@ -874,6 +898,12 @@ class Cache:
                 ttl=ttl,
             )
             for (r, answer_json), context in zip(batch, contexts, strict=True)
+        ]
+        rows = [
+            EntryRow.model_construct(**{**row.model_dump(), "expires_at": expiries[row.id]})
+            if row.id in expiries
+            else row
+            for row in rows
         ]
         partitions = list({r.partition.id: r.partition for r, _ in batch}.values())
         return rows, vectors, partitions, chunks

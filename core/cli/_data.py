@@ -138,8 +138,8 @@ def import_(
     """Bulk-load Q/A pairs. The whole file is checked first: one bad row writes nothing.
 
     Rows already stored with the same answer are skipped: an interrupted import, run again,
-    resumes where it stopped. Exported entries keep what remains of their lifetime; those
-    expired since the export are skipped.
+    resumes where it stopped. Exported entries keep their expiry and ttl; those expired since
+    the export are skipped.
     """
     if fmt not in ("auto", "jsonl", "csv"):
         raise UserError(f"--format must be auto, jsonl or csv, not {fmt!r}")
@@ -172,15 +172,21 @@ def import_(
         with progress:
             task = progress.add_task("import", total=len(rows))
             for group in groups(rows):
-                try:  # taken now, so that the entries expire when they did in the export
-                    lifetime = group[0].lifetime(time.time(), ttl)
-                except Expired:
-                    expired += len(group)
-                    progress.advance(task, len(group))
+                at = time.time()  # rows that expired since they were read are left out
+                live = [r for r in group if not r.expired(at)]
+                expired += len(group) - len(live)
+                progress.advance(task, len(group) - len(live))
+                if not live:
                     continue
-                pairs = [(r.request, r.answer) for r in group]
-                meta = group[0].metadata
-                known = cache.stored(pairs, ttl=lifetime, metadata=meta)  # an earlier run's work
+                lifetime = live[0].lifetime(at, ttl)
+                expiries = {
+                    r.request.exact_key: r.expires_at for r in live if r.expires_at is not None
+                }
+                pairs = [(r.request, r.answer) for r in live]
+                meta = live[0].metadata
+                known = cache.stored(  # an earlier run's work, or the cache's own export
+                    pairs, ttl=lifetime, metadata=meta, _expires_at=expiries
+                )
                 fresh = [p for p in pairs if p[0].exact_key not in known]
                 skipped += len(pairs) - len(fresh)
                 progress.advance(task, len(pairs) - len(fresh))
@@ -192,7 +198,12 @@ def import_(
                     done = count
 
                 cache.insert_many(
-                    fresh, ttl=lifetime, metadata=meta, progress=advance, batch_size=batch_size
+                    fresh,
+                    ttl=lifetime,
+                    metadata=meta,
+                    progress=advance,
+                    batch_size=batch_size,
+                    _expires_at=expiries,
                 )
                 stored += len(fresh)
     seconds = time.perf_counter() - started

@@ -32,16 +32,20 @@ class Row:
     answer: Any
     metadata: dict[str, Any] | None
     expires_at: float | None = None  # an exported entry's expiry, kept by the import
-    ttl: float | None = None  # the row's own time to live (a ``ttl`` column without expiry)
+    ttl: float | None = None  # the row's own time to live, kept by the import
+
+    def expired(self, now: float) -> bool:
+        """Whether the row's expiry has passed by ``now``."""
+        return self.expires_at is not None and self.expires_at <= now
 
     def lifetime(self, now: float, default: float | None) -> float | None:
-        """Seconds to live from ``now``: what remains until the row's expiry, else its own
-        ttl, else ``default``; raises :class:`Expired` once the expiry has passed."""
-        if self.expires_at is None:
-            return default if self.ttl is None else self.ttl
-        if self.expires_at <= now:
-            raise Expired
-        return self.expires_at - now
+        """The row's ttl: its own, else what remains from ``now`` until its expiry (a row
+        with an expiry but no ttl), else ``default``."""
+        if self.ttl is not None:
+            return self.ttl
+        if self.expires_at is not None:
+            return self.expires_at - now
+        return default
 
 
 class Expired(Exception):
@@ -171,14 +175,12 @@ def _seconds(record: dict[str, Any], key: str) -> float | None:
 
 
 def _expiry(record: dict[str, Any]) -> tuple[float | None, float | None]:
-    """The row's ``expires_at`` (an export's) and, when it has none, its own ``ttl``."""
+    """The row's ``expires_at`` (an export's) and its own ``ttl``, each None when absent."""
     expires_at = _seconds(record, "expires_at")
-    if expires_at is not None:
-        return expires_at, None
     ttl = _seconds(record, "ttl")
     if ttl is not None and ttl <= 0:
         raise UserError("ttl must be positive seconds")
-    return None, ttl
+    return expires_at, ttl
 
 
 def _with_attachments(request: Request, record: dict[str, Any], *, whole: bool) -> Request:
@@ -251,13 +253,15 @@ def parse_row(record: Any, defaults: dict[str, str], *, now: float | None = None
         )
     request = _with_attachments(request, record, whole=bool(messages))
     row = Row(request, answer, metadata, *_expiry(record))
-    row.lifetime(time.time() if now is None else now, None)  # raises Expired
+    if row.expired(time.time() if now is None else now):
+        raise Expired
     return row
 
 
 def groups(rows: Iterable[Row]) -> list[list[Row]]:
-    """The rows by metadata, expiry and ttl (one ``insert_many`` each), in file order: the
-    entries of one exported batch share an expiry.
+    """The rows by metadata and ttl (one ``insert_many`` each, every row keeping its own
+    expiry), in file order; a row with an expiry but no ttl of its own is grouped by that
+    expiry, as what remains of it is its ttl.
 
     A later row of the same entry replaces an earlier one, as inserting them in turn would.
     """
@@ -265,5 +269,6 @@ def groups(rows: Iterable[Row]) -> list[list[Row]]:
     by_kind: dict[tuple[str, float | None, float | None], list[Row]] = {}
     for row in latest.values():
         meta = _canonical_json(row.metadata or {}, "metadata")
-        by_kind.setdefault((meta, row.expires_at, row.ttl), []).append(row)
+        expiry = row.expires_at if row.ttl is None else None
+        by_kind.setdefault((meta, row.ttl, expiry), []).append(row)
     return list(by_kind.values())

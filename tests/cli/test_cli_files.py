@@ -36,6 +36,11 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+def _exported(invoke: Invoke, out: Path, path: Path | None = None) -> list[dict[str, Any]]:
+    assert invoke("export", "-o", str(out), path=path).exit_code == 0
+    return _lines(out)
+
+
 def _cache(path: Path, clock: Callable[[], float] = time.time) -> Cache:
     return Cache(CacheConfig(path=str(path), embedder="fake"), clock=clock)
 
@@ -79,10 +84,59 @@ def test_export_leaves_out_expired_entries_and_import_keeps_each_expiry(
     restored = {row["query"]: row for row in _lines(again)}
     assert set(restored) == {"lasting question", "endless question"}
     lasting = restored["lasting question"]
-    assert lasting["expires_at"] == pytest.approx(exported["lasting question"]["expires_at"], abs=5)
-    assert lasting["ttl"] < 4100
+    assert lasting["expires_at"] == exported["lasting question"]["expires_at"]
+    assert lasting["ttl"] == 5000  # its own ttl, not what remained of it
     assert restored["endless question"]["expires_at"] is None
     assert restored["endless question"]["ttl"] is None
+
+
+def test_an_export_imported_into_its_own_cache_is_skipped_with_a_sliding_ttl(
+    invoke: Invoke, data_path: Path, tmp_path: Path
+) -> None:
+    start = time.time() - 10
+    moment = [start]
+    config = CacheConfig(path=str(data_path), embedder="fake", sliding_ttl=True)
+    with Cache(config, clock=lambda: moment[0]) as cache:
+        cache.insert(Request.from_text("What is the capital of France?"), "Paris", ttl=100)
+        assert cache.lookup(Request.from_text("What is the capital of France?")) is not None
+    out = tmp_path / "export.jsonl"
+    assert invoke("export", "-o", str(out)).exit_code == 0
+    (exported,) = _lines(out)
+    assert (exported["ttl"], exported["hit_count"]) == (100, 1)
+    with Cache(config, clock=lambda: moment[0]) as cache:
+        moment[0] = start + 5  # a hit after the export renews the entry: it expires later
+        assert cache.lookup(Request.from_text("What is the capital of France?")) is not None
+
+    assert _json(invoke("import", str(out), "--json"))["skipped"] == 1
+    (own,) = _exported(invoke, tmp_path / "own.jsonl")
+    assert (own["hit_count"], own["expires_at"]) == (2, start + 105)  # kept, not rewritten
+    copy = tmp_path / "copy"
+    assert _json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
+    assert _json(invoke("import", str(out), "--json", path=copy))["skipped"] == 1
+    (restored,) = _exported(invoke, tmp_path / "copy.jsonl", copy)
+    assert (restored["ttl"], restored["expires_at"]) == (100, exported["expires_at"])
+
+
+def test_import_writes_rows_of_one_ttl_in_one_batch_whatever_their_expiry(
+    invoke: Invoke, data_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with _cache(data_path) as cache:
+        for i in range(20):
+            cache.insert(Request.from_text(f"question number {i}"), f"answer {i}", ttl=3600)
+    out = tmp_path / "export.jsonl"
+    assert invoke("export", "-o", str(out)).exit_code == 0
+    assert len({row["expires_at"] for row in _lines(out)}) > 1  # one insert, one expiry each
+    calls: list[int] = []
+    insert_many = Cache.insert_many
+
+    def counted(self: Cache, items: Any, **options: Any) -> list[str]:
+        items = list(items)
+        calls.append(len(items))
+        return insert_many(self, items, **options)
+
+    monkeypatch.setattr(Cache, "insert_many", counted)
+    assert _json(invoke("import", str(out), "--json", path=tmp_path / "copy"))["imported"] == 20
+    assert calls == [20]
 
 
 def test_import_of_an_expiry_uses_it_over_the_ttl_option(invoke: Invoke, tmp_path: Path) -> None:

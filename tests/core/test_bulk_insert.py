@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelcache import BackendError, Cache, FakeEmbedder, Request
+from modelcache import BackendError, Cache, ConfigError, FakeEmbedder, Request
 from modelcache.embedding import OnnxSentenceEmbedder
 from modelcache.engine import _INSERT_BATCH
 
@@ -149,3 +149,41 @@ def test_eviction_spares_every_entry_of_a_default_batch(make_cache: Callable[...
     cache.insert_many(new)
     # the longest texts come last in a batch: a protection shorter than the batch evicted them
     assert cache.stored(new) == {r.exact_key for r, _ in new}
+
+
+def test_insert_many_keeps_each_given_expiry_and_the_ttl(
+    make_cache: Callable[..., Cache], clock: Any
+) -> None:
+    cache = make_cache()
+    items = _items(3)
+    keys = [r.exact_key for r, _ in items]
+    expiries = {keys[0]: clock.now + 40, keys[1]: clock.now + 70}  # what remained of them
+    cache.insert_many(items, ttl=100, _expires_at=expiries)
+    rows = {row["id"]: row for row in cache.export()}
+    assert [(rows[k]["ttl"], rows[k]["expires_at"]) for k in keys] == [
+        (100, clock.now + 40),
+        (100, clock.now + 70),
+        (100, clock.now + 100),  # not in the mapping: ttl from now
+    ]
+    clock.advance(50)
+    assert cache.lookup(items[0][0]) is None
+    hit = cache.lookup(items[1][0])
+    assert hit is not None and hit.answer == 1
+    with pytest.raises(ConfigError):
+        cache.insert_many(items[:1], _expires_at={keys[0]: float("inf")})
+
+
+def test_stored_with_an_expiry_is_the_same_entry_within_a_second_or_later(
+    make_cache: Callable[..., Cache], clock: Any
+) -> None:
+    cache = make_cache()
+    items = _items(2)
+    keys = [r.exact_key for r, _ in items]
+    at = clock.now + 60
+    cache.insert_many(items, ttl=100, _expires_at={keys[0]: at, keys[1]: at})
+    assert cache.stored(items, ttl=100, _expires_at={keys[0]: at + 0.5, keys[1]: at}) == set(keys)
+    # an entry renewed since (a sliding ttl's hits) expires later: still the same entry
+    assert cache.stored(items, ttl=100, _expires_at={keys[0]: at - 30}) == set(keys)
+    # one that would expire sooner than the import says is written again
+    assert cache.stored(items, ttl=100, _expires_at={keys[0]: at + 30}) == {keys[1]}
+    assert cache.stored(items, ttl=90, _expires_at={keys[0]: at}) == set(), "another ttl"
