@@ -188,7 +188,7 @@ def conversation_text(turns: Iterable[tuple[str, str]]) -> str:
 
 
 def stored_conversation_text(history_json: str) -> str:
-    """:func:`conversation_text` of a stored history (``[[role, content], ...]`` JSON).
+    """:func:`conversation_text` of a stored history (``[[role, content(, digest)], ...]`` JSON).
 
     Raises ``ValueError`` for a corrupt value.
     """
