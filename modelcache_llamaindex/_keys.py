@@ -327,12 +327,19 @@ def _message_text(message: ChatMessage, call_ids: dict[str, int]) -> str | None:
 
 
 def _header(message: ChatMessage, call_ids: dict[str, int]) -> list[str]:
-    """The participant name and the tool call a result answers, which the provider sends too."""
-    extra = message.additional_kwargs
-    header = [f"[name {extra['name']}]"] if extra.get("name") else []
-    if extra.get("tool_call_id"):
-        header.append(f"[result of tool_call #{_call_number(call_ids, extra['tool_call_id'])}]")
-    return header
+    """The tool call a result answers, which the provider sends too."""
+    call_id = message.additional_kwargs.get("tool_call_id")
+    return [f"[result of tool_call #{_call_number(call_ids, call_id)}]"] if call_id else []
+
+
+def _name_digest(message: ChatMessage) -> str:
+    """Digest of a message's participant name, '' when it has none: the engine's per-message
+    attachments field, exact in the key and never embedded, so the name stays out of the text
+    and the partition (one partition per end user would soon fill the tenant's cap)."""
+    name = message.additional_kwargs.get("name")
+    if not name:
+        return ""
+    return hashlib.sha256(json.dumps({"name": str(name)}, ensure_ascii=False).encode()).hexdigest()
 
 
 def _call_number(call_ids: dict[str, int], call_id: Any) -> int:
@@ -351,43 +358,38 @@ def chat_plan(
 
     Turns after the last user message (tool calls and their results in an agent loop) make the
     answer depend on those outputs: such calls get their own partition and match exactly only.
-    Participant names are rendered on their turns, and the set of them is part of the partition.
+    Participant names are digests in each turn's attachments field, so a hit needs the same ones.
     """
     system: list[str] = []
     turns: list[Message] = []
     last_user_text = ""
-    names: set[str] = set()
     call_ids: dict[str, int] = {}
     for message in messages:
         text = _message_text(message, call_ids)
         if text is None:
             return None
         role = _role(message)
-        header = _header(message, call_ids)
-        name = message.additional_kwargs.get("name")
-        if name and role != "tool":
-            names.add(str(name))
+        name = _name_digest(message)
         if role == "user":
             last_user_text = text
-        text = "\n".join([*header, text])
-        if role in ("system", "developer"):
-            system.append(text)
+        text = "\n".join([*_header(message, call_ids), text])
+        if role in ("system", "developer"):  # the system prompt is the partition: a digest only
+            system.append(f"{text}\n[message fields {name}]" if name else text)
         else:
-            turns.append(Message(role, text))
+            turns.append(Message(role, text, attachments=name))
     users = [i for i, m in enumerate(turns) if m.role == "user"]
     if not users or not normalize_text(last_user_text):
         return None
     last = users[-1]
     follow_up = last < len(turns) - 1
     extra: dict[str, Any] = {"after_query": True} if follow_up else {}
-    if names:  # the guard cannot always tell two names apart (maria / mario): never share
-        extra["message_names"] = sorted(names)
     params = _params(llm, "chat", kwargs, **extra)
     request = Request(
         query=turns[last].content,
         scope=Scope(scope.tenant, scope.env, model_label(llm), params),
         system="\n".join(system) if system else None,
         history=tuple(turns if follow_up else turns[:last]),
+        attachments=turns[last].attachments,
     )
     return Plan(request, exact_only=follow_up)
 

@@ -1,5 +1,5 @@
 """What enters a LlamaIndex call's partition and key: settings that change the answer (prompt
-formats, token ids, schemas, participant names) do, credentials never do."""
+formats, token ids, schemas) do, participant names enter the key only, credentials never do."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
@@ -15,7 +16,7 @@ from llama_index.core.prompts import PromptTemplate
 from llamaindex_mocks import RecordingLLM, TemplatingLLM, french_prompt, prompt_in
 from pydantic import SecretStr
 
-from modelcache import Cache, Scope
+from modelcache import Cache, CacheConfig, FakeEmbedder, Scope
 from modelcache_llamaindex import wrap_llm
 from modelcache_llamaindex._keys import chat_plan, complete_plan, llm_settings, to_json
 
@@ -138,12 +139,14 @@ def test_a_function_digest_is_the_same_in_another_process() -> None:
     assert there.stdout.strip() == here
 
 
-def test_participant_names_are_part_of_the_key() -> None:
+def test_participant_names_are_part_of_the_key_but_never_of_the_partition() -> None:
     question = "What is my name?"
     alice, bob, nobody = user(question, name="Alice"), user(question, name="Bob"), user(question)
     assert len({chat_key([alice]), chat_key([bob]), chat_key([nobody])}) == 3
-    plan = chat_plan(MockLLM(), [alice], {}, Scope())
-    assert plan is not None and plan.request.scope.params["message_names"] == ["Alice"]
+    plans = [chat_plan(MockLLM(), [m], {}, Scope()) for m in (alice, bob, nobody)]
+    assert len({p.request.partition.id for p in plans if p is not None}) == 1
+    for plan in plans:
+        assert plan is not None and "Alice" not in repr(plan.request)
     persona = ChatMessage(role="assistant", content="Hello!", additional_kwargs={"name": "Ann"})
     other = ChatMessage(role="assistant", content="Hello!", additional_kwargs={"name": "Bea"})
     assert chat_key([nobody, persona, user("Who greeted me?")]) != chat_key(
@@ -154,13 +157,29 @@ def test_participant_names_are_part_of_the_key() -> None:
 def test_a_named_question_never_answers_another_participant(cache: Cache) -> None:
     inner = RecordingLLM()
     llm = wrap_llm(inner, cache)
-    llm.chat([user("What is my name?", name="maria")])
+    llm.chat([user("How do I reset my password?", name="maria")])
     for other in ("mario", None):
         extra = {"name": other} if other else {}
-        response = llm.chat([user("What is my name?", **extra)])
+        response = llm.chat([user("How do I reset my password please?", **extra)])
         assert "cache_hit" not in response.additional_kwargs
-    again = llm.chat([user("What is my name?", name="maria")])
-    assert again.additional_kwargs["cache_hit"] and len(inner.calls) == 3
+    again = llm.chat([user("How do I reset my password please?", name="maria")])
+    assert again.additional_kwargs["cache_kind"] == "semantic" and len(inner.calls) == 3
+
+
+def test_participant_names_never_multiply_partitions(tmp_path: Path) -> None:
+    config = CacheConfig(path=str(tmp_path), max_partitions_per_tenant=2, lookup_timeout=10.0)
+    with Cache(config, embedder=FakeEmbedder()) as engine:
+        llm = wrap_llm(RecordingLLM(), engine)
+        for i in range(4):  # one end user each: OpenAI's `name` field identifies the user
+            llm.chat([user("What are your opening hours?", name=f"user{i}")])
+        system = ChatMessage(role="system", content="You are the support bot of ACME.")
+        llm.chat([system, user("How do I reset my password?")])
+        hit = llm.chat([system, user("How do I reset my password?")])
+        assert hit.additional_kwargs["cache_hit"] and llm.fault_count == 0
+        repeat = llm.chat([user("What are your opening hours?", name="user3")])
+        assert repeat.additional_kwargs["cache_hit"]
+        rows = [{k: v for k, v in row.items() if k != "answer"} for row in engine.export()]
+        assert "user3" not in json.dumps([engine.stats()["partitions"], rows])
 
 
 def test_tool_results_key_by_the_call_they_answer() -> None:
