@@ -8,14 +8,19 @@ key builder.
 
 from __future__ import annotations
 
+import collections
 import enum
 import functools
 import hashlib
 import json
+import logging
+import operator
 import re
+import threading
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any, Literal
 
 from llama_index.core.base.llms.generic_utils import (
@@ -36,6 +41,8 @@ from modelcache import Message, Request, Scope
 from modelcache.request import normalize_text
 
 Kind = Literal["chat", "complete"]
+
+log = logging.getLogger("modelcache.llamaindex")
 
 # Names that hold credentials: exact names and unmistakable endings only, since a broad pattern
 # ("key", "token") also catches settings that change the answer (eos_token_id, keywords).
@@ -104,11 +111,29 @@ _TRANSPORT = frozenset(
         "async_http_client",
     }
 )
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# A memory address in any form (` at 0x7f…`, jinja's `memory:7f…`): such a repr differs per run.
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}|memory:[0-9a-fA-F]{6,}|\bat [0-9a-fA-F]{8,}\b")
+_MAX_REPR = 2_000
+_MAX_NODES = 10_000
 _TEXT_ONLY = (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint)
 _ASSISTANT_ALIASES = {"chatbot": "assistant", "model": "assistant"}
 _DROP = object()
-_FUNCTIONS = (types.FunctionType, types.MethodType, types.BuiltinFunctionType, functools.partial)
+_C_FUNCTIONS = (types.BuiltinFunctionType, types.MethodWrapperType)
+_C_DESCRIPTORS = (
+    types.MethodDescriptorType,
+    types.WrapperDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+_REDUCIBLE = (operator.itemgetter, operator.attrgetter, operator.methodcaller)
+# Values whose state never changes what a function returns, only how it logs or waits.
+_NO_OUTPUT_STATE = (
+    logging.Logger,
+    logging.LoggerAdapter,
+    type(threading.Lock()),
+    type(threading.RLock()),
+)
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes defined in Python
+_warned: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -117,6 +142,18 @@ class Plan:
 
     request: Request
     exact_only: bool = False
+
+
+class _Unkeyable(Exception):
+    """A value no stable key can be derived from (a C callable, an object too large to walk):
+    the call that depends on it is not cached."""
+
+
+def _not_cached(reason: _Unkeyable) -> None:
+    """Says once per reason that calls depending on it go to the model uncached."""
+    if str(reason) not in _warned:
+        _warned.add(str(reason))
+        log.warning("calls with %s are not cached: no stable key can be derived from it", reason)
 
 
 def _is_credential(name: str) -> bool:
@@ -129,13 +166,26 @@ def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _canonical(shape: Any) -> str:
+    return json.dumps(shape, sort_keys=True, ensure_ascii=False)
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', None)}"
+
+
+def _type_name(value: Any) -> str:
+    return _qualified(type(value))
+
+
 def to_json(value: Any, *, scrub: bool) -> Any:
     """A JSON value for a setting, call argument or tool call; ``SecretStr`` values are dropped.
 
-    Tools become their OpenAI schema, pydantic models their dump, functions a digest of their
-    code, unknown objects their repr without memory addresses (so two equal configurations give
-    the same key). With ``scrub``, a string under a credential name becomes its digest: nothing
-    nested is dropped, so two values that differ anywhere keep different keys.
+    Tools become their OpenAI schema, pydantic models their dump, functions and other callables
+    a digest of their code and state, other objects a digest of their state (a value type its
+    repr); :class:`_Unkeyable` when nothing stable describes a value. With ``scrub``, a string
+    under a credential name becomes its digest: nothing nested is dropped, so two values that
+    differ anywhere keep different keys.
     """
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -153,8 +203,6 @@ def to_json(value: Any, *, scrub: bool) -> Any:
     if isinstance(value, set | frozenset):
         members = [to_json(v, scrub=scrub) for v in value]
         return sorted((v for v in members if v is not _DROP), key=json.dumps)
-    if isinstance(value, _FUNCTIONS):
-        return _callable_digest(value)
     to_openai_tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
     if to_openai_tool is not None:  # a llama_index BaseTool
         return to_openai_tool(skip_length_check=True)
@@ -164,9 +212,16 @@ def to_json(value: Any, *, scrub: bool) -> Any:
         return to_json(dumped, scrub=scrub)
     if isinstance(value, BaseModel):
         return to_json(value.model_dump(mode="json"), scrub=scrub)
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return {"schema": value.model_json_schema()}
-    return _ADDRESS.sub("", repr(value))
+    if isinstance(value, type):
+        if issubclass(value, BaseModel):
+            return {"schema": value.model_json_schema()}
+        return f"class:{_qualified(value)}"
+    if callable(value):
+        return _callable_digest(value)
+    shape = _value_shape(value, _Walk())
+    if shape[0] == "value":  # a value type's own repr (torch.float16), kept readable
+        return shape[2]
+    return f"object:{_type_name(value)}:{_sha256(_canonical(shape).encode())}"
 
 
 def _entry_json(name: str, value: Any, scrub: bool) -> Any:
@@ -175,62 +230,165 @@ def _entry_json(name: str, value: Any, scrub: bool) -> Any:
     return to_json(value, scrub=scrub)
 
 
+class _Walk:
+    """One walk through a value: an object met again becomes a reference to its first visit
+    (so cycles end and two shared objects stay apart); past ``_MAX_NODES`` it gives up."""
+
+    def __init__(self) -> None:
+        self._seen: dict[int, tuple[int, Any]] = {}  # id -> (order, the object, kept alive)
+        self._nodes = 0
+
+    def step(self, value: Any) -> None:
+        """Counts one more value walked."""
+        self._nodes += 1
+        if self._nodes > _MAX_NODES:
+            raise _Unkeyable(f"a {_type_name(value)} too large to key")
+
+    def ref(self, value: Any) -> list[Any] | None:
+        """A reference to ``value`` when it was met before, else None (and it is recorded)."""
+        known = self._seen.get(id(value))
+        if known is not None:
+            return ["ref", known[0]]
+        self._seen[id(value)] = (len(self._seen), value)
+        return None
+
+
 def _callable_digest(fn: Any) -> str:
-    """Names a function by its code, constants and captured values: the same function gives the
-    same key in every process, two functions that format differently give different keys."""
-    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
-    shape = json.dumps(_callable_shape(fn, set()), sort_keys=True)
+    """Names a callable by its code, constants, captured values and bound object: the same
+    one gives the same key in every process, two that format differently give different keys."""
+    name = _qualified(fn) if hasattr(fn, "__qualname__") else _type_name(fn)
+    shape = _canonical(_callable_shape(fn, _Walk()))
     return f"callable:{name}:{_sha256(shape.encode())}"
 
 
-def _callable_shape(fn: Any, seen: set[int]) -> Any:
-    if id(fn) in seen:  # a recursive function, or two closures capturing each other
-        return "recursive"
-    seen.add(id(fn))
+def _callable_shape(fn: Any, walk: _Walk) -> Any:
+    """The parts of a callable that decide what it returns, or :class:`_Unkeyable`."""
+    walk.step(fn)
+    if isinstance(fn, type):
+        return ["class", _qualified(fn)]
+    ref = walk.ref(fn)
+    if ref is not None:
+        return ref
     if isinstance(fn, functools.partial):
-        args = to_json([fn.args, fn.keywords], scrub=True)
-        return ["partial", _callable_shape(fn.func, seen), args]
+        args = [_value_shape(fn.args, walk), _value_shape(fn.keywords, walk)]
+        return ["partial", _callable_shape(fn.func, walk), *args]
     if isinstance(fn, types.MethodType):  # a model's own method: its settings are keyed apart
         owner = fn.__self__
-        bound = type(owner).__qualname__ if isinstance(owner, LLM) else _value_shape(owner, seen)
-        return ["method", bound, _callable_shape(fn.__func__, seen)]
-    name = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', None)}"
-    code = getattr(fn, "__code__", None)
-    if not isinstance(code, types.CodeType):  # a builtin: its name is all there is
-        return [name]
+        bound = (
+            ["model", _type_name(owner)] if isinstance(owner, LLM) else _value_shape(owner, walk)
+        )
+        return ["method", bound, _callable_shape(fn.__func__, walk)]
+    if isinstance(fn, types.FunctionType):
+        return _function_shape(fn, walk)
+    if isinstance(fn, _C_FUNCTIONS):  # its module, class or bound value ("... {}".format)
+        return ["builtin", _qualified(fn), _value_shape(fn.__self__, walk)]
+    if isinstance(fn, _C_DESCRIPTORS):  # str.upper
+        return ["descriptor", _qualified(fn.__objclass__), fn.__name__]
+    if isinstance(fn, staticmethod | classmethod):
+        return [type(fn).__name__, _callable_shape(fn.__func__, walk)]
+    if isinstance(fn, _REDUCIBLE):  # operator.methodcaller("format", 1): class and arguments
+        return ["reduced", _value_shape(fn.__reduce__(), walk)]
+    if isinstance(fn, functools._lru_cache_wrapper):  # lru_cache / cache: what it memoises
+        return ["memoised", _callable_shape(fn.__wrapped__, walk)]
+    call = type(fn).__call__  # present: fn is callable
+    if isinstance(call, types.FunctionType) and not _hidden_state(fn):  # a class with __call__
+        state = _value_shape(_object_state(fn) or {}, walk)
+        return ["object", _type_name(fn), _function_shape(call, walk), state]
+    raise _Unkeyable(f"a {_type_name(fn)} callable")
+
+
+def _function_shape(fn: types.FunctionType, walk: _Walk) -> Any:
+    """A Python function by its code, defaults, captured values and the globals it reads."""
     captured = []
     for cell in fn.__closure__ or ():
         try:
-            captured.append(_value_shape(cell.cell_contents, seen))
+            captured.append(_value_shape(cell.cell_contents, walk))
         except ValueError:  # a cell not yet filled
-            captured.append(None)
+            captured.append(["empty"])
     scope = fn.__globals__
-    read = {n: _value_shape(scope[n], seen) for n in sorted(_read_names(code)) if n in scope}
-    defaults = to_json([fn.__defaults__, fn.__kwdefaults__], scrub=True)
-    return [name, _code_shape(code), defaults, captured, read]
+    names = sorted(_read_names(fn.__code__))
+    read = [[n, _value_shape(scope[n], walk)] for n in names if n in scope]
+    defaults = _value_shape([fn.__defaults__, fn.__kwdefaults__], walk)
+    return ["function", _qualified(fn), _code_shape(fn.__code__), defaults, captured, read]
 
 
-def _value_shape(value: Any, seen: set[int]) -> Any:
-    """A value a function captures or reads from its module: functions by their code, modules
-    and classes by name, containers item by item, anything else as a setting would be."""
-    if isinstance(value, _FUNCTIONS):
-        return _callable_shape(value, seen)
-    if isinstance(value, types.ModuleType | type):
-        return getattr(value, "__qualname__", None) or value.__name__
-    if not isinstance(value, Mapping | list | tuple | set | frozenset):
+def _value_shape(value: Any, walk: _Walk) -> Any:
+    """A value a callable captures, reads or is bound to: functions by their code, modules and
+    classes by name, containers item by item, objects by their type and state, value types by
+    their repr; :class:`_Unkeyable` for an object with hidden state and an address in its repr.
+    """
+    walk.step(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return ["enum", _type_name(value), _value_shape(value.value, walk)]
+    if isinstance(value, bytes | bytearray):
+        return _sha256(bytes(value))
+    if isinstance(value, types.ModuleType):
+        return ["module", value.__name__]
+    if isinstance(value, type):
+        return ["class", _qualified(value)]
+    if isinstance(value, SecretStr | SecretBytes):
+        return ["secret"]
+    if isinstance(value, _NO_OUTPUT_STATE):
+        return ["no output state", _type_name(value)]
+    tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
+    if tool is not None or isinstance(value, BaseModel):
         return to_json(value, scrub=False)
-    if id(value) in seen:
-        return "recursive"
-    seen.add(id(value))
+    if callable(value):
+        return _callable_shape(value, walk)
+    ref = walk.ref(value)
+    if ref is not None:
+        return ref
     if isinstance(value, Mapping):
-        return [[str(k), _value_shape(v, seen)] for k, v in value.items()]
-    items = [_value_shape(v, seen) for v in value]
-    return sorted(items, key=json.dumps) if isinstance(value, set | frozenset) else items
+        return ["map", [[_value_shape(k, walk), _value_shape(v, walk)] for k, v in value.items()]]
+    if isinstance(value, list | tuple | collections.deque):
+        return [type(value).__name__, [_value_shape(v, walk) for v in value]]
+    if isinstance(value, set | frozenset):
+        return ["set", sorted((_value_shape(v, walk) for v in value), key=_canonical)]
+    if isinstance(value, PurePath):  # its slots cache a seeded hash
+        return ["path", _type_name(value), str(value)]
+    if isinstance(value, re.Pattern):
+        return ["pattern", _value_shape(value.pattern, walk), value.flags]
+    state = _object_state(value)
+    if state is not None or type(value) is object:  # object(): a sentinel, no state
+        return ["object", _type_name(value), _value_shape(state or {}, walk)]
+    text = repr(value)
+    if _ADDRESS.search(text) or "..." in text or len(text) > _MAX_REPR:
+        raise _Unkeyable(f"a {_type_name(value)} value")
+    return ["value", _type_name(value), text]
+
+
+def _hidden_state(value: Any) -> bool:
+    """True when a class of the object is defined in C (io.StringIO): its attributes may not
+    hold all it knows."""
+    return any(not k.__flags__ & _HEAP_TYPE for k in type(value).__mro__ if k is not object)
+
+
+def _object_state(value: Any) -> dict[str, Any] | None:
+    """An object's attributes (``__dict__`` and slots), or None for one that has neither or
+    keeps state where no attribute shows it."""
+    if _hidden_state(value):
+        return None
+    attrs = getattr(value, "__dict__", None)
+    found = isinstance(attrs, dict)
+    state: dict[str, Any] = dict(attrs) if isinstance(attrs, dict) else {}
+    for klass in type(value).__mro__:
+        slots = klass.__dict__.get("__slots__")
+        if slots is None:
+            continue
+        found = True
+        for slot in [slots] if isinstance(slots, str) else slots:
+            private = slot.startswith("__") and not slot.endswith("__")
+            attr = f"_{klass.__name__.lstrip('_')}{slot}" if private else slot
+            if slot not in ("__dict__", "__weakref__") and hasattr(value, attr):
+                state[f"{klass.__qualname__}.{slot}"] = getattr(value, attr)
+    return state if found else None
 
 
 def _code_shape(code: types.CodeType) -> list[Any]:
     consts = [
-        _code_shape(c) if isinstance(c, types.CodeType) else to_json(c, scrub=False)
+        _code_shape(c) if isinstance(c, types.CodeType) else _value_shape(c, _Walk())
         for c in code.co_consts
     ]
     return [code.co_code.hex(), consts, list(code.co_names)]
@@ -246,12 +404,16 @@ def _read_names(code: types.CodeType) -> set[str]:
 
 def _setting_json(name: str, value: Any) -> Any:
     """JSON for one setting or call argument, or _DROP for a credential (also one level into a
-    ``*_kwargs`` dict, whose keys are arguments of the provider's call)."""
+    ``*_kwargs`` dict, whose keys are arguments of the provider's call); :class:`_Unkeyable`
+    (naming the setting) when its value has no stable key."""
     if _is_credential(name):
         return _DROP
     if name.endswith("kwargs") and isinstance(value, Mapping):
         value = {k: v for k, v in value.items() if not _is_credential(str(k))}
-    return to_json(value, scrub=True)
+    try:
+        return to_json(value, scrub=True)
+    except _Unkeyable as exc:
+        raise _Unkeyable(f"{exc} in {name!r}") from None
 
 
 def llm_settings(llm: LLM) -> dict[str, Any]:
@@ -259,7 +421,8 @@ def llm_settings(llm: LLM) -> dict[str, Any]:
 
     Fields LlamaIndex excludes from serialisation are state, except the prompt formatting a local
     model applies (``messages_to_prompt``, ``completion_to_prompt``, ``query_wrapper_prompt``);
-    those enter the partition unless they are LlamaIndex's defaults.
+    those enter the partition unless they are LlamaIndex's defaults. Raises :class:`_Unkeyable`
+    for a setting no stable key can be derived from (the call is then not cached).
     """
     settings: dict[str, Any] = {}
     for name, info in type(llm).model_fields.items():
@@ -274,7 +437,11 @@ def llm_settings(llm: LLM) -> dict[str, Any]:
             continue
         try:
             value = _setting_json(name, value)
-        except Exception:  # an exotic field must not stop the call
+        except _Unkeyable:
+            raise
+        except Exception as exc:  # an exotic field must not stop the call, nor go unkeyed
+            if name in _PROMPT_SHAPING:  # when it formats the prompt
+                raise _Unkeyable(f"a {_type_name(value)} in {name!r}") from exc
             continue
         if value is not _DROP:
             settings[name] = value
@@ -354,12 +521,23 @@ def _role(message: ChatMessage) -> str:
 def chat_plan(
     llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any], scope: Scope
 ) -> Plan | None:
-    """Plan for a chat call, or None when it cannot be cached (no user text, media blocks).
+    """Plan for a chat call, or None when it cannot be cached (no user text, media blocks, a
+    setting with no stable key).
 
     Turns after the last user message (tool calls and their results in an agent loop) make the
     answer depend on those outputs: such calls get their own partition and match exactly only.
     Participant names are digests in each turn's attachments field, so a hit needs the same ones.
     """
+    try:
+        return _chat_plan(llm, messages, kwargs, scope)
+    except _Unkeyable as exc:
+        _not_cached(exc)
+        return None
+
+
+def _chat_plan(
+    llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any], scope: Scope
+) -> Plan | None:
     system: list[str] = []
     turns: list[Message] = []
     last_user_text = ""
@@ -397,9 +575,13 @@ def chat_plan(
 def complete_plan(
     llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any], scope: Scope
 ) -> Plan | None:
-    """Plan for a completion call, or None for an empty prompt."""
+    """Plan for a completion call, or None for an empty prompt or a setting with no stable key."""
     if not isinstance(prompt, str) or not normalize_text(prompt):
         return None
-    params = _params(llm, "complete", kwargs, formatted=bool(formatted))
+    try:
+        params = _params(llm, "complete", kwargs, formatted=bool(formatted))
+    except _Unkeyable as exc:
+        _not_cached(exc)
+        return None
     model = model_label(llm)
     return Plan(Request(query=prompt, scope=Scope(scope.tenant, scope.env, model, params)))

@@ -110,3 +110,22 @@ class CountingFunctionLLM(MockFunctionCallingLLM):
             return inner(messages, **kwargs)
 
         return generate
+
+
+class AddressedFormat:
+    """A prompt format object whose repr holds its memory address in jinja's form
+    (``<AddressedFormat memory:7f…>``), so a key taken from the repr differs per process."""
+
+    __slots__ = ("template",)
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+
+    def __call__(self, prompt: str) -> str:
+        return self.template.format(prompt)
+
+    def __repr__(self) -> str:
+        return f"<AddressedFormat memory:{id(self):x}>"
+
+
+FRENCH_FORMAT = AddressedFormat("Answer in French. {}")

@@ -3,17 +3,27 @@ formats, token ids, schemas) do, participant names enter the key only, credentia
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from llama_index.core.base.llms.types import ChatMessage, ToolCallBlock
 from llama_index.core.llms import MockLLM
 from llama_index.core.prompts import PromptTemplate
-from llamaindex_mocks import RecordingLLM, TemplatingLLM, french_prompt, prompt_in
+from llamaindex_mocks import (
+    FRENCH_FORMAT,
+    AddressedFormat,
+    RecordingLLM,
+    TemplatingLLM,
+    french_prompt,
+    prompt_in,
+)
 from pydantic import SecretStr
 
 from modelcache import Cache, CacheConfig, FakeEmbedder, Scope
@@ -114,6 +124,68 @@ def test_prompt_formats_enter_the_partition(cache: Cache) -> None:
     assert "German" in german_chat.chat([user("Say good night")]).message.content
 
 
+class Language:
+    """A prompt format object: a callable whose template is its state."""
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+
+    def __call__(self, prompt: str) -> str:
+        return f"Answer in {self.language}. {prompt}"
+
+    def format(self, prompt: str) -> str:
+        return f"Answer in {self.language}. {prompt}"
+
+
+def formats_in(language: str) -> list[Any]:
+    """The same prompt format in every callable form a user may configure."""
+    cached = functools.lru_cache(prompt_in(language))
+    captured = Language(language)
+    return [
+        f"<s>[INST] Answer in {language}. {{}} [/INST]".format,  # a bound C method
+        Language(language),
+        Language(language).format,
+        functools.partial(Language(language)),
+        lambda prompt: captured(prompt),
+        cached,
+        AddressedFormat(f"Answer in {language}. {{}}"),
+    ]
+
+
+def test_prompt_format_callables_are_keyed_by_the_object_they_are_bound_to(cache: Cache) -> None:
+    for french, german, french_again in zip(
+        formats_in("French"), formats_in("German"), formats_in("French"), strict=True
+    ):
+        key = complete_key(TemplatingLLM(completion_to_prompt=french))
+        assert key != complete_key(TemplatingLLM(completion_to_prompt=german)), french
+        assert key == complete_key(TemplatingLLM(completion_to_prompt=french_again)), french
+    question = "Translate: good morning"
+    fr = wrap_llm(TemplatingLLM(completion_to_prompt="[INST] French. {} [/INST]".format), cache)
+    de = wrap_llm(TemplatingLLM(completion_to_prompt="[INST] German. {} [/INST]".format), cache)
+    fr.complete(question)
+    assert "German" in de.complete(question).text
+
+
+def test_a_prompt_format_with_no_stable_key_is_not_cached(
+    cache: Cache, caplog: pytest.LogCaptureFixture
+) -> None:
+    buffer = memoryview(b"Answer in French. ")  # C state, and an address in its repr
+
+    def opaque(prompt: str) -> str:
+        return bytes(buffer).decode() + prompt
+
+    inner = TemplatingLLM(completion_to_prompt=opaque)
+    llm = wrap_llm(inner, cache)
+    with caplog.at_level(logging.WARNING, logger="modelcache.llamaindex"):
+        for _ in range(3):
+            assert "cache_hit" not in llm.complete("Translate: good morning").additional_kwargs
+    assert len(inner.calls) == 3 and llm.fault_count == 0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert (
+        len(warnings) == 1 and "memoryview" in warnings[0] and "completion_to_prompt" in warnings[0]
+    )
+
+
 def test_default_prompt_formats_and_model_state_stay_out_of_the_partition() -> None:
     settings = llm_settings(RecordingLLM(calls=["a call"], delay=0.5))
     assert settings == llm_settings(RecordingLLM())
@@ -133,6 +205,21 @@ def test_a_function_digest_is_the_same_in_another_process() -> None:
     )
     seed = "1" if os.environ.get("PYTHONHASHSEED") == "0" else "0"  # another set order
     env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)}
+    there = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert there.stdout.strip() == here
+
+
+def test_an_object_digest_is_the_same_in_another_process() -> None:
+    here = to_json(FRENCH_FORMAT, scrub=True)
+    assert here == to_json(AddressedFormat("Answer in French. {}"), scrub=True)
+    script = (
+        "from llamaindex_mocks import FRENCH_FORMAT\n"
+        "from modelcache_llamaindex._keys import to_json\n"
+        "print(to_json(FRENCH_FORMAT, scrub=True))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     there = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
