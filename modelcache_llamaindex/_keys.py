@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from llama_index.core.base.llms.generic_utils import (
     messages_to_prompt as generic_messages_to_prompt,
@@ -44,8 +45,10 @@ Kind = Literal["chat", "complete"]
 
 log = logging.getLogger("modelcache.llamaindex")
 
-# Names that hold credentials: exact names and unmistakable endings only, since a broad pattern
-# ("key", "token") also catches settings that change the answer (eos_token_id, keywords).
+# Names that hold credentials: these exact names, any name with a word below (X-Auth-Token has
+# "auth", client_secret "secret"), and names ending in "key" or "token" after a word that marks
+# a credential (x-functions-key, Private-Token, access-key). A broad pattern ("key", "token")
+# would also catch settings that change the answer (eos_token, keywords, key_points).
 _CREDENTIAL_NAMES = frozenset(
     {
         "api_key",
@@ -84,15 +87,56 @@ _CREDENTIAL_NAMES = frozenset(
         "azure_ad_token_provider",
     }
 )
-_CREDENTIAL_ENDINGS = (
-    "_api_key",
-    "_apikey",
-    "_api_token",
-    "_access_token",
-    "_subscription_key",
-    "_secret",
-    "_password",
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "auth",
+        "authorization",
+        "apikey",
+        "password",
+        "passwd",
+        "secret",
+        "secrets",
+        "credential",
+        "credentials",
+        "cookie",
+        "cookies",
+        "headers",
+    }
 )
+_CREDENTIAL_QUALIFIERS = frozenset(
+    {
+        "access",
+        "account",
+        "ad",
+        "api",
+        "app",
+        "bearer",
+        "client",
+        "functions",
+        "github",
+        "gitlab",
+        "hf",
+        "id",
+        "license",
+        "master",
+        "oauth",
+        "personal",
+        "private",
+        "refresh",
+        "sas",
+        "service",
+        "session",
+        "signing",
+        "subscription",
+    }
+)
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
+# Keys of a JSON schema map whose entries are field names (a schema may have a `password` field).
+_SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+# Query parameters of a URL that select what answers, never a secret: kept as they are.
+_PLAIN_QUERY = frozenset({"api-version", "api_version", "version", "model", "deployment"})
+_MASK = "***"
 # Fields LlamaIndex excludes from serialisation that still shape what a local model is sent.
 _PROMPT_SHAPING = frozenset(
     {"system_prompt", "messages_to_prompt", "completion_to_prompt", "query_wrapper_prompt"}
@@ -157,9 +201,14 @@ def _not_cached(reason: _Unkeyable) -> None:
 
 
 def _is_credential(name: str) -> bool:
-    """True for a setting or argument name that holds a credential (api_key, password, headers)."""
-    lowered = name.lower().replace("-", "_")
-    return lowered in _CREDENTIAL_NAMES or lowered.endswith(_CREDENTIAL_ENDINGS)
+    """True for a setting, argument or header name that holds a credential (api_key, password,
+    headers, X-Auth-Token, access-key)."""
+    if name.lower().replace("-", "_") in _CREDENTIAL_NAMES:
+        return True
+    words = [w.lower() for w in _WORD.findall(name)]
+    if any(w in _CREDENTIAL_WORDS for w in words):
+        return True
+    return len(words) > 1 and words[-1] in ("key", "token") and words[-2] in _CREDENTIAL_QUALIFIERS
 
 
 def _sha256(data: bytes) -> str:
@@ -178,63 +227,88 @@ def _type_name(value: Any) -> str:
     return _qualified(type(value))
 
 
+def _masked_url(url: str) -> str:
+    """The URL without its user info, fragment and query values (a password, a signature);
+    the host, path and parameter names stay, so two endpoints keep two partitions."""
+    try:
+        parts = urlsplit(url)
+        netloc = (
+            f"{_MASK}@{parts.netloc.rpartition('@')[2]}" if "@" in parts.netloc else parts.netloc
+        )
+        pairs = parse_qsl(parts.query, keep_blank_values=True)
+    except ValueError:
+        raise _Unkeyable("a URL that cannot be parsed") from None
+    query = urlencode([(k, v if k in _PLAIN_QUERY else _MASK) for k, v in pairs], safe="*")
+    fragment = _MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
 def to_json(value: Any, *, scrub: bool) -> Any:
-    """A JSON value for a setting, call argument or tool call; ``SecretStr`` values are dropped.
+    """A JSON value for a setting, call argument or tool call.
 
     Tools become their OpenAI schema, pydantic models their dump, functions and other callables
     a digest of their code and state, other objects a digest of their state (a value type its
-    repr); :class:`_Unkeyable` when nothing stable describes a value. With ``scrub``, a string
-    under a credential name becomes its digest: nothing nested is dropped, so two values that
-    differ anywhere keep different keys.
+    repr); :class:`_Unkeyable` when nothing stable describes a value. With ``scrub``, entries
+    named as credentials and ``SecretStr`` values are dropped at any depth (a JSON schema's
+    field names excepted) and URLs lose their user info and query values.
     """
-    if value is None or isinstance(value, bool | int | float | str):
+    return _json(value, scrub, fields=False)
+
+
+def _json(value: Any, scrub: bool, *, fields: bool) -> Any:
+    """:func:`to_json`; ``fields`` marks a JSON schema's map of field names."""
+    if value is None or isinstance(value, bool | int | float):
         return value
+    if isinstance(value, str):
+        return _masked_url(value) if scrub and _URL.match(value) else value
     if isinstance(value, SecretStr | SecretBytes):
         return _DROP
     if isinstance(value, enum.Enum):
-        return to_json(value.value, scrub=scrub)
+        return _json(value.value, scrub, fields=False)
     if isinstance(value, bytes | bytearray):
         return _sha256(bytes(value))
     if isinstance(value, Mapping):
-        out = {str(k): _entry_json(str(k), v, scrub) for k, v in value.items()}
+        out = {}
+        for key, item in value.items():
+            name = str(key)
+            field = fields and isinstance(item, Mapping | bool)
+            if scrub and not field and _is_credential(name):
+                continue
+            out[name] = _json(item, scrub, fields=name in _SCHEMA_MAPS)
         return {k: v for k, v in out.items() if v is not _DROP}
     if isinstance(value, list | tuple):
-        return [v for v in (to_json(v, scrub=scrub) for v in value) if v is not _DROP]
+        items = (_json(v, scrub, fields=False) for v in value)
+        return [v for v in items if v is not _DROP]
     if isinstance(value, set | frozenset):
-        members = [to_json(v, scrub=scrub) for v in value]
+        members = [_json(v, scrub, fields=False) for v in value]
         return sorted((v for v in members if v is not _DROP), key=json.dumps)
     to_openai_tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
     if to_openai_tool is not None:  # a llama_index BaseTool
         return to_openai_tool(skip_length_check=True)
     if isinstance(value, BasePromptTemplate):  # field by field, so its functions get digests
-        fields = type(value).model_fields.items()
-        dumped = {k: getattr(value, k) for k, info in fields if not info.exclude}
-        return to_json(dumped, scrub=scrub)
+        fields_ = type(value).model_fields.items()
+        dumped = {k: getattr(value, k) for k, info in fields_ if not info.exclude}
+        return _json(dumped, scrub, fields=False)
     if isinstance(value, BaseModel):
-        return to_json(value.model_dump(mode="json"), scrub=scrub)
+        return _json(value.model_dump(mode="json"), scrub, fields=False)
     if isinstance(value, type):
         if issubclass(value, BaseModel):
             return {"schema": value.model_json_schema()}
         return f"class:{_qualified(value)}"
     if callable(value):
         return _callable_digest(value)
-    shape = _value_shape(value, _Walk())
+    shape = _value_shape(value, _Walk(scrub=scrub))
     if shape[0] == "value":  # a value type's own repr (torch.float16), kept readable
         return shape[2]
     return f"object:{_type_name(value)}:{_sha256(_canonical(shape).encode())}"
-
-
-def _entry_json(name: str, value: Any, scrub: bool) -> Any:
-    if scrub and isinstance(value, str) and _is_credential(name):
-        return _sha256(value.encode())  # kept apart from other values, but never in plain text
-    return to_json(value, scrub=scrub)
 
 
 class _Walk:
     """One walk through a value: an object met again becomes a reference to its first visit
     (so cycles end and two shared objects stay apart); past ``_MAX_NODES`` it gives up."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, scrub: bool) -> None:
+        self.scrub = scrub
         self._seen: dict[int, tuple[int, Any]] = {}  # id -> (order, the object, kept alive)
         self._nodes = 0
 
@@ -257,7 +331,7 @@ def _callable_digest(fn: Any) -> str:
     """Names a callable by its code, constants, captured values and bound object: the same
     one gives the same key in every process, two that format differently give different keys."""
     name = _qualified(fn) if hasattr(fn, "__qualname__") else _type_name(fn)
-    shape = _canonical(_callable_shape(fn, _Walk()))
+    shape = _canonical(_callable_shape(fn, _Walk(scrub=False)))
     return f"callable:{name}:{_sha256(shape.encode())}"
 
 
@@ -334,14 +408,15 @@ def _value_shape(value: Any, walk: _Walk) -> Any:
         return ["no output state", _type_name(value)]
     tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
     if tool is not None or isinstance(value, BaseModel):
-        return to_json(value, scrub=False)
+        return to_json(value, scrub=walk.scrub)
     if callable(value):
         return _callable_shape(value, walk)
     ref = walk.ref(value)
     if ref is not None:
         return ref
     if isinstance(value, Mapping):
-        return ["map", [[_value_shape(k, walk), _value_shape(v, walk)] for k, v in value.items()]]
+        items = [(k, v) for k, v in value.items() if not (walk.scrub and _credential_key(k))]
+        return ["map", [[_value_shape(k, walk), _value_shape(v, walk)] for k, v in items]]
     if isinstance(value, list | tuple | collections.deque):
         return [type(value).__name__, [_value_shape(v, walk) for v in value]]
     if isinstance(value, set | frozenset):
@@ -357,6 +432,10 @@ def _value_shape(value: Any, walk: _Walk) -> Any:
     if _ADDRESS.search(text) or "..." in text or len(text) > _MAX_REPR:
         raise _Unkeyable(f"a {_type_name(value)} value")
     return ["value", _type_name(value), text]
+
+
+def _credential_key(key: Any) -> bool:
+    return isinstance(key, str) and _is_credential(key)
 
 
 def _hidden_state(value: Any) -> bool:
@@ -388,7 +467,7 @@ def _object_state(value: Any) -> dict[str, Any] | None:
 
 def _code_shape(code: types.CodeType) -> list[Any]:
     consts = [
-        _code_shape(c) if isinstance(c, types.CodeType) else _value_shape(c, _Walk())
+        _code_shape(c) if isinstance(c, types.CodeType) else _value_shape(c, _Walk(scrub=False))
         for c in code.co_consts
     ]
     return [code.co_code.hex(), consts, list(code.co_names)]
@@ -403,13 +482,10 @@ def _read_names(code: types.CodeType) -> set[str]:
 
 
 def _setting_json(name: str, value: Any) -> Any:
-    """JSON for one setting or call argument, or _DROP for a credential (also one level into a
-    ``*_kwargs`` dict, whose keys are arguments of the provider's call); :class:`_Unkeyable`
+    """JSON for one setting or call argument, or _DROP for a credential; :class:`_Unkeyable`
     (naming the setting) when its value has no stable key."""
     if _is_credential(name):
         return _DROP
-    if name.endswith("kwargs") and isinstance(value, Mapping):
-        value = {k: v for k, v in value.items() if not _is_credential(str(k))}
     try:
         return to_json(value, scrub=True)
     except _Unkeyable as exc:

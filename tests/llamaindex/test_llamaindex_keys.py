@@ -24,7 +24,7 @@ from llamaindex_mocks import (
     french_prompt,
     prompt_in,
 )
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from modelcache import Cache, CacheConfig, FakeEmbedder, Scope
 from modelcache_llamaindex import wrap_llm
@@ -95,12 +95,54 @@ def test_credentials_never_enter_the_partition_and_rotating_them_still_hits(cach
     assert '"temperature": 0.3' in dumped
 
 
-def test_nested_values_are_never_dropped_by_name() -> None:
-    nested = {"headers": {"x": 1}, "examples": [{"password": "hunter2"}]}
-    assert chat_key([user("hi")], extra=nested) != chat_key([user("hi")], extra={"headers": {}})
-    plain = to_json(nested, scrub=True)
-    assert plain["headers"] == {"x": 1}
-    assert plain["examples"][0]["password"].startswith("sha256:")  # apart, not in plain text
+class ProxyLLM(RecordingLLM):
+    """The shape of OpenAILike / LiteLLM-style settings: a base URL and pass-through dicts."""
+
+    api_base: str = "https://api.example.com/v1"
+    http_options: dict[str, Any] = Field(default_factory=dict)
+    additional_kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+def proxy(secret: str, host: str = "llm-proxy.internal") -> ProxyLLM:
+    headers = {"X-Auth-Token": secret, "Private-Token": secret, "x-functions-key": secret}
+    return ProxyLLM(
+        api_base=f"https://alice:{secret}@{host}/v1?sig={secret}&api-version=2024-06-01",
+        http_options={"headers": headers, "timeout_ms": 500},
+        additional_kwargs={
+            "extra_body": {"credentials": {"key": secret}, "top_k": 5},
+            "extra_query": {"access-key": secret},
+        },
+    )
+
+
+def test_credentials_in_urls_headers_and_nested_dicts_never_enter_the_partition(
+    cache: Cache,
+) -> None:
+    first = wrap_llm(proxy("pw-first-1"), cache)
+    first.complete("Summarise the article")
+    first.complete("What is the capital of France?", api_base="https://bob:pw-call@proxy/v1")
+    rotated = wrap_llm(proxy("pw-second-2"), cache)
+    assert rotated.complete("Summarise the article").additional_kwargs["cache_hit"]
+    again = rotated.complete("What is the capital of France?", api_base="https://bob:pw-x@proxy/v1")
+    assert again.additional_kwargs["cache_hit"]
+    other_host = wrap_llm(proxy("pw-first-1", host="other-proxy.internal"), cache)
+    assert "cache_hit" not in other_host.complete("Summarise the article").additional_kwargs
+    dumped = json.dumps([cache.stats()["partitions"], list(cache.export())])
+    assert "pw-" not in dumped and "alice" not in dumped and "bob" not in dumped
+    assert "llm-proxy.internal/v1" in dumped and "2024-06-01" in dumped and '"top_k": 5' in dumped
+
+
+def test_schema_fields_named_like_credentials_stay_in_the_key() -> None:
+    def answer_format(password_type: str) -> dict[str, Any]:
+        properties = {"password": {"type": password_type}, "api_key": {"type": "string"}}
+        return {"type": "json_schema", "schema": {"properties": properties}}
+
+    hi = [user("hi")]
+    text, number = answer_format("string"), answer_format("integer")
+    assert chat_key(hi, response_format=text) != chat_key(hi, response_format=number)
+    plain = to_json({"response_format": text, "extra": {"headers": {"x": 1}}}, scrub=True)
+    assert set(plain["response_format"]["schema"]["properties"]) == {"password", "api_key"}
+    assert plain["extra"] == {}  # headers are credentials, whatever they hold
 
 
 def test_prompt_formats_enter_the_partition(cache: Cache) -> None:
