@@ -79,7 +79,8 @@ _STATES_SELF = re.compile(
     r"|\b(?:my|our)\s+\w+(?:\s+\w+)?\s+(?:is|are|was|were|has|have)\b"
 )
 _TOOL_ROLES = frozenset({"tool", "function"})
-_PUNCTUATION = '.,;:!?¿¡"“”«»()'  # around a plain word; quotes ' and brackets mark a literal
+_PUNCTUATION = ".,;:!?¿¡()"  # around a word of prose
+_LITERAL_MARKS = "'\"`“”‘’«»[]{}<>"  # a word that opens or closes with one is a literal
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _STANDALONE_MIN_WORDS = 7  # shorter questions ("am I entitled to compensation") leave out
@@ -141,10 +142,18 @@ def _surface_conflict(asked: str, stored: str) -> str | None:
     for x, y in zip(words, other, strict=True):
         if x == y:
             continue
-        if x.strip(_PUNCTUATION).isalpha() and (one_case or x[1:] == y[1:]):
+        if _plain(x) and (one_case or x[1:] == y[1:]):
             continue
         return "case differs"
     return None
+
+
+def _plain(word: str) -> bool:
+    """A word of prose (what's, COVID-19, Paris?), not a literal: quoted, bracketed or code."""
+    core = word.strip(_PUNCTUATION)
+    if not core or core[0] in _LITERAL_MARKS or core[-1] in _LITERAL_MARKS:
+        return False
+    return core.replace("'", "").replace("\u2019", "").replace("-", "").isalnum()
 
 
 def _indents(text: str) -> list[int]:

@@ -288,9 +288,19 @@ def _call_text(kind: str, call: Any) -> str:
     differs on every generation): ``[tool_call transfer {"amount":10}]``."""
     if not isinstance(call, Mapping):
         return f"[{kind} {_canonical_json(call, 'a tool call')}]"
-    function = call.get("function", call)
+    if "function" in call:  # OpenAI: {"function": {"name", "arguments"}}
+        function = call["function"]
+    elif isinstance(call.get("custom"), Mapping):  # OpenAI custom tools: {"name", "input"}
+        function = {
+            "name": call["custom"].get("name", ""),
+            "arguments": call["custom"].get("input"),
+        }
+    else:  # LangChain style: {"name", "args"}
+        function = call
     function = function if isinstance(function, Mapping) else {"name": str(function)}
     arguments = function.get("arguments", function.get("args"))
+    if not function.get("name") and arguments is None:  # a shape of its own: all of it but the id
+        arguments = {k: v for k, v in call.items() if k != "id"}
     if isinstance(arguments, str):
         try:
             arguments = _canonical_json(json.loads(arguments), "tool call arguments")
@@ -307,6 +317,7 @@ def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[int | No
     two swapped calls then differ, while the random ids themselves never enter a key."""
     calls: dict[str, int] = {}
     answers: list[int | None] = []
+    made = 0  # calls so far: an id given again later still numbers its new call apart
     for message in messages:
         answer = None
         if isinstance(message, Mapping):
@@ -315,7 +326,8 @@ def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[int | No
                 tool_calls = [tool_calls]
             for call in tool_calls if isinstance(tool_calls, (list, tuple)) else ():
                 if isinstance(call, Mapping) and call.get("id") is not None:
-                    calls[str(call["id"])] = len(calls) + 1
+                    made += 1
+                    calls[str(call["id"])] = made
             ref = message.get("tool_call_id")
             if ref is not None:
                 answer = calls.get(str(ref), 0)
@@ -450,7 +462,12 @@ class Request:
             else replace(m, attachments=_with_fields(m.attachments, {"answers": answer}))
             for m, answer in zip(map(Message.from_any, given), _answering(given), strict=True)
         ]
-        system_parts = [m.content for m in msgs if m.role in ("system", "developer")]
+        # a system message's name or attachments change what the model is told
+        system_parts = [
+            f"{m.content}\n[message fields {m.attachments}]" if m.attachments else m.content
+            for m in msgs
+            if m.role in ("system", "developer")
+        ]
         turns = [m for m in msgs if m.role not in ("system", "developer")]
         if not turns or turns[-1].role != "user":
             raise ConfigError("a message list must end with a user message")

@@ -620,6 +620,7 @@ def test_exact_only_lookup_never_embeds(
         ("Count the uppercase letters in 'AbC'", "Count the uppercase letters in 'abc'"),
         ("is 'AbC' == 'abc' true in python?", "is 'abc' == 'abc' true in python?"),
         ("does the regex [A-Z]+ match abc?", "does the regex [a-z]+ match abc?"),
+        ('what is the ascii code of "A"?', 'what is the ascii code of "a"?'),
         (
             "What does this print?\nfor i in range(3):\n    pass\n    print(i)",
             "What does this print?\nfor i in range(3):\n    pass\nprint(i)",
@@ -636,5 +637,24 @@ def test_same_words_in_another_case_or_indentation_are_another_question(
     assert cache.lookup(rq(asked)) is None
     if stored != stored.lower():  # a literal keeps its case even in a text typed in one case
         hit = cache.lookup(rq(stored.lower()))
-        literal = any(c in stored for c in "'[")
+        literal = any(c in stored for c in "'[\"")
         assert (hit is None) if literal else (hit is not None and hit.answer == "the stored answer")
+
+
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        ("What's the capital city of France?", "what's the capital city of France?"),
+        ("Don't I need a visa for Japan?", "don't I need a visa for Japan?"),
+        ("Is COVID-19 still a pandemic?", "is covid-19 still a pandemic?"),
+    ],
+)
+def test_prose_in_another_case_still_hits(
+    make_cache: Callable[..., Cache], stored: str, asked: str
+) -> None:
+    """Contractions and hyphenated words were taken for literals, so a repeat typed with
+    another first letter or in lower case missed."""
+    cache = make_cache(lookup_timeout=None)
+    cache.insert(rq(stored), "the stored answer")
+    hit = cache.lookup(rq(asked))
+    assert hit is not None and hit.answer == "the stored answer"

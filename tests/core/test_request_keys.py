@@ -468,3 +468,66 @@ def test_odd_tool_call_shapes() -> None:
         sent(5)
     deep, nan = sent("call", "[" * 5000 + "]" * 5000), sent("call", '{"x": NaN}')
     assert deep.exact_key != nan.exact_key  # kept as the strings they are
+
+
+def test_a_call_id_given_again_numbers_the_next_call_apart() -> None:
+    """A call id reused in a later turn did not advance the count, so two calls shared a number
+    and conversations with their results swapped shared a key."""
+
+    def chat(first: str, second: str) -> Request:
+        def call(cid: str, city: str) -> dict[str, Any]:
+            return {"id": cid, "function": {"name": "weather", "arguments": f'{{"city":"{city}"}}'}}
+
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": "", "tool_calls": [call("call_0", "Oslo")]},
+                {"role": "tool", "tool_call_id": "call_0", "content": "snow"},
+                {"role": "user", "content": "And Paris and London?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [call("call_0", "Paris"), call("call_1", "London")],
+                },
+                {"role": "tool", "tool_call_id": "call_0", "content": first},
+                {"role": "tool", "tool_call_id": "call_1", "content": second},
+                {"role": "user", "content": "Where should I go?"},
+            ]
+        )
+
+    assert chat("rain", "sunny").exact_key != chat("sunny", "rain").exact_key
+
+
+def test_system_messages_keep_their_names_and_attachments() -> None:
+    """A system message's name and images went nowhere: few-shot examples with their names
+    swapped, or another image in the system message, shared a partition."""
+
+    def asked(name: str, url: str = "https://example.com/a.png") -> Request:
+        return Request.from_messages(
+            [
+                {"role": "system", "content": "Answer briefly."},
+                {"role": "system", "name": name, "content": "What is 2+2?"},
+                {"role": "system", "content": [{"type": "image_url", "image_url": {"url": url}}]},
+                {"role": "user", "content": "What is 3+3?"},
+            ]
+        )
+
+    assert asked("example_user").partition.id != asked("example_assistant").partition.id
+    assert asked("x").partition.id != asked("x", "https://example.com/b.png").partition.id
+
+
+def test_custom_tool_calls_key_their_input() -> None:
+    """OpenAI custom tool calls ({"custom": {"name", "input"}}) all read "[tool_call  null]"."""
+
+    def ran(command: str) -> Request:
+        custom = {"id": "c", "type": "custom", "custom": {"name": "shell", "input": command}}
+        return Request.from_messages(
+            [
+                {"role": "user", "content": "Clean up"},
+                {"role": "assistant", "content": "", "tool_calls": [custom]},
+                {"role": "user", "content": "Done?"},
+            ]
+        )
+
+    assert ran("rm -rf /tmp/x").exact_key != ran("rm -rf /home").exact_key
+    assert "[tool_call shell " in ran("ls").history[1].content
