@@ -178,7 +178,7 @@ def import_(
                 progress.advance(task, len(group) - len(live))
                 if not live:
                     continue
-                lifetime = live[0].lifetime(at, ttl)
+                lifetime = live[0].lifetime(ttl)
                 expiries = {
                     r.request.exact_key: r.expires_at for r in live if r.expires_at is not None
                 }

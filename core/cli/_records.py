@@ -38,14 +38,11 @@ class Row:
         """Whether the row's expiry has passed by ``now``."""
         return self.expires_at is not None and self.expires_at <= now
 
-    def lifetime(self, now: float, default: float | None) -> float | None:
-        """The row's ttl: its own, else what remains from ``now`` until its expiry (a row
-        with an expiry but no ttl), else ``default``."""
-        if self.ttl is not None:
-            return self.ttl
-        if self.expires_at is not None:
-            return self.expires_at - now
-        return default
+    def lifetime(self, default: float | None) -> float | None:
+        """The row's ttl: its own, else ``default`` (the cache's); a row with an expiry keeps
+        it either way. What remains of an expiry is no ttl: it differs on every run, so a
+        second import of the same file rewrote its rows (and their hit counts)."""
+        return self.ttl if self.ttl is not None else default
 
 
 class Expired(Exception):
@@ -260,15 +257,13 @@ def parse_row(record: Any, defaults: dict[str, str], *, now: float | None = None
 
 def groups(rows: Iterable[Row]) -> list[list[Row]]:
     """The rows by metadata and ttl (one ``insert_many`` each, every row keeping its own
-    expiry), in file order; a row with an expiry but no ttl of its own is grouped by that
-    expiry, as what remains of it is its ttl.
+    expiry), in file order.
 
     A later row of the same entry replaces an earlier one, as inserting them in turn would.
     """
     latest = {row.request.exact_key: row for row in rows}
-    by_kind: dict[tuple[str, float | None, float | None], list[Row]] = {}
+    by_kind: dict[tuple[str, float | None], list[Row]] = {}
     for row in latest.values():
         meta = _canonical_json(row.metadata or {}, "metadata")
-        expiry = row.expires_at if row.ttl is None else None
-        by_kind.setdefault((meta, row.ttl, expiry), []).append(row)
+        by_kind.setdefault((meta, row.ttl), []).append(row)
     return list(by_kind.values())

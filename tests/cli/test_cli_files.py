@@ -148,9 +148,13 @@ def test_import_of_an_expiry_uses_it_over_the_ttl_option(invoke: Invoke, tmp_pat
     src = tmp_path / "rows.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert invoke("import", str(src), "--ttl", "7200").exit_code == 0
-    ttls = {r["query"]: r["ttl"] for r in map(json.loads, invoke("export").stdout.splitlines())}
-    assert ttls["row with expiry"] == pytest.approx(600, abs=5)
-    assert (ttls["row with ttl"], ttls["plain row"]) == (30, 7200)
+    exported = {r["query"]: r for r in map(json.loads, invoke("export").stdout.splitlines())}
+    assert exported["row with expiry"]["expires_at"] == pytest.approx(time.time() + 600, abs=5)
+    assert exported["row with expiry"]["ttl"] == 7200  # the option: a row without its own ttl
+    assert (exported["row with ttl"]["ttl"], exported["plain row"]["ttl"]) == (30, 7200)
+    # what remains of an expiry made a new ttl on every run: the same file was imported again
+    again = invoke("import", str(src), "--ttl", "7200", "--json")
+    assert json.loads(again.stdout)["skipped"] == 3, again.stdout
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         '{"query": "q1", "answer": "a", "expires_at": "soon"}\n'
