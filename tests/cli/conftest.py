@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_support import Invoke
 from typer.testing import CliRunner, Result
 
 from modelcache.cli import app
-
-Invoke = Callable[..., Result]
 
 
 @pytest.fixture

@@ -5,27 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner, Result
+from cli_support import Invoke, as_json, assert_user_error
+from typer.testing import CliRunner
 
 from modelcache.cli import app
-
-Invoke = Callable[..., Result]
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def assert_user_error(result: Result, text: str, code: int = 1) -> None:
-    assert result.exit_code == code, result.output
-    assert text in result.stderr
-    assert "Traceback" not in result.output
 
 
 def test_help_lists_every_command() -> None:

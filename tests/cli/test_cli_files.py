@@ -11,25 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import Result
+from cli_support import Invoke, as_json, assert_user_error
 
 from modelcache import Cache, CacheConfig, Request
 
-Invoke = Callable[..., Result]
-
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 OTHER_IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,BBBB"}}
-
-
-def _json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def _user_error(result: Result, text: str, code: int = 1) -> None:
-    assert result.exit_code == code, result.output
-    assert text in result.stderr
-    assert "Traceback" not in result.output
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -75,7 +62,7 @@ def test_export_leaves_out_expired_entries_and_import_keeps_each_expiry(
     with out.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(since) + "\n")
     copy = tmp_path / "copy"
-    result = _json(invoke("import", str(out), "--json", path=copy))
+    result = as_json(invoke("import", str(out), "--json", path=copy))
     assert (result["imported"], result["expired"]) == (2, 1)
     assert "skipped 1 expired" in invoke("import", str(out), path=tmp_path / "again").stdout
 
@@ -107,12 +94,12 @@ def test_an_export_imported_into_its_own_cache_is_skipped_with_a_sliding_ttl(
         moment[0] = start + 5  # a hit after the export renews the entry: it expires later
         assert cache.lookup(Request.from_text("What is the capital of France?")) is not None
 
-    assert _json(invoke("import", str(out), "--json"))["skipped"] == 1
+    assert as_json(invoke("import", str(out), "--json"))["skipped"] == 1
     (own,) = _exported(invoke, tmp_path / "own.jsonl")
     assert (own["hit_count"], own["expires_at"]) == (2, start + 105)  # kept, not rewritten
     copy = tmp_path / "copy"
-    assert _json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
-    assert _json(invoke("import", str(out), "--json", path=copy))["skipped"] == 1
+    assert as_json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
+    assert as_json(invoke("import", str(out), "--json", path=copy))["skipped"] == 1
     (restored,) = _exported(invoke, tmp_path / "copy.jsonl", copy)
     assert (restored["ttl"], restored["expires_at"]) == (100, exported["expires_at"])
 
@@ -135,7 +122,7 @@ def test_import_writes_rows_of_one_ttl_in_one_batch_whatever_their_expiry(
         return insert_many(self, items, **options)
 
     monkeypatch.setattr(Cache, "insert_many", counted)
-    assert _json(invoke("import", str(out), "--json", path=tmp_path / "copy"))["imported"] == 20
+    assert as_json(invoke("import", str(out), "--json", path=tmp_path / "copy"))["imported"] == 20
     assert calls == [20]
 
 
@@ -163,7 +150,7 @@ def test_import_of_an_expiry_uses_it_over_the_ttl_option(invoke: Invoke, tmp_pat
         encoding="utf-8",
     )
     result = invoke("import", str(bad))
-    _user_error(result, "3 invalid row(s)")
+    assert_user_error(result, "3 invalid row(s)")
     assert (
         "expires_at must be a number" in result.stderr and "ttl must be positive" in result.stderr
     )
@@ -181,7 +168,7 @@ def test_export_import_keeps_the_attachments_and_the_entry_id(
     out = tmp_path / "export.jsonl"
     assert invoke("export", "-o", str(out)).exit_code == 0
     copy = tmp_path / "copy"
-    assert _json(invoke("import", str(out), "--json", path=copy))["imported"] == 3
+    assert as_json(invoke("import", str(out), "--json", path=copy))["imported"] == 3
     assert invoke("export", "-o", str(tmp_path / "again.jsonl"), path=copy).exit_code == 0
     assert sorted(r["id"] for r in _lines(tmp_path / "again.jsonl")) == sorted(ids)
     with _cache(copy) as cache:
@@ -208,8 +195,8 @@ def test_export_import_keeps_the_attachments_of_earlier_turns(
     assert row["history"][0][2] == ask(IMAGE).history[0].attachments  # the turn's own digest
     assert row["history"][1] == ["assistant", "a dog"]  # a turn without any: as before
     copy = tmp_path / "copy"
-    assert _json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
-    assert _json(invoke("import", str(out), "--json"))["skipped"] == 1  # into itself
+    assert as_json(invoke("import", str(out), "--json", path=copy))["imported"] == 1
+    assert as_json(invoke("import", str(out), "--json"))["skipped"] == 1  # into itself
     assert invoke("export", "-o", str(tmp_path / "again.jsonl"), path=copy).exit_code == 0
     assert [r["id"] for r in _lines(tmp_path / "again.jsonl")] == [entry_id]
     with _cache(copy) as cache:
@@ -233,15 +220,15 @@ def test_import_refuses_attachments_it_cannot_rebuild(
     row["history"] = [turn[:2] for turn in row["history"]]  # as an older export wrote it
     out.write_text(json.dumps(row) + "\n", "utf-8")
     result = invoke("import", str(out), path=tmp_path / "copy")
-    _user_error(result, "1 invalid row(s)")
+    assert_user_error(result, "1 invalid row(s)")
     assert "export.jsonl:1: an entry with attachments or message fields" in result.stderr
     row["history"][0].append("not a digest")
     out.write_text(json.dumps(row) + "\n", "utf-8")
-    _user_error(invoke("import", str(out), path=tmp_path / "copy"), "third element must be")
+    assert_user_error(invoke("import", str(out), path=tmp_path / "copy"), "third element must be")
     out.write_text(
         json.dumps({"query": "q", "answer": "a", "attachments": "not a digest"}) + "\n", "utf-8"
     )
-    _user_error(invoke("import", str(out), path=tmp_path / "copy"), "attachments must be")
+    assert_user_error(invoke("import", str(out), path=tmp_path / "copy"), "attachments must be")
 
 
 def test_export_skips_a_corrupt_entry_and_says_so(
@@ -256,7 +243,7 @@ def test_export_skips_a_corrupt_entry_and_says_so(
         db.execute("UPDATE modelcache_entry SET answer_json = '{broken' WHERE id = ?", (bad_id,))
     out = tmp_path / "export.jsonl"
     result = invoke("export", "-o", str(out))
-    _user_error(result, "skipped 1 entries whose stored data is corrupt")
+    assert_user_error(result, "skipped 1 entries whose stored data is corrupt")
     assert bad_id in result.stderr and "the other 2 were exported" in result.stderr
     assert sorted(r["query"] for r in _lines(out)) == ["question 0", "question 2"]
 
@@ -265,20 +252,20 @@ def test_export_skips_a_corrupt_entry_and_says_so(
 def test_import_of_a_file_that_is_not_utf8_names_the_line(invoke: Invoke, tmp_path: Path) -> None:
     jsonl = tmp_path / "latin.jsonl"
     jsonl.write_bytes(b'{"query": "fine", "answer": "a"}\n{"query": "caf\xe9", "answer": "b"}\n')
-    _user_error(invoke("import", str(jsonl)), "latin.jsonl:2: not UTF-8 text")
+    assert_user_error(invoke("import", str(jsonl)), "latin.jsonl:2: not UTF-8 text")
     csv = tmp_path / "latin.csv"
     csv.write_bytes(b"query,answer\nfine,a\ncaf\xe9,b\n")
-    _user_error(invoke("import", str(csv)), "latin.csv:3: not UTF-8 text")
+    assert_user_error(invoke("import", str(csv)), "latin.csv:3: not UTF-8 text")
 
 
 def test_import_csv_with_a_bom_and_one_with_a_huge_field(invoke: Invoke, tmp_path: Path) -> None:
     bom = tmp_path / "bom.csv"
     bom.write_bytes("\ufeffquery,answer\nWhat is 2+2?,4\n".encode())
-    assert _json(invoke("import", str(bom), "--json"))["imported"] == 1
-    assert _json(invoke("query", "What is 2+2?", "--json"))["answer"] == "4"
+    assert as_json(invoke("import", str(bom), "--json"))["imported"] == 1
+    assert as_json(invoke("query", "What is 2+2?", "--json"))["answer"] == "4"
     huge = tmp_path / "huge.csv"
     huge.write_text(f'query,answer\nq1,a\nq2,"{"x" * 200_000}"\n', encoding="utf-8")
-    _user_error(invoke("import", str(huge)), "huge.csv:3: not a valid CSV row")
+    assert_user_error(invoke("import", str(huge)), "huge.csv:3: not a valid CSV row")
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
