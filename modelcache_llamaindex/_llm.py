@@ -221,7 +221,11 @@ class CachedLLM(LLM):
     # ---- cache access: every engine exception becomes a logged fault --------------------------
     def _fault(self, action: str, exc: BaseException) -> None:
         self._faults += 1
-        log.warning("modelcache %s failed, the model answers uncached: %r", action, exc)
+        # The type only: an exception's text may quote the prompt or a participant's name.
+        log.warning(
+            "modelcache %s failed, the model answers uncached: %s", action, type(exc).__name__
+        )
+        log.debug("modelcache %s failure", action, exc_info=exc)
 
     def _scope(self) -> Scope:
         return Scope(tenant=self.tenant, env=self.env)

@@ -223,7 +223,9 @@ def test_cache_faults_fall_back_to_the_model(
         streamed = list(llm.stream_complete("Is the cache up?"))
     assert response.text.startswith("Answer 1") and streamed[-1].text.startswith("Answer 2")
     assert llm.fault_count == 4
-    assert "lookup failed" in caplog.text and "disk on fire" in caplog.text
+    # the exception's type only: its text may quote the prompt
+    assert "lookup failed" in caplog.text and "RuntimeError" in caplog.text
+    assert "disk on fire" not in caplog.text
 
 
 async def test_async_cache_faults_fall_back_to_the_model(
