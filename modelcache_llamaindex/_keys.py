@@ -14,8 +14,10 @@ import functools
 import hashlib
 import json
 import logging
+import marshal
 import operator
 import re
+import sys
 import threading
 import types
 from collections.abc import Mapping, Sequence
@@ -133,7 +135,8 @@ _CREDENTIAL_QUALIFIERS = frozenset(
 _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+")
 # Keys of a JSON schema map whose entries are field names (a schema may have a `password` field).
 _SCHEMA_MAPS = frozenset({"properties", "patternProperties", "$defs", "definitions"})
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+# A setting that is one URL and nothing else; a prompt that starts with a URL stays as it is.
+_URL = re.compile(r"[A-Za-z][\w+.-]*://\S+")
 # Query parameters of a URL that select what answers, never a secret: kept as they are.
 _PLAIN_QUERY = frozenset({"api-version", "api_version", "version", "model", "deployment"})
 _MASK = "***"
@@ -159,6 +162,49 @@ _TRANSPORT = frozenset(
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}|memory:[0-9a-fA-F]{6,}|\bat [0-9a-fA-F]{8,}\b")
 _MAX_REPR = 2_000
 _MAX_NODES = 10_000
+# Plain data (lists, tuples, dicts of strings and numbers) is digested in one pass up to this size.
+_MAX_PLAIN_BYTES = 4_000_000
+# Call kwargs and ``additional_kwargs`` entries that only label a request for the provider
+# (end-user ids, stored-completion tags, cache buckets): they never change the answer.
+_TRACKING = frozenset(
+    {"user", "user_id", "safety_identifier", "prompt_cache_key", "metadata", "store"}
+)
+# What a library module or class offers that reads the environment or the process (the clock,
+# random state, the working directory): a prompt format using it has no stable key. None: all.
+_PROCESS_STATE: dict[str, frozenset[str] | None] = {
+    "os": frozenset(
+        {
+            "environ",
+            "environb",
+            "getenv",
+            "getenvb",
+            "putenv",
+            "getcwd",
+            "getcwdb",
+            "getpid",
+            "getppid",
+            "getlogin",
+            "getuid",
+            "urandom",
+            "listdir",
+            "scandir",
+            "uname",
+            "cpu_count",
+        }
+    ),
+    "time": None,
+    "random": None,
+    "_random": None,
+    "secrets": None,
+    "getpass": None,
+    "locale": None,
+    "platform": None,
+    "uuid": frozenset({"uuid1", "uuid4", "getnode"}),
+    "datetime": frozenset({"now", "today", "utcnow"}),
+    "socket": frozenset({"gethostname", "getfqdn"}),
+    "pathlib": frozenset({"cwd", "home"}),
+}
+_PROCESS_STATE["posix"] = _PROCESS_STATE["nt"] = _PROCESS_STATE["os"]
 _TEXT_ONLY = (TextBlock, ToolCallBlock, ThinkingBlock, CachePoint)
 _ASSISTANT_ALIASES = {"chatbot": "assistant", "model": "assistant"}
 _DROP = object()
@@ -176,8 +222,14 @@ _NO_OUTPUT_STATE = (
     type(threading.Lock()),
     type(threading.RLock()),
 )
+# Library attributes keyed by name: functions, classes, modules and their descriptors.
+_API = (types.ModuleType, type, property, staticmethod, classmethod, *_C_DESCRIPTORS)
 _HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: set on classes defined in Python
 _warned: set[str] = set()
+# Callables found to have no stable key, by id (the object is kept so the id stays its own):
+# a format over the walk limit is given up at once on later calls.
+_VERDICTS: dict[int, tuple[Any, _Unkeyable]] = {}
+_MAX_VERDICTS = 256
 
 
 @dataclass(frozen=True)
@@ -211,7 +263,10 @@ def _is_credential(name: str) -> bool:
     return len(words) > 1 and words[-1] in ("key", "token") and words[-2] in _CREDENTIAL_QUALIFIERS
 
 
-def _sha256(data: bytes) -> str:
+def _sha256(data: bytes | str) -> str:
+    """Digest of bytes, or of text as UTF-8 (a lone surrogate in user text passes through)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -252,19 +307,31 @@ def to_json(value: Any, *, scrub: bool) -> Any:
     named as credentials and ``SecretStr`` values are dropped at any depth (a JSON schema's
     field names excepted) and URLs lose their user info and query values.
     """
-    return _json(value, scrub, fields=False)
+    return _json(value, scrub, fields=False, path=set())
 
 
-def _json(value: Any, scrub: bool, *, fields: bool) -> Any:
-    """:func:`to_json`; ``fields`` marks a JSON schema's map of field names."""
+def _json(value: Any, scrub: bool, *, fields: bool, path: set[int]) -> Any:
+    """:func:`to_json`; ``fields`` marks a JSON schema's map of field names, ``path`` the
+    containers being converted (one met again inside itself is a cycle: no stable key)."""
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return _masked_url(value) if scrub and _URL.match(value) else value
+        return _masked_url(value) if scrub and _URL.fullmatch(value) else value
+    if id(value) in path:
+        raise _Unkeyable(f"a {_type_name(value)} that contains itself")
+    path.add(id(value))
+    try:
+        return _json_object(value, scrub, fields=fields, path=path)
+    finally:
+        path.discard(id(value))
+
+
+def _json_object(value: Any, scrub: bool, *, fields: bool, path: set[int]) -> Any:
+    """:func:`_json` for a value that is not a string or a number."""
     if isinstance(value, SecretStr | SecretBytes):
         return _DROP
     if isinstance(value, enum.Enum):
-        return _json(value.value, scrub, fields=False)
+        return _json(value.value, scrub, fields=False, path=path)
     if isinstance(value, bytes | bytearray):
         return _sha256(bytes(value))
     if isinstance(value, Mapping):
@@ -274,23 +341,28 @@ def _json(value: Any, scrub: bool, *, fields: bool) -> Any:
             field = fields and isinstance(item, Mapping | bool)
             if scrub and not field and _is_credential(name):
                 continue
-            out[name] = _json(item, scrub, fields=name in _SCHEMA_MAPS)
+            out[name] = _json(item, scrub, fields=name in _SCHEMA_MAPS, path=path)
         return {k: v for k, v in out.items() if v is not _DROP}
     if isinstance(value, list | tuple):
-        items = (_json(v, scrub, fields=False) for v in value)
+        items = (_json(v, scrub, fields=False, path=path) for v in value)
         return [v for v in items if v is not _DROP]
     if isinstance(value, set | frozenset):
-        members = [_json(v, scrub, fields=False) for v in value]
+        members = [_json(v, scrub, fields=False, path=path) for v in value]
         return sorted((v for v in members if v is not _DROP), key=json.dumps)
     to_openai_tool = getattr(getattr(value, "metadata", None), "to_openai_tool", None)
     if to_openai_tool is not None:  # a llama_index BaseTool
         return to_openai_tool(skip_length_check=True)
-    if isinstance(value, BasePromptTemplate):  # field by field, so its functions get digests
+    if isinstance(value, BaseModel) and not isinstance(value, BasePromptTemplate):
+        try:
+            return _json(value.model_dump(mode="json"), scrub, fields=False, path=path)
+        except _Unkeyable:
+            raise
+        except Exception:  # a member pydantic cannot dump (a callable): field by field below
+            pass
+    if isinstance(value, BaseModel):  # field by field, so its functions get digests
         fields_ = type(value).model_fields.items()
         dumped = {k: getattr(value, k) for k, info in fields_ if not info.exclude}
-        return _json(dumped, scrub, fields=False)
-    if isinstance(value, BaseModel):
-        return _json(value.model_dump(mode="json"), scrub, fields=False)
+        return _json(dumped, scrub, fields=False, path=path)
     if isinstance(value, type):
         if issubclass(value, BaseModel):
             return {"schema": value.model_json_schema()}
@@ -300,7 +372,7 @@ def _json(value: Any, scrub: bool, *, fields: bool) -> Any:
     shape = _value_shape(value, _Walk(scrub=scrub))
     if shape[0] == "value":  # a value type's own repr (torch.float16), kept readable
         return shape[2]
-    return f"object:{_type_name(value)}:{_sha256(_canonical(shape).encode())}"
+    return f"object:{_type_name(value)}:{_sha256(_canonical(shape))}"
 
 
 class _Walk:
@@ -311,12 +383,22 @@ class _Walk:
         self.scrub = scrub
         self._seen: dict[int, tuple[int, Any]] = {}  # id -> (order, the object, kept alive)
         self._nodes = 0
+        # Names the function being walked reads: the attributes of a module or class it uses.
+        self.names: frozenset[str] = frozenset()
+        self.expanded: set[tuple[int, str]] = set()  # (module or class id, attribute) keyed
+        self.where = ""  # the global, captured value or default being walked, for warnings
+        # Inside a library's function: what it reads is keyed, but its use of the environment
+        # or the clock is not judged (a jinja environment holds a `random` filter it never runs).
+        self.library = False
 
     def step(self, value: Any) -> None:
         """Counts one more value walked."""
         self._nodes += 1
         if self._nodes > _MAX_NODES:
-            raise _Unkeyable(f"a {_type_name(value)} too large to key")
+            raise _Unkeyable(
+                f"more than {_MAX_NODES:,} values to key{self.where}"
+                f" (a {_type_name(value)} among them)"
+            )
 
     def ref(self, value: Any) -> list[Any] | None:
         """A reference to ``value`` when it was met before, else None (and it is recorded)."""
@@ -329,17 +411,79 @@ class _Walk:
 
 def _callable_digest(fn: Any) -> str:
     """Names a callable by its code, constants, captured values and bound object: the same
-    one gives the same key in every process, two that format differently give different keys."""
+    one gives the same key in every process, two that format differently give different keys.
+    One found to have no stable key stays so, without a new walk (a digest is walked each call:
+    what it reads may change)."""
+    known = _VERDICTS.get(id(fn))
+    if known is not None and known[0] is fn:
+        raise known[1]
     name = _qualified(fn) if hasattr(fn, "__qualname__") else _type_name(fn)
-    shape = _canonical(_callable_shape(fn, _Walk(scrub=False)))
-    return f"callable:{name}:{_sha256(shape.encode())}"
+    try:
+        shape = _canonical(_callable_shape(fn, _Walk(scrub=False)))
+    except _Unkeyable as exc:
+        if len(_VERDICTS) >= _MAX_VERDICTS:
+            _VERDICTS.pop(next(iter(_VERDICTS)))
+        _VERDICTS[id(fn)] = (fn, exc)
+        raise
+    return f"callable:{name}:{_sha256(shape)}"
+
+
+def _is_library(module: str | None) -> bool:
+    """True for the standard library and installed packages: their functions and classes are
+    keyed by name, not walked (what they read is not the app's settings)."""
+    if not module:
+        return True
+    top = module.partition(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return True
+    file = getattr(sys.modules.get(module) or sys.modules.get(top), "__file__", None) or ""
+    return "site-packages" in file or "dist-packages" in file
+
+
+def _check_process_state(module: str | None, name: str) -> None:
+    """:class:`_Unkeyable` when ``module.name`` reads the environment or the process state."""
+    if module is None or module.partition(".")[0] not in _PROCESS_STATE:
+        return
+    names = _PROCESS_STATE[module.partition(".")[0]]
+    if names is None or name in names:
+        raise _Unkeyable(f"a prompt format using {module}.{name} (environment or process state)")
+
+
+def _namespace_shape(owner: Any, walk: _Walk) -> list[Any]:
+    """The attributes of a module or class that the function being walked reads: an app's
+    settings module or class by their values, a library's functions and classes by name."""
+    is_module = isinstance(owner, types.ModuleType)
+    shape: list[Any] = []
+    for name in sorted(walk.names):
+        if (id(owner), name) in walk.expanded:
+            continue
+        if is_module:
+            namespace, module = vars(owner), owner.__name__
+        else:  # the class that defines it, without running a descriptor
+            found = [k for k in owner.__mro__ if name in vars(k)]
+            if not found:
+                continue
+            namespace, module = vars(found[0]), found[0].__module__
+        if name not in namespace:
+            continue
+        walk.expanded.add((id(owner), name))
+        if not walk.library:
+            _check_process_state(module, name)
+        value = namespace[name]
+        if _is_library(module) and isinstance(value, types.ModuleType | type):
+            shape.append([name, "api", _qualified(value), _namespace_shape(value, walk)])
+        elif _is_library(module) and (callable(value) or isinstance(value, _API)):
+            shape.append([name, "api", _qualified(value)])
+        else:
+            shape.append([name, _value_shape(value, walk)])
+    return shape
 
 
 def _callable_shape(fn: Any, walk: _Walk) -> Any:
     """The parts of a callable that decide what it returns, or :class:`_Unkeyable`."""
     walk.step(fn)
     if isinstance(fn, type):
-        return ["class", _qualified(fn)]
+        return ["class", _qualified(fn), _namespace_shape(fn, walk)]
     ref = walk.ref(fn)
     if ref is not None:
         return ref
@@ -355,7 +499,13 @@ def _callable_shape(fn: Any, walk: _Walk) -> Any:
     if isinstance(fn, types.FunctionType):
         return _function_shape(fn, walk)
     if isinstance(fn, _C_FUNCTIONS):  # its module, class or bound value ("... {}".format)
-        return ["builtin", _qualified(fn), _value_shape(fn.__self__, walk)]
+        owner = fn.__self__
+        module = getattr(owner, "__name__" if isinstance(owner, types.ModuleType) else "", None)
+        if isinstance(owner, type):
+            module = owner.__module__
+        if not walk.library:
+            _check_process_state(module or getattr(fn, "__module__", None), fn.__name__)
+        return ["builtin", _qualified(fn), _value_shape(owner, walk)]
     if isinstance(fn, _C_DESCRIPTORS):  # str.upper
         return ["descriptor", _qualified(fn.__objclass__), fn.__name__]
     if isinstance(fn, staticmethod | classmethod):
@@ -372,17 +522,33 @@ def _callable_shape(fn: Any, walk: _Walk) -> Any:
 
 
 def _function_shape(fn: types.FunctionType, walk: _Walk) -> Any:
-    """A Python function by its code, defaults, captured values and the globals it reads."""
-    captured = []
-    for cell in fn.__closure__ or ():
-        try:
-            captured.append(_value_shape(cell.cell_contents, walk))
-        except ValueError:  # a cell not yet filled
-            captured.append(["empty"])
-    scope = fn.__globals__
+    """A Python function by its code, defaults, captured values and the globals it reads (of a
+    module or class it reads, the attributes it names)."""
+    outer, outer_where, outer_library = walk.names, walk.where, walk.library
+    if not outer_library:
+        _check_process_state(fn.__module__, fn.__name__)
     names = sorted(_read_names(fn.__code__))
-    read = [[n, _value_shape(scope[n], walk)] for n in names if n in scope]
-    defaults = _value_shape([fn.__defaults__, fn.__kwdefaults__], walk)
+    walk.names, walk.library = frozenset(names), _is_library(fn.__module__)
+    try:
+        captured = []
+        for cell, free in zip(fn.__closure__ or (), fn.__code__.co_freevars, strict=False):
+            walk.where = outer_where or f" read as {free!r}"
+            try:
+                captured.append(_value_shape(cell.cell_contents, walk))
+            except ValueError:  # a cell not yet filled
+                captured.append(["empty"])
+        scope = fn.__globals__
+        read = []
+        for name in names:
+            if name in scope:
+                if not outer_library:  # os.get_exec_path reads os.environ
+                    _check_process_state(fn.__module__, name)
+                walk.where = outer_where or f" read as {name!r}"
+                read.append([name, _value_shape(scope[name], walk)])
+        walk.where = outer_where or " in its defaults"
+        defaults = _value_shape([fn.__defaults__, fn.__kwdefaults__], walk)
+    finally:
+        walk.names, walk.where, walk.library = outer, outer_where, outer_library
     return ["function", _qualified(fn), _code_shape(fn.__code__), defaults, captured, read]
 
 
@@ -399,9 +565,11 @@ def _value_shape(value: Any, walk: _Walk) -> Any:
     if isinstance(value, bytes | bytearray):
         return _sha256(bytes(value))
     if isinstance(value, types.ModuleType):
-        return ["module", value.__name__]
+        return ["module", value.__name__, _namespace_shape(value, walk)]
     if isinstance(value, type):
-        return ["class", _qualified(value)]
+        return ["class", _qualified(value), _namespace_shape(value, walk)]
+    if isinstance(value, property):
+        return ["property", [_value_shape(f, walk) for f in (value.fget, value.fset)]]
     if isinstance(value, SecretStr | SecretBytes):
         return ["secret"]
     if isinstance(value, _NO_OUTPUT_STATE):
@@ -414,6 +582,10 @@ def _value_shape(value: Any, walk: _Walk) -> Any:
     ref = walk.ref(value)
     if ref is not None:
         return ref
+    if type(value) in (list, tuple, dict) and not walk.scrub:
+        digest = _plain_digest(value)
+        if digest is not None:
+            return ["plain", digest]
     if isinstance(value, Mapping):
         items = [(k, v) for k, v in value.items() if not (walk.scrub and _credential_key(k))]
         return ["map", [[_value_shape(k, walk), _value_shape(v, walk)] for k, v in items]]
@@ -432,6 +604,39 @@ def _value_shape(value: Any, walk: _Walk) -> Any:
     if _ADDRESS.search(text) or "..." in text or len(text) > _MAX_REPR:
         raise _Unkeyable(f"a {_type_name(value)} value")
     return ["value", _type_name(value), text]
+
+
+_PLAIN_CONTAINERS = frozenset({list, tuple, dict})
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)}) | _PLAIN_CONTAINERS
+_MAX_PLAIN_DEPTH = 32
+
+
+def _is_plain(value: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int = 0) -> bool:
+    """True for strings and numbers in lists, tuples and dicts, exactly these types (no set:
+    its order is per process; no object); a cycle ends at the depth limit."""
+    if depth > _MAX_PLAIN_DEPTH:
+        return False
+    groups = (value.keys(), value.values()) if isinstance(value, dict) else (value,)
+    for members in groups:
+        kinds = {type(v) for v in members}
+        if not kinds <= _PLAIN_TYPES:
+            return False
+        if kinds & _PLAIN_CONTAINERS and not all(
+            _is_plain(v, depth + 1) for v in members if type(v) in _PLAIN_CONTAINERS
+        ):
+            return False
+    return True
+
+
+def _plain_digest(value: list[Any] | tuple[Any, ...] | dict[Any, Any]) -> str | None:
+    """Digest of plain data (strings, numbers, lists, tuples, dicts of them) in one pass, or None
+    for anything else (a set, an object, a cycle): a few-shot list costs no per-item walk."""
+    if not _is_plain(value):
+        return None
+    data = marshal.dumps(value, 2)  # version 2: no back-references, so no refcount in the bytes
+    if len(data) > _MAX_PLAIN_BYTES:
+        raise _Unkeyable(f"more than {_MAX_PLAIN_BYTES:,} bytes of data to key")
+    return _sha256(data)
 
 
 def _credential_key(key: Any) -> bool:
@@ -482,14 +687,19 @@ def _read_names(code: types.CodeType) -> set[str]:
 
 
 def _setting_json(name: str, value: Any) -> Any:
-    """JSON for one setting or call argument, or _DROP for a credential; :class:`_Unkeyable`
-    (naming the setting) when its value has no stable key."""
-    if _is_credential(name):
+    """JSON for one setting or call argument, or _DROP for a credential or a request label;
+    :class:`_Unkeyable` (naming the setting) when its value has no stable key or cannot be
+    converted at all: such a setting is never left out of the partition."""
+    if _is_credential(name) or name in _TRACKING:
         return _DROP
+    if name == "additional_kwargs" and isinstance(value, Mapping):
+        value = {k: v for k, v in value.items() if k not in _TRACKING}
     try:
         return to_json(value, scrub=True)
     except _Unkeyable as exc:
         raise _Unkeyable(f"{exc} in {name!r}") from None
+    except Exception as exc:  # RecursionError, a pydantic serialiser error, a broken __eq__
+        raise _Unkeyable(f"a {_type_name(value)} ({type(exc).__name__}) in {name!r}") from None
 
 
 def llm_settings(llm: LLM) -> dict[str, Any]:
@@ -511,14 +721,7 @@ def llm_settings(llm: LLM) -> dict[str, Any]:
             or any(value is default for default in _LIBRARY_DEFAULTS)
         ):
             continue
-        try:
-            value = _setting_json(name, value)
-        except _Unkeyable:
-            raise
-        except Exception as exc:  # an exotic field must not stop the call, nor go unkeyed
-            if name in _PROMPT_SHAPING:  # when it formats the prompt
-                raise _Unkeyable(f"a {_type_name(value)} in {name!r}") from exc
-            continue
+        value = _setting_json(name, value)
         if value is not _DROP:
             settings[name] = value
     return settings
@@ -582,7 +785,8 @@ def _name_digest(message: ChatMessage) -> str:
     name = message.additional_kwargs.get("name")
     if not name:
         return ""
-    return hashlib.sha256(json.dumps({"name": str(name)}, ensure_ascii=False).encode()).hexdigest()
+    text = json.dumps({"name": str(name)}, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _call_number(call_ids: dict[str, int], call_id: Any) -> int:
