@@ -80,6 +80,7 @@ _STATES_SELF = re.compile(
 )
 _TOOL_ROLES = frozenset({"tool", "function"})
 _PUNCTUATION = ".,;:!?¿¡()"  # around a word of prose
+_CODE_MARKS = re.compile(r"[(){}\[\];=<>]")  # a line holding one reads as code
 _LITERAL_MARKS = "'\"`“”‘’«»[]{}<>"  # a word that opens or closes with one is a literal
 _CONTINUATIONS = ("and", "but", "so", "or", "also", "what about", "how about", "then")
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
@@ -139,13 +140,29 @@ def _surface_conflict(asked: str, stored: str) -> str | None:
     # "what is ai" typed in lower case asks what "What is AI?" asks; a literal ('AbC', [A-Z])
     # keeps its case whatever the rest of the text does
     one_case = any(t in (t.lower(), t.upper()) for t in (asked, stored))
-    for x, y in zip(words, other, strict=True):
+    code = [a or b for a, b in zip(_in_code(asked), _in_code(stored), strict=True)]
+    for x, y, literal in zip(words, other, code, strict=True):
         if x == y:
             continue
-        if _plain(x) and (one_case or x[1:] == y[1:]):
+        if not literal and _plain(x) and (one_case or x[1:] == y[1:]):
             continue
         return "case differs"
     return None
+
+
+def _in_code(text: str) -> list[bool]:
+    """For each word of a text, whether it is code, where case always counts (``None`` /
+    ``none``, ``return X`` / ``return x``): inside a backtick span, or on a line that is
+    indented or holds code punctuation."""
+    flags: list[bool] = []
+    quoted = False
+    for line in text.split("\n"):
+        code_line = line[:1].isspace() or bool(_CODE_MARKS.search(line))
+        for word in line.split():
+            ticks = word.count("`")
+            flags.append(code_line or quoted or ticks > 0)
+            quoted ^= ticks % 2 == 1
+    return flags
 
 
 def _plain(word: str) -> bool:

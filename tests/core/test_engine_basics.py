@@ -658,3 +658,27 @@ def test_prose_in_another_case_still_hits(
     cache.insert(rq(stored), "the stored answer")
     hit = cache.lookup(rq(asked))
     assert hit is not None and hit.answer == "the stored answer"
+
+
+@pytest.mark.parametrize(
+    "stored, asked",
+    [
+        (
+            "Why does this fail?\n\ndef f(x):\n    return X",
+            "Why does this fail?\n\ndef f(x):\n    return x",
+        ),
+        (
+            "Why is this Python wrong: `if x == None: pass`",
+            "Why is this Python wrong: `if x == none: pass`",
+        ),
+        ("Is Start() exported in Go?", "Is start() exported in Go?"),
+    ],
+)
+def test_code_keeps_the_case_of_its_first_letter(
+    make_cache: Callable[..., Cache], stored: str, asked: str
+) -> None:
+    """A first letter's case passed as sentence capitalisation, also in code, where None /
+    none and return X / return x differ: another snippet's answer was served."""
+    cache = make_cache(lookup_timeout=None)
+    cache.insert(rq(stored), "the stored answer")
+    assert cache.lookup(rq(asked)) is None
