@@ -9,6 +9,7 @@ key builder.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import functools
 import hashlib
@@ -742,14 +743,15 @@ def _params(llm: LLM, kind: Kind, kwargs: Mapping[str, Any], **extra: Any) -> di
     return {**llm_settings(llm), **call, **extra, "kind": kind}
 
 
-def _message_text(message: ChatMessage, call_ids: dict[str, int]) -> str | None:
-    """Text of a message with its tool calls rendered; None when it holds media (not cached).
+def _message_text(message: ChatMessage, call_ids: dict[str, int]) -> tuple[str, list[str]] | None:
+    """Text of a message with its tool calls rendered, and those calls (name and canonical
+    arguments); None when it holds media (not cached).
 
     Tool call ids become their order of appearance (``#1``), so a conversation keys the same
-    whatever ids the provider drew, while which result answers which call still counts (calls
-    in the older ``additional_kwargs["tool_calls"]`` form keep their raw ids in the text).
+    whatever ids the provider drew, while which result answers which call still counts.
     """
     parts: list[str] = []
+    calls: list[str] = []
     has_tool_block = False
     for block in message.blocks:
         if not isinstance(block, _TEXT_ONLY):
@@ -758,34 +760,63 @@ def _message_text(message: ChatMessage, call_ids: dict[str, int]) -> str | None:
             parts.append(block.text)
         elif isinstance(block, ToolCallBlock):
             has_tool_block = True
-            args = json.dumps(to_json(block.tool_kwargs, scrub=False), sort_keys=True)
-            number = f" #{_call_number(call_ids, block.tool_call_id)}" if block.tool_call_id else ""
-            parts.append(f"[tool_call{number} {block.tool_name} {args}]")
+            calls.append(_call(call_ids, block.tool_call_id, block.tool_name, block.tool_kwargs))
     legacy_calls = message.additional_kwargs.get("tool_calls")
     if legacy_calls and not has_tool_block:
-        for call in legacy_calls:
-            call_id = call.get("id") if isinstance(call, Mapping) else getattr(call, "id", None)
-            if call_id:
-                _call_number(call_ids, call_id)
-        rendered = json.dumps(to_json(legacy_calls, scrub=False), sort_keys=True)
-        parts.append(f"[tool_calls {rendered}]")
-    return "\n".join(parts)
+        if isinstance(legacy_calls, Mapping | str) or not isinstance(legacy_calls, Sequence):
+            legacy_calls = [legacy_calls]  # one call sent without its list
+        calls.extend(_legacy_call(call_ids, call) for call in legacy_calls)
+    parts.extend(calls)
+    return "\n".join(parts), calls
 
 
-def _header(message: ChatMessage, call_ids: dict[str, int]) -> list[str]:
-    """The tool call a result answers, which the provider sends too."""
+def _call(call_ids: dict[str, int], call_id: Any, name: Any, arguments: Any) -> str:
+    """A tool call as text, ``[tool_call #1 weather {"city": "Oslo"}]``: its id is only its
+    order of appearance, its arguments canonical JSON (a JSON string is parsed first)."""
+    if isinstance(arguments, str):
+        with contextlib.suppress(ValueError, RecursionError):  # not JSON: the string as it is
+            arguments = json.loads(arguments)
+    args = json.dumps(to_json(arguments, scrub=False), sort_keys=True)
+    number = f" #{_call_number(call_ids, call_id)}" if call_id else ""
+    return f"[tool_call{number} {name or ''} {args}]"
+
+
+def _legacy_call(call_ids: dict[str, int], call: Any) -> str:
+    """:func:`_call` for a call in ``additional_kwargs["tool_calls"]``: OpenAI's
+    ``{"id", "function": {"name", "arguments"}}`` (or its pydantic form), a custom tool's
+    ``{"custom": {"name", "input"}}``, ``{"name", "args"}``; any other shape whole, less its id."""
+    data = to_json(call, scrub=False)
+    if not isinstance(data, Mapping):
+        return _call(call_ids, None, "", data)
+    call_id = data.get("id")
+    function = data.get("function")
+    if isinstance(data.get("custom"), Mapping):
+        function = {"name": data["custom"].get("name"), "arguments": data["custom"].get("input")}
+    elif not isinstance(function, Mapping):
+        function = data
+    arguments = function.get("arguments", function.get("args", function.get("input")))
+    if not function.get("name") and arguments is None:
+        arguments = {k: v for k, v in data.items() if k != "id"}
+    return _call(call_ids, call_id, function.get("name"), arguments)
+
+
+def _answers(message: ChatMessage, call_ids: dict[str, int]) -> int | None:
+    """The number of the tool call a result answers (see :func:`_message_text`), else None."""
     call_id = message.additional_kwargs.get("tool_call_id")
-    return [f"[result of tool_call #{_call_number(call_ids, call_id)}]"] if call_id else []
+    return _call_number(call_ids, call_id) if call_id else None
 
 
-def _name_digest(message: ChatMessage) -> str:
-    """Digest of a message's participant name, '' when it has none: the engine's per-message
-    attachments field, exact in the key and never embedded, so the name stays out of the text
+def _fields_digest(message: ChatMessage, calls: list[str], answers: int | None) -> str:
+    """Digest of a message's participant name, tool calls and the call a result answers, ''
+    when it has none: the engine's per-message attachments field, exact in the key and never
+    embedded, so a hit needs the same calls and arguments, and the name stays out of the text
     and the partition (one partition per end user would soon fill the tenant's cap)."""
     name = message.additional_kwargs.get("name")
-    if not name:
+    fields = {"name": str(name) if name else None, "calls": calls or None, "answers": answers}
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not fields:
         return ""
-    text = json.dumps({"name": str(name)}, ensure_ascii=False)
+    text = json.dumps(fields, ensure_ascii=False, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -806,7 +837,8 @@ def chat_plan(
 
     Turns after the last user message (tool calls and their results in an agent loop) make the
     answer depend on those outputs: such calls get their own partition and match exactly only.
-    Participant names are digests in each turn's attachments field, so a hit needs the same ones.
+    Participant names, tool calls (name and arguments) and the call a tool result answers are
+    digests in each turn's attachments field, so a hit needs the same ones.
     """
     try:
         return _chat_plan(llm, messages, kwargs, scope)
@@ -823,18 +855,21 @@ def _chat_plan(
     last_user_text = ""
     call_ids: dict[str, int] = {}
     for message in messages:
-        text = _message_text(message, call_ids)
-        if text is None:
+        rendered = _message_text(message, call_ids)
+        if rendered is None:
             return None
+        text, calls = rendered
         role = _role(message)
-        name = _name_digest(message)
+        answers = _answers(message, call_ids)
+        fields = _fields_digest(message, calls, answers)
         if role == "user":
             last_user_text = text
-        text = "\n".join([*_header(message, call_ids), text])
+        if answers is not None:  # the provider sends which call a result answers too
+            text = f"[result of tool_call #{answers}]\n{text}"
         if role in ("system", "developer"):  # the system prompt is the partition: a digest only
-            system.append(f"{text}\n[message fields {name}]" if name else text)
+            system.append(f"{text}\n[message fields {fields}]" if fields else text)
         else:
-            turns.append(Message(role, text, attachments=name))
+            turns.append(Message(role, text, attachments=fields))
     users = [i for i, m in enumerate(turns) if m.role == "user"]
     if not users or not normalize_text(last_user_text):
         return None

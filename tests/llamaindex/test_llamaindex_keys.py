@@ -336,3 +336,67 @@ def test_tool_results_key_by_the_call_they_answer() -> None:
     assert chat_key(conversation(("a", "b"), ("b", "a"))) != base  # results swapped
     assert chat_key(conversation(("x", "y"), ("x", "y"))) == base  # other ids, same pairing
     assert chat_key(conversation(("a", "b"), ("a", "b"), name="forecast")) != base
+
+
+def _agent_turns(arguments: dict[str, Any], legacy: bool, call_id: str) -> list[ChatMessage]:
+    """A question answered after a tool call, its result and a reply; the call as a
+    ``ToolCallBlock`` or in the older ``additional_kwargs["tool_calls"]`` form."""
+    if legacy:
+        function = {"name": "run_query", "arguments": json.dumps(arguments)}
+        kwargs = {"tool_calls": [{"id": call_id, "type": "function", "function": function}]}
+        call = ChatMessage(role="assistant", content="", additional_kwargs=kwargs)
+    else:
+        block = ToolCallBlock(tool_call_id=call_id, tool_name="run_query", tool_kwargs=arguments)
+        call = ChatMessage(role="assistant", blocks=[block])
+    result = ChatMessage(role="tool", content="ok", additional_kwargs={"tool_call_id": call_id})
+    return [
+        user("Run the report query for me"),
+        call,
+        result,
+        ChatMessage(role="assistant", content="Done."),
+        user("Summarise the result."),
+    ]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["blocks", "additional_kwargs"])
+@pytest.mark.parametrize(
+    ("arguments", "other"),
+    [
+        (
+            {"sql": "DELETE FROM orders WHERE status='cancelled'"},
+            {"sql": "DELETE FROM orders WHERE status='cancelled' OR 1=1"},
+        ),
+        ({"table": "orders", "dry_run": True}, {"table": "orders"}),
+        ({"sku": "aB3x"}, {"sku": "Ab3X"}),
+    ],
+    ids=["added-clause", "dropped-flag", "case"],
+)
+def test_a_tool_call_with_other_arguments_never_shares_an_answer(
+    cache: Cache, arguments: dict[str, Any], other: dict[str, Any], legacy: bool
+) -> None:
+    inner = RecordingLLM(chat_model=True)
+    llm = wrap_llm(inner, cache)
+    llm.chat(_agent_turns(arguments, legacy, "call_a1"))
+    repeat = llm.chat(_agent_turns(arguments, legacy, "call_b2"))  # fresh id, same call
+    assert repeat.additional_kwargs["cache_kind"] == "exact"
+    response = llm.chat(_agent_turns(other, legacy, "call_c3"))
+    assert "cache_hit" not in response.additional_kwargs and len(inner.calls) == 2
+
+
+def test_only_a_tool_calls_name_and_arguments_enter_its_key() -> None:
+    def calls(*specs: tuple[str, str, str]) -> list[ChatMessage]:
+        tool_calls = [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": a}}
+            for i, n, a in specs
+        ]
+        turn = ChatMessage(
+            role="assistant", content="", additional_kwargs={"tool_calls": tool_calls}
+        )
+        return [user("Weather in Oslo and Rome?"), turn, user("Which is warmer?")]
+
+    base = chat_key(calls(("a", "weather", '{"c": "Oslo"}'), ("b", "weather", '{"c": "Rome"}')))
+    spaced = calls(("x", "weather", '{ "c":"Oslo" }'), ("y", "weather", '{"c": "Rome"}'))
+    assert chat_key(spaced) == base  # other ids, the same arguments spelled otherwise
+    renamed = calls(("a", "forecast", '{"c": "Oslo"}'), ("b", "weather", '{"c": "Rome"}'))
+    swapped = calls(("a", "weather", '{"c": "Rome"}'), ("b", "weather", '{"c": "Oslo"}'))
+    assert len({base, chat_key(renamed), chat_key(swapped)}) == 3
