@@ -137,22 +137,42 @@ def _short_hash(value: Any) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]
 
 
-def _content_text(content: str | list[Any]) -> tuple[str, bool]:
-    """Text of a message content and whether it had non-text parts (kept as hash markers)."""
+# Content blocks that never enter the key: the model's own hidden reasoning, encrypted or signed
+# afresh on every generation, so a repeat after such a reply would never hit.
+_REASONING_BLOCKS = frozenset({"reasoning", "thinking", "redacted_thinking"})
+# Content blocks that make a tool call; one the message's ``tool_calls`` also holds adds nothing.
+_CALL_BLOCKS = frozenset({"tool_use", "tool_call", "function_call"})
+# Fields of a content block naming the call it answers; keyed by that call's position instead.
+_ANSWER_FIELDS = ("tool_use_id", "call_id")
+
+
+def _unkeyed_block(block: dict[str, Any], call_ids: frozenset[str]) -> bool:
+    """Whether a content block stays out of the key: reasoning, or a call ``call_ids`` holds."""
+    if block.get("type") in _REASONING_BLOCKS:
+        return True
+    ids = {str(block[k]) for k in ("id", "call_id") if block.get(k) is not None}
+    return block.get("type") in _CALL_BLOCKS and bool(ids & call_ids)
+
+
+def _content_text(content: str | list[Any], call_ids: frozenset[str]) -> tuple[str, list[Any]]:
+    """Text of a message content and its non-text blocks (keyed as message fields, see
+    ``_Turns``); reasoning blocks and call blocks duplicating ``call_ids`` are left out."""
     if isinstance(content, str):
-        return content, False
+        return content, []
     parts: list[str] = []
-    other = False
+    blocks: list[Any] = []
     for part in content:
         if isinstance(part, str):
             parts.append(part)
         elif isinstance(part, dict) and part.get("type") == "text" and "text" in part:
             parts.append(str(part["text"]))
+        elif isinstance(part, dict) and _unkeyed_block(part, call_ids):
+            continue
         else:
-            other = True
+            blocks.append(part)
             kind = part.get("type", "part") if isinstance(part, dict) else type(part).__name__
-            parts.append(f"[{kind} {_short_hash(part)}]")
-    return "\n".join(parts), other
+            parts.append(f"[{kind}]")  # the block itself is keyed in the message's fields
+    return "\n".join(parts), blocks
 
 
 def _role(message: BaseMessage) -> str:
@@ -175,10 +195,17 @@ def _canonical_args(args: Any) -> str:
     return json.dumps(args, sort_keys=True, ensure_ascii=False, default=repr)
 
 
-def _message_text(message: BaseMessage) -> tuple[str, bool]:
-    """Text of one message; an AI turn's tool calls, and a legacy ``function_call``, are part of
-    it (name and arguments)."""
-    text, other = _content_text(message.content)
+def _call_ids(message: BaseMessage) -> frozenset[str]:
+    """Ids of an AI turn's tool calls (none for other messages)."""
+    if not isinstance(message, AIMessage):
+        return frozenset()
+    return frozenset(str(c["id"]) for c in message.tool_calls if c.get("id") is not None)
+
+
+def _message_text(message: BaseMessage) -> tuple[str, list[Any]]:
+    """Text of one message and its non-text blocks; an AI turn's tool calls, and a legacy
+    ``function_call``, are part of the text (name and arguments)."""
+    text, blocks = _content_text(message.content, _call_ids(message))
     if isinstance(message, AIMessage):
         calls = [
             f"[tool_call {c['name']} {_canonical_args(c['args'])}]" for c in message.tool_calls
@@ -188,16 +215,34 @@ def _message_text(message: BaseMessage) -> tuple[str, bool]:
             name, args = function_call.get("name"), function_call.get("arguments")
             calls.append(f"[function_call {name} {_canonical_args(args)}]")
         text = "\n".join([text, *calls]) if text and calls else text or "\n".join(calls)
-    return text, other
+    return text, blocks
+
+
+def _calls(message: AIMessage) -> list[list[Any]]:
+    """An AI turn's calls as exact fields: tool calls, a legacy function call and invalid tool
+    calls, each by name and canonical arguments (their ids are random)."""
+    calls: list[list[Any]] = [
+        ["tool_call", c["name"], _canonical_args(c["args"])] for c in message.tool_calls
+    ]
+    function_call = message.additional_kwargs.get("function_call")
+    if isinstance(function_call, dict):
+        name, args = function_call.get("name"), function_call.get("arguments")
+        calls.append(["function_call", name, _canonical_args(args)])
+    calls.extend(
+        ["invalid_tool_call", c.get("name"), _canonical_args(c.get("args"))]
+        for c in message.invalid_tool_calls
+    )
+    return calls
 
 
 class _Turns:
     """Reads the fields of a conversation's messages that change the answer but are not text.
 
-    A message's name, a tool result's call and status, a role the engine does not know: two
-    conversations that differ only in these must never share an answer. They become the
-    engine's per-message attachments digest (exact in the key, never embedded, required equal
-    on a semantic hit); a message without any gets none, so ordinary keys stay as they were.
+    A message's name, an AI turn's calls, a tool result's call and status, a role the engine
+    does not know, non-text content blocks (without their random ids): two conversations that
+    differ only in these must never share an answer. They become the engine's per-message
+    attachments digest (exact in the key, never embedded, required equal on a semantic hit); a
+    message without any gets none, so ordinary keys stay as they were.
     """
 
     def __init__(self) -> None:
@@ -206,13 +251,19 @@ class _Turns:
         self._latest: list[str] = []  # ids of the latest AI turn that made tool calls
         self._function: str | None = None  # name of the latest legacy function_call
 
-    def fields(self, message: BaseMessage) -> str:
-        """Digest of ``message``'s answer-changing fields, '' when it has none."""
+    def fields(self, message: BaseMessage, blocks: Sequence[Any] = ()) -> str:
+        """Digest of ``message``'s answer-changing fields and non-text ``blocks``, '' when it
+        has none."""
         found: dict[str, Any] = {}
         if isinstance(message, ChatMessage) and message.role.lower() not in _CHAT_ROLES:
             found["role"] = message.role
         if isinstance(message, AIMessage):
             self._read_calls(message)
+            calls = _calls(message)
+            if calls:
+                found["calls"] = calls
+        if blocks:
+            found["content"] = [self._block_key(block) for block in blocks]
         if isinstance(message, ToolMessage):
             name = self._tool_result(message, found)
         elif isinstance(message, FunctionMessage):
@@ -223,8 +274,23 @@ class _Turns:
             found["name"] = message.name
         if not found:
             return ""
-        raw = json.dumps(found, sort_keys=True, ensure_ascii=False)
+        raw = json.dumps(found, sort_keys=True, ensure_ascii=False, default=repr)
         return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+    def _block_key(self, block: Any) -> Any:
+        """A content block without its own random id; a reference to a known call becomes that
+        call's position, as for a ToolMessage."""
+        if not isinstance(block, dict):
+            return block
+        key = {k: v for k, v in block.items() if k != "id"}
+        if block.get("type") in _CALL_BLOCKS:
+            key.pop("call_id", None)
+        for field in _ANSWER_FIELDS:
+            call = self._calls.get(str(key.get(field)))
+            if field in key and call is not None:
+                del key[field]
+                key["answers"] = call[0]
+        return key
 
     def _read_calls(self, message: AIMessage) -> None:
         if message.tool_calls:
@@ -307,8 +373,9 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
     fields = _Turns()
     for message in messages:
         role = _role(message)
-        text, other = _message_text(message)
-        digest = fields.fields(message)
+        text, blocks = _message_text(message)
+        other = bool(blocks)
+        digest = fields.fields(message, blocks)
         if role == "system":
             # the system prompt is the partition; a named system message is another partition
             system_parts.append(f"{text}\n[message fields {digest}]" if digest else text)
@@ -322,7 +389,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         return ParsedPrompt(turns[-1][1], system, history, chat=True, attachments=last)
     # Exact-only: lead with a digest of the whole conversation so that no two different
     # conversations embed alike (long texts are truncated by the embedder).
-    digest = _short_hash([[role, text] for role, text, _, _ in turns])
+    digest = _short_hash([[role, text, *([d] if d else [])] for role, text, _, d in turns])
     last_role, last_text = turns[-1][:2] if turns else ("none", "")
     query = f"[conversation {digest}] [{last_role}] {last_text}".rstrip()
     return ParsedPrompt(query, system, history, exact_only=True, chat=True, attachments=last)

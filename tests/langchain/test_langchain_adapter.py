@@ -28,7 +28,6 @@ from modelcache import (
     ConfigError,
     FakeEmbedder,
     LangChainEmbedder,
-    Message,
     Request,
 )
 from modelcache_langchain import ModelCache
@@ -87,12 +86,12 @@ def test_chat_prompt_splits_system_history_and_question() -> None:
     parsed = parse_prompt(prompt)
     assert parsed.query == "What is WAL?"
     assert parsed.system == "You are terse."
-    assert parsed.history == (
-        Message("user", "hi"),
-        Message("assistant", '[tool_call lookup {"q": "x"}]'),
-        Message("tool", "found x"),
-        Message("assistant", "hello"),
-    )
+    assert [(m.role, m.content) for m in parsed.history] == [
+        ("user", "hi"),
+        ("assistant", '[tool_call lookup {"q": "x"}]'),
+        ("tool", "found x"),
+        ("assistant", "hello"),
+    ]
     assert not parsed.exact_only
 
 

@@ -70,8 +70,8 @@ def test_legacy_function_call_arguments_key_it(lc_cache: ModelCache) -> None:
     assert answers(lc_cache, weather(paris), weather(london)) == ["first", "second", "first"]
     delete = {"name": "delete_all", "arguments": "{}"}
     assert chat(lc_cache, "fresh").invoke(weather(delete)).content == "fresh"
-    assert parse_prompt(dumps(weather(paris))).history[1] == Message(
-        "assistant", '[function_call get_weather {"city": "Paris"}]'
+    assert parse_prompt(dumps(weather(paris))).history[1].content == (
+        '[function_call get_weather {"city": "Paris"}]'
     )
 
 
@@ -149,14 +149,17 @@ def test_ordinary_conversations_keep_their_keys() -> None:
     ]
     parsed = parse_prompt(dumps(messages))
     assert parsed.attachments == ""
-    assert all(m.attachments == "" for m in parsed.history)
+    # only the turn that makes a call carries fields: the call itself
+    call_turn = parsed.history[1].attachments
+    assert call_turn
+    assert [m.attachments for m in parsed.history] == ["", call_turn, "", ""]
     request = Request(query=parsed.query, system=parsed.system, history=parsed.history)
-    turns = [("user", "hi"), ("assistant", '[tool_call lookup {"q": "x"}]')]
-    turns += [("tool", "found x"), ("assistant", "hello")]
+    turns = [("user", "hi", ""), ("assistant", '[tool_call lookup {"q": "x"}]', call_turn)]
+    turns += [("tool", "found x", ""), ("assistant", "hello", "")]
     before = Request(
         query="What is WAL?",
         system="You are terse.",
-        history=tuple(Message(role, text) for role, text in turns),
+        history=tuple(Message(role, text, attachments=a) for role, text, a in turns),
     )
     assert request.exact_key == before.exact_key
     # the other call id is random: a repeat of the same exchange with fresh ids keys alike
