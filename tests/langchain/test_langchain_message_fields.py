@@ -29,8 +29,9 @@ def chat(cache: ModelCache, *texts: str) -> FakeMessagesListChatModel:
 
 
 def answers(cache: ModelCache, one: list[Any], other: list[Any]) -> list[Any]:
-    """What a cached model answers to ``one``, then ``other``, then ``one`` again."""
-    model = chat(cache)
+    """What a cached model answers to ``one``, then ``other``, then ``one`` again (a third
+    answer, "third", would show that the repeat missed)."""
+    model = chat(cache, "first", "second", "third")
     return [model.invoke(one).content, model.invoke(other).content, model.invoke(one).content]
 
 
