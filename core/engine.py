@@ -925,6 +925,8 @@ class Cache:
         for index, row in enumerate(rows):
             by_partition.setdefault(row.partition_id, []).append(index)
         with self._write_lock:  # a remove of the same key in this process waits
+            if self._closed:  # close() waited for the batch before: this one comes after it
+                raise CacheClosedError("the cache was closed during the insert")
             # Vectors first, then the rows: a crash or failure in between leaves orphan
             # vectors (ignored by lookups, dropped by repair), never an acknowledged row
             # without its vector. An entry's vector depends only on its id's texts, so

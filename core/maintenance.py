@@ -200,7 +200,9 @@ class Maintenance:
 
     # ---- deletions -------------------------------------------------------------------------------
     def purge_expired(self) -> int:
-        """Delete every expired entry from both stores; returns how many."""
+        """Delete every expired entry from both stores; returns how many. Hits noted but not
+        yet written go first: with a sliding ttl they renew what would otherwise be deleted."""
+        self.write_hits()
         total = 0
         while n := self._purge_batch(self._clock()):
             total += n

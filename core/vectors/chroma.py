@@ -463,6 +463,10 @@ class ChromaVectorStore:
         with self._lock:
             self._collections.clear()
         key, self._mirror_key = self._mirror_key, None
+        if key is None or self._mirror is None:  # a server, or closed already: refuse writes
+            with self._open_lock:
+                self._closed = True
+                self._opened = None
         if key is not None and self._mirror is not None:
             with self._mirror.writing:  # a write under way updates the copy first
                 self._memory_vectors = 0  # later writes still update it; queries ask Chroma

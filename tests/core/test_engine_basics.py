@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -682,3 +683,35 @@ def test_code_keeps_the_case_of_its_first_letter(
     cache = make_cache(lookup_timeout=None)
     cache.insert(rq(stored), "the stored answer")
     assert cache.lookup(rq(asked)) is None
+
+
+def test_purging_first_writes_the_hits_that_renew_a_sliding_ttl(
+    make_cache: Callable[..., Cache], clock: Any
+) -> None:
+    """purge_expired deleted by the stored expiry before writing the hits noted since, so an
+    entry hit just before it expired was deleted for good."""
+    cache = make_cache(sliding_ttl=True, lookup_timeout=None)
+    cache._writer.close()  # no background pass: only purge_expired may write the hit
+    cache.insert(rq(), "hold the button", ttl=100)
+    clock.advance(90)
+    assert cache.lookup(rq()) is not None  # renews to 190 once written
+    clock.advance(11)
+    assert cache.purge_expired() == 0
+    hit = cache.lookup(rq())
+    assert hit is not None and hit.answer == "hold the button"
+
+
+def test_a_bulk_load_cut_by_close_stops_with_cache_closed(tmp_path: Path) -> None:
+    """A batch written after close() went on into the stores (with a Chroma server, to the
+    end); now it stops with CacheClosedError and what was written stays consistent."""
+    cache = Cache(CacheConfig(path=str(tmp_path)), embedder=FakeEmbedder())
+    items = [(rq(f"How do I reset password number {n}?"), n) for n in range(6)]
+
+    def closing(done: int, _total: int) -> None:
+        if done == 2:
+            cache.close()
+
+    with pytest.raises(CacheClosedError):
+        cache.insert_many(items, batch_size=2, progress=closing)
+    with Cache(CacheConfig(path=str(tmp_path)), embedder=FakeEmbedder()) as again:
+        assert again.stats()["entries"] == 2 and again.check().ok

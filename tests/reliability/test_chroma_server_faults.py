@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from process_support import free_port, stop, wait_ready
 from reliability_support import FaultProxy
@@ -110,3 +111,16 @@ def test_a_server_that_hangs_later_fails_writes_within_the_timeout(
         assert hit is not None and hit.answer == "reset link"
     finally:
         cache.close()
+
+
+def test_a_closed_cache_writes_nothing_more_to_the_server(
+    proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """Only a folder's store refused writes after close: a bulk load against a Chroma server
+    went on writing every later batch after close() returned."""
+    cache = _cache(proxy, tmp_path)
+    cache.insert(Request("How do I reset my password?"), "reset link")
+    store = cache._vectors
+    cache.close()
+    with pytest.raises(BackendError, match="closed"):
+        store.upsert("p", ["x"], np.ones((1, FakeEmbedder().dimension), np.float32))
