@@ -362,7 +362,7 @@ class Acceptor:
         row_followup = row.history_json not in ("", "[]")
         if not request.history and not row_followup:
             return True
-        try:
+        try:  # the stored conversation, read once for every check below
             turns = json.loads(row.history_json) if row_followup else []
             stored = [(str(t[0]), normalize_text(str(t[1] or ""))) for t in turns]
         except (TypeError, ValueError, IndexError, KeyError):
@@ -370,44 +370,42 @@ class Acceptor:
         asked = [(m.role, normalize_text(m.content)) for m in request.history]
         if _tool_results(asked) != _tool_results(stored):
             return False  # data a tool returned ("heavy rain" / "sunny") is not reworded chat
-        if request.history and row_followup and self._same_context(request, conv, row):
+        if request.history and row_followup and self._same_context(conv, row, asked, stored):
             return True
         if request.history and not conv.standalone:
             return False
-        if row_followup and not self._row_standalone(row, conv.query):
+        if row_followup and not self._row_standalone(row, conv.query, stored):
             return False
         return cand.similarity >= max(threshold, self.thresholds.short)
 
-    def _row_standalone(self, row: Entry, query: np.ndarray) -> bool:
+    def _row_standalone(
+        self, row: Entry, query: np.ndarray, stored: Sequence[tuple[str, str]]
+    ) -> bool:
         """The stored question is self-contained and off its own conversation's topic (the
-        request's query vector stands in for the stored one: they passed the threshold)."""
+        request's query vector stands in for the stored one: they passed the threshold);
+        ``stored`` is its conversation's turns, normalised."""
         if row.context_vector is None or not _self_contained(row.query):
             return False
-        try:
-            turns = json.loads(row.history_json)
-            users = [str(t[1] or "") for t in turns if t[0] == "user"]
-        except (TypeError, ValueError, IndexError, KeyError):
-            return False  # a corrupt row: a miss
-        if _rests_on_self(row.query, users):
+        if _rests_on_self(row.query, [text for role, text in stored if role == "user"]):
             return False
         relatedness = float(np.dot(query, row.context_vector))
         return relatedness < _STANDALONE_MAX_RELATEDNESS
 
-    def _same_context(self, request: Request, conv: ConversationVectors, row: Entry) -> bool:
+    def _same_context(
+        self,
+        conv: ConversationVectors,
+        row: Entry,
+        asked: Sequence[tuple[str, str]],
+        stored: Sequence[tuple[str, str]],
+    ) -> bool:
         """Earlier turns that mean the same (cosine) and differ in no answer-determining detail
-        (the guard over both conversations)."""
+        (the guard over both conversations); ``asked`` and ``stored`` are the two
+        conversations' turns, normalised."""
         if conv.context is None or row.context_vector is None:
             return conv.context is None and row.context_vector is None
         similarity = float(np.dot(conv.context, row.context_vector))
         if similarity < self.thresholds.context:
             return False
-        try:
-            stored = [
-                (str(t[0]), normalize_text(str(t[1] or ""))) for t in json.loads(row.history_json)
-            ]
-        except (TypeError, ValueError, IndexError, KeyError):
-            return False  # a corrupt row: a miss
-        asked = [(m.role, normalize_text(m.content)) for m in request.history]
         if _clarifying(asked) != _clarifying(stored):
             return False  # "which country do you mean?" is not an answer the follow-up builds on
         if self._guard is None:
