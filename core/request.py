@@ -270,14 +270,19 @@ def _with_fields(attachments: str, fields: Mapping[str, Any]) -> str:
     return _digest(attachments, _canonical_json(dict(fields), "message fields"))
 
 
-def _calls(message: Mapping[str, Any]) -> list[str]:
-    """A message's tool calls and legacy function call as text (see ``_call_text``)."""
+def _tool_calls(message: Mapping[str, Any]) -> Sequence[Any]:
+    """A message's ``tool_calls`` as a list (one call sent without its list is one call)."""
     tool_calls = message.get("tool_calls")
     if isinstance(tool_calls, Mapping):
-        tool_calls = [tool_calls]  # one call sent without its list
-    elif tool_calls is not None and not isinstance(tool_calls, (list, tuple)):
+        return [tool_calls]
+    if tool_calls is not None and not isinstance(tool_calls, (list, tuple)):
         raise ConfigError("tool_calls must be a list of calls")
-    calls = [_call_text("tool_call", call) for call in tool_calls or ()]
+    return tool_calls or ()
+
+
+def _calls(message: Mapping[str, Any]) -> list[str]:
+    """A message's tool calls and legacy function call as text (see ``_call_text``)."""
+    calls = [_call_text("tool_call", call) for call in _tool_calls(message)]
     if message.get("function_call"):
         calls.append(_call_text("function_call", message["function_call"]))
     return calls
@@ -321,10 +326,7 @@ def _answering(messages: Sequence[Mapping[str, Any] | Message]) -> list[int | No
     for message in messages:
         answer = None
         if isinstance(message, Mapping):
-            tool_calls = message.get("tool_calls")
-            if isinstance(tool_calls, Mapping):
-                tool_calls = [tool_calls]
-            for call in tool_calls if isinstance(tool_calls, (list, tuple)) else ():
+            for call in _tool_calls(message):
                 if isinstance(call, Mapping) and call.get("id") is not None:
                     made += 1
                     calls[str(call["id"])] = made
