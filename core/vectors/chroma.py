@@ -463,18 +463,14 @@ class ChromaVectorStore:
         with self._lock:
             self._collections.clear()
         key, self._mirror_key = self._mirror_key, None
-        if key is None or self._mirror is None:  # a server, or closed already: refuse writes
-            with self._open_lock:
+        mirror = self._mirror if key is not None else None
+        with _writing(mirror):  # a write under way updates the copy first
+            with self._open_lock:  # and none comes after: no Chroma opens behind a closed store
                 self._closed = True
                 self._opened = None
-        if key is not None and self._mirror is not None:
-            with self._mirror.writing:  # a write under way updates the copy first
-                self._memory_vectors = 0  # later writes still update it; queries ask Chroma
-                last = _leave_mirror(key)
-                with self._open_lock:
-                    self._closed = True
-                    self._opened = None
-                if last and self._path:  # whichever store of the folder opened it
+            if key is not None and mirror is not None:
+                self._memory_vectors = 0  # queries of a closed store never reach the copy
+                if _leave_mirror(key) and self._path:  # whichever store of the folder opened it
                     _stop_system(self._path)
 
     @property
